@@ -1,0 +1,18 @@
+//! Postino's domain: the values that cross its edges (HTTP bodies, bus records, store rows),
+//! each parsed into a type that cannot hold an invalid value.
+//!
+//! Parsing is where the rules of IO's specification live (DESIGN §4); everything past the
+//! edge works with the parsed types and never re-validates.
+
+pub mod channels;
+pub mod fiscal_code;
+pub mod message;
+pub mod pipeline;
+pub mod problem;
+pub mod profile;
+pub mod service;
+pub mod status;
+pub mod validation;
+
+pub use fiscal_code::FiscalCode;
+pub use validation::ValidationError;

@@ -1,0 +1,149 @@
+//! The records that travel on the bus between stages, and their one codec.
+//!
+//! Records are JSON: readable with any Kafka tool, tolerant of added fields, and cheap
+//! next to the store writes they cause. A record that does not decode is a
+//! [`ValidationError`], which stages send to the dead-letter topic.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+use crate::channels::ChannelPlan;
+use crate::message::NewMessageContent;
+use crate::profile::PushContent;
+use crate::validation::from_json;
+use crate::{FiscalCode, ValidationError};
+
+/// Topic names. Each has `<name>.dlq` beside it for records that could not be processed.
+pub mod topics {
+    /// Accepted messages, written by ingest, read by the router.
+    pub const MESSAGES: &str = "messages";
+    /// Routed messages, read by the inbox dispatcher.
+    pub const DELIVERIES_INBOX: &str = "deliveries.inbox";
+    /// Push notifications to send, once the inbox holds the message.
+    pub const DELIVERIES_PUSH: &str = "deliveries.push";
+    /// Emails to send, once the inbox holds the message.
+    pub const DELIVERIES_EMAIL: &str = "deliveries.email";
+
+    pub fn dead_letter(topic: &str) -> String {
+        format!("{topic}.dlq")
+    }
+}
+
+/// A message the senders' API accepted: everything later stages need, including a snapshot
+/// of the sending service as it was at acceptance (as IO's `senderMetadata`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AcceptedMessage {
+    pub id: Ulid,
+    pub fiscal_code: FiscalCode,
+    pub sender_service_id: String,
+    pub created_at: String,
+    pub time_to_live: u32,
+    pub content: NewMessageContent,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_email: Option<String>,
+    pub feature_level_type: String,
+    pub sender: SenderMetadata,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SenderMetadata {
+    pub service_name: String,
+    pub organization_name: String,
+    pub organization_fiscal_code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department_name: Option<String>,
+    pub require_secure_channel: bool,
+}
+
+impl AcceptedMessage {
+    /// True when neither the service nor the message allows insecure channels (email).
+    pub fn requires_secure_channel(&self) -> bool {
+        self.sender.require_secure_channel || self.content.require_secure_channels == Some(true)
+    }
+}
+
+/// A routed message: it goes to the inbox, and these channels are to be notified after.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryPlan {
+    pub message: AcceptedMessage,
+    pub channels: ChannelPlan,
+    /// What the citizen chose to see in a push (anonymous unless FULL).
+    pub push_content: PushContent,
+    #[serde(default)]
+    pub preferred_languages: Vec<String>,
+    /// The validated address, present only when `channels.email` is `Send`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// Serialises a record for the bus.
+pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    // Serialising these plain structs to a Vec cannot fail: no maps with non-string keys,
+    // no custom serialisers that error.
+    serde_json::to_vec(record).unwrap_or_default()
+}
+
+/// Parses a record from the bus, naming the field that did not fit.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ValidationError> {
+    from_json(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::ChannelChoice;
+
+    fn sample() -> DeliveryPlan {
+        DeliveryPlan {
+            message: AcceptedMessage {
+                id: Ulid::new(),
+                fiscal_code: FiscalCode::parse("fc", "RSSMRA85T10A562S").unwrap(),
+                sender_service_id: "svc".into(),
+                created_at: "2026-01-01T00:00:00.000Z".into(),
+                time_to_live: 3600,
+                content: NewMessageContent {
+                    subject: "subject of ten".into(),
+                    markdown: "m".repeat(80),
+                    payment_data: None,
+                    due_date: None,
+                    require_secure_channels: None,
+                    prescription_data: None,
+                    legal_data: None,
+                    eu_covid_cert: None,
+                    third_party_data: None,
+                },
+                default_email: None,
+                feature_level_type: "STANDARD".into(),
+                sender: SenderMetadata {
+                    service_name: "s".into(),
+                    organization_name: "o".into(),
+                    organization_fiscal_code: "00493410583".into(),
+                    department_name: None,
+                    require_secure_channel: false,
+                },
+            },
+            channels: ChannelPlan { email: ChannelChoice::Send, push: ChannelChoice::Send },
+            push_content: PushContent::Anonymous,
+            preferred_languages: vec!["it_IT".into()],
+            email: Some("a@b.it".into()),
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let plan = sample();
+        let back: DeliveryPlan = decode(&encode(&plan)).unwrap();
+        assert_eq!(back, plan);
+    }
+
+    #[test]
+    fn malformed_records_are_errors_not_panics() {
+        assert!(decode::<AcceptedMessage>(b"").is_err());
+        assert!(decode::<AcceptedMessage>(b"{\"id\":\"not-a-ulid\"}").is_err());
+        let mut v = serde_json::to_value(sample().message).unwrap();
+        v["fiscal_code"] = "RSSMRA85T10A562T".into();
+        let err = decode::<AcceptedMessage>(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert_eq!(err.field, "fiscal_code");
+    }
+}

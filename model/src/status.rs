@@ -1,0 +1,67 @@
+//! Where a message stands in the pipeline (IO `MessageStatusValue`) and what each
+//! notification channel did with it (IO `NotificationChannelStatusValue`).
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum MessageStatus {
+    Accepted,
+    Throttled,
+    Processed,
+    Rejected,
+    Failed,
+}
+
+impl MessageStatus {
+    /// Statuses only move forward: a write of a lower rank never replaces a higher one, so
+    /// stages that write out of order (a redelivered record, a slow ingest replica) cannot
+    /// send a message back to an earlier state.
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Accepted => 0,
+            Self::Throttled => 1,
+            Self::Processed | Self::Rejected | Self::Failed => 2,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "ACCEPTED",
+            Self::Throttled => "THROTTLED",
+            Self::Processed => "PROCESSED",
+            Self::Rejected => "REJECTED",
+            Self::Failed => "FAILED",
+        }
+    }
+}
+
+/// IO `RejectionReason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RejectionReason {
+    UserNotFound,
+    ServiceNotAllowed,
+}
+
+/// IO `NotificationChannelStatusValue`, plus `SKIPPED` (Postino's: the citizen's
+/// preferences or the service's rules excluded the channel, so nothing was attempted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ChannelStatus {
+    Sent,
+    Throttled,
+    Expired,
+    Failed,
+    Skipped,
+}
+
+/// Per-channel outcome as IO reports it (`webhook` is IO's name for push).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NotificationStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<ChannelStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<ChannelStatus>,
+}
