@@ -1,1 +1,106 @@
-//! placeholder
+//! The log between Postino's stages (DESIGN §2): what a stage publishes is durable when
+//! `publish` returns, and a consumer group sees every record of a topic, in order per key,
+//! until it commits past it.
+//!
+//! One trait, [`Bus`], with the embedded log ([`embedded::EmbeddedBus`]) as the zero-set-up
+//! default; Kafka implements the same trait. [`conformance`] is the suite every
+//! implementation passes, and [`stage`] the consume-process-commit loop every stage runs.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub mod conformance;
+pub mod embedded;
+pub mod stage;
+
+/// One record: `key` decides the partition (Postino uses the citizen's keyed hash, so one
+/// citizen's records stay in order), `headers` carry metadata such as dead-letter reasons.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Record {
+    pub key: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+    pub payload: Vec<u8>,
+}
+
+impl Record {
+    pub fn new(key: impl Into<Vec<u8>>, payload: impl Into<Vec<u8>>) -> Self {
+        Self {
+            key: key.into(),
+            headers: Vec::new(),
+            payload: payload.into(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A record as a consumer receives it, with its place in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub record: Record,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BusError {
+    /// The log cannot take or give records now (disk, broker); trying later may work.
+    #[error("the log is unavailable: {0}")]
+    Unavailable(String),
+    #[error("invalid topic name {0:?}: use letters, digits, '.', '_' and '-'")]
+    InvalidTopic(String),
+    #[error("the log is closed")]
+    Closed,
+}
+
+impl BusError {
+    /// Whether the same call may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::InvalidTopic(_))
+    }
+}
+
+/// The log.
+#[async_trait]
+pub trait Bus: Send + Sync + std::fmt::Debug + 'static {
+    /// Appends `records` to `topic`; returns only once they are durable. Records with the
+    /// same key are delivered in the order given.
+    async fn publish(&self, topic: &str, records: Vec<Record>) -> Result<(), BusError>;
+
+    /// Joins consumer group `group` on `topic`, resuming after its last commit.
+    async fn subscribe(&self, topic: &str, group: &str)
+        -> Result<Box<dyn Subscription>, BusError>;
+}
+
+/// One consumer's view of a topic.
+#[async_trait]
+pub trait Subscription: Send + std::fmt::Debug {
+    /// Returns up to `max` records, waiting up to `wait` for the first; an empty answer
+    /// means nothing arrived in time. Records not committed are delivered again after a
+    /// restart or rebalance.
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivered>, BusError>;
+
+    /// Marks `done` (and everything before them in their partitions) as processed.
+    async fn commit(&mut self, done: &[Delivered]) -> Result<(), BusError>;
+}
+
+/// Topic names become table names or broker topics: keep them to a safe alphabet.
+pub fn check_topic(topic: &str) -> Result<(), BusError> {
+    let ok = !topic.is_empty()
+        && topic.len() <= 200
+        && topic
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(BusError::InvalidTopic(topic.to_string()))
+    }
+}

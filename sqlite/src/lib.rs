@@ -1,0 +1,243 @@
+//! SQLite plumbing shared by Postino's two embedded backends (the log in `bus`, the state in
+//! `store`): how a database file is opened, one writer thread per file that commits many
+//! callers' writes in one transaction (group commit), and a small pool of reader connections.
+//!
+//! Group commit is what makes "accepted means durable" affordable: every caller waits for an
+//! fsync'd commit, but one commit serves all the callers that queued while the previous one
+//! was on disk.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+/// Why a database operation did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DbError {
+    /// SQLite refused or failed; `transient` errors (busy, locked, I/O, full disk) may
+    /// succeed if tried again later.
+    #[error("sqlite: {message}")]
+    Sqlite { message: String, transient: bool },
+    /// The writer thread is gone (shutting down).
+    #[error("database writer is closed")]
+    Closed,
+}
+
+impl DbError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Sqlite { transient, .. } => *transient,
+            Self::Closed => true,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(err: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode::*;
+        let transient = matches!(
+            err.sqlite_error_code(),
+            Some(DatabaseBusy | DatabaseLocked | SystemIoFailure | DiskFull | OutOfMemory)
+        );
+        Self::Sqlite {
+            message: err.to_string(),
+            transient,
+        }
+    }
+}
+
+/// Opens (creating if needed) a database in WAL mode. `synchronous=FULL` makes every commit
+/// reach the disk before it returns, which is what acknowledged writes promise.
+pub fn open(path: &Path) -> Result<Connection, DbError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| DbError::Sqlite {
+            message: format!("cannot create {}: {e}", dir.display()),
+            transient: false,
+        })?;
+    }
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         PRAGMA synchronous=FULL;
+         PRAGMA temp_store=MEMORY;
+         PRAGMA cache_size=-32768;",
+    )?;
+    Ok(conn)
+}
+
+type Completion = Box<dyn FnOnce(Result<(), DbError>) + Send>;
+/// A queued write: given the connection inside the open transaction it runs and returns how
+/// to answer once the commit is known; given `None` (no transaction could be opened) it
+/// does not run at all.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> Completion + Send>;
+
+/// The single writer of one database file. Jobs queue on a bounded channel (so callers feel
+/// backpressure instead of memory growing); the writer thread takes every queued job, runs
+/// each inside its own savepoint of one transaction, commits once, then answers them all.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`. `queue` bounds waiting jobs, `max_batch` bounds
+    /// how many jobs share one commit.
+    pub fn spawn(conn: Connection, name: &str, queue: usize, max_batch: usize) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>(queue);
+        let thread_name = format!("{name}-writer");
+        let spawned = std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || writer_loop(conn, rx, max_batch));
+        if let Err(err) = spawned {
+            // Without the thread every write answers `Closed`, which callers already handle.
+            tracing::error!(error = %err, "cannot start database writer thread");
+        }
+        Self { jobs: tx }
+    }
+
+    /// Runs `f` in the next group commit and returns its value once the commit is on disk.
+    /// If `f` fails, only its own changes are rolled back; the other jobs still commit.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move |conn: Option<&Connection>| -> Completion {
+            let outcome = match conn {
+                Some(conn) => run_in_savepoint(conn, f),
+                None => Err(DbError::Closed),
+            };
+            Box::new(move |committed: Result<(), DbError>| {
+                // A failed commit outranks the job's own result: nothing of it was kept.
+                let result = committed.and(outcome);
+                let _ = answer.send(result);
+            })
+        });
+        self.jobs.send(job).await.map_err(|_| DbError::Closed)?;
+        answered.await.map_err(|_| DbError::Closed)?
+    }
+}
+
+fn run_in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    conn.execute_batch("SAVEPOINT job")?;
+    match f(conn) {
+        Ok(value) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(value)
+        }
+        Err(err) => {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(err)
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>, max_batch: usize) {
+    while let Some(first) = jobs.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = DbError::from(err);
+            for job in batch {
+                job(None)(Err(err.clone()));
+            }
+            continue;
+        }
+        let completions: Vec<Completion> = batch.into_iter().map(|job| job(Some(&conn))).collect();
+        let committed = conn.execute_batch("COMMIT").map_err(DbError::from);
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for completion in completions {
+            completion(committed.clone());
+        }
+    }
+}
+
+/// A few read connections, used round-robin from blocking threads so async tasks never wait
+/// on disk. WAL lets them read while the writer commits.
+#[derive(Debug)]
+pub struct Readers {
+    conns: Vec<Arc<Mutex<Connection>>>,
+    next: AtomicUsize,
+}
+
+impl Readers {
+    pub fn open(path: &Path, count: usize) -> Result<Self, DbError> {
+        let conns = (0..count.max(1))
+            .map(|_| open(path).map(|c| Arc::new(Mutex::new(c))))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            conns,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    pub async fn read<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+        let conn = Arc::clone(&self.conns[i]);
+        tokio::task::spawn_blocking(move || {
+            let guard = conn.lock().map_err(|_| DbError::Sqlite {
+                message: "reader connection poisoned by an earlier panic".into(),
+                transient: false,
+            })?;
+            f(&guard)
+        })
+        .await
+        .map_err(|_| DbError::Closed)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_commits_and_a_failing_job_rolls_back_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE t(v INTEGER UNIQUE)").unwrap();
+        let writer = Writer::spawn(conn, "test", 64, 16);
+        let mut tasks = Vec::new();
+        for v in 0..200 {
+            let w = writer.clone();
+            tasks.push(tokio::spawn(async move {
+                w.write(move |c| {
+                    c.execute("INSERT INTO t(v) VALUES (?1)", [v % 150])?;
+                    Ok(())
+                })
+                .await
+            }));
+        }
+        let mut failed = 0;
+        for t in tasks {
+            if t.await.unwrap().is_err() {
+                failed += 1;
+            }
+        }
+        assert_eq!(failed, 50, "the 50 duplicate values fail, the rest commit");
+        let readers = Readers::open(&path, 2).unwrap();
+        let n: i64 = readers
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(n, 150);
+    }
+}
