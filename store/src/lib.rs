@@ -1,1 +1,158 @@
-//! placeholder
+//! Postino's state (DESIGN §7): services and their keys, citizens' profiles and
+//! preferences, messages with their status, and each citizen's inbox.
+//!
+//! The traits are shaped for ScyllaDB: every operation names its partition (service id,
+//! key hash, fiscal code, message id), every write is an idempotent upsert, and no operation
+//! needs a transaction across partitions. Message status never goes backwards: a write
+//! carries its status rank and a lower rank never replaces a higher one (in ScyllaDB, the
+//! rank becomes the write timestamp). [`sqlite::SqliteStore`] is the embedded
+//! implementation; [`conformance`] is the suite every implementation passes.
+
+use async_trait::async_trait;
+use model::pipeline::AcceptedMessage;
+use model::profile::{Profile, ServicePreference};
+use model::service::{KeySlot, Service};
+use model::status::{MessageStatus, NotificationStatus, RejectionReason};
+use model::FiscalCode;
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+pub mod conformance;
+pub mod sqlite;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot answer now (disk, network, overload); retrying later may work.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value could not be read back: a bug or a damaged row, never retried.
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// Who an API key belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum KeyOwner {
+    /// The operators' key for the manage API.
+    Manage,
+    /// One of a service's two keys.
+    Service { service_id: String, slot: KeySlot },
+}
+
+/// Services and the hashes of their keys (partitions: service id, key hash).
+#[async_trait]
+pub trait ServiceStore: Send + Sync {
+    async fn put_service(&self, service: &Service) -> Result<(), StoreError>;
+    async fn get_service(&self, id: &str) -> Result<Option<Service>, StoreError>;
+    async fn delete_service(&self, id: &str) -> Result<(), StoreError>;
+    async fn put_key(&self, key_hash: &str, owner: &KeyOwner) -> Result<(), StoreError>;
+    async fn get_key(&self, key_hash: &str) -> Result<Option<KeyOwner>, StoreError>;
+    async fn delete_key(&self, key_hash: &str) -> Result<(), StoreError>;
+}
+
+/// Citizens' profiles and per-service preferences (partition: fiscal code).
+#[async_trait]
+pub trait ProfileStore: Send + Sync {
+    async fn get_profile(&self, fc: &FiscalCode) -> Result<Option<Profile>, StoreError>;
+    async fn put_profile(&self, fc: &FiscalCode, profile: &Profile) -> Result<(), StoreError>;
+    async fn get_preference(
+        &self,
+        fc: &FiscalCode,
+        service_id: &str,
+    ) -> Result<Option<ServicePreference>, StoreError>;
+    async fn put_preference(
+        &self,
+        fc: &FiscalCode,
+        service_id: &str,
+        preference: &ServicePreference,
+    ) -> Result<(), StoreError>;
+}
+
+/// A message with where it stands (partition: message id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub message: AcceptedMessage,
+    pub status: MessageStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection_reason: Option<RejectionReason>,
+    #[serde(default)]
+    pub notification: NotificationStatus,
+    pub updated_at: String,
+}
+
+/// One message in a citizen's inbox, as listed (partition: fiscal code, clustered by id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxItem {
+    pub id: Ulid,
+    pub sender_service_id: String,
+    pub created_at: String,
+    pub subject: String,
+    pub service_name: String,
+    pub organization_name: String,
+    pub has_payment: bool,
+    pub is_read: bool,
+}
+
+impl InboxItem {
+    pub fn of(message: &AcceptedMessage) -> Self {
+        Self {
+            id: message.id,
+            sender_service_id: message.sender_service_id.clone(),
+            created_at: message.created_at.clone(),
+            subject: message.content.subject.clone(),
+            service_name: message.sender.service_name.clone(),
+            organization_name: message.sender.organization_name.clone(),
+            has_payment: message.content.payment_data.is_some(),
+            is_read: false,
+        }
+    }
+}
+
+/// Messages, their status, and inboxes.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Upserts message records; a record whose status ranks lower than the stored one is
+    /// ignored, so a late ACCEPTED never hides PROCESSED.
+    async fn put_messages(&self, records: Vec<MessageRecord>) -> Result<(), StoreError>;
+
+    async fn get_message(&self, id: &Ulid) -> Result<Option<MessageRecord>, StoreError>;
+
+    /// Puts each message in its citizen's inbox (unread; a message already there keeps its
+    /// read state) and then records it PROCESSED. Idempotent: delivering twice changes
+    /// nothing.
+    async fn deliver(&self, records: Vec<MessageRecord>) -> Result<(), StoreError>;
+
+    /// A citizen's inbox, newest first, starting after `before` (exclusive) when given.
+    async fn list_inbox(
+        &self,
+        fc: &FiscalCode,
+        before: Option<Ulid>,
+        limit: usize,
+    ) -> Result<Vec<InboxItem>, StoreError>;
+
+    async fn get_inbox_item(&self, fc: &FiscalCode, id: &Ulid) -> Result<Option<InboxItem>, StoreError>;
+
+    /// Sets the read state; false if the message is not in this citizen's inbox.
+    async fn set_read(&self, fc: &FiscalCode, id: &Ulid, is_read: bool) -> Result<bool, StoreError>;
+}
+
+/// Small named values set once per deployment (e.g. whether the bootstrap manage key was
+/// issued). `put_setting_if_absent` is a conditional write (an LWT in ScyllaDB), used only
+/// at start-up, never on a hot path.
+#[async_trait]
+pub trait SettingStore: Send + Sync {
+    async fn get_setting(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// Stores `value` unless `name` is set; true if this call stored it.
+    async fn put_setting_if_absent(&self, name: &str, value: &str) -> Result<bool, StoreError>;
+}
+
+/// Everything Postino keeps.
+pub trait Store: ServiceStore + ProfileStore + MessageStore + SettingStore + std::fmt::Debug {}
+impl<T: ServiceStore + ProfileStore + MessageStore + SettingStore + std::fmt::Debug> Store for T {}

@@ -1,0 +1,284 @@
+//! The behaviour every store implementation must show, one function per check, and
+//! [`store_conformance!`](crate::store_conformance) to instantiate them as tests.
+//!
+//! Checks use fresh identifiers, so one database can serve them all.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use model::message::NewMessageContent;
+use model::pipeline::{AcceptedMessage, SenderMetadata};
+use model::profile::{Profile, ServicePreference};
+use model::service::{KeySlot, Organization, Service, ServiceMetadata, ServicePayload, ServiceScope};
+use model::status::{MessageStatus, NotificationStatus, RejectionReason};
+use model::FiscalCode;
+use ulid::Ulid;
+
+use crate::{KeyOwner, MessageRecord, Store};
+
+static COUNTER: AtomicU64 = AtomicU64::new(1);
+
+fn unique() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos.wrapping_mul(31).wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A valid fiscal code no other check uses (omocodia-free, check character computed).
+pub fn fresh_fiscal_code() -> FiscalCode {
+    let n = unique();
+    let letters: String = (0..6)
+        .map(|i| (b'A' + ((n >> (i * 4)) % 26) as u8) as char)
+        .collect();
+    let digits = format!("{:02}", (n >> 24) % 100);
+    let body = format!("{letters}{digits}A01H501");
+    let check = model::fiscal_code::check_character(body.as_bytes()) as char;
+    FiscalCode::parse("fc", &format!("{body}{check}")).expect("generated code is valid")
+}
+
+pub fn sample_service() -> Service {
+    Service {
+        id: format!("svc-{}", unique()),
+        payload: ServicePayload {
+            name: "Tassa automobilistica".into(),
+            description: "Avvisi di scadenza".into(),
+            organization: Organization {
+                name: "ACI".into(),
+                fiscal_code: "00493410583".into(),
+                department_name: None,
+            },
+            metadata: ServiceMetadata {
+                scope: ServiceScope::National,
+                topic_id: None,
+                web_url: None,
+                app_ios: None,
+                app_android: None,
+                tos_url: None,
+                privacy_url: None,
+                address: None,
+                phone: None,
+                email: None,
+                pec: None,
+                cta: None,
+                support_url: None,
+            },
+            require_secure_channel: false,
+            authorized_recipients: vec![],
+            authorized_cidrs: vec![],
+            max_allowed_payment_amount: 0,
+        },
+        last_update: "2026-01-01T00:00:00.000Z".into(),
+        primary_key_generation: 0,
+        secondary_key_generation: 0,
+    }
+}
+
+/// A message to `fc` whose id sorts by `ms` (so tests control inbox order).
+pub fn sample_record(fc: &FiscalCode, ms: u64, status: MessageStatus) -> MessageRecord {
+    MessageRecord {
+        message: AcceptedMessage {
+            id: Ulid::from_parts(ms, u128::from(unique())),
+            fiscal_code: fc.clone(),
+            sender_service_id: "svc".into(),
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            time_to_live: 3600,
+            content: NewMessageContent {
+                subject: format!("message number {ms}"),
+                markdown: "m".repeat(80),
+                payment_data: None,
+                due_date: None,
+                require_secure_channels: None,
+                prescription_data: None,
+                legal_data: None,
+                eu_covid_cert: None,
+                third_party_data: None,
+            },
+            default_email: None,
+            feature_level_type: "STANDARD".into(),
+            sender: SenderMetadata {
+                service_name: "Tassa automobilistica".into(),
+                organization_name: "ACI".into(),
+                organization_fiscal_code: "00493410583".into(),
+                department_name: None,
+                require_secure_channel: false,
+            },
+        },
+        status,
+        rejection_reason: None,
+        notification: NotificationStatus::default(),
+        updated_at: "2026-01-01T00:00:00.000Z".into(),
+    }
+}
+
+// ---- services and keys -------------------------------------------------------------
+
+pub async fn services_round_trip_and_delete(store: Arc<dyn Store>) {
+    let mut svc = sample_service();
+    assert_eq!(store.get_service(&svc.id).await.expect("get"), None);
+    store.put_service(&svc).await.expect("put");
+    assert_eq!(store.get_service(&svc.id).await.expect("get").as_ref(), Some(&svc));
+    svc.payload.name = "Renamed service".into();
+    svc.primary_key_generation = 3;
+    store.put_service(&svc).await.expect("replace");
+    assert_eq!(store.get_service(&svc.id).await.expect("get"), Some(svc.clone()));
+    store.delete_service(&svc.id).await.expect("delete");
+    assert_eq!(store.get_service(&svc.id).await.expect("get"), None);
+    store.delete_service(&svc.id).await.expect("deleting twice is fine");
+}
+
+pub async fn keys_map_hashes_to_owners(store: Arc<dyn Store>) {
+    let hash = format!("hash-{}", unique());
+    let owner = KeyOwner::Service { service_id: "svc-1".into(), slot: KeySlot::Secondary };
+    assert_eq!(store.get_key(&hash).await.expect("get"), None);
+    store.put_key(&hash, &owner).await.expect("put");
+    store.put_key(&format!("{hash}-m"), &KeyOwner::Manage).await.expect("put manage");
+    assert_eq!(store.get_key(&hash).await.expect("get"), Some(owner));
+    assert_eq!(store.get_key(&format!("{hash}-m")).await.expect("get"), Some(KeyOwner::Manage));
+    store.delete_key(&hash).await.expect("delete");
+    assert_eq!(store.get_key(&hash).await.expect("get"), None);
+}
+
+// ---- profiles and preferences --------------------------------------------------------
+
+pub async fn profiles_and_preferences_are_per_citizen(store: Arc<dyn Store>) {
+    let (a, b) = (fresh_fiscal_code(), fresh_fiscal_code());
+    assert_eq!(store.get_profile(&a).await.expect("get"), None);
+    let mut profile = Profile::new_default();
+    profile.email = Some("a@b.it".into());
+    store.put_profile(&a, &profile).await.expect("put");
+    assert_eq!(store.get_profile(&a).await.expect("get"), Some(profile.clone()));
+    assert_eq!(store.get_profile(&b).await.expect("get"), None);
+    profile.version = 1;
+    profile.is_inbox_enabled = false;
+    store.put_profile(&a, &profile).await.expect("update");
+    assert_eq!(store.get_profile(&a).await.expect("get"), Some(profile));
+
+    let pref = ServicePreference {
+        is_email_enabled: false,
+        is_inbox_enabled: true,
+        is_webhook_enabled: true,
+        settings_version: 0,
+        can_access_message_read_status: true,
+    };
+    store.put_preference(&a, "s1", &pref).await.expect("put pref");
+    assert_eq!(store.get_preference(&a, "s1").await.expect("get"), Some(pref));
+    assert_eq!(store.get_preference(&a, "s2").await.expect("get"), None);
+    assert_eq!(store.get_preference(&b, "s1").await.expect("get"), None);
+}
+
+// ---- messages and inbox --------------------------------------------------------------
+
+pub async fn message_status_never_goes_backwards(store: Arc<dyn Store>) {
+    let fc = fresh_fiscal_code();
+    let accepted = sample_record(&fc, 1_000, MessageStatus::Accepted);
+    let id = accepted.message.id;
+    store.put_messages(vec![accepted.clone()]).await.expect("accept");
+    assert_eq!(store.get_message(&id).await.expect("get").map(|r| r.status), Some(MessageStatus::Accepted));
+    let mut processed = accepted.clone();
+    processed.status = MessageStatus::Processed;
+    store.deliver(vec![processed]).await.expect("deliver");
+    store.put_messages(vec![accepted]).await.expect("late accept");
+    assert_eq!(store.get_message(&id).await.expect("get").map(|r| r.status), Some(MessageStatus::Processed));
+}
+
+pub async fn rejected_messages_stay_out_of_the_inbox(store: Arc<dyn Store>) {
+    let fc = fresh_fiscal_code();
+    let mut rejected = sample_record(&fc, 2_000, MessageStatus::Rejected);
+    rejected.rejection_reason = Some(RejectionReason::UserNotFound);
+    store.put_messages(vec![rejected.clone()]).await.expect("reject");
+    let got = store.get_message(&rejected.message.id).await.expect("get").expect("stored");
+    assert_eq!(got.rejection_reason, Some(RejectionReason::UserNotFound));
+    assert!(store.list_inbox(&fc, None, 10).await.expect("list").is_empty());
+}
+
+pub async fn delivering_twice_keeps_one_copy_and_its_read_state(store: Arc<dyn Store>) {
+    let fc = fresh_fiscal_code();
+    let record = sample_record(&fc, 3_000, MessageStatus::Processed);
+    let id = record.message.id;
+    store.deliver(vec![record.clone()]).await.expect("deliver");
+    assert!(store.set_read(&fc, &id, true).await.expect("read"));
+    store.deliver(vec![record]).await.expect("redeliver");
+    let inbox = store.list_inbox(&fc, None, 10).await.expect("list");
+    assert_eq!(inbox.len(), 1);
+    assert!(inbox[0].is_read, "redelivery must not mark the message unread");
+}
+
+pub async fn the_inbox_pages_newest_first_and_only_shows_its_citizen(store: Arc<dyn Store>) {
+    let (fc, other) = (fresh_fiscal_code(), fresh_fiscal_code());
+    let records: Vec<MessageRecord> = (1..=25u64)
+        .map(|ms| sample_record(&fc, 10_000 + ms, MessageStatus::Processed))
+        .collect();
+    store.deliver(records.clone()).await.expect("deliver");
+    store.deliver(vec![sample_record(&other, 10_050, MessageStatus::Processed)]).await.expect("deliver other");
+
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.list_inbox(&fc, cursor, 10).await.expect("list");
+        if page.is_empty() {
+            break;
+        }
+        cursor = page.last().map(|i| i.id);
+        seen.extend(page.into_iter().map(|i| i.id));
+    }
+    let expected: Vec<Ulid> = records.iter().rev().map(|r| r.message.id).collect();
+    assert_eq!(seen, expected, "all 25, newest first, no repeats across pages");
+
+    let foreign = records[0].message.id;
+    assert!(store.get_inbox_item(&other, &foreign).await.expect("get").is_none());
+    assert!(!store.set_read(&other, &foreign, true).await.expect("set_read"), "not the other citizen's message");
+    let item = store.get_inbox_item(&fc, &foreign).await.expect("get").expect("present");
+    assert!(!item.is_read);
+    assert_eq!(item.subject, records[0].message.content.subject);
+}
+
+pub async fn read_state_can_be_set_and_cleared(store: Arc<dyn Store>) {
+    let fc = fresh_fiscal_code();
+    let record = sample_record(&fc, 4_000, MessageStatus::Processed);
+    let id = record.message.id;
+    store.deliver(vec![record]).await.expect("deliver");
+    assert!(store.set_read(&fc, &id, true).await.expect("set"));
+    assert!(store.get_inbox_item(&fc, &id).await.expect("get").expect("item").is_read);
+    assert!(store.set_read(&fc, &id, false).await.expect("clear"));
+    assert!(!store.get_inbox_item(&fc, &id).await.expect("get").expect("item").is_read);
+    assert!(!store.set_read(&fc, &Ulid::new(), true).await.expect("unknown"));
+}
+
+// ---- settings ------------------------------------------------------------------------
+
+pub async fn settings_are_set_once(store: Arc<dyn Store>) {
+    let name = format!("setting-{}", unique());
+    assert_eq!(store.get_setting(&name).await.expect("get"), None);
+    assert!(store.put_setting_if_absent(&name, "first").await.expect("put"));
+    assert!(!store.put_setting_if_absent(&name, "second").await.expect("put again"));
+    assert_eq!(store.get_setting(&name).await.expect("get").as_deref(), Some("first"));
+}
+
+/// Instantiates every check as a `#[tokio::test]`. `$make` is an async expression giving
+/// `(Arc<dyn Store>, guard)`; the guard lives as long as the test.
+#[macro_export]
+macro_rules! store_conformance {
+    ($make:expr) => {
+        $crate::store_conformance!(@each $make;
+            services_round_trip_and_delete,
+            keys_map_hashes_to_owners,
+            profiles_and_preferences_are_per_citizen,
+            message_status_never_goes_backwards,
+            rejected_messages_stay_out_of_the_inbox,
+            delivering_twice_keeps_one_copy_and_its_read_state,
+            the_inbox_pages_newest_first_and_only_shows_its_citizen,
+            read_state_can_be_set_and_cleared,
+            settings_are_set_once);
+    };
+    (@each $make:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (store, _guard) = $make.await;
+                $crate::conformance::$name(store).await;
+            }
+        )*
+    };
+}

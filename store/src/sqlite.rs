@@ -1,0 +1,281 @@
+//! The embedded store: one SQLite file (WAL) under the data directory, shared safely by
+//! several Postino processes on one host. Writes go through the group-commit writer, so a
+//! burst of single-row writes from many requests costs one fsync; batch writes are one
+//! job each.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use model::profile::{Profile, ServicePreference};
+use model::service::Service;
+use model::FiscalCode;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sqlite::{DbError, Readers, Writer};
+use ulid::Ulid;
+
+use crate::{
+    InboxItem, KeyOwner, MessageRecord, MessageStore, ProfileStore, ServiceStore, SettingStore,
+    StoreError,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS services(id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS api_keys(hash TEXT PRIMARY KEY, owner TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS settings(name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS profiles(fc TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS preferences(
+    fc TEXT NOT NULL, service_id TEXT NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY(fc, service_id)) WITHOUT ROWID;
+-- ULIDs grow with time, so message ids append at the end of this B-tree.
+CREATE TABLE IF NOT EXISTS messages(
+    id TEXT PRIMARY KEY, rank INTEGER NOT NULL, body TEXT NOT NULL) WITHOUT ROWID;
+-- A rowid table with a unique index: cheaper to insert into than a (fc, id) keyed B-tree,
+-- because the table itself is appended to and only the narrow index takes random inserts.
+CREATE TABLE IF NOT EXISTS inbox(
+    fc TEXT NOT NULL, id TEXT NOT NULL, is_read INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS inbox_by_citizen ON inbox(fc, id);
+";
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: Writer,
+    readers: Arc<Readers>,
+}
+
+impl From<DbError> for StoreError {
+    fn from(err: DbError) -> Self {
+        StoreError::Unavailable(err.to_string())
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, DbError> {
+    serde_json::to_string(value).map_err(|e| DbError::Sqlite {
+        message: format!("cannot serialise: {e}"),
+        transient: false,
+    })
+}
+
+fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl SqliteStore {
+    /// Opens the store in `dir` (file `store.sqlite`), creating it if needed.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join("store.sqlite");
+        let conn = sqlite::open(&path)?;
+        conn.execute_batch(SCHEMA).map_err(DbError::from)?;
+        Ok(Self {
+            writer: Writer::spawn(conn, "store", 4096, 512),
+            readers: Arc::new(Readers::open(&path, 4)?),
+        })
+    }
+
+    async fn read_one<T: DeserializeOwned + Send + 'static>(
+        &self,
+        sql: &'static str,
+        keys: Vec<String>,
+    ) -> Result<Option<T>, StoreError> {
+        let text: Option<String> = self
+            .readers
+            .read(move |c| {
+                Ok(c.prepare_cached(sql)?
+                    .query_row(rusqlite::params_from_iter(keys.iter()), |r| r.get(0))
+                    .optional()?)
+            })
+            .await?;
+        text.map(|t| from_json(&t)).transpose()
+    }
+
+    async fn exec(&self, sql: &'static str, values: Vec<String>) -> Result<usize, StoreError> {
+        Ok(self
+            .writer
+            .write(move |c| Ok(c.prepare_cached(sql)?.execute(rusqlite::params_from_iter(values.iter()))?))
+            .await?)
+    }
+}
+
+#[async_trait]
+impl ServiceStore for SqliteStore {
+    async fn put_service(&self, service: &Service) -> Result<(), StoreError> {
+        let body = to_json(service)?;
+        self.exec("INSERT OR REPLACE INTO services(id, body) VALUES (?1, ?2)", vec![service.id.clone(), body])
+            .await
+            .map(drop)
+    }
+    async fn get_service(&self, id: &str) -> Result<Option<Service>, StoreError> {
+        self.read_one("SELECT body FROM services WHERE id = ?1", vec![id.into()]).await
+    }
+    async fn delete_service(&self, id: &str) -> Result<(), StoreError> {
+        self.exec("DELETE FROM services WHERE id = ?1", vec![id.into()]).await.map(drop)
+    }
+    async fn put_key(&self, key_hash: &str, owner: &KeyOwner) -> Result<(), StoreError> {
+        let owner = to_json(owner)?;
+        self.exec("INSERT OR REPLACE INTO api_keys(hash, owner) VALUES (?1, ?2)", vec![key_hash.into(), owner])
+            .await
+            .map(drop)
+    }
+    async fn get_key(&self, key_hash: &str) -> Result<Option<KeyOwner>, StoreError> {
+        self.read_one("SELECT owner FROM api_keys WHERE hash = ?1", vec![key_hash.into()]).await
+    }
+    async fn delete_key(&self, key_hash: &str) -> Result<(), StoreError> {
+        self.exec("DELETE FROM api_keys WHERE hash = ?1", vec![key_hash.into()]).await.map(drop)
+    }
+}
+
+#[async_trait]
+impl ProfileStore for SqliteStore {
+    async fn get_profile(&self, fc: &FiscalCode) -> Result<Option<Profile>, StoreError> {
+        self.read_one("SELECT body FROM profiles WHERE fc = ?1", vec![fc.as_str().into()]).await
+    }
+    async fn put_profile(&self, fc: &FiscalCode, profile: &Profile) -> Result<(), StoreError> {
+        let body = to_json(profile)?;
+        self.exec("INSERT OR REPLACE INTO profiles(fc, body) VALUES (?1, ?2)", vec![fc.as_str().into(), body])
+            .await
+            .map(drop)
+    }
+    async fn get_preference(&self, fc: &FiscalCode, service_id: &str) -> Result<Option<ServicePreference>, StoreError> {
+        self.read_one(
+            "SELECT body FROM preferences WHERE fc = ?1 AND service_id = ?2",
+            vec![fc.as_str().into(), service_id.into()],
+        )
+        .await
+    }
+    async fn put_preference(&self, fc: &FiscalCode, service_id: &str, preference: &ServicePreference) -> Result<(), StoreError> {
+        let body = to_json(preference)?;
+        self.exec(
+            "INSERT OR REPLACE INTO preferences(fc, service_id, body) VALUES (?1, ?2, ?3)",
+            vec![fc.as_str().into(), service_id.into(), body],
+        )
+        .await
+        .map(drop)
+    }
+}
+
+fn upsert_message(c: &Connection, record: &MessageRecord) -> Result<(), DbError> {
+    c.prepare_cached(
+        "INSERT INTO messages(id, rank, body) VALUES (?1, ?2, ?3)
+         ON CONFLICT(id) DO UPDATE SET rank = excluded.rank, body = excluded.body
+         WHERE excluded.rank >= messages.rank",
+    )?
+    .execute(params![
+        record.message.id.to_string(),
+        record.status.rank(),
+        to_json(record)?
+    ])?;
+    Ok(())
+}
+
+fn inbox_item(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, bool)> {
+    Ok((row.get(0)?, row.get::<_, i64>(1)? != 0))
+}
+
+fn decode_inbox((body, is_read): (String, bool)) -> Result<InboxItem, StoreError> {
+    let mut item: InboxItem = from_json(&body)?;
+    item.is_read = is_read;
+    Ok(item)
+}
+
+#[async_trait]
+impl MessageStore for SqliteStore {
+    async fn put_messages(&self, records: Vec<MessageRecord>) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        Ok(self
+            .writer
+            .write(move |c| records.iter().try_for_each(|r| upsert_message(c, r)))
+            .await?)
+    }
+
+    async fn get_message(&self, id: &Ulid) -> Result<Option<MessageRecord>, StoreError> {
+        self.read_one("SELECT body FROM messages WHERE id = ?1", vec![id.to_string()]).await
+    }
+
+    async fn deliver(&self, records: Vec<MessageRecord>) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        Ok(self
+            .writer
+            .write(move |c| {
+                let mut insert = c.prepare_cached(
+                    "INSERT INTO inbox(fc, id, is_read, body) VALUES (?1, ?2, 0, ?3)
+                     ON CONFLICT(fc, id) DO NOTHING",
+                )?;
+                for r in &records {
+                    let m = &r.message;
+                    insert.execute(params![m.fiscal_code.as_str(), m.id.to_string(), to_json(&InboxItem::of(m))?])?;
+                    upsert_message(c, r)?;
+                }
+                Ok(())
+            })
+            .await?)
+    }
+
+    async fn list_inbox(&self, fc: &FiscalCode, before: Option<Ulid>, limit: usize) -> Result<Vec<InboxItem>, StoreError> {
+        let fc = fc.as_str().to_string();
+        // Every ULID sorts below "~", so "no cursor" is just the highest possible bound.
+        let before = before.map(|b| b.to_string()).unwrap_or_else(|| "~".into());
+        let rows = self
+            .readers
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT body, is_read FROM inbox WHERE fc = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+                )?;
+                let rows = stmt
+                    .query_map(params![fc, before, limit as i64], inbox_item)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await?;
+        rows.into_iter().map(decode_inbox).collect()
+    }
+
+    async fn get_inbox_item(&self, fc: &FiscalCode, id: &Ulid) -> Result<Option<InboxItem>, StoreError> {
+        let (fc, id) = (fc.as_str().to_string(), id.to_string());
+        let row = self
+            .readers
+            .read(move |c| {
+                Ok(c.prepare_cached("SELECT body, is_read FROM inbox WHERE fc = ?1 AND id = ?2")?
+                    .query_row(params![fc, id], inbox_item)
+                    .optional()?)
+            })
+            .await?;
+        row.map(decode_inbox).transpose()
+    }
+
+    async fn set_read(&self, fc: &FiscalCode, id: &Ulid, is_read: bool) -> Result<bool, StoreError> {
+        let changed = self
+            .exec(
+                "UPDATE inbox SET is_read = ?3 WHERE fc = ?1 AND id = ?2",
+                vec![fc.as_str().into(), id.to_string(), if is_read { "1" } else { "0" }.into()],
+            )
+            .await?;
+        Ok(changed > 0)
+    }
+}
+
+#[async_trait]
+impl SettingStore for SqliteStore {
+    async fn get_setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let name = name.to_string();
+        Ok(self
+            .readers
+            .read(move |c| {
+                Ok(c.prepare_cached("SELECT value FROM settings WHERE name = ?1")?
+                    .query_row([name], |r| r.get(0))
+                    .optional()?)
+            })
+            .await?)
+    }
+    async fn put_setting_if_absent(&self, name: &str, value: &str) -> Result<bool, StoreError> {
+        let inserted = self
+            .exec("INSERT OR IGNORE INTO settings(name, value) VALUES (?1, ?2)", vec![name.into(), value.into()])
+            .await?;
+        Ok(inserted > 0)
+    }
+}
