@@ -1,1 +1,131 @@
-//! placeholder
+//! The senders' API under `/api/v1`, compatible with IO's (DESIGN §4): submit a message,
+//! follow its status, look up a citizen's profile, and the manage API for services and
+//! their keys.
+//!
+//! A `201` for a message means the message is durably in the log (invariant 1); everything
+//! after that happens in the pipeline stages.
+
+use std::sync::{Arc, Mutex};
+
+use axum::routing::{get, post, put};
+use axum::Router;
+use bus::Bus;
+use store::Store;
+
+pub mod auth;
+pub mod keys;
+mod manage;
+mod messages;
+mod profiles;
+
+pub use keys::Keys;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct IngestState {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub keys: Keys,
+    /// Key of the citizen hash that partitions the bus.
+    pub partition_key: [u8; 32],
+    /// Message ids are ULIDs, monotonic within this process so one sender's messages sort
+    /// in the order they were accepted.
+    ids: Arc<Mutex<ulid::Generator>>,
+}
+
+impl std::fmt::Debug for IngestState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestState").field("store", &self.store).field("bus", &self.bus).finish_non_exhaustive()
+    }
+}
+
+impl IngestState {
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, keys: Keys, partition_key: [u8; 32]) -> Self {
+        Self {
+            store,
+            bus,
+            keys,
+            partition_key,
+            ids: Arc::new(Mutex::new(ulid::Generator::new())),
+        }
+    }
+
+    fn next_id(&self) -> ulid::Ulid {
+        let mut generator = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        // The generator only fails when 2^80 ids were made in one millisecond.
+        generator.generate().unwrap_or_else(|_| ulid::Ulid::new())
+    }
+}
+
+/// The routes of the senders' and manage APIs, to be nested at `/api/v1`.
+pub fn router(state: IngestState) -> Router {
+    Router::new()
+        .route("/messages", post(messages::submit_with_fiscal_code_in_body))
+        .route("/messages/{fiscal_code}", post(messages::submit_for_user))
+        .route("/messages/{fiscal_code}/{id}", get(messages::get_message))
+        .route("/profiles", post(profiles::get_profile_by_post))
+        .route("/profiles/{fiscal_code}", get(profiles::get_profile))
+        .route("/manage/services", post(manage::create_service))
+        .route(
+            "/manage/services/{service_id}",
+            get(manage::get_service)
+                .put(manage::update_service)
+                .delete(manage::delete_service),
+        )
+        .route("/manage/services/{service_id}/keys", get(manage::get_keys))
+        .route("/manage/services/{service_id}/keys/{key_type}", put(manage::regenerate_key))
+        .with_state(state)
+}
+
+/// The OpenAPI description of these routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        messages::submit_with_fiscal_code_in_body,
+        messages::submit_for_user,
+        messages::get_message,
+        profiles::get_profile,
+        profiles::get_profile_by_post,
+        manage::create_service,
+        manage::get_service,
+        manage::update_service,
+        manage::delete_service,
+        manage::get_keys,
+        manage::regenerate_key,
+    ),
+    components(schemas(model::problem::Problem)),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "messages", description = "IO senders' API: messages"),
+        (name = "profiles", description = "IO senders' API: profiles"),
+        (name = "manage", description = "IO manage API: services and keys"),
+    )
+)]
+#[derive(Debug)]
+pub struct IngestApi;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, what) in [
+            ("SubscriptionKey", "A service's primary or secondary key."),
+            ("ManageSubscriptionKey", "The operators' manage key."),
+        ] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                    "Ocp-Apim-Subscription-Key",
+                    what,
+                ))),
+            );
+        }
+    }
+}
+
+/// Current time in Postino's timestamp form.
+pub(crate) fn now() -> String {
+    model::message::format_timestamp(time::OffsetDateTime::now_utc())
+}

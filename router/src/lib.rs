@@ -1,1 +1,140 @@
-//! placeholder
+//! The router stage (DESIGN §2): reads `messages`, joins each with the citizen's profile and
+//! the preference for the sending service, and applies IO's rules
+//! ([`model::channels::decide`]). A rejected message gets its REJECTED status here; every
+//! other one goes on to `deliveries.inbox` with its channel plan.
+//!
+//! It reads the store for every message, so a profile or preference change is honoured by
+//! the very next message (invariant 4).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bus::stage::{Stage, StageError};
+use bus::{Bus, Record};
+use model::channels::{decide, ChannelChoice, Verdict};
+use model::pipeline::{decode, encode, topics, AcceptedMessage, DeliveryPlan};
+use model::profile::{PreferencesMode, PushContent};
+use model::status::{MessageStatus, NotificationStatus};
+use store::{MessageRecord, Store, StoreError};
+
+/// Consumer group of the router.
+pub const GROUP: &str = "router";
+
+#[derive(Debug)]
+pub struct RouterStage {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+}
+
+impl RouterStage {
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Self {
+        Self { store, bus }
+    }
+
+    async fn route(&self, message: &AcceptedMessage) -> Result<Routed, StoreError> {
+        let fc = &message.fiscal_code;
+        let profile = self.store.get_profile(fc).await?;
+        let preference = match &profile {
+            Some(p) if p.service_preferences_settings.mode != PreferencesMode::Legacy => {
+                self.store.get_preference(fc, &message.sender_service_id).await?
+            }
+            _ => None,
+        };
+        let verdict = decide(
+            profile.as_ref(),
+            preference.as_ref(),
+            &message.sender_service_id,
+            message.requires_secure_channel(),
+        );
+        Ok(match (verdict, profile) {
+            (Verdict::Rejected(reason), _) => Routed::Rejected(MessageRecord {
+                message: message.clone(),
+                status: MessageStatus::Rejected,
+                rejection_reason: Some(reason),
+                notification: NotificationStatus::default(),
+                updated_at: now(),
+            }),
+            (Verdict::Deliver(channels), Some(profile)) => {
+                let email = match channels.email {
+                    ChannelChoice::Send => profile.email.clone(),
+                    ChannelChoice::Skip(_) => None,
+                };
+                Routed::Deliver(DeliveryPlan {
+                    message: message.clone(),
+                    channels,
+                    push_content: profile
+                        .push_notifications_content_type
+                        .unwrap_or(PushContent::Anonymous),
+                    preferred_languages: profile.preferred_languages,
+                    email,
+                })
+            }
+            // `decide` only delivers when there is a profile.
+            (Verdict::Deliver(_), None) => Routed::Rejected(MessageRecord {
+                message: message.clone(),
+                status: MessageStatus::Rejected,
+                rejection_reason: Some(model::status::RejectionReason::UserNotFound),
+                notification: NotificationStatus::default(),
+                updated_at: now(),
+            }),
+        })
+    }
+}
+
+enum Routed {
+    Rejected(MessageRecord),
+    Deliver(DeliveryPlan),
+}
+
+fn now() -> String {
+    model::message::format_timestamp(time::OffsetDateTime::now_utc())
+}
+
+fn transient(err: impl std::fmt::Display) -> StageError {
+    StageError::Transient(err.to_string())
+}
+
+#[async_trait]
+impl Stage for RouterStage {
+    type Item = (Vec<u8>, AcceptedMessage);
+
+    fn decode(&self, record: &Record) -> Result<Self::Item, String> {
+        let message = decode::<AcceptedMessage>(&record.payload).map_err(|e| e.to_string())?;
+        Ok((record.key.clone(), message))
+    }
+
+    async fn process(&self, items: &[&Self::Item]) -> Result<(), StageError> {
+        let mut rejected = Vec::new();
+        let mut deliveries = Vec::new();
+        for (key, message) in items {
+            match self.route(message).await {
+                Ok(Routed::Rejected(record)) => rejected.push(record),
+                Ok(Routed::Deliver(plan)) => deliveries.push(Record::new(key.clone(), encode(&plan))),
+                Err(err) if err.is_retryable() => return Err(transient(err)),
+                Err(err) => return Err(StageError::Permanent(err.to_string())),
+            }
+        }
+        self.store.put_messages(rejected).await.map_err(transient)?;
+        if !deliveries.is_empty() {
+            self.bus
+                .publish(topics::DELIVERIES_INBOX, deliveries)
+                .await
+                .map_err(transient)?;
+        }
+        Ok(())
+    }
+
+    async fn dead_lettered(&self, (_, message): &Self::Item, reason: &str) {
+        tracing::error!(message_id = %message.id, reason, "message could not be routed");
+        let failed = MessageRecord {
+            message: message.clone(),
+            status: MessageStatus::Failed,
+            rejection_reason: None,
+            notification: NotificationStatus::default(),
+            updated_at: now(),
+        };
+        if let Err(err) = self.store.put_messages(vec![failed]).await {
+            tracing::error!(message_id = %message.id, error = %err, "cannot record FAILED status");
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Who is calling: the `Ocp-Apim-Subscription-Key` header, hashed and looked up.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use model::problem::Problem;
+use model::service::Service;
+use store::{KeyOwner, StoreError};
+
+use crate::{IngestState, Keys};
+
+pub const KEY_HEADER: &str = "Ocp-Apim-Subscription-Key";
+
+/// A request made with one of a service's keys.
+#[derive(Debug)]
+pub struct ServiceCaller(pub Service);
+
+/// A request made with the manage key.
+#[derive(Debug)]
+pub struct ManageCaller;
+
+pub(crate) fn store_problem(err: StoreError) -> Problem {
+    tracing::error!(error = %err, "store error");
+    if err.is_retryable() {
+        Problem::unavailable("the store is unavailable; retry later", 1)
+    } else {
+        Problem::internal("the store returned unreadable data")
+    }
+}
+
+async fn owner(parts: &Parts, state: &IngestState) -> Result<KeyOwner, Problem> {
+    let key = parts
+        .headers
+        .get(KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Problem::unauthorized(format!("the {KEY_HEADER} header is missing")))?;
+    state
+        .store
+        .get_key(&Keys::hash(key))
+        .await
+        .map_err(store_problem)?
+        .ok_or_else(|| Problem::unauthorized(format!("the {KEY_HEADER} is not a valid key")))
+}
+
+impl FromRequestParts<IngestState> for ServiceCaller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &IngestState) -> Result<Self, Problem> {
+        match owner(parts, state).await? {
+            KeyOwner::Service { service_id, .. } => state
+                .store
+                .get_service(&service_id)
+                .await
+                .map_err(store_problem)?
+                .map(ServiceCaller)
+                .ok_or_else(|| Problem::unauthorized("the key's service no longer exists")),
+            KeyOwner::Manage => Err(Problem::forbidden(
+                "the manage key is for /manage endpoints; use a service key",
+            )),
+        }
+    }
+}
+
+impl FromRequestParts<IngestState> for ManageCaller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &IngestState) -> Result<Self, Problem> {
+        match owner(parts, state).await? {
+            KeyOwner::Manage => Ok(ManageCaller),
+            KeyOwner::Service { .. } => Err(Problem::forbidden(
+                "a service key cannot use the manage API; use the manage key",
+            )),
+        }
+    }
+}

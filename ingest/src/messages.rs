@@ -1,0 +1,205 @@
+//! Submitting a message and following it (IO `submitMessageforUser…`, `getMessage`).
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bus::Record;
+use model::message::{NewMessage, NewMessageBody, NewMessageContent, Payee};
+use model::pipeline::{encode, topics, AcceptedMessage, SenderMetadata};
+use model::problem::Problem;
+use model::status::{MessageStatus, NotificationStatus, RejectionReason};
+use model::{FiscalCode, ValidationError};
+use serde::Serialize;
+use store::MessageRecord;
+use ulid::Ulid;
+use utoipa::ToSchema;
+
+use crate::auth::{store_problem, ServiceCaller};
+use crate::IngestState;
+
+/// IO `CreatedMessage`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedMessage {
+    /// The message id, a ULID.
+    pub id: String,
+}
+
+/// IO `ExternalMessageResponseWithContent`, plus `rejection_reason` when REJECTED.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExternalMessageResponse {
+    pub message: ExternalCreatedMessage,
+    pub notification: NotificationStatus,
+    pub status: MessageStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejection_reason: Option<RejectionReason>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExternalCreatedMessage {
+    pub id: String,
+    pub fiscal_code: String,
+    pub time_to_live: u32,
+    pub created_at: String,
+    pub content: NewMessageContent,
+    pub sender_service_id: String,
+    pub feature_level_type: String,
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/messages", tag = "messages",
+    operation_id = "submitMessageforUserWithFiscalCodeInBody",
+    request_body = NewMessageBody,
+    security(("SubscriptionKey" = [])),
+    responses(
+        (status = 201, description = "Accepted: durably in the log.", body = CreatedMessage,
+            headers(("Location" = String, description = "Where to follow the message"))),
+        (status = 400, description = "Invalid payload", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Key not allowed here", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The log cannot take the message now; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn submit_with_fiscal_code_in_body(
+    State(state): State<IngestState>,
+    ServiceCaller(service): ServiceCaller,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    submit(state, service, None, &body).await
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/messages/{fiscal_code}", tag = "messages",
+    operation_id = "submitMessageforUser",
+    params(("fiscal_code" = String, Path, description = "The recipient's fiscal code")),
+    request_body = NewMessageBody,
+    security(("SubscriptionKey" = [])),
+    responses(
+        (status = 201, description = "Accepted: durably in the log.", body = CreatedMessage,
+            headers(("Location" = String, description = "Where to follow the message"))),
+        (status = 400, description = "Invalid payload", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Key not allowed here", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The log cannot take the message now; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn submit_for_user(
+    State(state): State<IngestState>,
+    ServiceCaller(service): ServiceCaller,
+    Path(fiscal_code): Path<String>,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    submit(state, service, Some(&fiscal_code), &body).await
+}
+
+async fn submit(
+    state: IngestState,
+    service: model::service::Service,
+    path_fiscal_code: Option<&str>,
+    body: &[u8],
+) -> Result<Response, Problem> {
+    let parsed = NewMessage::parse(body, path_fiscal_code, service.payload.max_allowed_payment_amount)?;
+    let org = &service.payload.organization;
+    let mut content = parsed.content;
+    if let Some(payment) = content.payment_data.as_mut() {
+        // IO's rule: a notice without a payee is payable to the sending organization.
+        payment.payee.get_or_insert_with(|| Payee {
+            fiscal_code: org.fiscal_code.clone(),
+        });
+    }
+    let message = AcceptedMessage {
+        id: state.next_id(),
+        fiscal_code: parsed.fiscal_code,
+        sender_service_id: service.id.clone(),
+        created_at: crate::now(),
+        time_to_live: parsed.time_to_live,
+        content,
+        default_email: parsed.default_email,
+        feature_level_type: parsed.feature_level_type,
+        sender: SenderMetadata {
+            service_name: service.payload.name.clone(),
+            organization_name: org.name.clone(),
+            organization_fiscal_code: org.fiscal_code.clone(),
+            department_name: org.department_name.clone(),
+            require_secure_channel: service.payload.require_secure_channel,
+        },
+    };
+    let key = message.fiscal_code.keyed_hash(&state.partition_key);
+    let record = Record::new(key.into_bytes(), encode(&message));
+    if let Err(err) = state.bus.publish(topics::MESSAGES, vec![record]).await {
+        tracing::error!(error = %err, "cannot append to the log");
+        return Err(if err.is_retryable() {
+            Problem::unavailable("the message log is unavailable; nothing was accepted, retry later", 1)
+        } else {
+            Problem::internal("the message log refused the message; nothing was accepted")
+        });
+    }
+
+    let (id, fc) = (message.id.to_string(), message.fiscal_code.as_str().to_string());
+    let accepted = MessageRecord {
+        message,
+        status: MessageStatus::Accepted,
+        rejection_reason: None,
+        notification: NotificationStatus::default(),
+        updated_at: crate::now(),
+    };
+    if let Err(err) = state.store.put_messages(vec![accepted]).await {
+        // The message is durable in the log and will be processed; only its ACCEPTED status
+        // is missing until the pipeline writes the next one.
+        tracing::warn!(error = %err, message_id = %id, "accepted, but cannot record ACCEPTED status");
+    }
+    tracing::debug!(message_id = %id, service_id = %service.id, "message accepted");
+    let location = format!("/api/v1/messages/{fc}/{id}");
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(CreatedMessage { id })).into_response())
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/messages/{fiscal_code}/{id}", tag = "messages",
+    operation_id = "getMessage",
+    params(
+        ("fiscal_code" = String, Path, description = "The recipient's fiscal code"),
+        ("id" = String, Path, description = "The message id"),
+    ),
+    security(("SubscriptionKey" = [])),
+    responses(
+        (status = 200, description = "The message and its status", body = ExternalMessageResponse),
+        (status = 400, description = "Malformed fiscal code or id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Another service's message", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such message", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn get_message(
+    State(state): State<IngestState>,
+    ServiceCaller(service): ServiceCaller,
+    Path((fiscal_code, id)): Path<(String, String)>,
+) -> Result<Json<ExternalMessageResponse>, Problem> {
+    let fc = FiscalCode::parse("fiscal_code", &fiscal_code)?;
+    let id = Ulid::from_string(&id).map_err(|_| ValidationError::new("id", "must be a message id (a ULID)"))?;
+    let record = state
+        .store
+        .get_message(&id)
+        .await
+        .map_err(store_problem)?
+        .filter(|r| r.message.fiscal_code == fc)
+        .ok_or_else(|| Problem::not_found("no message with this id for this fiscal code"))?;
+    if record.message.sender_service_id != service.id {
+        return Err(Problem::forbidden("only the service that sent a message may read it"));
+    }
+    let m = record.message;
+    Ok(Json(ExternalMessageResponse {
+        message: ExternalCreatedMessage {
+            id: m.id.to_string(),
+            fiscal_code: m.fiscal_code.as_str().to_string(),
+            time_to_live: m.time_to_live,
+            created_at: m.created_at,
+            content: m.content,
+            sender_service_id: m.sender_service_id,
+            feature_level_type: m.feature_level_type,
+        },
+        notification: record.notification,
+        status: record.status,
+        rejection_reason: record.rejection_reason,
+    }))
+}

@@ -1,0 +1,96 @@
+//! Whether a citizen can be written to (IO `getProfile`, `getProfileByPOST`).
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::Json;
+use model::channels::{decide, Verdict};
+use model::problem::Problem;
+use model::profile::PreferencesMode;
+use model::FiscalCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::{store_problem, ServiceCaller};
+use crate::IngestState;
+
+/// IO `LimitedProfile`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LimitedProfile {
+    /// Whether the calling service may write to this citizen.
+    pub sender_allowed: bool,
+    pub preferred_languages: Vec<String>,
+}
+
+/// IO `FiscalCodePayload`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct FiscalCodePayload {
+    pub fiscal_code: String,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/profiles/{fiscal_code}", tag = "profiles",
+    operation_id = "getProfile",
+    params(("fiscal_code" = String, Path, description = "The citizen's fiscal code")),
+    security(("SubscriptionKey" = [])),
+    responses(
+        (status = 200, description = "Found", body = LimitedProfile),
+        (status = 400, description = "Malformed fiscal code", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No profile, or the citizen's inbox is disabled", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn get_profile(
+    State(state): State<IngestState>,
+    ServiceCaller(service): ServiceCaller,
+    Path(fiscal_code): Path<String>,
+) -> Result<Json<LimitedProfile>, Problem> {
+    let fc = FiscalCode::parse("fiscal_code", &fiscal_code)?;
+    limited_profile(&state, &service, &fc).await
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/profiles", tag = "profiles",
+    operation_id = "getProfileByPOST",
+    request_body = FiscalCodePayload,
+    security(("SubscriptionKey" = [])),
+    responses(
+        (status = 200, description = "Found", body = LimitedProfile),
+        (status = 400, description = "Malformed payload", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No profile, or the citizen's inbox is disabled", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn get_profile_by_post(
+    State(state): State<IngestState>,
+    ServiceCaller(service): ServiceCaller,
+    body: Bytes,
+) -> Result<Json<LimitedProfile>, Problem> {
+    let payload: FiscalCodePayload = model::validation::from_json(&body)?;
+    let fc = FiscalCode::parse("fiscal_code", &payload.fiscal_code)?;
+    limited_profile(&state, &service, &fc).await
+}
+
+async fn limited_profile(
+    state: &IngestState,
+    service: &model::service::Service,
+    fc: &FiscalCode,
+) -> Result<Json<LimitedProfile>, Problem> {
+    let not_found = || Problem::not_found("no profile for this fiscal code, or its inbox is disabled");
+    let profile = state
+        .store
+        .get_profile(fc)
+        .await
+        .map_err(store_problem)?
+        .filter(|p| p.is_inbox_enabled)
+        .ok_or_else(not_found)?;
+    let preference = if profile.service_preferences_settings.mode == PreferencesMode::Legacy {
+        None
+    } else {
+        state.store.get_preference(fc, &service.id).await.map_err(store_problem)?
+    };
+    let verdict = decide(Some(&profile), preference.as_ref(), &service.id, service.payload.require_secure_channel);
+    Ok(Json(LimitedProfile {
+        sender_allowed: matches!(verdict, Verdict::Deliver(_)),
+        preferred_languages: profile.preferred_languages,
+    }))
+}

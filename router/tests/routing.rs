@@ -1,0 +1,84 @@
+//! The router stage against the real embedded log and store: IO's rejection reasons, and
+//! the plan it hands to the inbox dispatcher.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bus::embedded::EmbeddedBus;
+use bus::stage::{self, StageConfig};
+use bus::{Bus, Record};
+use model::channels::{ChannelChoice, SkipReason};
+use model::pipeline::{decode, encode, topics, DeliveryPlan};
+use model::profile::{PreferencesMode, Profile, PushContent, ServicePreference, ServicePreferencesSettings};
+use model::status::{MessageStatus, RejectionReason};
+use router::{RouterStage, GROUP};
+use store::conformance::{fresh_fiscal_code, sample_record};
+use store::sqlite::SqliteStore;
+use store::Store;
+use tokio::sync::watch;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_rejected_or_planned_as_io_decides() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+    let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
+
+    let nobody = fresh_fiscal_code();
+    let inbox_off = fresh_fiscal_code();
+    let manual_no_pref = fresh_fiscal_code();
+    let happy = fresh_fiscal_code();
+
+    let mut p = Profile::new_default();
+    p.is_inbox_enabled = false;
+    store.put_profile(&inbox_off, &p).await.expect("put");
+    let mut p = Profile::new_default();
+    p.service_preferences_settings = ServicePreferencesSettings { mode: PreferencesMode::Manual, version: 1 };
+    store.put_profile(&manual_no_pref, &p).await.expect("put");
+    let mut p = Profile::new_default();
+    p.email = Some("citizen@example.org".into());
+    p.is_email_validated = true;
+    p.push_notifications_content_type = Some(PushContent::Full);
+    store.put_profile(&happy, &p).await.expect("put");
+    let no_push = ServicePreference {
+        is_email_enabled: true,
+        is_inbox_enabled: true,
+        is_webhook_enabled: false,
+        settings_version: 0,
+        can_access_message_read_status: true,
+    };
+    store.put_preference(&happy, "svc", &no_push).await.expect("pref");
+
+    let messages: Vec<_> = [&nobody, &inbox_off, &manual_no_pref, &happy]
+        .iter()
+        .enumerate()
+        .map(|(i, fc)| sample_record(fc, i as u64 + 1, MessageStatus::Accepted).message)
+        .collect();
+    let records = messages.iter().map(|m| Record::new(b"k".to_vec(), encode(m))).collect();
+    bus.publish(topics::MESSAGES, records).await.expect("publish");
+
+    let (stop, stopped) = watch::channel(false);
+    let cfg = StageConfig { poll_wait: Duration::from_millis(50), ..Default::default() };
+    let stage = Arc::new(RouterStage::new(Arc::clone(&store), Arc::clone(&bus)));
+    let runner = tokio::spawn(stage::run(Arc::clone(&bus), topics::MESSAGES, GROUP, stage, cfg, stopped));
+    let mut out = bus.subscribe(topics::DELIVERIES_INBOX, "t").await.expect("subscribe");
+    let planned = bus::conformance::collect(&mut *out, 1).await;
+    stop.send(true).expect("stop");
+    runner.await.expect("join").expect("run");
+
+    for (message, reason) in [
+        (&messages[0], RejectionReason::UserNotFound),
+        (&messages[1], RejectionReason::ServiceNotAllowed),
+        (&messages[2], RejectionReason::ServiceNotAllowed),
+    ] {
+        let record = store.get_message(&message.id).await.expect("get").expect("status written");
+        assert_eq!(record.status, MessageStatus::Rejected);
+        assert_eq!(record.rejection_reason, Some(reason));
+    }
+    assert_eq!(planned.len(), 1, "only the allowed message goes on");
+    let plan: DeliveryPlan = decode(&planned[0].record.payload).expect("plan");
+    assert_eq!(plan.message.id, messages[3].id);
+    assert_eq!(plan.channels.email, ChannelChoice::Send);
+    assert_eq!(plan.email.as_deref(), Some("citizen@example.org"));
+    assert_eq!(plan.channels.push, ChannelChoice::Skip(SkipReason::BlockedForService));
+    assert_eq!(plan.push_content, PushContent::Full);
+}
