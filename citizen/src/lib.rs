@@ -1,1 +1,84 @@
-//! placeholder
+//! The citizen API under `/citizen/v1`, used by the app: the profile (IO `ExtendedProfile`),
+//! per-service preferences (IO `ServicePreference`), and the inbox with read status.
+//!
+//! Every request carries a bearer JWT whose `sub` is the citizen's fiscal code; a citizen
+//! can only ever reach their own data (another citizen's message is a `404`).
+
+use std::sync::Arc;
+
+use axum::routing::{get, put};
+use axum::Router;
+use store::Store;
+
+pub mod auth;
+mod inbox;
+mod preferences;
+mod profile;
+
+pub use auth::{JwtVerifier, JwtKey};
+
+#[derive(Debug, Clone)]
+pub struct CitizenState {
+    pub store: Arc<dyn Store>,
+    pub jwt: Arc<JwtVerifier>,
+}
+
+/// The routes, to be nested at `/citizen/v1`.
+pub fn router(state: CitizenState) -> Router {
+    Router::new()
+        .route("/profile", get(profile::get_profile).put(profile::put_profile))
+        .route(
+            "/services/{service_id}/preferences",
+            get(preferences::get_preference).put(preferences::put_preference),
+        )
+        .route("/messages", get(inbox::list_messages))
+        .route("/messages/{id}", get(inbox::get_message))
+        .route("/messages/{id}/message-status", put(inbox::change_status))
+        .with_state(state)
+}
+
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    paths(
+        profile::get_profile,
+        profile::put_profile,
+        preferences::get_preference,
+        preferences::put_preference,
+        inbox::list_messages,
+        inbox::get_message,
+        inbox::change_status,
+    ),
+    modifiers(&BearerScheme),
+    tags((name = "citizen", description = "The app-facing API"))
+)]
+pub struct CitizenApi;
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "CitizenToken",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT")
+                        .description(Some("A JWT whose `sub` is the citizen's fiscal code"))
+                        .build(),
+                ),
+            );
+    }
+}
+
+pub(crate) fn store_problem(err: store::StoreError) -> model::problem::Problem {
+    tracing::error!(error = %err, "store error");
+    if err.is_retryable() {
+        model::problem::Problem::unavailable("the store is unavailable; retry later", 1)
+    } else {
+        model::problem::Problem::internal("the store returned unreadable data")
+    }
+}

@@ -1,0 +1,170 @@
+//! Citizen authentication: a bearer JWT whose `sub` is the fiscal code. Development uses
+//! HS256 with a shared secret; production verifies RS256 or ES256 tokens from the identity
+//! provider with its public key, so this service never holds a signing key.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use model::problem::Problem;
+use model::FiscalCode;
+use serde::{Deserialize, Serialize};
+
+use crate::CitizenState;
+
+/// Which key verifies citizen tokens.
+#[derive(Debug, Clone)]
+pub enum JwtKey {
+    /// HS256 with a shared secret: development and tests.
+    Hs256Secret(String),
+    /// RS256 with a PEM public key.
+    Rs256PublicKeyPem(String),
+    /// ES256 with a PEM public key.
+    Es256PublicKeyPem(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwtConfigError {
+    #[error("the JWT public key is not a valid PEM key: {0}")]
+    BadKey(String),
+    #[error("the HS256 secret must be at least 32 bytes long")]
+    ShortSecret,
+}
+
+pub struct JwtVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("algorithms", &self.validation.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+}
+
+impl JwtVerifier {
+    /// `issuer` and `audience`, when given, must match the token's `iss` and `aud`.
+    pub fn new(key: &JwtKey, issuer: Option<&str>, audience: Option<&str>) -> Result<Self, JwtConfigError> {
+        let (key, alg) = match key {
+            JwtKey::Hs256Secret(s) if s.len() < 32 => return Err(JwtConfigError::ShortSecret),
+            JwtKey::Hs256Secret(s) => (DecodingKey::from_secret(s.as_bytes()), Algorithm::HS256),
+            JwtKey::Rs256PublicKeyPem(pem) => (
+                DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| JwtConfigError::BadKey(e.to_string()))?,
+                Algorithm::RS256,
+            ),
+            JwtKey::Es256PublicKeyPem(pem) => (
+                DecodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| JwtConfigError::BadKey(e.to_string()))?,
+                Algorithm::ES256,
+            ),
+        };
+        let mut validation = Validation::new(alg);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        if let Some(iss) = issuer {
+            validation.set_issuer(&[iss]);
+        }
+        match audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Ok(Self { key, validation })
+    }
+
+    /// The fiscal code a token speaks for, or why it is refused.
+    pub fn verify(&self, token: &str) -> Result<FiscalCode, String> {
+        let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|e| format!("invalid token: {e}"))?;
+        FiscalCode::parse("sub", &data.claims.sub).map_err(|e| format!("invalid token: {e}"))
+    }
+}
+
+/// A development token for `fc`, signed HS256 with `secret`, valid for `ttl_secs`.
+pub fn mint_hs256(secret: &str, fc: &FiscalCode, ttl_secs: u64) -> Result<String, String> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+    let claims = Claims {
+        sub: fc.as_str().to_string(),
+        exp: now + ttl_secs,
+        iat: Some(now),
+    };
+    encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
+        .map_err(|e| e.to_string())
+}
+
+/// The authenticated citizen.
+#[derive(Debug)]
+pub struct Citizen(pub FiscalCode);
+
+impl FromRequestParts<CitizenState> for Citizen {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &CitizenState) -> Result<Self, Problem> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Problem::unauthorized("the Authorization header is missing"))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| Problem::unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        state.jwt.verify(token.trim()).map(Citizen).map_err(Problem::unauthorized)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "a development secret of 32+ bytes!";
+
+    fn fc() -> FiscalCode {
+        FiscalCode::parse("fc", "RSSMRA85T10A562S").expect("valid")
+    }
+
+    #[test]
+    fn minted_tokens_verify_and_carry_the_fiscal_code() {
+        let v = JwtVerifier::new(&JwtKey::Hs256Secret(SECRET.into()), None, None).expect("verifier");
+        let token = mint_hs256(SECRET, &fc(), 60).expect("mint");
+        assert_eq!(v.verify(&token), Ok(fc()));
+    }
+
+    #[test]
+    fn bad_tokens_are_refused() {
+        let v = JwtVerifier::new(&JwtKey::Hs256Secret(SECRET.into()), None, None).expect("verifier");
+        let other = mint_hs256("another secret that is 32+ bytes long", &fc(), 60).expect("mint");
+        assert!(v.verify(&other).is_err(), "wrong signature");
+        assert!(v.verify("not.a.token").is_err());
+        assert!(v.verify("").is_err());
+        let expired = encode(
+            &Header::new(Algorithm::HS256),
+            &Claims { sub: fc().as_str().into(), exp: 1, iat: None },
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("encode");
+        assert!(v.verify(&expired).unwrap_err().contains("Expired"));
+        let far = 4_000_000_000;
+        let bad_sub = encode(
+            &Header::new(Algorithm::HS256),
+            &Claims { sub: "RSSMRA85T10A562T".into(), exp: far, iat: None },
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("encode");
+        assert!(v.verify(&bad_sub).unwrap_err().contains("check character"));
+    }
+
+    #[test]
+    fn configuration_errors_are_clear() {
+        assert!(matches!(JwtVerifier::new(&JwtKey::Hs256Secret("short".into()), None, None), Err(JwtConfigError::ShortSecret)));
+        assert!(matches!(
+            JwtVerifier::new(&JwtKey::Rs256PublicKeyPem("not pem".into()), None, None),
+            Err(JwtConfigError::BadKey(_))
+        ));
+    }
+}

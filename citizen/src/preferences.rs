@@ -1,0 +1,75 @@
+//! Per-service preferences (IO `getServicePreferences` / `upsertServicePreferences`).
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::Json;
+use model::problem::Problem;
+use model::profile::{Profile, ServicePreference};
+use model::FiscalCode;
+
+use crate::auth::Citizen;
+use crate::{store_problem, CitizenState};
+
+/// The profile, provided the service exists (IO answers `404` for either missing).
+async fn profile_for_service(state: &CitizenState, fc: &FiscalCode, service_id: &str) -> Result<Profile, Problem> {
+    if state.store.get_service(service_id).await.map_err(store_problem)?.is_none() {
+        return Err(Problem::not_found(format!("no service with id {service_id}")));
+    }
+    state
+        .store
+        .get_profile(fc)
+        .await
+        .map_err(store_problem)?
+        .ok_or_else(|| Problem::not_found("no profile yet; create it with PUT /citizen/v1/profile"))
+}
+
+#[utoipa::path(
+    get, path = "/citizen/v1/services/{service_id}/preferences", tag = "citizen",
+    operation_id = "getServicePreferences",
+    params(("service_id" = String, Path, description = "The service id")),
+    security(("CitizenToken" = [])),
+    responses(
+        (status = 200, description = "The preference in force (the mode's default when none is stored)", body = ServicePreference),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No profile or no such service", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The profile is in LEGACY mode", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn get_preference(
+    State(state): State<CitizenState>,
+    Citizen(fc): Citizen,
+    Path(service_id): Path<String>,
+) -> Result<Json<ServicePreference>, Problem> {
+    let profile = profile_for_service(&state, &fc, &service_id).await?;
+    let stored = state.store.get_preference(&fc, &service_id).await.map_err(store_problem)?;
+    ServicePreference::effective(&profile, stored.as_ref())
+        .map(Json)
+        .map_err(|c| Problem::conflict(c.to_string()))
+}
+
+#[utoipa::path(
+    put, path = "/citizen/v1/services/{service_id}/preferences", tag = "citizen",
+    operation_id = "upsertServicePreferences",
+    params(("service_id" = String, Path, description = "The service id")),
+    request_body = ServicePreference,
+    security(("CitizenToken" = [])),
+    responses(
+        (status = 200, description = "The preference as stored", body = ServicePreference),
+        (status = 400, description = "Invalid payload", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No profile or no such service", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "settings_version differs from the profile's, or LEGACY mode", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn put_preference(
+    State(state): State<CitizenState>,
+    Citizen(fc): Citizen,
+    Path(service_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<ServicePreference>, Problem> {
+    let preference = ServicePreference::parse(&body)?;
+    let profile = profile_for_service(&state, &fc, &service_id).await?;
+    preference.check_against(&profile).map_err(|c| Problem::conflict(c.to_string()))?;
+    state.store.put_preference(&fc, &service_id, &preference).await.map_err(store_problem)?;
+    Ok(Json(preference))
+}

@@ -1,0 +1,55 @@
+//! The citizen's own profile (IO `getProfile` / `createProfile` / `updateProfile` of the app
+//! API, folded into one `PUT` that creates or updates with the optimistic `version`).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::Json;
+use model::problem::Problem;
+use model::profile::{Profile, ProfileUpdate};
+
+use crate::auth::Citizen;
+use crate::{store_problem, CitizenState};
+
+#[utoipa::path(
+    get, path = "/citizen/v1/profile", tag = "citizen",
+    security(("CitizenToken" = [])),
+    responses(
+        (status = 200, description = "The profile (IO ExtendedProfile)", body = Profile),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No profile yet", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn get_profile(State(state): State<CitizenState>, Citizen(fc): Citizen) -> Result<Json<Profile>, Problem> {
+    state
+        .store
+        .get_profile(&fc)
+        .await
+        .map_err(store_problem)?
+        .map(Json)
+        .ok_or_else(|| Problem::not_found("no profile yet; create it with PUT /citizen/v1/profile"))
+}
+
+#[utoipa::path(
+    put, path = "/citizen/v1/profile", tag = "citizen",
+    request_body(content = ProfileUpdate, description = "Fields to set; absent fields keep their value. `version` must be the stored version (absent or 0 to create)."),
+    security(("CitizenToken" = [])),
+    responses(
+        (status = 200, description = "The profile as stored, with its new version", body = Profile),
+        (status = 400, description = "Invalid payload", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Version mismatch, or a change back to LEGACY mode", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn put_profile(
+    State(state): State<CitizenState>,
+    Citizen(fc): Citizen,
+    body: Bytes,
+) -> Result<Json<Profile>, Problem> {
+    let update = ProfileUpdate::parse(&body)?;
+    let current = state.store.get_profile(&fc).await.map_err(store_problem)?;
+    let next = update
+        .apply(current.as_ref())
+        .map_err(|conflict| Problem::conflict(conflict.to_string()))?;
+    state.store.put_profile(&fc, &next).await.map_err(store_problem)?;
+    Ok(Json(next))
+}
