@@ -33,6 +33,11 @@ impl Keys {
         blake3::keyed_hash(&self.derivation_key, input.as_bytes()).to_hex()[..32].to_string()
     }
 
+    /// The key of the citizen hash that partitions the bus (see `FiscalCode::keyed_hash`).
+    pub fn partition_key(secret: &[u8; 32]) -> [u8; 32] {
+        blake3::derive_key("postino 2026 citizen partition key", secret)
+    }
+
     /// What the store keeps of a key.
     pub fn hash(key: &str) -> String {
         blake3::hash(key.as_bytes()).to_hex().to_string()

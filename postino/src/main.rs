@@ -1,1 +1,59 @@
-fn main() {}
+//! `postino`: the command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use postino::admin::AdminArgs;
+use postino::app::App;
+use postino::config::{Config, Overrides};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "postino", version, about = "Notification pipeline for public services")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs every role in one process on the embedded log and store.
+    Serve {
+        /// Configuration file (TOML).
+        #[arg(long, env = "POSTINO_CONFIG")]
+        config: Option<PathBuf>,
+        /// Data directory [default: ./data]
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Address to listen on [default: 127.0.0.1:8080]
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Operator commands: services, keys, development tokens.
+    Admin(AdminArgs),
+    /// Prints the OpenAPI document of every API served.
+    Openapi,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, data_dir, listen } => {
+            let config = Config::load(config.as_deref(), Overrides { listen, data_dir })?;
+            let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log))?;
+            tracing_subscriber::fmt().with_env_filter(filter).init();
+            let app = App::start(&config).await?;
+            if let Some(key) = &app.generated_manage_key {
+                println!("Bootstrap manage key (shown only this once; keep it safe): {key}");
+            }
+            app.run_until_signal().await
+        }
+        Command::Admin(args) => postino::admin::run(args).await,
+        Command::Openapi => {
+            print!("{}", postino::openapi::json());
+            Ok(())
+        }
+    }
+}

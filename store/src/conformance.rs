@@ -254,6 +254,8 @@ pub async fn settings_are_set_once(store: Arc<dyn Store>) {
     assert!(store.put_setting_if_absent(&name, "first").await.expect("put"));
     assert!(!store.put_setting_if_absent(&name, "second").await.expect("put again"));
     assert_eq!(store.get_setting(&name).await.expect("get").as_deref(), Some("first"));
+    store.put_setting(&name, "third").await.expect("overwrite");
+    assert_eq!(store.get_setting(&name).await.expect("get").as_deref(), Some("third"));
 }
 
 /// Instantiates every check as a `#[tokio::test]`. `$make` is an async expression giving

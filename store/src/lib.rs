@@ -151,6 +151,7 @@ pub trait SettingStore: Send + Sync {
     async fn get_setting(&self, name: &str) -> Result<Option<String>, StoreError>;
     /// Stores `value` unless `name` is set; true if this call stored it.
     async fn put_setting_if_absent(&self, name: &str, value: &str) -> Result<bool, StoreError>;
+    async fn put_setting(&self, name: &str, value: &str) -> Result<(), StoreError>;
 }
 
 /// Everything Postino keeps.

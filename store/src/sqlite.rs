@@ -278,4 +278,9 @@ impl SettingStore for SqliteStore {
             .await?;
         Ok(inserted > 0)
     }
+    async fn put_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        self.exec("INSERT OR REPLACE INTO settings(name, value) VALUES (?1, ?2)", vec![name.into(), value.into()])
+            .await
+            .map(drop)
+    }
 }

@@ -1,0 +1,265 @@
+//! Starting and stopping Postino: every role in one process on the embedded log and store
+//! under the data directory. Tests start it on port 0 exactly as `postino serve` does.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use bus::embedded::EmbeddedBus;
+use bus::stage::{self, StageConfig};
+use bus::Bus;
+use citizen::{CitizenState, JwtKey, JwtVerifier};
+use dispatchers::inbox::{InboxConfig, InboxStage};
+use ingest::{IngestState, Keys};
+use model::pipeline::topics;
+use model::problem::Problem;
+use router::RouterStage;
+use store::sqlite::SqliteStore;
+use store::{KeyOwner, Store};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::secrets::{parse_secret, random_hex, read_or_create};
+
+/// The setting holding the hash of the manage key in force.
+const MANAGE_KEY_SETTING: &str = "manage_key_hash";
+/// File, under the data directory, of the generated development JWT secret.
+pub const JWT_DEV_SECRET_FILE: &str = "jwt-dev-secret";
+
+/// A running Postino.
+#[derive(Debug)]
+pub struct App {
+    /// Where the HTTP APIs listen (the real port when configured with port 0).
+    pub addr: SocketAddr,
+    /// The manage key generated on this start, if one was (printed once by `serve`).
+    pub generated_manage_key: Option<String>,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    stages: Vec<JoinHandle<Result<(), bus::BusError>>>,
+    grace: Duration,
+}
+
+impl App {
+    pub async fn start(config: &Config) -> anyhow::Result<App> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        let secret = deployment_secret(config)?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir).context("cannot open the store")?);
+        let bus: Arc<dyn Bus> = EmbeddedBus::open(dir).context("cannot open the log")?;
+        let generated_manage_key = bootstrap_manage_key(&*store, config.manage_key.as_deref()).await?;
+        let jwt = Arc::new(jwt_verifier(config)?);
+
+        let (stop, stopped) = watch::channel(false);
+        let stages = vec![
+            tokio::spawn({
+                let stage = Arc::new(RouterStage::new(Arc::clone(&store), Arc::clone(&bus)));
+                let (bus, stopped) = (Arc::clone(&bus), stopped.clone());
+                async move { stage::run(bus, topics::MESSAGES, router::GROUP, stage, StageConfig::default(), stopped).await }
+            }),
+            tokio::spawn({
+                let stage = Arc::new(InboxStage::new(Arc::clone(&store)));
+                let cfg = InboxConfig::default();
+                let (bus, stopped) = (Arc::clone(&bus), stopped.clone());
+                async move {
+                    stage::run(bus, topics::DELIVERIES_INBOX, dispatchers::inbox::GROUP, stage, cfg.stage, stopped).await
+                }
+            }),
+        ];
+
+        let ingest = IngestState::new(Arc::clone(&store), Arc::clone(&bus), Keys::new(&secret), Keys::partition_key(&secret));
+        let citizen = CitizenState { store, jwt };
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let mut server_stop = stopped.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, http(ingest, citizen))
+                .with_graceful_shutdown(async move {
+                    let _ = server_stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        tracing::info!(%addr, data_dir = %dir.display(), "Postino listening on http://{addr}");
+        Ok(App {
+            addr,
+            generated_manage_key,
+            stop,
+            server,
+            stages,
+            grace: Duration::from_secs(config.shutdown_grace_secs),
+        })
+    }
+
+    /// Runs until SIGTERM or Ctrl-C (or a role fails), then shuts down gracefully.
+    pub async fn run_until_signal(mut self) -> anyhow::Result<()> {
+        let failed = tokio::select! {
+            _ = shutdown_signal() => None,
+            r = &mut self.server => Some(format!("HTTP server stopped: {r:?}")),
+        };
+        if let Some(why) = &failed {
+            tracing::error!("{why}");
+        }
+        self.shutdown().await?;
+        match failed {
+            Some(why) => anyhow::bail!(why),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops accepting requests, lets in-flight requests and batches finish (each stage
+    /// commits what it processed), and waits for all of it up to the grace period.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        tracing::info!("shutting down: draining in-flight work");
+        let _ = self.stop.send(true);
+        let server = self.server;
+        let stages = self.stages;
+        let drained = tokio::time::timeout(self.grace, async move {
+            if !server.is_finished() {
+                let _ = server.await;
+            }
+            for stage in stages {
+                match stage.await {
+                    Ok(Err(err)) => tracing::error!(error = %err, "stage ended with an error"),
+                    Err(err) => tracing::error!(error = %err, "stage panicked"),
+                    Ok(Ok(())) => {}
+                }
+            }
+        })
+        .await;
+        match drained {
+            Ok(()) => {
+                tracing::info!("shut down cleanly");
+                Ok(())
+            }
+            Err(_) => anyhow::bail!("in-flight work did not finish within {:?}", self.grace),
+        }
+    }
+}
+
+fn http(ingest: IngestState, citizen: CitizenState) -> Router {
+    Router::new()
+        .nest("/api/v1", ingest::router(ingest))
+        .nest("/citizen/v1", citizen::router(citizen))
+        .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
+        .route("/health", get(|| async { "ok" }))
+        .fallback(|| async { Problem::not_found("no such endpoint; see /openapi.json") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this endpoint does not take that method; see /openapi.json")
+        })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn deployment_secret(config: &Config) -> anyhow::Result<[u8; 32]> {
+    let text = match &config.secret {
+        Some(s) => s.clone(),
+        None => read_or_create(&config.data_dir.join("secret"), || random_hex(32))
+            .context("cannot read or create the deployment secret")?,
+    };
+    parse_secret(&text).map_err(|e| anyhow::anyhow!("deployment secret: {e}"))
+}
+
+/// Makes the configured manage key the one in force (revoking a previous one), or on the
+/// very first start without one, generates a key and returns it to be shown once.
+pub async fn bootstrap_manage_key(store: &dyn Store, configured: Option<&str>) -> anyhow::Result<Option<String>> {
+    let current = store.get_setting(MANAGE_KEY_SETTING).await?;
+    match configured {
+        Some(key) => {
+            let hash = Keys::hash(key);
+            if current.as_deref() != Some(hash.as_str()) {
+                store.put_key(&hash, &KeyOwner::Manage).await?;
+                store.put_setting(MANAGE_KEY_SETTING, &hash).await?;
+                if let Some(old) = current {
+                    store.delete_key(&old).await?;
+                    tracing::info!("manage key changed; the previous one is revoked");
+                }
+            }
+            Ok(None)
+        }
+        None if current.is_some() => Ok(None),
+        None => {
+            let key = random_hex(16);
+            let hash = Keys::hash(&key);
+            store.put_key(&hash, &KeyOwner::Manage).await?;
+            if store.put_setting_if_absent(MANAGE_KEY_SETTING, &hash).await? {
+                Ok(Some(key))
+            } else {
+                // Another process issued one first; keep only theirs.
+                store.delete_key(&hash).await?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The HS256 secret for development tokens: configured, or the generated one.
+pub fn dev_jwt_secret(config: &Config, create: bool) -> anyhow::Result<String> {
+    if let Some(secret) = &config.jwt_secret {
+        return Ok(secret.clone());
+    }
+    let path = config.data_dir.join(JWT_DEV_SECRET_FILE);
+    if create {
+        return read_or_create(&path, || random_hex(32)).context("cannot create the development JWT secret");
+    }
+    std::fs::read_to_string(&path).map(|s| s.trim().to_string()).with_context(|| {
+        format!(
+            "no JWT secret: set POSTINO_JWT_SECRET, or start `postino serve` once with --data-dir {} so it generates {}",
+            config.data_dir.display(),
+            path.display()
+        )
+    })
+}
+
+fn jwt_verifier(config: &Config) -> anyhow::Result<JwtVerifier> {
+    let key = match (&config.jwt_public_key_file, config.jwt_algorithm.as_deref()) {
+        (Some(file), Some(alg)) => {
+            let pem = read_pem(file)?;
+            if alg == "ES256" {
+                JwtKey::Es256PublicKeyPem(pem)
+            } else {
+                JwtKey::Rs256PublicKeyPem(pem)
+            }
+        }
+        _ => {
+            if config.jwt_secret.is_none() {
+                tracing::warn!(
+                    "citizen tokens use a generated development HS256 secret ({}); configure jwt_public_key_file in production",
+                    config.data_dir.join(JWT_DEV_SECRET_FILE).display()
+                );
+            }
+            JwtKey::Hs256Secret(dev_jwt_secret(config, true)?)
+        }
+    };
+    JwtVerifier::new(&key, config.jwt_issuer.as_deref(), config.jwt_audience.as_deref()).context("citizen JWT configuration")
+}
+
+fn read_pem(file: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(file).with_context(|| format!("cannot read jwt_public_key_file {}", file.display()))
+}

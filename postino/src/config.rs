@@ -1,0 +1,175 @@
+//! Configuration, layered: built-in defaults, then a TOML file (`--config` or
+//! `POSTINO_CONFIG`), then `POSTINO_*` environment variables, then command-line flags.
+//! Unknown keys in the file are errors, so a typo is caught at start-up, not in production.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the HTTP APIs listen.
+    pub listen: SocketAddr,
+    /// Where the embedded log, the store and generated secrets live.
+    pub data_dir: PathBuf,
+    /// The operators' manage key. When unset, one is generated and printed on first start.
+    pub manage_key: Option<String>,
+    /// 64 hex characters: derives service keys and the citizen hash that partitions the
+    /// bus. When unset, generated once into `<data_dir>/secret`.
+    pub secret: Option<String>,
+    /// HS256 secret for citizen tokens (development). When neither this nor
+    /// `jwt_public_key_file` is set, one is generated into `<data_dir>/jwt-dev-secret`.
+    pub jwt_secret: Option<String>,
+    /// PEM public key verifying citizen tokens in production (RS256 or ES256).
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// `RS256` or `ES256`, for `jwt_public_key_file`.
+    pub jwt_algorithm: Option<String>,
+    /// Required `iss` of citizen tokens, if set.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of citizen tokens, if set.
+    pub jwt_audience: Option<String>,
+    /// Log filter, e.g. `info` or `postino=debug,info`.
+    pub log: String,
+    /// How long shutdown waits for in-flight work before giving up.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            manage_key: None,
+            secret: None,
+            jwt_secret: None,
+            jwt_public_key_file: None,
+            jwt_algorithm: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            log: "info".into(),
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// Values given on the command line; they override everything else.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "manage_key",
+    "secret",
+    "jwt_secret",
+    "jwt_public_key_file",
+    "jwt_algorithm",
+    "jwt_issuer",
+    "jwt_audience",
+    "log",
+    "shutdown_grace_secs",
+];
+
+/// Why the configuration was refused; the message names the key.
+#[derive(Debug)]
+pub struct ConfigError(String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Loads the layers. `file` is the `--config` path (or `POSTINO_CONFIG`); a named file
+    /// that does not exist is an error.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!("config file {} does not exist", path.display())));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("POSTINO_").only(ENV_KEYS))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|e| ConfigError(format!("invalid configuration: {e}")))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if let Some(secret) = &self.secret {
+            crate::secrets::parse_secret(secret).map_err(|e| ConfigError(format!("secret: {e}")))?;
+        }
+        match (self.jwt_public_key_file.is_some(), self.jwt_algorithm.as_deref()) {
+            (true, Some("RS256" | "ES256")) | (false, None) => {}
+            (true, _) => {
+                return Err(ConfigError(
+                    "jwt_algorithm must be RS256 or ES256 when jwt_public_key_file is set".into(),
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(ConfigError("jwt_algorithm is set but jwt_public_key_file is not".into()))
+            }
+        }
+        if self.manage_key.as_deref().is_some_and(|k| k.len() < 16) {
+            return Err(ConfigError("manage_key must be at least 16 characters".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_file(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("postino.toml");
+        std::fs::write(&path, text).expect("write");
+        Config::load(Some(&path), Overrides::default())
+    }
+
+    #[test]
+    fn defaults_then_file_then_flags() {
+        let c = load_file("listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/p\"\n").expect("load");
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/p"));
+        assert_eq!(c.log, "info");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("postino.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\n").expect("write");
+        let flags = Overrides { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9100))), data_dir: None };
+        assert_eq!(Config::load(Some(&path), flags).expect("load").listen.port(), 9100);
+    }
+
+    #[test]
+    fn malformed_configuration_is_refused_with_the_key_named() {
+        let err = load_file("listne = \"127.0.0.1:9000\"\n").expect_err("typo");
+        assert!(err.to_string().contains("listne"), "{err}");
+        let err = load_file("listen = \"not an address\"\n").expect_err("bad address");
+        assert!(err.to_string().contains("listen"), "{err}");
+        let err = load_file("secret = \"abc\"\n").expect_err("short secret");
+        assert!(err.to_string().contains("secret"), "{err}");
+        let err = load_file("jwt_public_key_file = \"/k.pem\"\n").expect_err("no algorithm");
+        assert!(err.to_string().contains("jwt_algorithm"), "{err}");
+        let err = load_file("listen = [1, 2\n").expect_err("not TOML");
+        assert!(err.to_string().contains("invalid configuration"), "{err}");
+        let err = Config::load(Some(Path::new("/nonexistent/postino.toml")), Overrides::default()).expect_err("missing");
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+}

@@ -1,0 +1,8 @@
+//! The Postino process: configuration, start-up of every role on the embedded defaults,
+//! graceful shutdown, and the operator commands. `main.rs` is only the command line.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod openapi;
+pub mod secrets;
