@@ -1,0 +1,9 @@
+//! Every API test, in one binary: each starts the real app on port 0 with its own data
+//! directory and talks to it over HTTP, as a sender, an operator or a citizen would.
+
+mod citizen_api;
+mod helpers;
+mod manage;
+mod messages;
+mod openapi;
+mod profiles;
