@@ -30,10 +30,7 @@ fn records(key: &str, n: usize, tag: &str) -> Vec<Record> {
 }
 
 /// Polls until `n` records arrived (or patience runs out).
-pub async fn collect(
-    sub: &mut dyn crate::Subscription,
-    n: usize,
-) -> Vec<Delivered> {
+pub async fn collect(sub: &mut dyn crate::Subscription, n: usize) -> Vec<Delivered> {
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while got.len() < n && tokio::time::Instant::now() < deadline {
@@ -68,34 +65,52 @@ fn payloads_of(r: &[Record]) -> Vec<String> {
 
 pub async fn a_group_resumes_after_its_last_commit(bus: Arc<dyn Bus>) {
     let topic = fresh_topic("resume");
-    bus.publish(&topic, records("k", 10, "m")).await.expect("publish");
+    bus.publish(&topic, records("k", 10, "m"))
+        .await
+        .expect("publish");
     let mut sub = bus.subscribe(&topic, "g").await.expect("subscribe");
     let got = collect(&mut *sub, 10).await;
     sub.commit(&got[..4]).await.expect("commit");
     drop(sub);
     let mut again = bus.subscribe(&topic, "g").await.expect("resubscribe");
     let rest = collect(&mut *again, 6).await;
-    assert_eq!(payloads(&rest), payloads(&got[4..]), "uncommitted records come back, committed ones do not");
+    assert_eq!(
+        payloads(&rest),
+        payloads(&got[4..]),
+        "uncommitted records come back, committed ones do not"
+    );
 }
 
 pub async fn groups_consume_independently(bus: Arc<dyn Bus>) {
     let topic = fresh_topic("groups");
-    bus.publish(&topic, records("k", 5, "m")).await.expect("publish");
+    bus.publish(&topic, records("k", 5, "m"))
+        .await
+        .expect("publish");
     let mut a = bus.subscribe(&topic, "a").await.expect("subscribe a");
     let got_a = collect(&mut *a, 5).await;
     a.commit(&got_a).await.expect("commit");
     let mut b = bus.subscribe(&topic, "b").await.expect("subscribe b");
-    assert_eq!(collect(&mut *b, 5).await.len(), 5, "group b still sees what a committed");
+    assert_eq!(
+        collect(&mut *b, 5).await.len(),
+        5,
+        "group b still sees what a committed"
+    );
 }
 
 pub async fn a_waiting_poll_wakes_for_a_new_record(bus: Arc<dyn Bus>) {
     let topic = fresh_topic("wake");
     let mut sub = bus.subscribe(&topic, "g").await.expect("subscribe");
-    assert!(sub.poll(10, WAIT).await.expect("poll").is_empty(), "nothing published yet");
+    assert!(
+        sub.poll(10, WAIT).await.expect("poll").is_empty(),
+        "nothing published yet"
+    );
     let publisher = Arc::clone(&bus);
     let t = topic.clone();
     let handle = tokio::spawn(async move {
-        publisher.publish(&t, records("k", 1, "late")).await.expect("publish");
+        publisher
+            .publish(&t, records("k", 1, "late"))
+            .await
+            .expect("publish");
     });
     let got = sub.poll(10, PATIENCE).await.expect("poll");
     handle.await.expect("publisher");
@@ -110,7 +125,10 @@ pub async fn concurrent_publishers_all_land_once_in_per_key_order(bus: Arc<dyn B
         let topic = topic.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..10 {
-                let r = Record::new(format!("key-{p}").into_bytes(), format!("{p}-{i}").into_bytes());
+                let r = Record::new(
+                    format!("key-{p}").into_bytes(),
+                    format!("{p}-{i}").into_bytes(),
+                );
                 bus.publish(&topic, vec![r]).await.expect("publish");
             }
         }));

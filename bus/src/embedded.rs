@@ -131,11 +131,7 @@ impl Bus for EmbeddedBus {
         Ok(())
     }
 
-    async fn subscribe(
-        &self,
-        topic: &str,
-        group: &str,
-    ) -> Result<Box<dyn Subscription>, BusError> {
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError> {
         check_topic(topic)?;
         let (t, g) = (topic.to_string(), group.to_string());
         let tables = Arc::clone(&self.tables);

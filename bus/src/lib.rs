@@ -75,8 +75,7 @@ pub trait Bus: Send + Sync + std::fmt::Debug + 'static {
     async fn publish(&self, topic: &str, records: Vec<Record>) -> Result<(), BusError>;
 
     /// Joins consumer group `group` on `topic`, resuming after its last commit.
-    async fn subscribe(&self, topic: &str, group: &str)
-        -> Result<Box<dyn Subscription>, BusError>;
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError>;
 }
 
 /// One consumer's view of a topic.

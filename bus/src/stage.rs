@@ -146,7 +146,11 @@ pub async fn run<S: Stage>(
                 .iter()
                 .map(|(d, reason)| dead_letter(d, reason, group))
                 .collect();
-            tracing::warn!(topic, count = records.len(), "records sent to the dead-letter topic");
+            tracing::warn!(
+                topic,
+                count = records.len(),
+                "records sent to the dead-letter topic"
+            );
             let mut backoff = Backoff::new(&cfg);
             let published = loop {
                 match bus.publish(&dlq, records.clone()).await {
@@ -202,7 +206,8 @@ async fn process_all<S: Stage>(
             // Find the culprits one by one, keeping order; the rest of the batch proceeds.
             let mut failed = Vec::new();
             for (i, item) in items.iter().enumerate() {
-                if let Err(reason) = process_retrying(stage, &[*item], cfg, shutdown, topic).await? {
+                if let Err(reason) = process_retrying(stage, &[*item], cfg, shutdown, topic).await?
+                {
                     failed.push((i, reason));
                 }
             }

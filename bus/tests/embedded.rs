@@ -23,7 +23,9 @@ async fn published_records_survive_reopening_the_log() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let bus = EmbeddedBus::open(dir.path()).expect("open");
-        let recs = (0..100).map(|i| Record::new(b"k".to_vec(), format!("{i}"))).collect();
+        let recs = (0..100)
+            .map(|i| Record::new(b"k".to_vec(), format!("{i}")))
+            .collect();
         bus.publish("durable", recs).await.expect("publish");
         let mut sub = bus.subscribe("durable", "g").await.expect("subscribe");
         let got = bus::conformance::collect(&mut *sub, 30).await;
@@ -61,7 +63,10 @@ impl Stage for Recorder {
         if let Some(p) = items.iter().find(|i| i.starts_with("poison")) {
             return Err(StageError::Permanent(format!("cannot handle {p}")));
         }
-        self.seen.lock().await.extend(items.iter().map(|s| s.to_string()));
+        self.seen
+            .lock()
+            .await
+            .extend(items.iter().map(|s| s.to_string()));
         Ok(())
     }
     async fn dead_lettered(&self, item: &String, _reason: &str) {
@@ -78,7 +83,10 @@ async fn the_stage_runner_retries_transient_failures_and_dead_letters_only_the_c
         vec![0xff, 0xfe], // not UTF-8: malformed
         b"b".to_vec(),
     ];
-    let recs = payloads.into_iter().map(|p| Record::new(b"k".to_vec(), p)).collect();
+    let recs = payloads
+        .into_iter()
+        .map(|p| Record::new(b"k".to_vec(), p))
+        .collect();
     bus.publish("work", recs).await.expect("publish");
 
     let stage = Arc::new(Recorder {
@@ -91,22 +99,51 @@ async fn the_stage_runner_retries_transient_failures_and_dead_letters_only_the_c
         poll_wait: Duration::from_millis(50),
         ..Default::default()
     };
-    let runner = tokio::spawn(stage::run(Arc::clone(&bus), "work", "g", Arc::clone(&stage), cfg, stopped));
+    let runner = tokio::spawn(stage::run(
+        Arc::clone(&bus),
+        "work",
+        "g",
+        Arc::clone(&stage),
+        cfg,
+        stopped,
+    ));
 
-    let mut dlq = bus.subscribe("work.dlq", "inspect").await.expect("subscribe dlq");
+    let mut dlq = bus
+        .subscribe("work.dlq", "inspect")
+        .await
+        .expect("subscribe dlq");
     let dead = bus::conformance::collect(&mut *dlq, 2).await;
     stop.send(true).expect("stop");
     runner.await.expect("join").expect("runner");
 
-    assert_eq!(*stage.seen.lock().await, vec!["a".to_string(), "b".to_string()], "good records processed in order");
+    assert_eq!(
+        *stage.seen.lock().await,
+        vec!["a".to_string(), "b".to_string()],
+        "good records processed in order"
+    );
     assert_eq!(*stage.dead.lock().await, vec!["poison-1".to_string()]);
     assert_eq!(dead.len(), 2);
-    let reasons: Vec<&str> = dead.iter().filter_map(|d| d.record.header(stage::headers::ERROR)).collect();
-    assert!(reasons.iter().any(|r| r.contains("cannot handle poison-1")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.starts_with("malformed record")), "{reasons:?}");
-    assert!(dead.iter().all(|d| d.record.header(stage::headers::SOURCE_TOPIC) == Some("work")));
+    let reasons: Vec<&str> = dead
+        .iter()
+        .filter_map(|d| d.record.header(stage::headers::ERROR))
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("cannot handle poison-1")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.starts_with("malformed record")),
+        "{reasons:?}"
+    );
+    assert!(dead
+        .iter()
+        .all(|d| d.record.header(stage::headers::SOURCE_TOPIC) == Some("work")));
 
     // Everything was committed: a new runner of the same group finds nothing to do.
     let mut sub = bus.subscribe("work", "g").await.expect("subscribe");
-    assert!(sub.poll(10, Duration::from_millis(100)).await.expect("poll").is_empty());
+    assert!(sub
+        .poll(10, Duration::from_millis(100))
+        .await
+        .expect("poll")
+        .is_empty());
 }

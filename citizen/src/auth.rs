@@ -54,16 +54,22 @@ struct Claims {
 
 impl JwtVerifier {
     /// `issuer` and `audience`, when given, must match the token's `iss` and `aud`.
-    pub fn new(key: &JwtKey, issuer: Option<&str>, audience: Option<&str>) -> Result<Self, JwtConfigError> {
+    pub fn new(
+        key: &JwtKey,
+        issuer: Option<&str>,
+        audience: Option<&str>,
+    ) -> Result<Self, JwtConfigError> {
         let (key, alg) = match key {
             JwtKey::Hs256Secret(s) if s.len() < 32 => return Err(JwtConfigError::ShortSecret),
             JwtKey::Hs256Secret(s) => (DecodingKey::from_secret(s.as_bytes()), Algorithm::HS256),
             JwtKey::Rs256PublicKeyPem(pem) => (
-                DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| JwtConfigError::BadKey(e.to_string()))?,
+                DecodingKey::from_rsa_pem(pem.as_bytes())
+                    .map_err(|e| JwtConfigError::BadKey(e.to_string()))?,
                 Algorithm::RS256,
             ),
             JwtKey::Es256PublicKeyPem(pem) => (
-                DecodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| JwtConfigError::BadKey(e.to_string()))?,
+                DecodingKey::from_ec_pem(pem.as_bytes())
+                    .map_err(|e| JwtConfigError::BadKey(e.to_string()))?,
                 Algorithm::ES256,
             ),
         };
@@ -81,7 +87,8 @@ impl JwtVerifier {
 
     /// The fiscal code a token speaks for, or why it is refused.
     pub fn verify(&self, token: &str) -> Result<FiscalCode, String> {
-        let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|e| format!("invalid token: {e}"))?;
+        let data = decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| format!("invalid token: {e}"))?;
         FiscalCode::parse("sub", &data.claims.sub).map_err(|e| format!("invalid token: {e}"))
     }
 }
@@ -94,8 +101,12 @@ pub fn mint_hs256(secret: &str, fc: &FiscalCode, ttl_secs: u64) -> Result<String
         exp: now + ttl_secs,
         iat: Some(now),
     };
-    encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
-        .map_err(|e| e.to_string())
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// The authenticated citizen.
@@ -111,10 +122,14 @@ impl FromRequestParts<CitizenState> for Citizen {
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| Problem::unauthorized("the Authorization header is missing"))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| Problem::unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        state.jwt.verify(token.trim()).map(Citizen).map_err(Problem::unauthorized)
+        let token = header.strip_prefix("Bearer ").ok_or_else(|| {
+            Problem::unauthorized("the Authorization header must be `Bearer <token>`")
+        })?;
+        state
+            .jwt
+            .verify(token.trim())
+            .map(Citizen)
+            .map_err(Problem::unauthorized)
     }
 }
 
@@ -130,21 +145,27 @@ mod tests {
 
     #[test]
     fn minted_tokens_verify_and_carry_the_fiscal_code() {
-        let v = JwtVerifier::new(&JwtKey::Hs256Secret(SECRET.into()), None, None).expect("verifier");
+        let v =
+            JwtVerifier::new(&JwtKey::Hs256Secret(SECRET.into()), None, None).expect("verifier");
         let token = mint_hs256(SECRET, &fc(), 60).expect("mint");
         assert_eq!(v.verify(&token), Ok(fc()));
     }
 
     #[test]
     fn bad_tokens_are_refused() {
-        let v = JwtVerifier::new(&JwtKey::Hs256Secret(SECRET.into()), None, None).expect("verifier");
+        let v =
+            JwtVerifier::new(&JwtKey::Hs256Secret(SECRET.into()), None, None).expect("verifier");
         let other = mint_hs256("another secret that is 32+ bytes long", &fc(), 60).expect("mint");
         assert!(v.verify(&other).is_err(), "wrong signature");
         assert!(v.verify("not.a.token").is_err());
         assert!(v.verify("").is_err());
         let expired = encode(
             &Header::new(Algorithm::HS256),
-            &Claims { sub: fc().as_str().into(), exp: 1, iat: None },
+            &Claims {
+                sub: fc().as_str().into(),
+                exp: 1,
+                iat: None,
+            },
             &EncodingKey::from_secret(SECRET.as_bytes()),
         )
         .expect("encode");
@@ -152,7 +173,11 @@ mod tests {
         let far = 4_000_000_000;
         let bad_sub = encode(
             &Header::new(Algorithm::HS256),
-            &Claims { sub: "RSSMRA85T10A562T".into(), exp: far, iat: None },
+            &Claims {
+                sub: "RSSMRA85T10A562T".into(),
+                exp: far,
+                iat: None,
+            },
             &EncodingKey::from_secret(SECRET.as_bytes()),
         )
         .expect("encode");
@@ -161,7 +186,10 @@ mod tests {
 
     #[test]
     fn configuration_errors_are_clear() {
-        assert!(matches!(JwtVerifier::new(&JwtKey::Hs256Secret("short".into()), None, None), Err(JwtConfigError::ShortSecret)));
+        assert!(matches!(
+            JwtVerifier::new(&JwtKey::Hs256Secret("short".into()), None, None),
+            Err(JwtConfigError::ShortSecret)
+        ));
         assert!(matches!(
             JwtVerifier::new(&JwtKey::Rs256PublicKeyPem("not pem".into()), None, None),
             Err(JwtConfigError::BadKey(_))

@@ -82,7 +82,8 @@ fn entry(item: store::InboxItem) -> InboxEntry {
 }
 
 fn parse_id(field: &str, value: &str) -> Result<Ulid, ValidationError> {
-    Ulid::from_string(value).map_err(|_| ValidationError::new(field, "must be a message id (a ULID)"))
+    Ulid::from_string(value)
+        .map_err(|_| ValidationError::new(field, "must be a message id (a ULID)"))
 }
 
 #[utoipa::path(
@@ -100,17 +101,30 @@ pub(crate) async fn list_messages(
     Citizen(fc): Citizen,
     Query(paging): Query<Paging>,
 ) -> Result<Json<InboxPage>, Problem> {
-    let before = paging.cursor.as_deref().map(|c| parse_id("cursor", c)).transpose()?;
+    let before = paging
+        .cursor
+        .as_deref()
+        .map(|c| parse_id("cursor", c))
+        .transpose()?;
     let size = match paging.page_size.as_deref() {
         None => DEFAULT_PAGE,
         Some(s) => s
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| ValidationError::new("page_size", format!("must be a whole number from 1 to {MAX_PAGE}")))?,
+            .ok_or_else(|| {
+                ValidationError::new(
+                    "page_size",
+                    format!("must be a whole number from 1 to {MAX_PAGE}"),
+                )
+            })?,
     };
     // One more than asked tells whether another page exists.
-    let mut items = state.store.list_inbox(&fc, before, size + 1).await.map_err(store_problem)?;
+    let mut items = state
+        .store
+        .list_inbox(&fc, before, size + 1)
+        .await
+        .map_err(store_problem)?;
     let next = if items.len() > size {
         items.truncate(size);
         items.last().map(|i| i.id.to_string())
@@ -141,8 +155,18 @@ pub(crate) async fn get_message(
 ) -> Result<Json<InboxMessage>, Problem> {
     let id = parse_id("id", &id)?;
     let not_found = || Problem::not_found("no such message in your inbox");
-    let item = state.store.get_inbox_item(&fc, &id).await.map_err(store_problem)?.ok_or_else(not_found)?;
-    let record = state.store.get_message(&id).await.map_err(store_problem)?.ok_or_else(not_found)?;
+    let item = state
+        .store
+        .get_inbox_item(&fc, &id)
+        .await
+        .map_err(store_problem)?
+        .ok_or_else(not_found)?;
+    let record = state
+        .store
+        .get_message(&id)
+        .await
+        .map_err(store_problem)?
+        .ok_or_else(not_found)?;
     Ok(Json(InboxMessage {
         entry: entry(item),
         time_to_live: record.message.time_to_live,
@@ -173,7 +197,11 @@ pub(crate) async fn change_status(
     let change: MessageStatusChange = model::validation::from_json(&body)?;
     let is_read = match (change.change_type.as_str(), change.is_read) {
         ("reading", Some(is_read)) => is_read,
-        ("reading", None) => return Err(ValidationError::new("is_read", "is required for change_type reading").into()),
+        ("reading", None) => {
+            return Err(
+                ValidationError::new("is_read", "is required for change_type reading").into(),
+            )
+        }
         _ => {
             return Err(ValidationError::new(
                 "change_type",
@@ -182,7 +210,12 @@ pub(crate) async fn change_status(
             .into())
         }
     };
-    if !state.store.set_read(&fc, &id, is_read).await.map_err(store_problem)? {
+    if !state
+        .store
+        .set_read(&fc, &id, is_read)
+        .await
+        .map_err(store_problem)?
+    {
         return Err(Problem::not_found("no such message in your inbox"));
     }
     Ok(Json(MessageStatusAttributes {

@@ -15,7 +15,7 @@ mod inbox;
 mod preferences;
 mod profile;
 
-pub use auth::{JwtVerifier, JwtKey};
+pub use auth::{JwtKey, JwtVerifier};
 
 #[derive(Debug, Clone)]
 pub struct CitizenState {
@@ -26,7 +26,10 @@ pub struct CitizenState {
 /// The routes, to be nested at `/citizen/v1`.
 pub fn router(state: CitizenState) -> Router {
     Router::new()
-        .route("/profile", get(profile::get_profile).put(profile::put_profile))
+        .route(
+            "/profile",
+            get(profile::get_profile).put(profile::put_profile),
+        )
         .route(
             "/services/{service_id}/preferences",
             get(preferences::get_preference).put(preferences::put_preference),

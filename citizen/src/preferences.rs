@@ -11,9 +11,21 @@ use crate::auth::Citizen;
 use crate::{store_problem, CitizenState};
 
 /// The profile, provided the service exists (IO answers `404` for either missing).
-async fn profile_for_service(state: &CitizenState, fc: &FiscalCode, service_id: &str) -> Result<Profile, Problem> {
-    if state.store.get_service(service_id).await.map_err(store_problem)?.is_none() {
-        return Err(Problem::not_found(format!("no service with id {service_id}")));
+async fn profile_for_service(
+    state: &CitizenState,
+    fc: &FiscalCode,
+    service_id: &str,
+) -> Result<Profile, Problem> {
+    if state
+        .store
+        .get_service(service_id)
+        .await
+        .map_err(store_problem)?
+        .is_none()
+    {
+        return Err(Problem::not_found(format!(
+            "no service with id {service_id}"
+        )));
     }
     state
         .store
@@ -41,7 +53,11 @@ pub(crate) async fn get_preference(
     Path(service_id): Path<String>,
 ) -> Result<Json<ServicePreference>, Problem> {
     let profile = profile_for_service(&state, &fc, &service_id).await?;
-    let stored = state.store.get_preference(&fc, &service_id).await.map_err(store_problem)?;
+    let stored = state
+        .store
+        .get_preference(&fc, &service_id)
+        .await
+        .map_err(store_problem)?;
     ServicePreference::effective(&profile, stored.as_ref())
         .map(Json)
         .map_err(|c| Problem::conflict(c.to_string()))
@@ -69,7 +85,13 @@ pub(crate) async fn put_preference(
 ) -> Result<Json<ServicePreference>, Problem> {
     let preference = ServicePreference::parse(&body)?;
     let profile = profile_for_service(&state, &fc, &service_id).await?;
-    preference.check_against(&profile).map_err(|c| Problem::conflict(c.to_string()))?;
-    state.store.put_preference(&fc, &service_id, &preference).await.map_err(store_problem)?;
+    preference
+        .check_against(&profile)
+        .map_err(|c| Problem::conflict(c.to_string()))?;
+    state
+        .store
+        .put_preference(&fc, &service_id, &preference)
+        .await
+        .map_err(store_problem)?;
     Ok(Json(preference))
 }

@@ -19,7 +19,10 @@ use crate::{store_problem, CitizenState};
         (status = 404, description = "No profile yet", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn get_profile(State(state): State<CitizenState>, Citizen(fc): Citizen) -> Result<Json<Profile>, Problem> {
+pub(crate) async fn get_profile(
+    State(state): State<CitizenState>,
+    Citizen(fc): Citizen,
+) -> Result<Json<Profile>, Problem> {
     state
         .store
         .get_profile(&fc)
@@ -50,6 +53,10 @@ pub(crate) async fn put_profile(
     let next = update
         .apply(current.as_ref())
         .map_err(|conflict| Problem::conflict(conflict.to_string()))?;
-    state.store.put_profile(&fc, &next).await.map_err(store_problem)?;
+    state
+        .store
+        .put_profile(&fc, &next)
+        .await
+        .map_err(store_problem)?;
     Ok(Json(next))
 }

@@ -35,12 +35,20 @@ pub struct IngestState {
 
 impl std::fmt::Debug for IngestState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IngestState").field("store", &self.store).field("bus", &self.bus).finish_non_exhaustive()
+        f.debug_struct("IngestState")
+            .field("store", &self.store)
+            .field("bus", &self.bus)
+            .finish_non_exhaustive()
     }
 }
 
 impl IngestState {
-    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, keys: Keys, partition_key: [u8; 32]) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        keys: Keys,
+        partition_key: [u8; 32],
+    ) -> Self {
         Self {
             store,
             bus,
@@ -73,7 +81,10 @@ pub fn router(state: IngestState) -> Router {
                 .delete(manage::delete_service),
         )
         .route("/manage/services/{service_id}/keys", get(manage::get_keys))
-        .route("/manage/services/{service_id}/keys/{key_type}", put(manage::regenerate_key))
+        .route(
+            "/manage/services/{service_id}/keys/{key_type}",
+            put(manage::regenerate_key),
+        )
         .with_state(state)
 }
 

@@ -60,15 +60,24 @@ async fn find(state: &IngestState, id: &str) -> Result<Service, Problem> {
 }
 
 /// Makes sure both current keys of `service` authenticate (idempotent).
-async fn register_keys(state: &IngestState, service: &Service) -> Result<SubscriptionKeys, Problem> {
+async fn register_keys(
+    state: &IngestState,
+    service: &Service,
+) -> Result<SubscriptionKeys, Problem> {
     let mut keys = Vec::with_capacity(2);
     for slot in [KeySlot::Primary, KeySlot::Secondary] {
-        let key = state.keys.derive(&service.id, slot, service.key_generation(slot));
+        let key = state
+            .keys
+            .derive(&service.id, slot, service.key_generation(slot));
         let owner = KeyOwner::Service {
             service_id: service.id.clone(),
             slot,
         };
-        state.store.put_key(&Keys::hash(&key), &owner).await.map_err(store_problem)?;
+        state
+            .store
+            .put_key(&Keys::hash(&key), &owner)
+            .await
+            .map_err(store_problem)?;
         keys.push(key);
     }
     let secondary_key = keys.pop().unwrap_or_default();
@@ -104,7 +113,11 @@ pub(crate) async fn create_service(
         primary_key_generation: 0,
         secondary_key_generation: 0,
     };
-    state.store.put_service(&service).await.map_err(store_problem)?;
+    state
+        .store
+        .put_service(&service)
+        .await
+        .map_err(store_problem)?;
     register_keys(&state, &service).await?;
     tracing::info!(service_id = %service.id, "service created");
     Ok((StatusCode::CREATED, Json(lifecycle(service))))
@@ -154,7 +167,11 @@ pub(crate) async fn update_service(
     let mut service = find(&state, &id).await?;
     service.payload = payload;
     service.last_update = crate::now();
-    state.store.put_service(&service).await.map_err(store_problem)?;
+    state
+        .store
+        .put_service(&service)
+        .await
+        .map_err(store_problem)?;
     Ok(Json(lifecycle(service)))
 }
 
@@ -177,10 +194,20 @@ pub(crate) async fn delete_service(
 ) -> Result<StatusCode, Problem> {
     let service = find(&state, &id).await?;
     for slot in [KeySlot::Primary, KeySlot::Secondary] {
-        let key = state.keys.derive(&service.id, slot, service.key_generation(slot));
-        state.store.delete_key(&Keys::hash(&key)).await.map_err(store_problem)?;
+        let key = state
+            .keys
+            .derive(&service.id, slot, service.key_generation(slot));
+        state
+            .store
+            .delete_key(&Keys::hash(&key))
+            .await
+            .map_err(store_problem)?;
     }
-    state.store.delete_service(&id).await.map_err(store_problem)?;
+    state
+        .store
+        .delete_service(&id)
+        .await
+        .map_err(store_problem)?;
     tracing::info!(service_id = %id, "service deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -233,15 +260,25 @@ pub(crate) async fn regenerate_key(
         _ => return Err(ValidationError::new("key_type", "must be primary or secondary").into()),
     };
     let mut service = find(&state, &id).await?;
-    let old = state.keys.derive(&service.id, slot, service.key_generation(slot));
+    let old = state
+        .keys
+        .derive(&service.id, slot, service.key_generation(slot));
     match slot {
         KeySlot::Primary => service.primary_key_generation += 1,
         KeySlot::Secondary => service.secondary_key_generation += 1,
     }
     service.last_update = crate::now();
-    state.store.put_service(&service).await.map_err(store_problem)?;
+    state
+        .store
+        .put_service(&service)
+        .await
+        .map_err(store_problem)?;
     let keys = register_keys(&state, &service).await?;
-    state.store.delete_key(&Keys::hash(&old)).await.map_err(store_problem)?;
+    state
+        .store
+        .delete_key(&Keys::hash(&old))
+        .await
+        .map_err(store_problem)?;
     tracing::info!(service_id = %id, ?slot, "service key regenerated");
     Ok(Json(keys))
 }

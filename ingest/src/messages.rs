@@ -99,7 +99,11 @@ async fn submit(
     path_fiscal_code: Option<&str>,
     body: &[u8],
 ) -> Result<Response, Problem> {
-    let parsed = NewMessage::parse(body, path_fiscal_code, service.payload.max_allowed_payment_amount)?;
+    let parsed = NewMessage::parse(
+        body,
+        path_fiscal_code,
+        service.payload.max_allowed_payment_amount,
+    )?;
     let org = &service.payload.organization;
     let mut content = parsed.content;
     if let Some(payment) = content.payment_data.as_mut() {
@@ -130,13 +134,19 @@ async fn submit(
     if let Err(err) = state.bus.publish(topics::MESSAGES, vec![record]).await {
         tracing::error!(error = %err, "cannot append to the log");
         return Err(if err.is_retryable() {
-            Problem::unavailable("the message log is unavailable; nothing was accepted, retry later", 1)
+            Problem::unavailable(
+                "the message log is unavailable; nothing was accepted, retry later",
+                1,
+            )
         } else {
             Problem::internal("the message log refused the message; nothing was accepted")
         });
     }
 
-    let (id, fc) = (message.id.to_string(), message.fiscal_code.as_str().to_string());
+    let (id, fc) = (
+        message.id.to_string(),
+        message.fiscal_code.as_str().to_string(),
+    );
     let accepted = MessageRecord {
         message,
         status: MessageStatus::Accepted,
@@ -151,7 +161,12 @@ async fn submit(
     }
     tracing::debug!(message_id = %id, service_id = %service.id, "message accepted");
     let location = format!("/api/v1/messages/{fc}/{id}");
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(CreatedMessage { id })).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(CreatedMessage { id }),
+    )
+        .into_response())
 }
 
 #[utoipa::path(
@@ -176,7 +191,8 @@ pub(crate) async fn get_message(
     Path((fiscal_code, id)): Path<(String, String)>,
 ) -> Result<Json<ExternalMessageResponse>, Problem> {
     let fc = FiscalCode::parse("fiscal_code", &fiscal_code)?;
-    let id = Ulid::from_string(&id).map_err(|_| ValidationError::new("id", "must be a message id (a ULID)"))?;
+    let id = Ulid::from_string(&id)
+        .map_err(|_| ValidationError::new("id", "must be a message id (a ULID)"))?;
     let record = state
         .store
         .get_message(&id)
@@ -185,7 +201,9 @@ pub(crate) async fn get_message(
         .filter(|r| r.message.fiscal_code == fc)
         .ok_or_else(|| Problem::not_found("no message with this id for this fiscal code"))?;
     if record.message.sender_service_id != service.id {
-        return Err(Problem::forbidden("only the service that sent a message may read it"));
+        return Err(Problem::forbidden(
+            "only the service that sent a message may read it",
+        ));
     }
     let m = record.message;
     Ok(Json(ExternalMessageResponse {

@@ -75,7 +75,8 @@ async fn limited_profile(
     service: &model::service::Service,
     fc: &FiscalCode,
 ) -> Result<Json<LimitedProfile>, Problem> {
-    let not_found = || Problem::not_found("no profile for this fiscal code, or its inbox is disabled");
+    let not_found =
+        || Problem::not_found("no profile for this fiscal code, or its inbox is disabled");
     let profile = state
         .store
         .get_profile(fc)
@@ -86,9 +87,18 @@ async fn limited_profile(
     let preference = if profile.service_preferences_settings.mode == PreferencesMode::Legacy {
         None
     } else {
-        state.store.get_preference(fc, &service.id).await.map_err(store_problem)?
+        state
+            .store
+            .get_preference(fc, &service.id)
+            .await
+            .map_err(store_problem)?
     };
-    let verdict = decide(Some(&profile), preference.as_ref(), &service.id, service.payload.require_secure_channel);
+    let verdict = decide(
+        Some(&profile),
+        preference.as_ref(),
+        &service.id,
+        service.payload.require_secure_channel,
+    );
     Ok(Json(LimitedProfile {
         sender_allowed: matches!(verdict, Verdict::Deliver(_)),
         preferred_languages: profile.preferred_languages,

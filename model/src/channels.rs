@@ -118,27 +118,46 @@ mod tests {
         }
     }
 
-    const SEND_ALL: Verdict = Verdict::Deliver(ChannelPlan { email: ChannelChoice::Send, push: ChannelChoice::Send });
+    const SEND_ALL: Verdict = Verdict::Deliver(ChannelPlan {
+        email: ChannelChoice::Send,
+        push: ChannelChoice::Send,
+    });
 
     #[test]
     fn no_profile_or_disabled_inbox_rejects() {
-        assert_eq!(decide(None, None, "s", false), Verdict::Rejected(RejectionReason::UserNotFound));
+        assert_eq!(
+            decide(None, None, "s", false),
+            Verdict::Rejected(RejectionReason::UserNotFound)
+        );
         let mut p = profile(PreferencesMode::Auto);
         p.is_inbox_enabled = false;
-        assert_eq!(decide(Some(&p), None, "s", false), Verdict::Rejected(RejectionReason::ServiceNotAllowed));
+        assert_eq!(
+            decide(Some(&p), None, "s", false),
+            Verdict::Rejected(RejectionReason::ServiceNotAllowed)
+        );
     }
 
     #[test]
     fn legacy_reads_blocked_inbox_or_channels() {
         let mut p = profile(PreferencesMode::Legacy);
         assert_eq!(decide(Some(&p), None, "s", false), SEND_ALL);
-        p.blocked_inbox_or_channels.insert("s".into(), BTreeSet::from([BlockedChannel::Email]));
-        let Verdict::Deliver(plan) = decide(Some(&p), None, "s", false) else { panic!() };
-        assert_eq!(plan.email, ChannelChoice::Skip(SkipReason::BlockedForService));
+        p.blocked_inbox_or_channels
+            .insert("s".into(), BTreeSet::from([BlockedChannel::Email]));
+        let Verdict::Deliver(plan) = decide(Some(&p), None, "s", false) else {
+            panic!()
+        };
+        assert_eq!(
+            plan.email,
+            ChannelChoice::Skip(SkipReason::BlockedForService)
+        );
         assert_eq!(plan.push, ChannelChoice::Send);
         assert_eq!(decide(Some(&p), None, "other", false), SEND_ALL);
-        p.blocked_inbox_or_channels.insert("s".into(), BTreeSet::from([BlockedChannel::Inbox]));
-        assert_eq!(decide(Some(&p), None, "s", false), Verdict::Rejected(RejectionReason::ServiceNotAllowed));
+        p.blocked_inbox_or_channels
+            .insert("s".into(), BTreeSet::from([BlockedChannel::Inbox]));
+        assert_eq!(
+            decide(Some(&p), None, "s", false),
+            Verdict::Rejected(RejectionReason::ServiceNotAllowed)
+        );
     }
 
     #[test]
@@ -146,18 +165,33 @@ mod tests {
         let p = profile(PreferencesMode::Auto);
         assert_eq!(decide(Some(&p), None, "s", false), SEND_ALL);
         let no = pref(false, true, true, 0);
-        assert_eq!(decide(Some(&p), Some(&no), "s", false), Verdict::Rejected(RejectionReason::ServiceNotAllowed));
+        assert_eq!(
+            decide(Some(&p), Some(&no), "s", false),
+            Verdict::Rejected(RejectionReason::ServiceNotAllowed)
+        );
         let stale = pref(false, true, true, 7);
-        assert_eq!(decide(Some(&p), Some(&stale), "s", false), SEND_ALL, "stale preferences do not count");
+        assert_eq!(
+            decide(Some(&p), Some(&stale), "s", false),
+            SEND_ALL,
+            "stale preferences do not count"
+        );
         let no_push = pref(true, true, false, 0);
-        let Verdict::Deliver(plan) = decide(Some(&p), Some(&no_push), "s", false) else { panic!() };
-        assert_eq!(plan.push, ChannelChoice::Skip(SkipReason::BlockedForService));
+        let Verdict::Deliver(plan) = decide(Some(&p), Some(&no_push), "s", false) else {
+            panic!()
+        };
+        assert_eq!(
+            plan.push,
+            ChannelChoice::Skip(SkipReason::BlockedForService)
+        );
     }
 
     #[test]
     fn manual_blocks_unless_a_preference_says_yes() {
         let p = profile(PreferencesMode::Manual);
-        assert_eq!(decide(Some(&p), None, "s", false), Verdict::Rejected(RejectionReason::ServiceNotAllowed));
+        assert_eq!(
+            decide(Some(&p), None, "s", false),
+            Verdict::Rejected(RejectionReason::ServiceNotAllowed)
+        );
         let yes = pref(true, true, true, 0);
         assert_eq!(decide(Some(&p), Some(&yes), "s", false), SEND_ALL);
     }
@@ -165,15 +199,33 @@ mod tests {
     #[test]
     fn email_needs_a_validated_enabled_address_and_no_secure_channel() {
         let mut p = profile(PreferencesMode::Auto);
-        let Verdict::Deliver(plan) = decide(Some(&p), None, "s", true) else { panic!() };
-        assert_eq!(plan.email, ChannelChoice::Skip(SkipReason::SecureChannelRequired));
+        let Verdict::Deliver(plan) = decide(Some(&p), None, "s", true) else {
+            panic!()
+        };
+        assert_eq!(
+            plan.email,
+            ChannelChoice::Skip(SkipReason::SecureChannelRequired)
+        );
         p.is_email_validated = false;
-        let Verdict::Deliver(plan) = decide(Some(&p), None, "s", false) else { panic!() };
-        assert_eq!(plan.email, ChannelChoice::Skip(SkipReason::NoValidatedEmail));
+        let Verdict::Deliver(plan) = decide(Some(&p), None, "s", false) else {
+            panic!()
+        };
+        assert_eq!(
+            plan.email,
+            ChannelChoice::Skip(SkipReason::NoValidatedEmail)
+        );
         p.is_email_enabled = false;
         p.is_webhook_enabled = false;
-        let Verdict::Deliver(plan) = decide(Some(&p), None, "s", false) else { panic!() };
-        assert_eq!(plan.email, ChannelChoice::Skip(SkipReason::DisabledInProfile));
-        assert_eq!(plan.push, ChannelChoice::Skip(SkipReason::DisabledInProfile));
+        let Verdict::Deliver(plan) = decide(Some(&p), None, "s", false) else {
+            panic!()
+        };
+        assert_eq!(
+            plan.email,
+            ChannelChoice::Skip(SkipReason::DisabledInProfile)
+        );
+        assert_eq!(
+            plan.push,
+            ChannelChoice::Skip(SkipReason::DisabledInProfile)
+        );
     }
 }

@@ -31,7 +31,10 @@ impl FiscalCode {
         if b.len() != 16 {
             return Err(ValidationError::new(
                 field,
-                format!("must be a fiscal code of 16 characters, got {}", value.chars().count()),
+                format!(
+                    "must be a fiscal code of 16 characters, got {}",
+                    value.chars().count()
+                ),
             ));
         }
         let digitish = |c: u8| c.is_ascii_digit() || OMOCODIA.contains(&c);
@@ -72,7 +75,11 @@ impl FiscalCode {
 /// The check character for the first 15 characters of a code (which must be `[0-9A-Z]`).
 pub fn check_character(first15: &[u8]) -> u8 {
     let value = |c: u8| -> (u32, u32) {
-        let idx = if c.is_ascii_digit() { c - b'0' } else { c - b'A' } as usize;
+        let idx = if c.is_ascii_digit() {
+            c - b'0'
+        } else {
+            c - b'A'
+        } as usize;
         (ODD_VALUES[idx], idx as u32)
     };
     let sum: u32 = first15
@@ -137,7 +144,15 @@ mod tests {
 
     #[test]
     fn refuses_malformed_codes_naming_the_rule() {
-        for bad in ["", "RSSMRA85T10A562", "rssmra85t10a562s", "RSSMRA85Z10A562S", "1SSMRA85T10A562S", "RSSMRA85T10A562SS", "RSSMRA85T10A56ÀS"] {
+        for bad in [
+            "",
+            "RSSMRA85T10A562",
+            "rssmra85t10a562s",
+            "RSSMRA85Z10A562S",
+            "1SSMRA85T10A562S",
+            "RSSMRA85T10A562SS",
+            "RSSMRA85T10A56ÀS",
+        ] {
             let err = FiscalCode::parse("fiscal_code", bad).unwrap_err();
             assert_eq!(err.field, "fiscal_code", "{bad}");
             assert!(!err.rule.is_empty());

@@ -121,13 +121,19 @@ impl NewMessage {
             Some(t) => {
                 return Err(ValidationError::new(
                     "time_to_live",
-                    format!("must be {} to {} seconds, got {t}", TTL_RANGE.0, TTL_RANGE.1),
+                    format!(
+                        "must be {} to {} seconds, got {t}",
+                        TTL_RANGE.0, TTL_RANGE.1
+                    ),
                 ))
             }
         };
         let content = validate_content(raw.content, max_amount).map_err(|e| e.within("content"))?;
         let default_email = match raw.default_addresses.and_then(|a| a.email) {
-            Some(email) => Some(crate::profile::parse_email("default_addresses.email", &email)?),
+            Some(email) => Some(crate::profile::parse_email(
+                "default_addresses.email",
+                &email,
+            )?),
             None => None,
         };
         let feature_level_type = raw.feature_level_type.unwrap_or_else(|| "STANDARD".into());
@@ -152,7 +158,12 @@ fn validate_content(
     max_amount: u64,
 ) -> Result<NewMessageContent, ValidationError> {
     check_len("subject", &content.subject, SUBJECT_LEN.0, SUBJECT_LEN.1)?;
-    check_len("markdown", &content.markdown, MARKDOWN_LEN.0, MARKDOWN_LEN.1)?;
+    check_len(
+        "markdown",
+        &content.markdown,
+        MARKDOWN_LEN.0,
+        MARKDOWN_LEN.1,
+    )?;
     if let Some(due) = &content.due_date {
         content.due_date = Some(parse_utc_timestamp("due_date", due)?);
     }
@@ -166,7 +177,10 @@ fn validate_payment(payment: &PaymentData, max_amount: u64) -> Result<(), Valida
     if payment.amount < 1 || payment.amount as u64 > MAX_AMOUNT {
         return Err(ValidationError::new(
             "amount",
-            format!("must be 1 to {MAX_AMOUNT} euro cents, got {}", payment.amount),
+            format!(
+                "must be 1 to {MAX_AMOUNT} euro cents, got {}",
+                payment.amount
+            ),
         ));
     }
     if payment.amount as u64 > max_amount {
@@ -224,7 +238,8 @@ pub fn format_timestamp(t: OffsetDateTime) -> String {
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
-    t.format(&fmt).unwrap_or_else(|_| t.unix_timestamp().to_string())
+    t.format(&fmt)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 #[cfg(test)]
@@ -303,7 +318,10 @@ mod tests {
         }
         let mut v = valid();
         v["time_to_live"] = json!(604_800);
-        assert_eq!(NewMessage::parse(&body(v), None, 0).unwrap().time_to_live, 604_800);
+        assert_eq!(
+            NewMessage::parse(&body(v), None, 0).unwrap().time_to_live,
+            604_800
+        );
     }
 
     #[test]
@@ -311,7 +329,10 @@ mod tests {
         let mut v = valid();
         v["content"]["due_date"] = json!("2030-01-31T10:00:00Z");
         let m = NewMessage::parse(&body(v), None, 0).unwrap();
-        assert_eq!(m.content.due_date.as_deref(), Some("2030-01-31T10:00:00.000Z"));
+        assert_eq!(
+            m.content.due_date.as_deref(),
+            Some("2030-01-31T10:00:00.000Z")
+        );
         for bad in ["2030-01-31", "tomorrow", "2030-01-31T10:00:00+02:00"] {
             let mut v = valid();
             v["content"]["due_date"] = json!(bad);
@@ -334,13 +355,26 @@ mod tests {
         assert!(NewMessage::parse(&body(ok), None, 10_000).is_ok());
         let err = field_error(with_payment(0, "012345678901234567", None), None, 10_000);
         assert_eq!(err.field, "content.payment_data.amount");
-        let err = field_error(with_payment(10_001, "012345678901234567", None), None, 10_000);
+        let err = field_error(
+            with_payment(10_001, "012345678901234567", None),
+            None,
+            10_000,
+        );
         assert!(err.rule.contains("max_allowed_payment_amount"), "{err}");
-        for notice in ["412345678901234567", "01234567890123456", "0123456789012345678", "01234567890123456a"] {
+        for notice in [
+            "412345678901234567",
+            "01234567890123456",
+            "0123456789012345678",
+            "01234567890123456a",
+        ] {
             let err = field_error(with_payment(10, notice, None), None, 10_000);
             assert_eq!(err.field, "content.payment_data.notice_number", "{notice}");
         }
-        let err = field_error(with_payment(10, "012345678901234567", Some("1234")), None, 10_000);
+        let err = field_error(
+            with_payment(10, "012345678901234567", Some("1234")),
+            None,
+            10_000,
+        );
         assert_eq!(err.field, "content.payment_data.payee.fiscal_code");
     }
 
@@ -354,7 +388,10 @@ mod tests {
         let err = field_error(v, None, 0);
         assert_eq!(err.field, "fiscal_code");
         assert!(err.rule.contains("check character"));
-        assert!(NewMessage::parse(b"not json", None, 0).unwrap_err().rule.starts_with("invalid JSON"));
+        assert!(NewMessage::parse(b"not json", None, 0)
+            .unwrap_err()
+            .rule
+            .starts_with("invalid JSON"));
         assert!(NewMessage::parse(b"[]", None, 0).is_err());
     }
 

@@ -123,7 +123,10 @@ mod tests {
                     require_secure_channel: false,
                 },
             },
-            channels: ChannelPlan { email: ChannelChoice::Send, push: ChannelChoice::Send },
+            channels: ChannelPlan {
+                email: ChannelChoice::Send,
+                push: ChannelChoice::Send,
+            },
             push_content: PushContent::Anonymous,
             preferred_languages: vec!["it_IT".into()],
             email: Some("a@b.it".into()),

@@ -124,7 +124,9 @@ impl ProfileUpdate {
         }
         if let Some(v) = &update.last_app_version {
             let parts: Vec<&str> = v.split('.').collect();
-            let numeric = parts.iter().all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()));
+            let numeric = parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()));
             if !(3..=4).contains(&parts.len()) || !numeric {
                 return Err(ValidationError::new(
                     "last_app_version",
@@ -134,7 +136,10 @@ impl ProfileUpdate {
         }
         if let Some(v) = update.accepted_tos_version {
             if v < 1.0 {
-                return Err(ValidationError::new("accepted_tos_version", "must be at least 1"));
+                return Err(ValidationError::new(
+                    "accepted_tos_version",
+                    "must be at least 1",
+                ));
             }
         }
         Ok(update)
@@ -189,7 +194,10 @@ impl ProfileUpdate {
         set(&mut p.is_inbox_enabled, self.is_inbox_enabled);
         set(&mut p.is_webhook_enabled, self.is_webhook_enabled);
         set(&mut p.preferred_languages, self.preferred_languages);
-        set(&mut p.blocked_inbox_or_channels, self.blocked_inbox_or_channels);
+        set(
+            &mut p.blocked_inbox_or_channels,
+            self.blocked_inbox_or_channels,
+        );
         set(&mut p.is_test_profile, self.is_test_profile);
         if self.push_notifications_content_type.is_some() {
             p.push_notifications_content_type = self.push_notifications_content_type;
@@ -271,7 +279,10 @@ impl ServicePreference {
         }
         let raw: Upsert = from_json(body)?;
         if raw.settings_version < 0 {
-            return Err(ValidationError::new("settings_version", "must be 0 or more"));
+            return Err(ValidationError::new(
+                "settings_version",
+                "must be 0 or more",
+            ));
         }
         Ok(Self {
             is_email_enabled: raw.is_email_enabled,
@@ -362,16 +373,23 @@ mod tests {
 
     #[test]
     fn creating_then_updating_follows_the_version() {
-        let created = ProfileUpdate::parse(br#"{"email":"a@b.it","preferred_languages":["it_IT"]}"#)
-            .unwrap()
-            .apply(None)
-            .unwrap();
+        let created =
+            ProfileUpdate::parse(br#"{"email":"a@b.it","preferred_languages":["it_IT"]}"#)
+                .unwrap()
+                .apply(None)
+                .unwrap();
         assert_eq!(created.version, 0);
         assert!(created.is_inbox_enabled);
-        assert_eq!(created.service_preferences_settings.mode, PreferencesMode::Auto);
+        assert_eq!(
+            created.service_preferences_settings.mode,
+            PreferencesMode::Auto
+        );
 
         let stale = ProfileUpdate::parse(br#"{"is_inbox_enabled":false}"#).unwrap();
-        assert!(matches!(stale.apply(Some(&created)), Err(ProfileConflict::Version { .. })));
+        assert!(matches!(
+            stale.apply(Some(&created)),
+            Err(ProfileConflict::Version { .. })
+        ));
 
         let next = ProfileUpdate::parse(br#"{"is_inbox_enabled":false,"version":0}"#)
             .unwrap()
@@ -379,20 +397,28 @@ mod tests {
             .unwrap();
         assert_eq!(next.version, 1);
         assert!(!next.is_inbox_enabled);
-        assert_eq!(next.email.as_deref(), Some("a@b.it"), "absent fields keep their value");
+        assert_eq!(
+            next.email.as_deref(),
+            Some("a@b.it"),
+            "absent fields keep their value"
+        );
     }
 
     #[test]
     fn mode_changes_bump_the_settings_version_and_never_return_to_legacy() {
         let p = Profile::new_default();
-        let manual = ProfileUpdate::parse(br#"{"service_preferences_settings":{"mode":"MANUAL"},"version":0}"#)
-            .unwrap()
-            .apply(Some(&p))
-            .unwrap();
+        let manual = ProfileUpdate::parse(
+            br#"{"service_preferences_settings":{"mode":"MANUAL"},"version":0}"#,
+        )
+        .unwrap()
+        .apply(Some(&p))
+        .unwrap();
         assert_eq!(manual.service_preferences_settings.version, 1);
-        let back = ProfileUpdate::parse(br#"{"service_preferences_settings":{"mode":"LEGACY"},"version":1}"#)
-            .unwrap()
-            .apply(Some(&manual));
+        let back = ProfileUpdate::parse(
+            br#"{"service_preferences_settings":{"mode":"LEGACY"},"version":1}"#,
+        )
+        .unwrap()
+        .apply(Some(&manual));
         assert_eq!(back, Err(ProfileConflict::BackToLegacy));
     }
 
@@ -412,11 +438,20 @@ mod tests {
     fn malformed_profile_updates_name_the_field() {
         let cases: [(&[u8], &str); 6] = [
             (br#"{"email":"nope"}"#, "email"),
-            (br#"{"preferred_languages":["italian"]}"#, "preferred_languages[0]"),
+            (
+                br#"{"preferred_languages":["italian"]}"#,
+                "preferred_languages[0]",
+            ),
             (br#"{"is_inbox_enabled":"yes"}"#, "is_inbox_enabled"),
-            (br#"{"service_preferences_settings":{"mode":"SOMETIMES"}}"#, "service_preferences_settings.mode"),
+            (
+                br#"{"service_preferences_settings":{"mode":"SOMETIMES"}}"#,
+                "service_preferences_settings.mode",
+            ),
             (br#"{"last_app_version":"one"}"#, "last_app_version"),
-            (br#"{"blocked_inbox_or_channels":{"s1":["SMS"]}}"#, "blocked_inbox_or_channels.s1[0]"),
+            (
+                br#"{"blocked_inbox_or_channels":{"s1":["SMS"]}}"#,
+                "blocked_inbox_or_channels.s1[0]",
+            ),
         ];
         for (body, field) in cases {
             let err = ProfileUpdate::parse(body).unwrap_err();
@@ -432,10 +467,22 @@ mod tests {
         let effective = ServicePreference::effective(&p, Some(&pref)).unwrap();
         assert!(!effective.is_email_enabled);
 
-        p.service_preferences_settings = ServicePreferencesSettings { mode: PreferencesMode::Manual, version: 1 };
-        assert!(matches!(pref.check_against(&p), Err(PreferenceConflict::SettingsVersion { given: 0, current: 1 })));
+        p.service_preferences_settings = ServicePreferencesSettings {
+            mode: PreferencesMode::Manual,
+            version: 1,
+        };
+        assert!(matches!(
+            pref.check_against(&p),
+            Err(PreferenceConflict::SettingsVersion {
+                given: 0,
+                current: 1
+            })
+        ));
         let stale = ServicePreference::effective(&p, Some(&pref)).unwrap();
-        assert!(!stale.is_inbox_enabled, "a stale preference falls back to MANUAL's default");
+        assert!(
+            !stale.is_inbox_enabled,
+            "a stale preference falls back to MANUAL's default"
+        );
 
         p.service_preferences_settings.mode = PreferencesMode::Legacy;
         assert_eq!(pref.check_against(&p), Err(PreferenceConflict::LegacyMode));
@@ -443,7 +490,12 @@ mod tests {
 
     #[test]
     fn malformed_preferences_are_refused() {
-        assert_eq!(ServicePreference::parse(br#"{"is_email_enabled":true}"#).unwrap_err().field, "");
+        assert_eq!(
+            ServicePreference::parse(br#"{"is_email_enabled":true}"#)
+                .unwrap_err()
+                .field,
+            ""
+        );
         assert_eq!(
             ServicePreference::parse(br#"{"is_email_enabled":true,"is_inbox_enabled":true,"is_webhook_enabled":true,"settings_version":-1}"#)
                 .unwrap_err()

@@ -179,15 +179,32 @@ mod tests {
     fn malformed_payloads_name_the_field() {
         let cases = [
             ("/name", json!(""), "name"),
-            ("/organization/fiscal_code", json!("123"), "organization.fiscal_code"),
+            (
+                "/organization/fiscal_code",
+                json!("123"),
+                "organization.fiscal_code",
+            ),
             ("/metadata/scope", json!("GLOBAL"), "metadata.scope"),
-            ("/max_allowed_payment_amount", json!(99_999_999_999u64), "max_allowed_payment_amount"),
-            ("/authorized_cidrs", json!(["10.0.0.0/33"]), "authorized_cidrs[0]"),
-            ("/authorized_recipients", json!(["RSSMRA85T10A562T"]), "authorized_recipients[0]"),
+            (
+                "/max_allowed_payment_amount",
+                json!(99_999_999_999u64),
+                "max_allowed_payment_amount",
+            ),
+            (
+                "/authorized_cidrs",
+                json!(["10.0.0.0/33"]),
+                "authorized_cidrs[0]",
+            ),
+            (
+                "/authorized_recipients",
+                json!(["RSSMRA85T10A562T"]),
+                "authorized_recipients[0]",
+            ),
         ];
         for (pointer, value, field) in cases {
             let mut v = valid();
-            *v.pointer_mut(pointer).unwrap_or_else(|| panic!("{pointer}")) = value;
+            *v.pointer_mut(pointer)
+                .unwrap_or_else(|| panic!("{pointer}")) = value;
             let err = ServicePayload::parse(&serde_json::to_vec(&v).unwrap()).unwrap_err();
             assert_eq!(err.field, field, "{err}");
         }

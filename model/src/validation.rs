@@ -119,6 +119,9 @@ mod tests {
     fn length_counts_characters_not_bytes() {
         assert!(check_len("s", "àààààààààà", 10, 12).is_ok());
         let err = check_len("s", "short", 10, 120).unwrap_err();
-        assert_eq!(err.to_string(), "s: must be 10 to 120 characters long, got 5");
+        assert_eq!(
+            err.to_string(),
+            "s: must be 10 to 120 characters long, got 5"
+        );
     }
 }

@@ -43,10 +43,20 @@ pub enum AdminCommand {
 #[derive(Debug, Args)]
 pub struct Remote {
     /// Base URL of a running Postino.
-    #[arg(long, env = "POSTINO_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "POSTINO_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     pub url: String,
     /// The manage key.
-    #[arg(long, env = "POSTINO_MANAGE_KEY", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "POSTINO_MANAGE_KEY",
+        hide_env_values = true,
+        global = true
+    )]
     pub manage_key: Option<String>,
 }
 
@@ -91,11 +101,24 @@ pub enum ServiceCommand {
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     match args.command {
-        AdminCommand::Token { fiscal_code, ttl, config, data_dir } => {
-            let fc = FiscalCode::parse("--fiscal-code", &fiscal_code).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let config = Config::load(config.as_deref(), Overrides { data_dir, listen: None })?;
+        AdminCommand::Token {
+            fiscal_code,
+            ttl,
+            config,
+            data_dir,
+        } => {
+            let fc = FiscalCode::parse("--fiscal-code", &fiscal_code)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let config = Config::load(
+                config.as_deref(),
+                Overrides {
+                    data_dir,
+                    listen: None,
+                },
+            )?;
             let secret = crate::app::dev_jwt_secret(&config, false)?;
-            let token = citizen::auth::mint_hs256(&secret, &fc, ttl).map_err(|e| anyhow::anyhow!(e))?;
+            let token =
+                citizen::auth::mint_hs256(&secret, &fc, ttl).map_err(|e| anyhow::anyhow!(e))?;
             println!("{token}");
             Ok(())
         }
@@ -107,10 +130,15 @@ async fn service(remote: Remote, command: ServiceCommand) -> anyhow::Result<()> 
     let key = remote
         .manage_key
         .context("the manage key is needed: pass --manage-key or set POSTINO_MANAGE_KEY")?;
-    let base = format!("{}/api/v1/manage/services", remote.url.trim_end_matches('/'));
+    let base = format!(
+        "{}/api/v1/manage/services",
+        remote.url.trim_end_matches('/')
+    );
     let client = reqwest::Client::new();
     let call = |method: reqwest::Method, url: String| {
-        client.request(method, url).header(ingest::auth::KEY_HEADER, key.as_str())
+        client
+            .request(method, url)
+            .header(ingest::auth::KEY_HEADER, key.as_str())
     };
     use reqwest::Method;
     match command {
@@ -138,11 +166,17 @@ async fn service(remote: Remote, command: ServiceCommand) -> anyhow::Result<()> 
             });
             let created = send(call(Method::POST, base.clone()).json(&body)).await?;
             print_json(&created);
-            let id = created["id"].as_str().context("the answer has no service id")?;
+            let id = created["id"]
+                .as_str()
+                .context("the answer has no service id")?;
             print_json(&send(call(Method::GET, format!("{base}/{id}/keys"))).await?);
         }
-        ServiceCommand::Get { id } => print_json(&send(call(Method::GET, format!("{base}/{id}"))).await?),
-        ServiceCommand::Keys { id } => print_json(&send(call(Method::GET, format!("{base}/{id}/keys"))).await?),
+        ServiceCommand::Get { id } => {
+            print_json(&send(call(Method::GET, format!("{base}/{id}"))).await?)
+        }
+        ServiceCommand::Keys { id } => {
+            print_json(&send(call(Method::GET, format!("{base}/{id}/keys"))).await?)
+        }
         ServiceCommand::Regenerate { id, key_type } => {
             print_json(&send(call(Method::PUT, format!("{base}/{id}/keys/{key_type}"))).await?)
         }
@@ -156,18 +190,31 @@ async fn service(remote: Remote, command: ServiceCommand) -> anyhow::Result<()> 
 
 /// Sends a request; a problem answer becomes an error carrying its detail.
 async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-    let response = request.send().await.context("cannot reach Postino (is `postino serve` running? see --url)")?;
+    let response = request
+        .send()
+        .await
+        .context("cannot reach Postino (is `postino serve` running? see --url)")?;
     let status = response.status();
     let text = response.text().await.context("cannot read the answer")?;
-    let body: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    let body: Value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
     if status.is_success() {
         Ok(body)
     } else {
-        let detail = body["detail"].as_str().map(str::to_string).unwrap_or_else(|| body.to_string());
+        let detail = body["detail"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| body.to_string());
         anyhow::bail!("{status}: {detail}")
     }
 }
 
 fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }

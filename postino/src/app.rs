@@ -48,11 +48,14 @@ pub struct App {
 impl App {
     pub async fn start(config: &Config) -> anyhow::Result<App> {
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
         let secret = deployment_secret(config)?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir).context("cannot open the store")?);
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(dir).context("cannot open the store")?);
         let bus: Arc<dyn Bus> = EmbeddedBus::open(dir).context("cannot open the log")?;
-        let generated_manage_key = bootstrap_manage_key(&*store, config.manage_key.as_deref()).await?;
+        let generated_manage_key =
+            bootstrap_manage_key(&*store, config.manage_key.as_deref()).await?;
         let jwt = Arc::new(jwt_verifier(config)?);
 
         let (stop, stopped) = watch::channel(false);
@@ -60,19 +63,42 @@ impl App {
             tokio::spawn({
                 let stage = Arc::new(RouterStage::new(Arc::clone(&store), Arc::clone(&bus)));
                 let (bus, stopped) = (Arc::clone(&bus), stopped.clone());
-                async move { stage::run(bus, topics::MESSAGES, router::GROUP, stage, StageConfig::default(), stopped).await }
+                async move {
+                    stage::run(
+                        bus,
+                        topics::MESSAGES,
+                        router::GROUP,
+                        stage,
+                        StageConfig::default(),
+                        stopped,
+                    )
+                    .await
+                }
             }),
             tokio::spawn({
                 let stage = Arc::new(InboxStage::new(Arc::clone(&store)));
                 let cfg = InboxConfig::default();
                 let (bus, stopped) = (Arc::clone(&bus), stopped.clone());
                 async move {
-                    stage::run(bus, topics::DELIVERIES_INBOX, dispatchers::inbox::GROUP, stage, cfg.stage, stopped).await
+                    stage::run(
+                        bus,
+                        topics::DELIVERIES_INBOX,
+                        dispatchers::inbox::GROUP,
+                        stage,
+                        cfg.stage,
+                        stopped,
+                    )
+                    .await
                 }
             }),
         ];
 
-        let ingest = IngestState::new(Arc::clone(&store), Arc::clone(&bus), Keys::new(&secret), Keys::partition_key(&secret));
+        let ingest = IngestState::new(
+            Arc::clone(&store),
+            Arc::clone(&bus),
+            Keys::new(&secret),
+            Keys::partition_key(&secret),
+        );
         let citizen = CitizenState { store, jwt };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -147,11 +173,18 @@ fn http(ingest: IngestState, citizen: CitizenState) -> Router {
     Router::new()
         .nest("/api/v1", ingest::router(ingest))
         .nest("/citizen/v1", citizen::router(citizen))
-        .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
+        .route(
+            "/openapi.json",
+            get(|| async { Json(crate::openapi::document()) }),
+        )
         .route("/health", get(|| async { "ok" }))
         .fallback(|| async { Problem::not_found("no such endpoint; see /openapi.json") })
         .method_not_allowed_fallback(|| async {
-            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this endpoint does not take that method; see /openapi.json")
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "this endpoint does not take that method; see /openapi.json",
+            )
         })
 }
 
@@ -188,7 +221,10 @@ fn deployment_secret(config: &Config) -> anyhow::Result<[u8; 32]> {
 
 /// Makes the configured manage key the one in force (revoking a previous one), or on the
 /// very first start without one, generates a key and returns it to be shown once.
-pub async fn bootstrap_manage_key(store: &dyn Store, configured: Option<&str>) -> anyhow::Result<Option<String>> {
+pub async fn bootstrap_manage_key(
+    store: &dyn Store,
+    configured: Option<&str>,
+) -> anyhow::Result<Option<String>> {
     let current = store.get_setting(MANAGE_KEY_SETTING).await?;
     match configured {
         Some(key) => {
@@ -208,7 +244,10 @@ pub async fn bootstrap_manage_key(store: &dyn Store, configured: Option<&str>) -
             let key = random_hex(16);
             let hash = Keys::hash(&key);
             store.put_key(&hash, &KeyOwner::Manage).await?;
-            if store.put_setting_if_absent(MANAGE_KEY_SETTING, &hash).await? {
+            if store
+                .put_setting_if_absent(MANAGE_KEY_SETTING, &hash)
+                .await?
+            {
                 Ok(Some(key))
             } else {
                 // Another process issued one first; keep only theirs.
@@ -226,7 +265,8 @@ pub fn dev_jwt_secret(config: &Config, create: bool) -> anyhow::Result<String> {
     }
     let path = config.data_dir.join(JWT_DEV_SECRET_FILE);
     if create {
-        return read_or_create(&path, || random_hex(32)).context("cannot create the development JWT secret");
+        return read_or_create(&path, || random_hex(32))
+            .context("cannot create the development JWT secret");
     }
     std::fs::read_to_string(&path).map(|s| s.trim().to_string()).with_context(|| {
         format!(
@@ -257,9 +297,15 @@ fn jwt_verifier(config: &Config) -> anyhow::Result<JwtVerifier> {
             JwtKey::Hs256Secret(dev_jwt_secret(config, true)?)
         }
     };
-    JwtVerifier::new(&key, config.jwt_issuer.as_deref(), config.jwt_audience.as_deref()).context("citizen JWT configuration")
+    JwtVerifier::new(
+        &key,
+        config.jwt_issuer.as_deref(),
+        config.jwt_audience.as_deref(),
+    )
+    .context("citizen JWT configuration")
 }
 
 fn read_pem(file: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(file).with_context(|| format!("cannot read jwt_public_key_file {}", file.display()))
+    std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read jwt_public_key_file {}", file.display()))
 }

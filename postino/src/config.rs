@@ -97,7 +97,10 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(ConfigError(format!("config file {} does not exist", path.display())));
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
             }
             figment = figment.merge(Toml::file_exact(path));
         }
@@ -112,9 +115,13 @@ impl Config {
 
     fn check(&self) -> Result<(), ConfigError> {
         if let Some(secret) = &self.secret {
-            crate::secrets::parse_secret(secret).map_err(|e| ConfigError(format!("secret: {e}")))?;
+            crate::secrets::parse_secret(secret)
+                .map_err(|e| ConfigError(format!("secret: {e}")))?;
         }
-        match (self.jwt_public_key_file.is_some(), self.jwt_algorithm.as_deref()) {
+        match (
+            self.jwt_public_key_file.is_some(),
+            self.jwt_algorithm.as_deref(),
+        ) {
             (true, Some("RS256" | "ES256")) | (false, None) => {}
             (true, _) => {
                 return Err(ConfigError(
@@ -122,11 +129,15 @@ impl Config {
                 ))
             }
             (false, Some(_)) => {
-                return Err(ConfigError("jwt_algorithm is set but jwt_public_key_file is not".into()))
+                return Err(ConfigError(
+                    "jwt_algorithm is set but jwt_public_key_file is not".into(),
+                ))
             }
         }
         if self.manage_key.as_deref().is_some_and(|k| k.len() < 16) {
-            return Err(ConfigError("manage_key must be at least 16 characters".into()));
+            return Err(ConfigError(
+                "manage_key must be at least 16 characters".into(),
+            ));
         }
         Ok(())
     }
@@ -153,8 +164,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("postino.toml");
         std::fs::write(&path, "listen = \"127.0.0.1:9000\"\n").expect("write");
-        let flags = Overrides { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9100))), data_dir: None };
-        assert_eq!(Config::load(Some(&path), flags).expect("load").listen.port(), 9100);
+        let flags = Overrides {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9100))),
+            data_dir: None,
+        };
+        assert_eq!(
+            Config::load(Some(&path), flags)
+                .expect("load")
+                .listen
+                .port(),
+            9100
+        );
     }
 
     #[test]
@@ -169,7 +189,11 @@ mod tests {
         assert!(err.to_string().contains("jwt_algorithm"), "{err}");
         let err = load_file("listen = [1, 2\n").expect_err("not TOML");
         assert!(err.to_string().contains("invalid configuration"), "{err}");
-        let err = Config::load(Some(Path::new("/nonexistent/postino.toml")), Overrides::default()).expect_err("missing");
+        let err = Config::load(
+            Some(Path::new("/nonexistent/postino.toml")),
+            Overrides::default(),
+        )
+        .expect_err("missing");
         assert!(err.to_string().contains("does not exist"), "{err}");
     }
 }

@@ -10,7 +10,11 @@ use postino::config::{Config, Overrides};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(name = "postino", version, about = "Notification pipeline for public services")]
+#[command(
+    name = "postino",
+    version,
+    about = "Notification pipeline for public services"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,10 +44,19 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, data_dir, listen } => {
+        Command::Serve {
+            config,
+            data_dir,
+            listen,
+        } => {
             let config = Config::load(config.as_deref(), Overrides { listen, data_dir })?;
-            let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log))?;
-            tracing_subscriber::fmt().with_env_filter(filter).init();
+            let filter =
+                EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log))?;
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(ansi)
+                .init();
             let app = App::start(&config).await?;
             if let Some(key) = &app.generated_manage_key {
                 println!("Bootstrap manage key (shown only this once; keep it safe): {key}");

@@ -36,7 +36,9 @@ impl RouterStage {
         let profile = self.store.get_profile(fc).await?;
         let preference = match &profile {
             Some(p) if p.service_preferences_settings.mode != PreferencesMode::Legacy => {
-                self.store.get_preference(fc, &message.sender_service_id).await?
+                self.store
+                    .get_preference(fc, &message.sender_service_id)
+                    .await?
             }
             _ => None,
         };
@@ -109,7 +111,9 @@ impl Stage for RouterStage {
         for (key, message) in items {
             match self.route(message).await {
                 Ok(Routed::Rejected(record)) => rejected.push(record),
-                Ok(Routed::Deliver(plan)) => deliveries.push(Record::new(key.clone(), encode(&plan))),
+                Ok(Routed::Deliver(plan)) => {
+                    deliveries.push(Record::new(key.clone(), encode(&plan)))
+                }
                 Err(err) if err.is_retryable() => return Err(transient(err)),
                 Err(err) => return Err(StageError::Permanent(err.to_string())),
             }

@@ -9,7 +9,9 @@ use bus::stage::{self, StageConfig};
 use bus::{Bus, Record};
 use model::channels::{ChannelChoice, SkipReason};
 use model::pipeline::{decode, encode, topics, DeliveryPlan};
-use model::profile::{PreferencesMode, Profile, PushContent, ServicePreference, ServicePreferencesSettings};
+use model::profile::{
+    PreferencesMode, Profile, PushContent, ServicePreference, ServicePreferencesSettings,
+};
 use model::status::{MessageStatus, RejectionReason};
 use router::{RouterStage, GROUP};
 use store::conformance::{fresh_fiscal_code, sample_record};
@@ -32,7 +34,10 @@ async fn messages_are_rejected_or_planned_as_io_decides() {
     p.is_inbox_enabled = false;
     store.put_profile(&inbox_off, &p).await.expect("put");
     let mut p = Profile::new_default();
-    p.service_preferences_settings = ServicePreferencesSettings { mode: PreferencesMode::Manual, version: 1 };
+    p.service_preferences_settings = ServicePreferencesSettings {
+        mode: PreferencesMode::Manual,
+        version: 1,
+    };
     store.put_profile(&manual_no_pref, &p).await.expect("put");
     let mut p = Profile::new_default();
     p.email = Some("citizen@example.org".into());
@@ -46,21 +51,42 @@ async fn messages_are_rejected_or_planned_as_io_decides() {
         settings_version: 0,
         can_access_message_read_status: true,
     };
-    store.put_preference(&happy, "svc", &no_push).await.expect("pref");
+    store
+        .put_preference(&happy, "svc", &no_push)
+        .await
+        .expect("pref");
 
     let messages: Vec<_> = [&nobody, &inbox_off, &manual_no_pref, &happy]
         .iter()
         .enumerate()
         .map(|(i, fc)| sample_record(fc, i as u64 + 1, MessageStatus::Accepted).message)
         .collect();
-    let records = messages.iter().map(|m| Record::new(b"k".to_vec(), encode(m))).collect();
-    bus.publish(topics::MESSAGES, records).await.expect("publish");
+    let records = messages
+        .iter()
+        .map(|m| Record::new(b"k".to_vec(), encode(m)))
+        .collect();
+    bus.publish(topics::MESSAGES, records)
+        .await
+        .expect("publish");
 
     let (stop, stopped) = watch::channel(false);
-    let cfg = StageConfig { poll_wait: Duration::from_millis(50), ..Default::default() };
+    let cfg = StageConfig {
+        poll_wait: Duration::from_millis(50),
+        ..Default::default()
+    };
     let stage = Arc::new(RouterStage::new(Arc::clone(&store), Arc::clone(&bus)));
-    let runner = tokio::spawn(stage::run(Arc::clone(&bus), topics::MESSAGES, GROUP, stage, cfg, stopped));
-    let mut out = bus.subscribe(topics::DELIVERIES_INBOX, "t").await.expect("subscribe");
+    let runner = tokio::spawn(stage::run(
+        Arc::clone(&bus),
+        topics::MESSAGES,
+        GROUP,
+        stage,
+        cfg,
+        stopped,
+    ));
+    let mut out = bus
+        .subscribe(topics::DELIVERIES_INBOX, "t")
+        .await
+        .expect("subscribe");
     let planned = bus::conformance::collect(&mut *out, 1).await;
     stop.send(true).expect("stop");
     runner.await.expect("join").expect("run");
@@ -70,7 +96,11 @@ async fn messages_are_rejected_or_planned_as_io_decides() {
         (&messages[1], RejectionReason::ServiceNotAllowed),
         (&messages[2], RejectionReason::ServiceNotAllowed),
     ] {
-        let record = store.get_message(&message.id).await.expect("get").expect("status written");
+        let record = store
+            .get_message(&message.id)
+            .await
+            .expect("get")
+            .expect("status written");
         assert_eq!(record.status, MessageStatus::Rejected);
         assert_eq!(record.rejection_reason, Some(reason));
     }
@@ -79,6 +109,9 @@ async fn messages_are_rejected_or_planned_as_io_decides() {
     assert_eq!(plan.message.id, messages[3].id);
     assert_eq!(plan.channels.email, ChannelChoice::Send);
     assert_eq!(plan.email.as_deref(), Some("citizen@example.org"));
-    assert_eq!(plan.channels.push, ChannelChoice::Skip(SkipReason::BlockedForService));
+    assert_eq!(
+        plan.channels.push,
+        ChannelChoice::Skip(SkipReason::BlockedForService)
+    );
     assert_eq!(plan.push_content, PushContent::Full);
 }

@@ -213,7 +213,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let conn = open(&path).unwrap();
-        conn.execute_batch("CREATE TABLE t(v INTEGER UNIQUE)").unwrap();
+        conn.execute_batch("CREATE TABLE t(v INTEGER UNIQUE)")
+            .unwrap();
         let writer = Writer::spawn(conn, "test", 64, 16);
         let mut tasks = Vec::new();
         for v in 0..200 {

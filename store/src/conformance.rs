@@ -9,7 +9,9 @@ use std::sync::Arc;
 use model::message::NewMessageContent;
 use model::pipeline::{AcceptedMessage, SenderMetadata};
 use model::profile::{Profile, ServicePreference};
-use model::service::{KeySlot, Organization, Service, ServiceMetadata, ServicePayload, ServiceScope};
+use model::service::{
+    KeySlot, Organization, Service, ServiceMetadata, ServicePayload, ServiceScope,
+};
 use model::status::{MessageStatus, NotificationStatus, RejectionReason};
 use model::FiscalCode;
 use ulid::Ulid;
@@ -23,7 +25,9 @@ fn unique() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    nanos.wrapping_mul(31).wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed))
+    nanos
+        .wrapping_mul(31)
+        .wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A valid fiscal code no other check uses (omocodia-free, check character computed).
@@ -118,24 +122,42 @@ pub async fn services_round_trip_and_delete(store: Arc<dyn Store>) {
     let mut svc = sample_service();
     assert_eq!(store.get_service(&svc.id).await.expect("get"), None);
     store.put_service(&svc).await.expect("put");
-    assert_eq!(store.get_service(&svc.id).await.expect("get").as_ref(), Some(&svc));
+    assert_eq!(
+        store.get_service(&svc.id).await.expect("get").as_ref(),
+        Some(&svc)
+    );
     svc.payload.name = "Renamed service".into();
     svc.primary_key_generation = 3;
     store.put_service(&svc).await.expect("replace");
-    assert_eq!(store.get_service(&svc.id).await.expect("get"), Some(svc.clone()));
+    assert_eq!(
+        store.get_service(&svc.id).await.expect("get"),
+        Some(svc.clone())
+    );
     store.delete_service(&svc.id).await.expect("delete");
     assert_eq!(store.get_service(&svc.id).await.expect("get"), None);
-    store.delete_service(&svc.id).await.expect("deleting twice is fine");
+    store
+        .delete_service(&svc.id)
+        .await
+        .expect("deleting twice is fine");
 }
 
 pub async fn keys_map_hashes_to_owners(store: Arc<dyn Store>) {
     let hash = format!("hash-{}", unique());
-    let owner = KeyOwner::Service { service_id: "svc-1".into(), slot: KeySlot::Secondary };
+    let owner = KeyOwner::Service {
+        service_id: "svc-1".into(),
+        slot: KeySlot::Secondary,
+    };
     assert_eq!(store.get_key(&hash).await.expect("get"), None);
     store.put_key(&hash, &owner).await.expect("put");
-    store.put_key(&format!("{hash}-m"), &KeyOwner::Manage).await.expect("put manage");
+    store
+        .put_key(&format!("{hash}-m"), &KeyOwner::Manage)
+        .await
+        .expect("put manage");
     assert_eq!(store.get_key(&hash).await.expect("get"), Some(owner));
-    assert_eq!(store.get_key(&format!("{hash}-m")).await.expect("get"), Some(KeyOwner::Manage));
+    assert_eq!(
+        store.get_key(&format!("{hash}-m")).await.expect("get"),
+        Some(KeyOwner::Manage)
+    );
     store.delete_key(&hash).await.expect("delete");
     assert_eq!(store.get_key(&hash).await.expect("get"), None);
 }
@@ -148,7 +170,10 @@ pub async fn profiles_and_preferences_are_per_citizen(store: Arc<dyn Store>) {
     let mut profile = Profile::new_default();
     profile.email = Some("a@b.it".into());
     store.put_profile(&a, &profile).await.expect("put");
-    assert_eq!(store.get_profile(&a).await.expect("get"), Some(profile.clone()));
+    assert_eq!(
+        store.get_profile(&a).await.expect("get"),
+        Some(profile.clone())
+    );
     assert_eq!(store.get_profile(&b).await.expect("get"), None);
     profile.version = 1;
     profile.is_inbox_enabled = false;
@@ -162,8 +187,14 @@ pub async fn profiles_and_preferences_are_per_citizen(store: Arc<dyn Store>) {
         settings_version: 0,
         can_access_message_read_status: true,
     };
-    store.put_preference(&a, "s1", &pref).await.expect("put pref");
-    assert_eq!(store.get_preference(&a, "s1").await.expect("get"), Some(pref));
+    store
+        .put_preference(&a, "s1", &pref)
+        .await
+        .expect("put pref");
+    assert_eq!(
+        store.get_preference(&a, "s1").await.expect("get"),
+        Some(pref)
+    );
     assert_eq!(store.get_preference(&a, "s2").await.expect("get"), None);
     assert_eq!(store.get_preference(&b, "s1").await.expect("get"), None);
 }
@@ -174,23 +205,46 @@ pub async fn message_status_never_goes_backwards(store: Arc<dyn Store>) {
     let fc = fresh_fiscal_code();
     let accepted = sample_record(&fc, 1_000, MessageStatus::Accepted);
     let id = accepted.message.id;
-    store.put_messages(vec![accepted.clone()]).await.expect("accept");
-    assert_eq!(store.get_message(&id).await.expect("get").map(|r| r.status), Some(MessageStatus::Accepted));
+    store
+        .put_messages(vec![accepted.clone()])
+        .await
+        .expect("accept");
+    assert_eq!(
+        store.get_message(&id).await.expect("get").map(|r| r.status),
+        Some(MessageStatus::Accepted)
+    );
     let mut processed = accepted.clone();
     processed.status = MessageStatus::Processed;
     store.deliver(vec![processed]).await.expect("deliver");
-    store.put_messages(vec![accepted]).await.expect("late accept");
-    assert_eq!(store.get_message(&id).await.expect("get").map(|r| r.status), Some(MessageStatus::Processed));
+    store
+        .put_messages(vec![accepted])
+        .await
+        .expect("late accept");
+    assert_eq!(
+        store.get_message(&id).await.expect("get").map(|r| r.status),
+        Some(MessageStatus::Processed)
+    );
 }
 
 pub async fn rejected_messages_stay_out_of_the_inbox(store: Arc<dyn Store>) {
     let fc = fresh_fiscal_code();
     let mut rejected = sample_record(&fc, 2_000, MessageStatus::Rejected);
     rejected.rejection_reason = Some(RejectionReason::UserNotFound);
-    store.put_messages(vec![rejected.clone()]).await.expect("reject");
-    let got = store.get_message(&rejected.message.id).await.expect("get").expect("stored");
+    store
+        .put_messages(vec![rejected.clone()])
+        .await
+        .expect("reject");
+    let got = store
+        .get_message(&rejected.message.id)
+        .await
+        .expect("get")
+        .expect("stored");
     assert_eq!(got.rejection_reason, Some(RejectionReason::UserNotFound));
-    assert!(store.list_inbox(&fc, None, 10).await.expect("list").is_empty());
+    assert!(store
+        .list_inbox(&fc, None, 10)
+        .await
+        .expect("list")
+        .is_empty());
 }
 
 pub async fn delivering_twice_keeps_one_copy_and_its_read_state(store: Arc<dyn Store>) {
@@ -202,7 +256,10 @@ pub async fn delivering_twice_keeps_one_copy_and_its_read_state(store: Arc<dyn S
     store.deliver(vec![record]).await.expect("redeliver");
     let inbox = store.list_inbox(&fc, None, 10).await.expect("list");
     assert_eq!(inbox.len(), 1);
-    assert!(inbox[0].is_read, "redelivery must not mark the message unread");
+    assert!(
+        inbox[0].is_read,
+        "redelivery must not mark the message unread"
+    );
 }
 
 pub async fn the_inbox_pages_newest_first_and_only_shows_its_citizen(store: Arc<dyn Store>) {
@@ -211,7 +268,14 @@ pub async fn the_inbox_pages_newest_first_and_only_shows_its_citizen(store: Arc<
         .map(|ms| sample_record(&fc, 10_000 + ms, MessageStatus::Processed))
         .collect();
     store.deliver(records.clone()).await.expect("deliver");
-    store.deliver(vec![sample_record(&other, 10_050, MessageStatus::Processed)]).await.expect("deliver other");
+    store
+        .deliver(vec![sample_record(
+            &other,
+            10_050,
+            MessageStatus::Processed,
+        )])
+        .await
+        .expect("deliver other");
 
     let mut seen = Vec::new();
     let mut cursor = None;
@@ -224,12 +288,29 @@ pub async fn the_inbox_pages_newest_first_and_only_shows_its_citizen(store: Arc<
         seen.extend(page.into_iter().map(|i| i.id));
     }
     let expected: Vec<Ulid> = records.iter().rev().map(|r| r.message.id).collect();
-    assert_eq!(seen, expected, "all 25, newest first, no repeats across pages");
+    assert_eq!(
+        seen, expected,
+        "all 25, newest first, no repeats across pages"
+    );
 
     let foreign = records[0].message.id;
-    assert!(store.get_inbox_item(&other, &foreign).await.expect("get").is_none());
-    assert!(!store.set_read(&other, &foreign, true).await.expect("set_read"), "not the other citizen's message");
-    let item = store.get_inbox_item(&fc, &foreign).await.expect("get").expect("present");
+    assert!(store
+        .get_inbox_item(&other, &foreign)
+        .await
+        .expect("get")
+        .is_none());
+    assert!(
+        !store
+            .set_read(&other, &foreign, true)
+            .await
+            .expect("set_read"),
+        "not the other citizen's message"
+    );
+    let item = store
+        .get_inbox_item(&fc, &foreign)
+        .await
+        .expect("get")
+        .expect("present");
     assert!(!item.is_read);
     assert_eq!(item.subject, records[0].message.content.subject);
 }
@@ -240,10 +321,27 @@ pub async fn read_state_can_be_set_and_cleared(store: Arc<dyn Store>) {
     let id = record.message.id;
     store.deliver(vec![record]).await.expect("deliver");
     assert!(store.set_read(&fc, &id, true).await.expect("set"));
-    assert!(store.get_inbox_item(&fc, &id).await.expect("get").expect("item").is_read);
+    assert!(
+        store
+            .get_inbox_item(&fc, &id)
+            .await
+            .expect("get")
+            .expect("item")
+            .is_read
+    );
     assert!(store.set_read(&fc, &id, false).await.expect("clear"));
-    assert!(!store.get_inbox_item(&fc, &id).await.expect("get").expect("item").is_read);
-    assert!(!store.set_read(&fc, &Ulid::new(), true).await.expect("unknown"));
+    assert!(
+        !store
+            .get_inbox_item(&fc, &id)
+            .await
+            .expect("get")
+            .expect("item")
+            .is_read
+    );
+    assert!(!store
+        .set_read(&fc, &Ulid::new(), true)
+        .await
+        .expect("unknown"));
 }
 
 // ---- settings ------------------------------------------------------------------------
@@ -251,11 +349,23 @@ pub async fn read_state_can_be_set_and_cleared(store: Arc<dyn Store>) {
 pub async fn settings_are_set_once(store: Arc<dyn Store>) {
     let name = format!("setting-{}", unique());
     assert_eq!(store.get_setting(&name).await.expect("get"), None);
-    assert!(store.put_setting_if_absent(&name, "first").await.expect("put"));
-    assert!(!store.put_setting_if_absent(&name, "second").await.expect("put again"));
-    assert_eq!(store.get_setting(&name).await.expect("get").as_deref(), Some("first"));
+    assert!(store
+        .put_setting_if_absent(&name, "first")
+        .await
+        .expect("put"));
+    assert!(!store
+        .put_setting_if_absent(&name, "second")
+        .await
+        .expect("put again"));
+    assert_eq!(
+        store.get_setting(&name).await.expect("get").as_deref(),
+        Some("first")
+    );
     store.put_setting(&name, "third").await.expect("overwrite");
-    assert_eq!(store.get_setting(&name).await.expect("get").as_deref(), Some("third"));
+    assert_eq!(
+        store.get_setting(&name).await.expect("get").as_deref(),
+        Some("third")
+    );
 }
 
 /// Instantiates every check as a `#[tokio::test]`. `$make` is an async expression giving

@@ -137,10 +137,15 @@ pub trait MessageStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<InboxItem>, StoreError>;
 
-    async fn get_inbox_item(&self, fc: &FiscalCode, id: &Ulid) -> Result<Option<InboxItem>, StoreError>;
+    async fn get_inbox_item(
+        &self,
+        fc: &FiscalCode,
+        id: &Ulid,
+    ) -> Result<Option<InboxItem>, StoreError>;
 
     /// Sets the read state; false if the message is not in this citizen's inbox.
-    async fn set_read(&self, fc: &FiscalCode, id: &Ulid, is_read: bool) -> Result<bool, StoreError>;
+    async fn set_read(&self, fc: &FiscalCode, id: &Ulid, is_read: bool)
+        -> Result<bool, StoreError>;
 }
 
 /// Small named values set once per deployment (e.g. whether the bootstrap manage key was
@@ -155,5 +160,8 @@ pub trait SettingStore: Send + Sync {
 }
 
 /// Everything Postino keeps.
-pub trait Store: ServiceStore + ProfileStore + MessageStore + SettingStore + std::fmt::Debug {}
+pub trait Store:
+    ServiceStore + ProfileStore + MessageStore + SettingStore + std::fmt::Debug
+{
+}
 impl<T: ServiceStore + ProfileStore + MessageStore + SettingStore + std::fmt::Debug> Store for T {}

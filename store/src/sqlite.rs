@@ -93,7 +93,10 @@ impl SqliteStore {
     async fn exec(&self, sql: &'static str, values: Vec<String>) -> Result<usize, StoreError> {
         Ok(self
             .writer
-            .write(move |c| Ok(c.prepare_cached(sql)?.execute(rusqlite::params_from_iter(values.iter()))?))
+            .write(move |c| {
+                Ok(c.prepare_cached(sql)?
+                    .execute(rusqlite::params_from_iter(values.iter()))?)
+            })
             .await?)
     }
 }
@@ -102,49 +105,83 @@ impl SqliteStore {
 impl ServiceStore for SqliteStore {
     async fn put_service(&self, service: &Service) -> Result<(), StoreError> {
         let body = to_json(service)?;
-        self.exec("INSERT OR REPLACE INTO services(id, body) VALUES (?1, ?2)", vec![service.id.clone(), body])
-            .await
-            .map(drop)
+        self.exec(
+            "INSERT OR REPLACE INTO services(id, body) VALUES (?1, ?2)",
+            vec![service.id.clone(), body],
+        )
+        .await
+        .map(drop)
     }
     async fn get_service(&self, id: &str) -> Result<Option<Service>, StoreError> {
-        self.read_one("SELECT body FROM services WHERE id = ?1", vec![id.into()]).await
+        self.read_one("SELECT body FROM services WHERE id = ?1", vec![id.into()])
+            .await
     }
     async fn delete_service(&self, id: &str) -> Result<(), StoreError> {
-        self.exec("DELETE FROM services WHERE id = ?1", vec![id.into()]).await.map(drop)
+        self.exec("DELETE FROM services WHERE id = ?1", vec![id.into()])
+            .await
+            .map(drop)
     }
     async fn put_key(&self, key_hash: &str, owner: &KeyOwner) -> Result<(), StoreError> {
         let owner = to_json(owner)?;
-        self.exec("INSERT OR REPLACE INTO api_keys(hash, owner) VALUES (?1, ?2)", vec![key_hash.into(), owner])
-            .await
-            .map(drop)
+        self.exec(
+            "INSERT OR REPLACE INTO api_keys(hash, owner) VALUES (?1, ?2)",
+            vec![key_hash.into(), owner],
+        )
+        .await
+        .map(drop)
     }
     async fn get_key(&self, key_hash: &str) -> Result<Option<KeyOwner>, StoreError> {
-        self.read_one("SELECT owner FROM api_keys WHERE hash = ?1", vec![key_hash.into()]).await
+        self.read_one(
+            "SELECT owner FROM api_keys WHERE hash = ?1",
+            vec![key_hash.into()],
+        )
+        .await
     }
     async fn delete_key(&self, key_hash: &str) -> Result<(), StoreError> {
-        self.exec("DELETE FROM api_keys WHERE hash = ?1", vec![key_hash.into()]).await.map(drop)
+        self.exec(
+            "DELETE FROM api_keys WHERE hash = ?1",
+            vec![key_hash.into()],
+        )
+        .await
+        .map(drop)
     }
 }
 
 #[async_trait]
 impl ProfileStore for SqliteStore {
     async fn get_profile(&self, fc: &FiscalCode) -> Result<Option<Profile>, StoreError> {
-        self.read_one("SELECT body FROM profiles WHERE fc = ?1", vec![fc.as_str().into()]).await
+        self.read_one(
+            "SELECT body FROM profiles WHERE fc = ?1",
+            vec![fc.as_str().into()],
+        )
+        .await
     }
     async fn put_profile(&self, fc: &FiscalCode, profile: &Profile) -> Result<(), StoreError> {
         let body = to_json(profile)?;
-        self.exec("INSERT OR REPLACE INTO profiles(fc, body) VALUES (?1, ?2)", vec![fc.as_str().into(), body])
-            .await
-            .map(drop)
+        self.exec(
+            "INSERT OR REPLACE INTO profiles(fc, body) VALUES (?1, ?2)",
+            vec![fc.as_str().into(), body],
+        )
+        .await
+        .map(drop)
     }
-    async fn get_preference(&self, fc: &FiscalCode, service_id: &str) -> Result<Option<ServicePreference>, StoreError> {
+    async fn get_preference(
+        &self,
+        fc: &FiscalCode,
+        service_id: &str,
+    ) -> Result<Option<ServicePreference>, StoreError> {
         self.read_one(
             "SELECT body FROM preferences WHERE fc = ?1 AND service_id = ?2",
             vec![fc.as_str().into(), service_id.into()],
         )
         .await
     }
-    async fn put_preference(&self, fc: &FiscalCode, service_id: &str, preference: &ServicePreference) -> Result<(), StoreError> {
+    async fn put_preference(
+        &self,
+        fc: &FiscalCode,
+        service_id: &str,
+        preference: &ServicePreference,
+    ) -> Result<(), StoreError> {
         let body = to_json(preference)?;
         self.exec(
             "INSERT OR REPLACE INTO preferences(fc, service_id, body) VALUES (?1, ?2, ?3)",
@@ -192,7 +229,11 @@ impl MessageStore for SqliteStore {
     }
 
     async fn get_message(&self, id: &Ulid) -> Result<Option<MessageRecord>, StoreError> {
-        self.read_one("SELECT body FROM messages WHERE id = ?1", vec![id.to_string()]).await
+        self.read_one(
+            "SELECT body FROM messages WHERE id = ?1",
+            vec![id.to_string()],
+        )
+        .await
     }
 
     async fn deliver(&self, records: Vec<MessageRecord>) -> Result<(), StoreError> {
@@ -208,7 +249,11 @@ impl MessageStore for SqliteStore {
                 )?;
                 for r in &records {
                     let m = &r.message;
-                    insert.execute(params![m.fiscal_code.as_str(), m.id.to_string(), to_json(&InboxItem::of(m))?])?;
+                    insert.execute(params![
+                        m.fiscal_code.as_str(),
+                        m.id.to_string(),
+                        to_json(&InboxItem::of(m))?
+                    ])?;
                     upsert_message(c, r)?;
                 }
                 Ok(())
@@ -216,7 +261,12 @@ impl MessageStore for SqliteStore {
             .await?)
     }
 
-    async fn list_inbox(&self, fc: &FiscalCode, before: Option<Ulid>, limit: usize) -> Result<Vec<InboxItem>, StoreError> {
+    async fn list_inbox(
+        &self,
+        fc: &FiscalCode,
+        before: Option<Ulid>,
+        limit: usize,
+    ) -> Result<Vec<InboxItem>, StoreError> {
         let fc = fc.as_str().to_string();
         // Every ULID sorts below "~", so "no cursor" is just the highest possible bound.
         let before = before.map(|b| b.to_string()).unwrap_or_else(|| "~".into());
@@ -235,24 +285,39 @@ impl MessageStore for SqliteStore {
         rows.into_iter().map(decode_inbox).collect()
     }
 
-    async fn get_inbox_item(&self, fc: &FiscalCode, id: &Ulid) -> Result<Option<InboxItem>, StoreError> {
+    async fn get_inbox_item(
+        &self,
+        fc: &FiscalCode,
+        id: &Ulid,
+    ) -> Result<Option<InboxItem>, StoreError> {
         let (fc, id) = (fc.as_str().to_string(), id.to_string());
         let row = self
             .readers
             .read(move |c| {
-                Ok(c.prepare_cached("SELECT body, is_read FROM inbox WHERE fc = ?1 AND id = ?2")?
-                    .query_row(params![fc, id], inbox_item)
-                    .optional()?)
+                Ok(
+                    c.prepare_cached("SELECT body, is_read FROM inbox WHERE fc = ?1 AND id = ?2")?
+                        .query_row(params![fc, id], inbox_item)
+                        .optional()?,
+                )
             })
             .await?;
         row.map(decode_inbox).transpose()
     }
 
-    async fn set_read(&self, fc: &FiscalCode, id: &Ulid, is_read: bool) -> Result<bool, StoreError> {
+    async fn set_read(
+        &self,
+        fc: &FiscalCode,
+        id: &Ulid,
+        is_read: bool,
+    ) -> Result<bool, StoreError> {
         let changed = self
             .exec(
                 "UPDATE inbox SET is_read = ?3 WHERE fc = ?1 AND id = ?2",
-                vec![fc.as_str().into(), id.to_string(), if is_read { "1" } else { "0" }.into()],
+                vec![
+                    fc.as_str().into(),
+                    id.to_string(),
+                    if is_read { "1" } else { "0" }.into(),
+                ],
             )
             .await?;
         Ok(changed > 0)
@@ -266,21 +331,29 @@ impl SettingStore for SqliteStore {
         Ok(self
             .readers
             .read(move |c| {
-                Ok(c.prepare_cached("SELECT value FROM settings WHERE name = ?1")?
-                    .query_row([name], |r| r.get(0))
-                    .optional()?)
+                Ok(
+                    c.prepare_cached("SELECT value FROM settings WHERE name = ?1")?
+                        .query_row([name], |r| r.get(0))
+                        .optional()?,
+                )
             })
             .await?)
     }
     async fn put_setting_if_absent(&self, name: &str, value: &str) -> Result<bool, StoreError> {
         let inserted = self
-            .exec("INSERT OR IGNORE INTO settings(name, value) VALUES (?1, ?2)", vec![name.into(), value.into()])
+            .exec(
+                "INSERT OR IGNORE INTO settings(name, value) VALUES (?1, ?2)",
+                vec![name.into(), value.into()],
+            )
             .await?;
         Ok(inserted > 0)
     }
     async fn put_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
-        self.exec("INSERT OR REPLACE INTO settings(name, value) VALUES (?1, ?2)", vec![name.into(), value.into()])
-            .await
-            .map(drop)
+        self.exec(
+            "INSERT OR REPLACE INTO settings(name, value) VALUES (?1, ?2)",
+            vec![name.into(), value.into()],
+        )
+        .await
+        .map(drop)
     }
 }

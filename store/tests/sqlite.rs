@@ -21,8 +21,12 @@ async fn two_handles_on_one_file_see_each_others_writes() {
     let b = SqliteStore::open(dir.path()).expect("open b");
     let fc = store::conformance::fresh_fiscal_code();
     let record = store::conformance::sample_record(&fc, 5, model::status::MessageStatus::Processed);
-    store::MessageStore::deliver(&a, vec![record.clone()]).await.expect("deliver via a");
-    let seen = store::MessageStore::list_inbox(&b, &fc, None, 10).await.expect("list via b");
+    store::MessageStore::deliver(&a, vec![record.clone()])
+        .await
+        .expect("deliver via a");
+    let seen = store::MessageStore::list_inbox(&b, &fc, None, 10)
+        .await
+        .expect("list via b");
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].id, record.message.id);
 }

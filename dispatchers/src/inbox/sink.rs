@@ -59,7 +59,10 @@ impl Stage for InboxStage {
     }
 
     async fn process(&self, plans: &[&DeliveryPlan]) -> Result<(), StageError> {
-        let records = plans.iter().map(|p| record(p, MessageStatus::Processed)).collect();
+        let records = plans
+            .iter()
+            .map(|p| record(p, MessageStatus::Processed))
+            .collect();
         self.store.deliver(records).await.map_err(|err| {
             if err.is_retryable() {
                 StageError::Transient(err.to_string())
@@ -71,7 +74,11 @@ impl Stage for InboxStage {
 
     async fn dead_lettered(&self, plan: &DeliveryPlan, reason: &str) {
         tracing::error!(message_id = %plan.message.id, reason, "message could not be written to the inbox");
-        if let Err(err) = self.store.put_messages(vec![record(plan, MessageStatus::Failed)]).await {
+        if let Err(err) = self
+            .store
+            .put_messages(vec![record(plan, MessageStatus::Failed)])
+            .await
+        {
             tracing::error!(message_id = %plan.message.id, error = %err, "cannot record FAILED status");
         }
     }

@@ -8,15 +8,39 @@ use crate::helpers::*;
 #[tokio::test]
 async fn requests_without_a_valid_token_are_refused() {
     let app = spawn_app().await;
-    let r = app.client.get(app.url("/citizen/v1/profile")).send().await.expect("get");
+    let r = app
+        .client
+        .get(app.url("/citizen/v1/profile"))
+        .send()
+        .await
+        .expect("get");
     problem(r, StatusCode::UNAUTHORIZED).await;
-    let r = app.client.get(app.url("/citizen/v1/profile")).bearer_auth("garbage").send().await.expect("get");
+    let r = app
+        .client
+        .get(app.url("/citizen/v1/profile"))
+        .bearer_auth("garbage")
+        .send()
+        .await
+        .expect("get");
     problem(r, StatusCode::UNAUTHORIZED).await;
     let fc = model::FiscalCode::parse("fc", &fiscal_code()).expect("fc");
-    let forged = citizen::auth::mint_hs256("a different secret, also 32+ bytes", &fc, 60).expect("mint");
-    let r = app.client.get(app.url("/citizen/v1/profile")).bearer_auth(forged).send().await.expect("get");
+    let forged =
+        citizen::auth::mint_hs256("a different secret, also 32+ bytes", &fc, 60).expect("mint");
+    let r = app
+        .client
+        .get(app.url("/citizen/v1/profile"))
+        .bearer_auth(forged)
+        .send()
+        .await
+        .expect("get");
     problem(r, StatusCode::UNAUTHORIZED).await;
-    let r = app.client.get(app.url("/citizen/v1/profile")).header("authorization", "Basic abc").send().await.expect("get");
+    let r = app
+        .client
+        .get(app.url("/citizen/v1/profile"))
+        .header("authorization", "Basic abc")
+        .send()
+        .await
+        .expect("get");
     problem(r, StatusCode::UNAUTHORIZED).await;
 }
 
@@ -24,14 +48,31 @@ async fn requests_without_a_valid_token_are_refused() {
 async fn the_profile_is_created_then_updated_with_its_version() {
     let app = spawn_app().await;
     let fc = fiscal_code();
-    problem(app.as_citizen(Method::GET, "/profile", &fc).send().await.expect("get"), StatusCode::NOT_FOUND).await;
+    problem(
+        app.as_citizen(Method::GET, "/profile", &fc)
+            .send()
+            .await
+            .expect("get"),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 
-    let created = app.put_profile(&fc, json!({"email": "mario@example.org", "is_email_validated": true})).await;
+    let created = app
+        .put_profile(
+            &fc,
+            json!({"email": "mario@example.org", "is_email_validated": true}),
+        )
+        .await;
     assert_eq!(created["version"], 0);
     assert_eq!(created["is_inbox_enabled"], true);
     assert_eq!(created["service_preferences_settings"]["mode"], "AUTO");
 
-    let stale = app.as_citizen(Method::PUT, "/profile", &fc).json(&json!({"is_webhook_enabled": false})).send().await.expect("put");
+    let stale = app
+        .as_citizen(Method::PUT, "/profile", &fc)
+        .json(&json!({"is_webhook_enabled": false}))
+        .send()
+        .await
+        .expect("put");
     problem(stale, StatusCode::CONFLICT).await;
 
     let updated = app
@@ -40,7 +81,13 @@ async fn the_profile_is_created_then_updated_with_its_version() {
     assert_eq!(updated["version"], 1);
     assert_eq!(updated["email"], "mario@example.org");
     assert_eq!(updated["push_notifications_content_type"], "FULL");
-    let got = json_of(app.as_citizen(Method::GET, "/profile", &fc).send().await.expect("get")).await;
+    let got = json_of(
+        app.as_citizen(Method::GET, "/profile", &fc)
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
     assert_eq!(got, updated);
 
     let legacy = app
@@ -50,8 +97,16 @@ async fn the_profile_is_created_then_updated_with_its_version() {
         .await
         .expect("put");
     problem(legacy, StatusCode::CONFLICT).await;
-    let bad = app.as_citizen(Method::PUT, "/profile", &fc).json(&json!({"email": "nope", "version": 1})).send().await.expect("put");
-    assert_eq!(problem(bad, StatusCode::BAD_REQUEST).await["field"], "email");
+    let bad = app
+        .as_citizen(Method::PUT, "/profile", &fc)
+        .json(&json!({"email": "nope", "version": 1}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(
+        problem(bad, StatusCode::BAD_REQUEST).await["field"],
+        "email"
+    );
 }
 
 #[tokio::test]
@@ -60,30 +115,89 @@ async fn service_preferences_follow_the_mode_and_settings_version() {
     let svc = app.service().await;
     let fc = fiscal_code();
     let path = format!("/services/{}/preferences", svc.id);
-    problem(app.as_citizen(Method::GET, &path, &fc).send().await.expect("get"), StatusCode::NOT_FOUND).await;
+    problem(
+        app.as_citizen(Method::GET, &path, &fc)
+            .send()
+            .await
+            .expect("get"),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     app.put_profile(&fc, json!({})).await;
 
-    let default = json_of(app.as_citizen(Method::GET, &path, &fc).send().await.expect("get")).await;
+    let default = json_of(
+        app.as_citizen(Method::GET, &path, &fc)
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
     assert_eq!(default["is_inbox_enabled"], true, "AUTO allows by default");
 
-    let manual = app.put_profile(&fc, json!({"service_preferences_settings": {"mode": "MANUAL"}, "version": 0})).await;
+    let manual = app
+        .put_profile(
+            &fc,
+            json!({"service_preferences_settings": {"mode": "MANUAL"}, "version": 0}),
+        )
+        .await;
     assert_eq!(manual["service_preferences_settings"]["version"], 1);
-    let default = json_of(app.as_citizen(Method::GET, &path, &fc).send().await.expect("get")).await;
-    assert_eq!(default["is_inbox_enabled"], false, "MANUAL blocks by default");
+    let default = json_of(
+        app.as_citizen(Method::GET, &path, &fc)
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    assert_eq!(
+        default["is_inbox_enabled"], false,
+        "MANUAL blocks by default"
+    );
 
     let pref = json!({"is_inbox_enabled": true, "is_email_enabled": false, "is_webhook_enabled": true, "settings_version": 0});
-    let stale = app.as_citizen(Method::PUT, &path, &fc).json(&pref).send().await.expect("put");
+    let stale = app
+        .as_citizen(Method::PUT, &path, &fc)
+        .json(&pref)
+        .send()
+        .await
+        .expect("put");
     problem(stale, StatusCode::CONFLICT).await;
     let mut current = pref.clone();
     current["settings_version"] = json!(1);
-    let r = app.as_citizen(Method::PUT, &path, &fc).json(&current).send().await.expect("put");
+    let r = app
+        .as_citizen(Method::PUT, &path, &fc)
+        .json(&current)
+        .send()
+        .await
+        .expect("put");
     assert_eq!(r.status(), StatusCode::OK);
-    let got = json_of(app.as_citizen(Method::GET, &path, &fc).send().await.expect("get")).await;
-    assert_eq!((got["is_inbox_enabled"].as_bool(), got["is_email_enabled"].as_bool()), (Some(true), Some(false)));
+    let got = json_of(
+        app.as_citizen(Method::GET, &path, &fc)
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    assert_eq!(
+        (
+            got["is_inbox_enabled"].as_bool(),
+            got["is_email_enabled"].as_bool()
+        ),
+        (Some(true), Some(false))
+    );
 
-    let r = app.as_citizen(Method::PUT, "/services/no-such-service/preferences", &fc).json(&current).send().await.expect("put");
+    let r = app
+        .as_citizen(Method::PUT, "/services/no-such-service/preferences", &fc)
+        .json(&current)
+        .send()
+        .await
+        .expect("put");
     problem(r, StatusCode::NOT_FOUND).await;
-    let r = app.as_citizen(Method::PUT, &path, &fc).json(&json!({"is_inbox_enabled": true})).send().await.expect("put");
+    let r = app
+        .as_citizen(Method::PUT, &path, &fc)
+        .json(&json!({"is_inbox_enabled": true}))
+        .send()
+        .await
+        .expect("put");
     problem(r, StatusCode::BAD_REQUEST).await;
 }
 
@@ -108,9 +222,21 @@ async fn the_inbox_pages_newest_first_with_a_cursor() {
             Some(c) => format!("/messages?page_size=10&cursor={c}"),
             None => "/messages?page_size=10".to_string(),
         };
-        let page = json_of(app.as_citizen(Method::GET, &path, &fc).send().await.expect("list")).await;
+        let page = json_of(
+            app.as_citizen(Method::GET, &path, &fc)
+                .send()
+                .await
+                .expect("list"),
+        )
+        .await;
         pages += 1;
-        seen.extend(page["items"].as_array().expect("items").iter().map(|i| i["id"].as_str().expect("id").to_string()));
+        seen.extend(
+            page["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|i| i["id"].as_str().expect("id").to_string()),
+        );
         match page["next"].as_str() {
             Some(next) => cursor = Some(next.to_string()),
             None => break,
@@ -120,10 +246,21 @@ async fn the_inbox_pages_newest_first_with_a_cursor() {
     assert_eq!(seen, sent, "every message once, newest first");
     assert_eq!(pages, 3);
 
-    let r = app.as_citizen(Method::GET, "/messages?cursor=garbage", &fc).send().await.expect("list");
+    let r = app
+        .as_citizen(Method::GET, "/messages?cursor=garbage", &fc)
+        .send()
+        .await
+        .expect("list");
     assert_eq!(problem(r, StatusCode::BAD_REQUEST).await["field"], "cursor");
-    let r = app.as_citizen(Method::GET, "/messages?page_size=0", &fc).send().await.expect("list");
-    assert_eq!(problem(r, StatusCode::BAD_REQUEST).await["field"], "page_size");
+    let r = app
+        .as_citizen(Method::GET, "/messages?page_size=0", &fc)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(
+        problem(r, StatusCode::BAD_REQUEST).await["field"],
+        "page_size"
+    );
 }
 
 #[tokio::test]
@@ -136,25 +273,73 @@ async fn a_citizen_reads_and_marks_only_their_own_messages() {
     let id = app.send_ok(&svc.key, &fc).await;
     app.final_status(&svc.key, &fc, &id).await;
 
-    let msg = json_of(app.as_citizen(Method::GET, &format!("/messages/{id}"), &fc).send().await.expect("get")).await;
+    let msg = json_of(
+        app.as_citizen(Method::GET, &format!("/messages/{id}"), &fc)
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
     assert_eq!(msg["content"]["subject"], "Bollo auto in scadenza");
-    assert!(msg["content"]["markdown"].as_str().expect("markdown").starts_with("Il bollo"));
+    assert!(msg["content"]["markdown"]
+        .as_str()
+        .expect("markdown")
+        .starts_with("Il bollo"));
     assert_eq!(msg["is_read"], false);
 
-    let r = app.as_citizen(Method::GET, &format!("/messages/{id}"), &other).send().await.expect("get");
+    let r = app
+        .as_citizen(Method::GET, &format!("/messages/{id}"), &other)
+        .send()
+        .await
+        .expect("get");
     problem(r, StatusCode::NOT_FOUND).await;
     let read = json!({"change_type": "reading", "is_read": true});
-    let r = app.as_citizen(Method::PUT, &format!("/messages/{id}/message-status"), &other).json(&read).send().await.expect("put");
+    let r = app
+        .as_citizen(
+            Method::PUT,
+            &format!("/messages/{id}/message-status"),
+            &other,
+        )
+        .json(&read)
+        .send()
+        .await
+        .expect("put");
     problem(r, StatusCode::NOT_FOUND).await;
 
-    let r = app.as_citizen(Method::PUT, &format!("/messages/{id}/message-status"), &fc).json(&read).send().await.expect("put");
-    assert_eq!(json_of(r).await, json!({"is_read": true, "is_archived": false}));
-    let inbox = json_of(app.as_citizen(Method::GET, "/messages", &fc).send().await.expect("list")).await;
+    let r = app
+        .as_citizen(Method::PUT, &format!("/messages/{id}/message-status"), &fc)
+        .json(&read)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(
+        json_of(r).await,
+        json!({"is_read": true, "is_archived": false})
+    );
+    let inbox = json_of(
+        app.as_citizen(Method::GET, "/messages", &fc)
+            .send()
+            .await
+            .expect("list"),
+    )
+    .await;
     assert_eq!(inbox["items"][0]["is_read"], true);
 
     let bad = json!({"change_type": "archiving", "is_archived": true});
-    let r = app.as_citizen(Method::PUT, &format!("/messages/{id}/message-status"), &fc).json(&bad).send().await.expect("put");
-    assert_eq!(problem(r, StatusCode::BAD_REQUEST).await["field"], "change_type");
-    let r = app.as_citizen(Method::GET, "/messages/not-an-id", &fc).send().await.expect("get");
+    let r = app
+        .as_citizen(Method::PUT, &format!("/messages/{id}/message-status"), &fc)
+        .json(&bad)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(
+        problem(r, StatusCode::BAD_REQUEST).await["field"],
+        "change_type"
+    );
+    let r = app
+        .as_citizen(Method::GET, "/messages/not-an-id", &fc)
+        .send()
+        .await
+        .expect("get");
     assert_eq!(problem(r, StatusCode::BAD_REQUEST).await["field"], "id");
 }

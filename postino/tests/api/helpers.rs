@@ -30,7 +30,9 @@ pub fn config(dir: &std::path::Path, manage_key: &str) -> Config {
 
 pub async fn spawn_app() -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = App::start(&config(dir.path(), MANAGE_KEY)).await.expect("start");
+    let app = App::start(&config(dir.path(), MANAGE_KEY))
+        .await
+        .expect("start");
     TestApp {
         base: format!("http://{}", app.addr),
         client: reqwest::Client::new(),
@@ -74,11 +76,19 @@ pub async fn json_of(response: Response) -> Value {
 /// Asserts a problem+json answer with `status` and returns its body.
 pub async fn problem(response: Response, status: StatusCode) -> Value {
     assert_eq!(response.status(), status);
-    let ct = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let ct = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     assert_eq!(ct, "application/problem+json");
     let body = json_of(response).await;
     assert_eq!(body["status"], status.as_u16());
-    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
     body
 }
 
@@ -100,10 +110,24 @@ impl TestApp {
     }
 
     pub async fn create_service(&self, payload: Value) -> Service {
-        let created = self.manage(reqwest::Method::POST, "").json(&payload).send().await.expect("create");
+        let created = self
+            .manage(reqwest::Method::POST, "")
+            .json(&payload)
+            .send()
+            .await
+            .expect("create");
         assert_eq!(created.status(), StatusCode::CREATED);
-        let id = json_of(created).await["id"].as_str().expect("id").to_string();
-        let keys = json_of(self.manage(reqwest::Method::GET, &format!("/{id}/keys")).send().await.expect("keys")).await;
+        let id = json_of(created).await["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let keys = json_of(
+            self.manage(reqwest::Method::GET, &format!("/{id}/keys"))
+                .send()
+                .await
+                .expect("keys"),
+        )
+        .await;
         Service {
             id,
             key: keys["primary_key"].as_str().expect("primary").into(),
@@ -112,10 +136,16 @@ impl TestApp {
     }
 
     pub async fn service(&self) -> Service {
-        self.create_service(service_payload("Tassa automobilistica")).await
+        self.create_service(service_payload("Tassa automobilistica"))
+            .await
     }
 
-    pub fn as_service(&self, method: reqwest::Method, path: &str, key: &str) -> reqwest::RequestBuilder {
+    pub fn as_service(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+    ) -> reqwest::RequestBuilder {
         self.client
             .request(method, self.url(&format!("/api/v1{path}")))
             .header("Ocp-Apim-Subscription-Key", key)
@@ -136,7 +166,12 @@ impl TestApp {
         json_of(r).await["id"].as_str().expect("id").to_string()
     }
 
-    pub fn as_citizen(&self, method: reqwest::Method, path: &str, fc: &str) -> reqwest::RequestBuilder {
+    pub fn as_citizen(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        fc: &str,
+    ) -> reqwest::RequestBuilder {
         let fc = model::FiscalCode::parse("fc", fc).expect("valid");
         let token = citizen::auth::mint_hs256(JWT_SECRET, &fc, 600).expect("token");
         self.client
@@ -145,13 +180,22 @@ impl TestApp {
     }
 
     pub async fn put_profile(&self, fc: &str, body: Value) -> Value {
-        let r = self.as_citizen(reqwest::Method::PUT, "/profile", fc).json(&body).send().await.expect("put profile");
+        let r = self
+            .as_citizen(reqwest::Method::PUT, "/profile", fc)
+            .json(&body)
+            .send()
+            .await
+            .expect("put profile");
         assert_eq!(r.status(), StatusCode::OK);
         json_of(r).await
     }
 
     pub async fn message_status(&self, key: &str, fc: &str, id: &str) -> Value {
-        let r = self.as_service(reqwest::Method::GET, &format!("/messages/{fc}/{id}"), key).send().await.expect("get");
+        let r = self
+            .as_service(reqwest::Method::GET, &format!("/messages/{fc}/{id}"), key)
+            .send()
+            .await
+            .expect("get");
         assert_eq!(r.status(), StatusCode::OK);
         json_of(r).await
     }
