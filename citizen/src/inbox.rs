@@ -4,14 +4,14 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use model::message::NewMessageContent;
-use model::problem::Problem;
+use model::problem::{doc, Problem};
 use model::ValidationError;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Citizen;
-use crate::{store_problem, CitizenState};
+use crate::CitizenState;
 
 pub const DEFAULT_PAGE: usize = 25;
 pub const MAX_PAGE: usize = 100;
@@ -92,8 +92,8 @@ fn parse_id(field: &str, value: &str) -> Result<Ulid, ValidationError> {
     security(("CitizenToken" = [])),
     responses(
         (status = 200, description = "A page of the inbox, newest first", body = InboxPage),
-        (status = 400, description = "Malformed cursor or page size", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        doc::BadRequest,
+        doc::Unauthorized,
     )
 )]
 pub(crate) async fn list_messages(
@@ -120,11 +120,7 @@ pub(crate) async fn list_messages(
             })?,
     };
     // One more than asked tells whether another page exists.
-    let mut items = state
-        .store
-        .list_inbox(&fc, before, size + 1)
-        .await
-        .map_err(store_problem)?;
+    let mut items = state.store.list_inbox(&fc, before, size + 1).await?;
     let next = if items.len() > size {
         items.truncate(size);
         items.last().map(|i| i.id.to_string())
@@ -143,9 +139,9 @@ pub(crate) async fn list_messages(
     security(("CitizenToken" = [])),
     responses(
         (status = 200, description = "The message with its content", body = InboxMessage),
-        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not in this citizen's inbox", body = Problem, content_type = "application/problem+json"),
+        doc::BadRequest,
+        doc::Unauthorized,
+        doc::NotFound,
     )
 )]
 pub(crate) async fn get_message(
@@ -158,15 +154,9 @@ pub(crate) async fn get_message(
     let item = state
         .store
         .get_inbox_item(&fc, &id)
-        .await
-        .map_err(store_problem)?
+        .await?
         .ok_or_else(not_found)?;
-    let record = state
-        .store
-        .get_message(&id)
-        .await
-        .map_err(store_problem)?
-        .ok_or_else(not_found)?;
+    let record = state.store.get_message(&id).await?.ok_or_else(not_found)?;
     Ok(Json(InboxMessage {
         entry: entry(item),
         time_to_live: record.message.time_to_live,
@@ -182,9 +172,9 @@ pub(crate) async fn get_message(
     security(("CitizenToken" = [])),
     responses(
         (status = 200, description = "The message's status attributes", body = MessageStatusAttributes),
-        (status = 400, description = "Invalid change", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not in this citizen's inbox", body = Problem, content_type = "application/problem+json"),
+        doc::BadRequest,
+        doc::Unauthorized,
+        doc::NotFound,
     )
 )]
 pub(crate) async fn change_status(
@@ -210,12 +200,7 @@ pub(crate) async fn change_status(
             .into())
         }
     };
-    if !state
-        .store
-        .set_read(&fc, &id, is_read)
-        .await
-        .map_err(store_problem)?
-    {
+    if !state.store.set_read(&fc, &id, is_read).await? {
         return Err(Problem::not_found("no such message in your inbox"));
     }
     Ok(Json(MessageStatusAttributes {

@@ -51,6 +51,7 @@ pub fn router(state: CitizenState) -> Router {
         inbox::get_message,
         inbox::change_status,
     ),
+    components(schemas(model::problem::Problem)),
     modifiers(&BearerScheme),
     tags((name = "citizen", description = "The app-facing API"))
 )]
@@ -74,14 +75,5 @@ impl utoipa::Modify for BearerScheme {
                         .build(),
                 ),
             );
-    }
-}
-
-pub(crate) fn store_problem(err: store::StoreError) -> model::problem::Problem {
-    tracing::error!(error = %err, "store error");
-    if err.is_retryable() {
-        model::problem::Problem::unavailable("the store is unavailable; retry later", 1)
-    } else {
-        model::problem::Problem::internal("the store returned unreadable data")
     }
 }

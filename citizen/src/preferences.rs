@@ -3,12 +3,12 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::Json;
-use model::problem::Problem;
+use model::problem::{doc, Problem};
 use model::profile::{Profile, ServicePreference};
 use model::FiscalCode;
 
 use crate::auth::Citizen;
-use crate::{store_problem, CitizenState};
+use crate::CitizenState;
 
 /// The profile, provided the service exists (IO answers `404` for either missing).
 async fn profile_for_service(
@@ -16,13 +16,7 @@ async fn profile_for_service(
     fc: &FiscalCode,
     service_id: &str,
 ) -> Result<Profile, Problem> {
-    if state
-        .store
-        .get_service(service_id)
-        .await
-        .map_err(store_problem)?
-        .is_none()
-    {
+    if state.store.get_service(service_id).await?.is_none() {
         return Err(Problem::not_found(format!(
             "no service with id {service_id}"
         )));
@@ -30,8 +24,7 @@ async fn profile_for_service(
     state
         .store
         .get_profile(fc)
-        .await
-        .map_err(store_problem)?
+        .await?
         .ok_or_else(|| Problem::not_found("no profile yet; create it with PUT /citizen/v1/profile"))
 }
 
@@ -42,9 +35,9 @@ async fn profile_for_service(
     security(("CitizenToken" = [])),
     responses(
         (status = 200, description = "The preference in force (the mode's default when none is stored)", body = ServicePreference),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No profile or no such service", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The profile is in LEGACY mode", body = Problem, content_type = "application/problem+json"),
+        doc::Unauthorized,
+        doc::NotFound,
+        doc::Conflict,
     )
 )]
 pub(crate) async fn get_preference(
@@ -53,11 +46,7 @@ pub(crate) async fn get_preference(
     Path(service_id): Path<String>,
 ) -> Result<Json<ServicePreference>, Problem> {
     let profile = profile_for_service(&state, &fc, &service_id).await?;
-    let stored = state
-        .store
-        .get_preference(&fc, &service_id)
-        .await
-        .map_err(store_problem)?;
+    let stored = state.store.get_preference(&fc, &service_id).await?;
     ServicePreference::effective(&profile, stored.as_ref())
         .map(Json)
         .map_err(|c| Problem::conflict(c.to_string()))
@@ -71,10 +60,10 @@ pub(crate) async fn get_preference(
     security(("CitizenToken" = [])),
     responses(
         (status = 200, description = "The preference as stored", body = ServicePreference),
-        (status = 400, description = "Invalid payload", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No profile or no such service", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "settings_version differs from the profile's, or LEGACY mode", body = Problem, content_type = "application/problem+json"),
+        doc::BadRequest,
+        doc::Unauthorized,
+        doc::NotFound,
+        doc::Conflict,
     )
 )]
 pub(crate) async fn put_preference(
@@ -91,7 +80,6 @@ pub(crate) async fn put_preference(
     state
         .store
         .put_preference(&fc, &service_id, &preference)
-        .await
-        .map_err(store_problem)?;
+        .await?;
     Ok(Json(preference))
 }

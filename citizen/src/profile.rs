@@ -4,19 +4,19 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
-use model::problem::Problem;
+use model::problem::{doc, Problem};
 use model::profile::{Profile, ProfileUpdate};
 
 use crate::auth::Citizen;
-use crate::{store_problem, CitizenState};
+use crate::CitizenState;
 
 #[utoipa::path(
     get, path = "/citizen/v1/profile", tag = "citizen",
     security(("CitizenToken" = [])),
     responses(
         (status = 200, description = "The profile (IO ExtendedProfile)", body = Profile),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No profile yet", body = Problem, content_type = "application/problem+json"),
+        doc::Unauthorized,
+        doc::NotFound,
     )
 )]
 pub(crate) async fn get_profile(
@@ -26,8 +26,7 @@ pub(crate) async fn get_profile(
     state
         .store
         .get_profile(&fc)
-        .await
-        .map_err(store_problem)?
+        .await?
         .map(Json)
         .ok_or_else(|| Problem::not_found("no profile yet; create it with PUT /citizen/v1/profile"))
 }
@@ -38,9 +37,9 @@ pub(crate) async fn get_profile(
     security(("CitizenToken" = [])),
     responses(
         (status = 200, description = "The profile as stored, with its new version", body = Profile),
-        (status = 400, description = "Invalid payload", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Version mismatch, or a change back to LEGACY mode", body = Problem, content_type = "application/problem+json"),
+        doc::BadRequest,
+        doc::Unauthorized,
+        doc::Conflict,
     )
 )]
 pub(crate) async fn put_profile(
@@ -49,14 +48,10 @@ pub(crate) async fn put_profile(
     body: Bytes,
 ) -> Result<Json<Profile>, Problem> {
     let update = ProfileUpdate::parse(&body)?;
-    let current = state.store.get_profile(&fc).await.map_err(store_problem)?;
+    let current = state.store.get_profile(&fc).await?;
     let next = update
         .apply(current.as_ref())
         .map_err(|conflict| Problem::conflict(conflict.to_string()))?;
-    state
-        .store
-        .put_profile(&fc, &next)
-        .await
-        .map_err(store_problem)?;
+    state.store.put_profile(&fc, &next).await?;
     Ok(Json(next))
 }

@@ -4,7 +4,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use model::problem::Problem;
 use model::service::Service;
-use store::{KeyOwner, StoreError};
+use store::KeyOwner;
 
 use crate::{IngestState, Keys};
 
@@ -18,15 +18,6 @@ pub struct ServiceCaller(pub Service);
 #[derive(Debug)]
 pub struct ManageCaller;
 
-pub(crate) fn store_problem(err: StoreError) -> Problem {
-    tracing::error!(error = %err, "store error");
-    if err.is_retryable() {
-        Problem::unavailable("the store is unavailable; retry later", 1)
-    } else {
-        Problem::internal("the store returned unreadable data")
-    }
-}
-
 async fn owner(parts: &Parts, state: &IngestState) -> Result<KeyOwner, Problem> {
     let key = parts
         .headers
@@ -37,8 +28,7 @@ async fn owner(parts: &Parts, state: &IngestState) -> Result<KeyOwner, Problem> 
     state
         .store
         .get_key(&Keys::hash(key))
-        .await
-        .map_err(store_problem)?
+        .await?
         .ok_or_else(|| Problem::unauthorized(format!("the {KEY_HEADER} is not a valid key")))
 }
 
@@ -50,8 +40,7 @@ impl FromRequestParts<IngestState> for ServiceCaller {
             KeyOwner::Service { service_id, .. } => state
                 .store
                 .get_service(&service_id)
-                .await
-                .map_err(store_problem)?
+                .await?
                 .map(ServiceCaller)
                 .ok_or_else(|| Problem::unauthorized("the key's service no longer exists")),
             KeyOwner::Manage => Err(Problem::forbidden(

@@ -6,14 +6,14 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use model::problem::Problem;
+use model::problem::{doc, Problem};
 use model::service::{KeySlot, Service, ServicePayload};
 use model::ValidationError;
 use serde::Serialize;
 use store::KeyOwner;
 use utoipa::ToSchema;
 
-use crate::auth::{store_problem, ManageCaller};
+use crate::auth::ManageCaller;
 use crate::{IngestState, Keys};
 
 /// IO `CmsServiceLifecycle`: the service with its id, status and last update.
@@ -54,8 +54,7 @@ async fn find(state: &IngestState, id: &str) -> Result<Service, Problem> {
     state
         .store
         .get_service(id)
-        .await
-        .map_err(store_problem)?
+        .await?
         .ok_or_else(|| Problem::not_found(format!("no service with id {id}")))
 }
 
@@ -73,11 +72,7 @@ async fn register_keys(
             service_id: service.id.clone(),
             slot,
         };
-        state
-            .store
-            .put_key(&Keys::hash(&key), &owner)
-            .await
-            .map_err(store_problem)?;
+        state.store.put_key(&Keys::hash(&key), &owner).await?;
         keys.push(key);
     }
     let secondary_key = keys.pop().unwrap_or_default();
@@ -95,9 +90,9 @@ async fn register_keys(
     security(("ManageSubscriptionKey" = [])),
     responses(
         (status = 201, description = "Service created", body = ServiceLifecycle),
-        (status = 400, description = "Invalid payload", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the manage key", body = Problem, content_type = "application/problem+json"),
+        doc::BadRequest,
+        doc::Unauthorized,
+        doc::Forbidden,
     )
 )]
 pub(crate) async fn create_service(
@@ -113,11 +108,7 @@ pub(crate) async fn create_service(
         primary_key_generation: 0,
         secondary_key_generation: 0,
     };
-    state
-        .store
-        .put_service(&service)
-        .await
-        .map_err(store_problem)?;
+    state.store.put_service(&service).await?;
     register_keys(&state, &service).await?;
     tracing::info!(service_id = %service.id, "service created");
     Ok((StatusCode::CREATED, Json(lifecycle(service))))
@@ -130,9 +121,9 @@ pub(crate) async fn create_service(
     security(("ManageSubscriptionKey" = [])),
     responses(
         (status = 200, description = "The service", body = ServiceLifecycle),
-        (status = 401, description = "Missing or unknown key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the manage key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such service", body = Problem, content_type = "application/problem+json"),
+        doc::Unauthorized,
+        doc::Forbidden,
+        doc::NotFound,
     )
 )]
 pub(crate) async fn get_service(
@@ -151,10 +142,10 @@ pub(crate) async fn get_service(
     security(("ManageSubscriptionKey" = [])),
     responses(
         (status = 200, description = "Service updated", body = ServiceLifecycle),
-        (status = 400, description = "Invalid payload", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the manage key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such service", body = Problem, content_type = "application/problem+json"),
+        doc::BadRequest,
+        doc::Unauthorized,
+        doc::Forbidden,
+        doc::NotFound,
     )
 )]
 pub(crate) async fn update_service(
@@ -167,11 +158,7 @@ pub(crate) async fn update_service(
     let mut service = find(&state, &id).await?;
     service.payload = payload;
     service.last_update = crate::now();
-    state
-        .store
-        .put_service(&service)
-        .await
-        .map_err(store_problem)?;
+    state.store.put_service(&service).await?;
     Ok(Json(lifecycle(service)))
 }
 
@@ -182,9 +169,9 @@ pub(crate) async fn update_service(
     security(("ManageSubscriptionKey" = [])),
     responses(
         (status = 204, description = "Service deleted; its keys no longer work"),
-        (status = 401, description = "Missing or unknown key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the manage key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such service", body = Problem, content_type = "application/problem+json"),
+        doc::Unauthorized,
+        doc::Forbidden,
+        doc::NotFound,
     )
 )]
 pub(crate) async fn delete_service(
@@ -197,17 +184,9 @@ pub(crate) async fn delete_service(
         let key = state
             .keys
             .derive(&service.id, slot, service.key_generation(slot));
-        state
-            .store
-            .delete_key(&Keys::hash(&key))
-            .await
-            .map_err(store_problem)?;
+        state.store.delete_key(&Keys::hash(&key)).await?;
     }
-    state
-        .store
-        .delete_service(&id)
-        .await
-        .map_err(store_problem)?;
+    state.store.delete_service(&id).await?;
     tracing::info!(service_id = %id, "service deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -219,9 +198,9 @@ pub(crate) async fn delete_service(
     security(("ManageSubscriptionKey" = [])),
     responses(
         (status = 200, description = "The service's keys", body = SubscriptionKeys),
-        (status = 401, description = "Missing or unknown key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the manage key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such service", body = Problem, content_type = "application/problem+json"),
+        doc::Unauthorized,
+        doc::Forbidden,
+        doc::NotFound,
     )
 )]
 pub(crate) async fn get_keys(
@@ -243,10 +222,10 @@ pub(crate) async fn get_keys(
     security(("ManageSubscriptionKey" = [])),
     responses(
         (status = 200, description = "The key was replaced; the old one no longer works", body = SubscriptionKeys),
-        (status = 400, description = "Unknown key type", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the manage key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such service", body = Problem, content_type = "application/problem+json"),
+        doc::BadRequest,
+        doc::Unauthorized,
+        doc::Forbidden,
+        doc::NotFound,
     )
 )]
 pub(crate) async fn regenerate_key(
@@ -268,17 +247,9 @@ pub(crate) async fn regenerate_key(
         KeySlot::Secondary => service.secondary_key_generation += 1,
     }
     service.last_update = crate::now();
-    state
-        .store
-        .put_service(&service)
-        .await
-        .map_err(store_problem)?;
+    state.store.put_service(&service).await?;
     let keys = register_keys(&state, &service).await?;
-    state
-        .store
-        .delete_key(&Keys::hash(&old))
-        .await
-        .map_err(store_problem)?;
+    state.store.delete_key(&Keys::hash(&old)).await?;
     tracing::info!(service_id = %id, ?slot, "service key regenerated");
     Ok(Json(keys))
 }

@@ -8,7 +8,7 @@ use axum::Json;
 use bus::Record;
 use model::message::{NewMessage, NewMessageBody, NewMessageContent, Payee};
 use model::pipeline::{encode, topics, AcceptedMessage, SenderMetadata};
-use model::problem::Problem;
+use model::problem::{doc, Problem};
 use model::status::{MessageStatus, NotificationStatus, RejectionReason};
 use model::{FiscalCode, ValidationError};
 use serde::Serialize;
@@ -16,7 +16,7 @@ use store::MessageRecord;
 use ulid::Ulid;
 use utoipa::ToSchema;
 
-use crate::auth::{store_problem, ServiceCaller};
+use crate::auth::ServiceCaller;
 use crate::IngestState;
 
 /// IO `CreatedMessage`.
@@ -55,10 +55,10 @@ pub struct ExternalCreatedMessage {
     responses(
         (status = 201, description = "Accepted: durably in the log.", body = CreatedMessage,
             headers(("Location" = String, description = "Where to follow the message"))),
-        (status = 400, description = "Invalid payload", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Key not allowed here", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The log cannot take the message now; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+        doc::BadRequest,
+        doc::Unauthorized,
+        doc::Forbidden,
+        doc::Unavailable,
     )
 )]
 pub(crate) async fn submit_with_fiscal_code_in_body(
@@ -78,10 +78,10 @@ pub(crate) async fn submit_with_fiscal_code_in_body(
     responses(
         (status = 201, description = "Accepted: durably in the log.", body = CreatedMessage,
             headers(("Location" = String, description = "Where to follow the message"))),
-        (status = 400, description = "Invalid payload", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Key not allowed here", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The log cannot take the message now; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+        doc::BadRequest,
+        doc::Unauthorized,
+        doc::Forbidden,
+        doc::Unavailable,
     )
 )]
 pub(crate) async fn submit_for_user(
@@ -179,10 +179,10 @@ async fn submit(
     security(("SubscriptionKey" = [])),
     responses(
         (status = 200, description = "The message and its status", body = ExternalMessageResponse),
-        (status = 400, description = "Malformed fiscal code or id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Another service's message", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such message", body = Problem, content_type = "application/problem+json"),
+        doc::BadRequest,
+        doc::Unauthorized,
+        doc::Forbidden,
+        doc::NotFound,
     )
 )]
 pub(crate) async fn get_message(
@@ -196,8 +196,7 @@ pub(crate) async fn get_message(
     let record = state
         .store
         .get_message(&id)
-        .await
-        .map_err(store_problem)?
+        .await?
         .filter(|r| r.message.fiscal_code == fc)
         .ok_or_else(|| Problem::not_found("no message with this id for this fiscal code"))?;
     if record.message.sender_service_id != service.id {

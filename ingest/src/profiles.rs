@@ -4,13 +4,13 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::Json;
 use model::channels::{decide, Verdict};
-use model::problem::Problem;
+use model::problem::{doc, Problem};
 use model::profile::PreferencesMode;
 use model::FiscalCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{store_problem, ServiceCaller};
+use crate::auth::ServiceCaller;
 use crate::IngestState;
 
 /// IO `LimitedProfile`.
@@ -34,9 +34,9 @@ pub struct FiscalCodePayload {
     security(("SubscriptionKey" = [])),
     responses(
         (status = 200, description = "Found", body = LimitedProfile),
-        (status = 400, description = "Malformed fiscal code", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No profile, or the citizen's inbox is disabled", body = Problem, content_type = "application/problem+json"),
+        doc::BadRequest,
+        doc::Unauthorized,
+        doc::NotFound,
     )
 )]
 pub(crate) async fn get_profile(
@@ -55,9 +55,9 @@ pub(crate) async fn get_profile(
     security(("SubscriptionKey" = [])),
     responses(
         (status = 200, description = "Found", body = LimitedProfile),
-        (status = 400, description = "Malformed payload", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No profile, or the citizen's inbox is disabled", body = Problem, content_type = "application/problem+json"),
+        doc::BadRequest,
+        doc::Unauthorized,
+        doc::NotFound,
     )
 )]
 pub(crate) async fn get_profile_by_post(
@@ -80,18 +80,13 @@ async fn limited_profile(
     let profile = state
         .store
         .get_profile(fc)
-        .await
-        .map_err(store_problem)?
+        .await?
         .filter(|p| p.is_inbox_enabled)
         .ok_or_else(not_found)?;
     let preference = if profile.service_preferences_settings.mode == PreferencesMode::Legacy {
         None
     } else {
-        state
-            .store
-            .get_preference(fc, &service.id)
-            .await
-            .map_err(store_problem)?
+        state.store.get_preference(fc, &service.id).await?
     };
     let verdict = decide(
         Some(&profile),

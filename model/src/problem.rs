@@ -94,3 +94,41 @@ impl IntoResponse for Problem {
         response
     }
 }
+
+/// The error answers as reusable OpenAPI responses, so each endpoint lists which it can give
+/// (`responses((status = 200, …), doc::BadRequest, doc::Unauthorized)`) instead of
+/// describing them again.
+pub mod doc {
+    use super::Problem;
+    use utoipa::IntoResponses;
+
+    /// Invalid request: `field` names the offending field, `detail` the rule it broke.
+    #[derive(Debug, IntoResponses)]
+    #[response(status = 400, content_type = "application/problem+json")]
+    pub struct BadRequest(pub Problem);
+
+    /// The credential (API key or citizen token) is missing or not valid.
+    #[derive(Debug, IntoResponses)]
+    #[response(status = 401, content_type = "application/problem+json")]
+    pub struct Unauthorized(pub Problem);
+
+    /// The credential is valid but not for this resource.
+    #[derive(Debug, IntoResponses)]
+    #[response(status = 403, content_type = "application/problem+json")]
+    pub struct Forbidden(pub Problem);
+
+    /// No such resource for this caller.
+    #[derive(Debug, IntoResponses)]
+    #[response(status = 404, content_type = "application/problem+json")]
+    pub struct NotFound(pub Problem);
+
+    /// The change conflicts with the stored state (version, mode).
+    #[derive(Debug, IntoResponses)]
+    #[response(status = 409, content_type = "application/problem+json")]
+    pub struct Conflict(pub Problem);
+
+    /// A dependency (log, store) cannot take the request now; retry after `Retry-After`.
+    #[derive(Debug, IntoResponses)]
+    #[response(status = 503, content_type = "application/problem+json")]
+    pub struct Unavailable(pub Problem);
+}

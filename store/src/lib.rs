@@ -36,6 +36,19 @@ impl StoreError {
     }
 }
 
+/// How an API answers a store failure: `503` with `Retry-After` when it may pass, `500`
+/// when stored data is unreadable. The cause is logged, never shown to the caller.
+impl From<StoreError> for model::problem::Problem {
+    fn from(err: StoreError) -> Self {
+        tracing::error!(error = %err, "store error");
+        if err.is_retryable() {
+            Self::unavailable("the store is unavailable; retry later", 1)
+        } else {
+            Self::internal("the store returned unreadable data")
+        }
+    }
+}
+
 /// Who an API key belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
