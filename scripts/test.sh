@@ -7,9 +7,19 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# Nothing external is needed yet: the tests start Postino on its embedded log and store.
-# The Kafka broker (tansu), an SMTP server and promtool join this list with the issues that
-# need them, each installed here when missing.
+# What the tests need beyond Rust, installed when missing. The Kafka broker (tansu), an SMTP
+# server and promtool join this list with the issues that need them.
+need() { # need COMMAND DEBIAN-PACKAGE
+  command -v "$1" >/dev/null && return
+  step "installing $2 (for $1)"
+  if command -v apt-get >/dev/null; then
+    local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq "$2"
+  else
+    echo "please install $2 (the tests need the $1 command)" >&2; exit 1
+  fi
+}
+need openssl openssl   # makes RS256/ES256 key pairs for the citizen-token tests
 
 step "rustfmt"
 cargo fmt --all -- --check

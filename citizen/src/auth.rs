@@ -184,6 +184,98 @@ mod tests {
         assert!(v.verify(&bad_sub).unwrap_err().contains("check character"));
     }
 
+    /// Runs `openssl` to make a key pair: (private key PKCS#8 PEM, public key PEM).
+    pub(crate) fn openssl_key_pair(kind: &str) -> (String, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (private, public) = (dir.path().join("key.pem"), dir.path().join("pub.pem"));
+        let args: &[&str] = match kind {
+            "ec" => &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+            ],
+            _ => &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+            ],
+        };
+        let run = |args: Vec<&std::ffi::OsStr>| {
+            let status = std::process::Command::new("openssl")
+                .args(args)
+                .status()
+                .expect("openssl is installed");
+            assert!(status.success());
+        };
+        run(args
+            .iter()
+            .map(std::ffi::OsStr::new)
+            .chain([private.as_os_str()])
+            .collect());
+        run(vec![
+            "pkey".as_ref(),
+            "-in".as_ref(),
+            private.as_os_str(),
+            "-pubout".as_ref(),
+            "-out".as_ref(),
+            public.as_os_str(),
+        ]);
+        (
+            std::fs::read_to_string(private).expect("private"),
+            std::fs::read_to_string(public).expect("public"),
+        )
+    }
+
+    #[test]
+    fn production_tokens_verify_with_the_public_key_and_pin_issuer_and_audience() {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let claims = |iss: &str, aud: &str| serde_json::json!({"sub": fc().as_str(), "exp": now + 60, "iss": iss, "aud": aud});
+        for (kind, alg) in [("ec", Algorithm::ES256), ("rsa", Algorithm::RS256)] {
+            let (private, public) = openssl_key_pair(kind);
+            let (signing, key) = if kind == "ec" {
+                (
+                    EncodingKey::from_ec_pem(private.as_bytes()).expect("ec key"),
+                    JwtKey::Es256PublicKeyPem(public),
+                )
+            } else {
+                (
+                    EncodingKey::from_rsa_pem(private.as_bytes()).expect("rsa key"),
+                    JwtKey::Rs256PublicKeyPem(public),
+                )
+            };
+            let v = JwtVerifier::new(&key, Some("https://idp.example"), Some("postino"))
+                .expect("verifier");
+            let sign =
+                |c: serde_json::Value| encode(&Header::new(alg), &c, &signing).expect("sign");
+            assert_eq!(
+                v.verify(&sign(claims("https://idp.example", "postino"))),
+                Ok(fc()),
+                "{kind}"
+            );
+            assert!(
+                v.verify(&sign(claims("https://other.example", "postino")))
+                    .is_err(),
+                "{kind}: wrong issuer"
+            );
+            assert!(
+                v.verify(&sign(claims("https://idp.example", "another-app")))
+                    .is_err(),
+                "{kind}: wrong audience"
+            );
+            let hs = mint_hs256(SECRET, &fc(), 60).expect("mint");
+            assert!(
+                v.verify(&hs).is_err(),
+                "{kind}: an HS256 token must not pass a public-key verifier"
+            );
+        }
+    }
+
     #[test]
     fn configuration_errors_are_clear() {
         assert!(matches!(

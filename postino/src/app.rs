@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use bus::embedded::EmbeddedBus;
@@ -169,6 +170,9 @@ impl App {
     }
 }
 
+/// The largest request body taken: ten times the largest valid message.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
 fn http(ingest: IngestState, citizen: CitizenState) -> Router {
     Router::new()
         .nest("/api/v1", ingest::router(ingest))
@@ -186,6 +190,34 @@ fn http(ingest: IngestState, citizen: CitizenState) -> Router {
                 "this endpoint does not take that method; see /openapi.json",
             )
         })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(plain_errors_as_problems))
+}
+
+/// Rejections produced by the framework itself (a body over the limit, a path that is not
+/// valid UTF-8…) come as plain text; this turns them into problem+json like every other
+/// error, keeping the framework's explanation as the detail.
+async fn plain_errors_as_problems(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_string();
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let detail = if text.is_empty() {
+        reason.to_string()
+    } else {
+        text
+    };
+    let kind = reason.to_ascii_lowercase().replace(' ', "-");
+    Problem::new(status, &kind, detail).into_response()
 }
 
 async fn shutdown_signal() {

@@ -17,16 +17,30 @@ use store::{MessageRecord, MessageStore};
 fn records(n: usize, citizens: usize) -> Vec<MessageRecord> {
     let fcs: Vec<_> = (0..citizens).map(|_| fresh_fiscal_code()).collect();
     (0..n)
-        .map(|i| sample_record(&fcs[i % citizens], 1_700_000_000_000 + i as u64, MessageStatus::Processed))
+        .map(|i| {
+            sample_record(
+                &fcs[i % citizens],
+                1_700_000_000_000 + i as u64,
+                MessageStatus::Processed,
+            )
+        })
         .collect()
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let n: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(200_000);
+    let n: usize = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(200_000);
     let batch: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(512);
     let rows = records(n, n.min(100_000));
-    let bytes: usize = rows.iter().map(|r| serde_json::to_vec(r).map(|v| v.len()).unwrap_or(0)).sum::<usize>() / n;
+    let bytes: usize = rows
+        .iter()
+        .map(|r| serde_json::to_vec(r).map(|v| v.len()).unwrap_or(0))
+        .sum::<usize>()
+        / n;
     println!("{n} deliveries, batches of {batch}, ~{bytes} bytes of message JSON each");
 
     // (1) Plain SQLite: the same tables, the same rows, prepared statements, one
@@ -44,15 +58,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|r| {
             let m = &r.message;
             let item = serde_json::to_string(&store::InboxItem::of(m)).unwrap_or_default();
-            (m.fiscal_code.as_str().to_string(), m.id.to_string(), item, serde_json::to_string(r).unwrap_or_default())
+            (
+                m.fiscal_code.as_str().to_string(),
+                m.id.to_string(),
+                item,
+                serde_json::to_string(r).unwrap_or_default(),
+            )
         })
         .collect();
     let start = Instant::now();
     for chunk in prepared.chunks(batch) {
         let tx = conn.unchecked_transaction()?;
         {
-            let mut inbox = tx.prepare_cached("INSERT INTO inbox(fc, id, is_read, body) VALUES (?1, ?2, 0, ?3)")?;
-            let mut msgs = tx.prepare_cached("INSERT INTO messages(id, rank, body) VALUES (?1, 2, ?2)")?;
+            let mut inbox = tx.prepare_cached(
+                "INSERT INTO inbox(fc, id, is_read, body) VALUES (?1, ?2, 0, ?3)",
+            )?;
+            let mut msgs =
+                tx.prepare_cached("INSERT INTO messages(id, rank, body) VALUES (?1, 2, ?2)")?;
             for (fc, id, item, body) in chunk {
                 inbox.execute(params![fc, id, item])?;
                 msgs.execute(params![id, body])?;
@@ -64,10 +86,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("raw SQLite:            {raw:>9.0} deliveries/s");
 
     // (2) Postino's store.
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let dir = tempfile::tempdir()?;
     let store = Arc::new(SqliteStore::open(dir.path())?);
-    let batches: Vec<Vec<MessageRecord>> = rows.chunks(batch).map(<[MessageRecord]>::to_vec).collect();
+    let batches: Vec<Vec<MessageRecord>> =
+        rows.chunks(batch).map(<[MessageRecord]>::to_vec).collect();
     let start = Instant::now();
     runtime.block_on(async {
         for b in batches {
@@ -76,6 +101,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok::<_, store::StoreError>(())
     })?;
     let postino = n as f64 / start.elapsed().as_secs_f64();
-    println!("SqliteStore::deliver:  {postino:>9.0} deliveries/s  ({:.0}% of raw)", 100.0 * postino / raw);
+    println!(
+        "SqliteStore::deliver:  {postino:>9.0} deliveries/s  ({:.0}% of raw)",
+        100.0 * postino / raw
+    );
     Ok(())
 }

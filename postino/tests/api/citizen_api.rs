@@ -343,3 +343,78 @@ async fn a_citizen_reads_and_marks_only_their_own_messages() {
         .expect("get");
     assert_eq!(problem(r, StatusCode::BAD_REQUEST).await["field"], "id");
 }
+
+#[tokio::test]
+async fn production_tokens_are_verified_with_the_configured_public_key() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (private, public) = (keys.path().join("key.pem"), keys.path().join("pub.pem"));
+    for args in [
+        vec![
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            private.to_str().expect("path"),
+        ],
+        vec![
+            "pkey",
+            "-in",
+            private.to_str().expect("path"),
+            "-pubout",
+            "-out",
+            public.to_str().expect("path"),
+        ],
+    ] {
+        assert!(std::process::Command::new("openssl")
+            .args(&args)
+            .status()
+            .expect("openssl")
+            .success());
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path(), MANAGE_KEY);
+    cfg.jwt_secret = None;
+    cfg.jwt_public_key_file = Some(public);
+    cfg.jwt_algorithm = Some("ES256".into());
+    cfg.jwt_audience = Some("postino".into());
+    let app = postino::app::App::start(&cfg).await.expect("start");
+
+    let fc = fiscal_code();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 60;
+    let signing = jsonwebtoken::EncodingKey::from_ec_pem(&std::fs::read(&private).expect("key"))
+        .expect("ec key");
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+        &json!({"sub": fc, "exp": exp, "aud": "postino"}),
+        &signing,
+    )
+    .expect("sign");
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/citizen/v1/profile", app.addr);
+    let r = client
+        .put(&url)
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::OK);
+    let hs = citizen::auth::mint_hs256(
+        JWT_SECRET,
+        &model::FiscalCode::parse("fc", &fc).expect("fc"),
+        60,
+    )
+    .expect("mint");
+    problem(
+        client.get(&url).bearer_auth(hs).send().await.expect("get"),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    app.shutdown().await.expect("stop");
+}

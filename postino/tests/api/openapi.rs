@@ -59,3 +59,23 @@ async fn unknown_routes_and_methods_get_problem_answers() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn framework_rejections_are_problems_too() {
+    let app = spawn_app().await;
+    let svc = app.service().await;
+    let huge = vec![b'x'; postino::app::MAX_BODY_BYTES + 1];
+    let r = app
+        .as_service(reqwest::Method::POST, "/messages", &svc.key)
+        .body(huge)
+        .send()
+        .await
+        .expect("post");
+    problem(r, StatusCode::PAYLOAD_TOO_LARGE).await;
+    let r = app
+        .as_service(reqwest::Method::GET, "/profiles/%FF%FE", &svc.key)
+        .send()
+        .await
+        .expect("get");
+    problem(r, StatusCode::BAD_REQUEST).await;
+}
