@@ -21,6 +21,13 @@ need() { # need COMMAND DEBIAN-PACKAGE
 }
 need openssl openssl   # makes RS256/ES256 key pairs for the citizen-token tests
 
+# The Kafka-protocol broker the Kafka tests start (on 127.0.0.1, one per test). Building it
+# takes a while the first time; it lands in ~/.cargo/bin.
+if [ -z "${TANSU:-}" ] && ! command -v tansu >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" ]; then
+  step "installing the tansu broker (cargo install tansu --version 0.6.0 --features dynostore)"
+  cargo install --locked tansu --version 0.6.0 --features dynostore
+fi
+
 step "rustfmt"
 cargo fmt --all -- --check
 

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 
 pub mod conformance;
 pub mod embedded;
+pub mod kafka;
 pub mod stage;
 
 /// One record: `key` decides the partition (Postino uses the citizen's keyed hash, so one

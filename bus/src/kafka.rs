@@ -1,0 +1,289 @@
+//! The log on Kafka (any Kafka-protocol cluster), with rdkafka.
+//!
+//! Publishing uses an idempotent producer with `acks=all`, so `publish` returns only once
+//! every in-sync replica has the records and retries never duplicate or reorder them.
+//! Consumers join consumer groups with auto-commit off: a position is committed only when
+//! the stage says its effects are durable. Records with the same key land in the same
+//! partition, so per-key order holds while partitions proceed in parallel.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::FutureExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::{check_topic, Bus, BusError, Delivered, Record, Subscription};
+
+/// How to reach the cluster and how topics are created.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port…]`
+    pub bootstrap_servers: String,
+    /// Partitions of a topic created on first use.
+    pub partitions: i32,
+    /// Replication factor of a topic created on first use.
+    pub replication_factor: i32,
+    /// How long a publish may wait for the cluster before it fails (and ingest answers 503).
+    pub publish_timeout: Duration,
+    /// Further librdkafka properties for every client: `security.protocol`, `sasl.mechanism`,
+    /// `sasl.username`, `sasl.password`, `ssl.ca.location`…
+    pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        Self {
+            bootstrap_servers: bootstrap_servers.into(),
+            partitions: 12,
+            replication_factor: 1,
+            publish_timeout: Duration::from_secs(10),
+            properties: BTreeMap::new(),
+        }
+    }
+
+    /// A client configuration: Postino's `defaults` for this kind of client, then the
+    /// configured `properties`, which win.
+    fn client(&self, defaults: &[(&str, String)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers);
+        c.set("client.id", "postino");
+        // IPv4 first: brokers that listen on 127.0.0.1 only must not be tried over ::1.
+        c.set("broker.address.family", "v4");
+        for (k, v) in defaults {
+            c.set(*k, v);
+        }
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+fn unavailable(err: KafkaError) -> BusError {
+    BusError::Unavailable(err.to_string())
+}
+
+pub struct KafkaBus {
+    config: KafkaConfig,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    /// Topics known to exist, so publish does not ask the cluster every time.
+    topics: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for KafkaBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaBus")
+            .field("bootstrap_servers", &self.config.bootstrap_servers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaBus {
+    /// Creates the clients; the cluster is contacted on first use, not here.
+    pub fn connect(config: KafkaConfig) -> Result<Arc<Self>, BusError> {
+        let producer: FutureProducer = config
+            .client(&[
+                ("enable.idempotence", "true".into()),
+                ("acks", "all".into()),
+                ("compression.type", "lz4".into()),
+                ("linger.ms", "2".into()),
+                ("batch.num.messages", "10000".into()),
+                (
+                    "message.timeout.ms",
+                    config.publish_timeout.as_millis().to_string(),
+                ),
+            ])
+            .create()
+            .map_err(|e| BusError::Unavailable(format!("cannot create the Kafka producer: {e}")))?;
+        let admin = config.client(&[]).create().map_err(|e| {
+            BusError::Unavailable(format!("cannot create the Kafka admin client: {e}"))
+        })?;
+        Ok(Arc::new(Self {
+            config,
+            producer,
+            admin,
+            topics: Mutex::new(HashSet::new()),
+        }))
+    }
+
+    /// Creates `topic` with the configured partitions and replication if it is missing.
+    pub async fn ensure_topic(&self, topic: &str) -> Result<(), BusError> {
+        check_topic(topic)?;
+        if self
+            .topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(topic)
+        {
+            return Ok(());
+        }
+        let new = NewTopic::new(
+            topic,
+            self.config.partitions,
+            TopicReplication::Fixed(self.config.replication_factor),
+        );
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = self
+            .admin
+            .create_topics([&new], &opts)
+            .await
+            .map_err(unavailable)?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(BusError::Unavailable(format!(
+                        "cannot create topic {name}: {code}"
+                    )))
+                }
+            }
+        }
+        self.topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.to_string());
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Bus for KafkaBus {
+    async fn publish(&self, topic: &str, records: Vec<Record>) -> Result<(), BusError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.ensure_topic(topic).await?;
+        let sends = records.iter().map(|r| {
+            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+            for (key, value) in &r.headers {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            let record = FutureRecord::to(topic)
+                .key(&r.key)
+                .payload(&r.payload)
+                .headers(headers);
+            self.producer
+                .send(record, Timeout::After(self.config.publish_timeout))
+        });
+        // Polling the sends in order enqueues them in order; the idempotent producer keeps
+        // that order per partition through retries.
+        for delivery in futures_util::future::join_all(sends).await {
+            delivery.map_err(|(err, _)| unavailable(err))?;
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError> {
+        self.ensure_topic(topic).await?;
+        let consumer: StreamConsumer = self
+            .config
+            .client(&[
+                ("group.id", group.to_string()),
+                ("enable.auto.commit", "false".into()),
+                ("auto.offset.reset", "earliest".into()),
+                ("enable.partition.eof", "false".into()),
+                ("session.timeout.ms", "10000".into()),
+                ("partition.assignment.strategy", "cooperative-sticky".into()),
+            ])
+            .create()
+            .map_err(|e| BusError::Unavailable(format!("cannot create the Kafka consumer: {e}")))?;
+        consumer.subscribe(&[topic]).map_err(unavailable)?;
+        Ok(Box::new(KafkaSubscription {
+            consumer: Arc::new(consumer),
+        }))
+    }
+}
+
+struct KafkaSubscription {
+    consumer: Arc<StreamConsumer>,
+}
+
+impl std::fmt::Debug for KafkaSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSubscription").finish_non_exhaustive()
+    }
+}
+
+fn delivered(m: &BorrowedMessage<'_>) -> Delivered {
+    let headers = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Delivered {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        record: Record {
+            key: m.key().unwrap_or_default().to_vec(),
+            headers,
+            payload: m.payload().unwrap_or_default().to_vec(),
+        },
+    }
+}
+
+#[async_trait]
+impl Subscription for KafkaSubscription {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivered>, BusError> {
+        let first = match tokio::time::timeout(wait, self.consumer.recv()).await {
+            Err(_) => return Ok(Vec::new()),
+            Ok(Err(err)) => return Err(unavailable(err)),
+            Ok(Ok(m)) => delivered(&m),
+        };
+        let mut out = vec![first];
+        // Take what is already fetched without waiting again.
+        while out.len() < max {
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(m)) => out.push(delivered(&m)),
+                Some(Err(err)) => return Err(unavailable(err)),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn commit(&mut self, done: &[Delivered]) -> Result<(), BusError> {
+        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        for d in done {
+            let slot = next.entry((d.topic.as_str(), d.partition)).or_insert(0);
+            *slot = (*slot).max(d.offset + 1);
+        }
+        if next.is_empty() {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            list.add_partition_offset(topic, partition, Offset::Offset(offset))
+                .map_err(unavailable)?;
+        }
+        let consumer = Arc::clone(&self.consumer);
+        // A synchronous commit blocks until the coordinator answers: keep it off the runtime.
+        tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
+            .await
+            .map_err(|_| BusError::Closed)?
+            .map_err(unavailable)
+    }
+}
