@@ -26,7 +26,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::{check_topic, Bus, BusError, Delivered, Record, Subscription};
 
 /// How to reach the cluster and how topics are created.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KafkaConfig {
     /// `host:port[,host:port…]`
     pub bootstrap_servers: String,
@@ -36,6 +36,9 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     /// How long a publish may wait for the cluster before it fails (and ingest answers 503).
     pub publish_timeout: Duration,
+    /// Static group membership id of this process (`group.instance.id`); each group this
+    /// process joins gets `<id>-<group>`, so ids stay unique per group.
+    pub group_instance_id: Option<String>,
     /// Further librdkafka properties for every client: `security.protocol`, `sasl.mechanism`,
     /// `sasl.username`, `sasl.password`, `ssl.ca.location`…
     pub properties: BTreeMap<String, String>,
@@ -48,6 +51,7 @@ impl KafkaConfig {
             partitions: 12,
             replication_factor: 1,
             publish_timeout: Duration::from_secs(10),
+            group_instance_id: None,
             properties: BTreeMap::new(),
         }
     }
@@ -190,18 +194,21 @@ impl Bus for KafkaBus {
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError> {
         self.ensure_topic(topic).await?;
-        let consumer: StreamConsumer = self
-            .config
-            .client(&[
-                ("group.id", group.to_string()),
-                ("enable.auto.commit", "false".into()),
-                ("auto.offset.reset", "earliest".into()),
-                ("enable.partition.eof", "false".into()),
-                ("session.timeout.ms", "10000".into()),
-                ("partition.assignment.strategy", "cooperative-sticky".into()),
-            ])
-            .create()
-            .map_err(|e| BusError::Unavailable(format!("cannot create the Kafka consumer: {e}")))?;
+        let mut defaults = vec![
+            ("group.id", group.to_string()),
+            ("enable.auto.commit", "false".into()),
+            ("auto.offset.reset", "earliest".into()),
+            ("enable.partition.eof", "false".into()),
+            ("session.timeout.ms", "10000".into()),
+            ("partition.assignment.strategy", "cooperative-sticky".into()),
+        ];
+        if let Some(id) = &self.config.group_instance_id {
+            defaults.push(("group.instance.id", format!("{id}-{group}")));
+        }
+        let consumer: StreamConsumer =
+            self.config.client(&defaults).create().map_err(|e| {
+                BusError::Unavailable(format!("cannot create the Kafka consumer: {e}"))
+            })?;
         consumer.subscribe(&[topic]).map_err(unavailable)?;
         Ok(Box::new(KafkaSubscription {
             consumer: Arc::new(consumer),

@@ -14,6 +14,7 @@ pub mod conformance;
 pub mod embedded;
 pub mod kafka;
 pub mod stage;
+pub mod tansu;
 
 /// One record: `key` decides the partition (Postino uses the citizen's keyed hash, so one
 /// citizen's records stay in order), `headers` carry metadata such as dead-letter reasons.

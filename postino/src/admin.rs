@@ -113,7 +113,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 config.as_deref(),
                 Overrides {
                     data_dir,
-                    listen: None,
+                    ..Overrides::default()
                 },
             )?;
             let secret = crate::app::dev_jwt_secret(&config, false)?;

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use bus::embedded::EmbeddedBus;
+use bus::kafka::KafkaBus;
 use bus::stage::{self, StageConfig};
 use bus::Bus;
 use citizen::{CitizenState, JwtKey, JwtVerifier};
@@ -25,7 +26,7 @@ use store::{KeyOwner, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{BusChoice, Config};
 use crate::secrets::{parse_secret, random_hex, read_or_create};
 
 /// The setting holding the hash of the manage key in force.
@@ -51,69 +52,72 @@ impl App {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-        let secret = deployment_secret(config)?;
+        let roles = config.roles()?;
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(dir).context("cannot open the store")?);
-        let bus: Arc<dyn Bus> = EmbeddedBus::open(dir).context("cannot open the log")?;
-        let generated_manage_key =
-            bootstrap_manage_key(&*store, config.manage_key.as_deref()).await?;
-        let jwt = Arc::new(jwt_verifier(config)?);
+        let bus: Arc<dyn Bus> = match config.bus()? {
+            BusChoice::Embedded => EmbeddedBus::open(dir).context("cannot open the log")?,
+            BusChoice::Kafka(kafka) => KafkaBus::connect(kafka).context("cannot set up Kafka")?,
+        };
 
         let (stop, stopped) = watch::channel(false);
-        let stages = vec![
-            tokio::spawn({
-                let stage = Arc::new(RouterStage::new(Arc::clone(&store), Arc::clone(&bus)));
-                let (bus, stopped) = (Arc::clone(&bus), stopped.clone());
-                async move {
-                    stage::run(
-                        bus,
-                        topics::MESSAGES,
-                        router::GROUP,
-                        stage,
-                        StageConfig::default(),
-                        stopped,
-                    )
-                    .await
-                }
-            }),
-            tokio::spawn({
-                let stage = Arc::new(InboxStage::new(Arc::clone(&store)));
-                let cfg = InboxConfig::default();
-                let (bus, stopped) = (Arc::clone(&bus), stopped.clone());
-                async move {
-                    stage::run(
-                        bus,
-                        topics::DELIVERIES_INBOX,
-                        dispatchers::inbox::GROUP,
-                        stage,
-                        cfg.stage,
-                        stopped,
-                    )
-                    .await
-                }
-            }),
-        ];
+        let mut stages = Vec::new();
+        if roles.router {
+            let stage = Arc::new(RouterStage::new(Arc::clone(&store), Arc::clone(&bus)));
+            stages.push(spawn_stage(
+                &bus,
+                topics::MESSAGES,
+                router::GROUP,
+                stage,
+                StageConfig::default(),
+                &stopped,
+            ));
+        }
+        if roles.inbox {
+            let stage = Arc::new(InboxStage::new(Arc::clone(&store)));
+            let cfg = InboxConfig::default();
+            stages.push(spawn_stage(
+                &bus,
+                topics::DELIVERIES_INBOX,
+                dispatchers::inbox::GROUP,
+                stage,
+                cfg.stage,
+                &stopped,
+            ));
+        }
 
-        let ingest = IngestState::new(
-            Arc::clone(&store),
-            Arc::clone(&bus),
-            Keys::new(&secret),
-            Keys::partition_key(&secret),
-        );
-        let citizen = CitizenState { store, jwt };
+        // Every process serves /health and /openapi.json; the APIs only where their role runs.
+        let mut routes = Router::new();
+        let mut generated_manage_key = None;
+        if roles.ingest {
+            let secret = deployment_secret(config)?;
+            generated_manage_key =
+                bootstrap_manage_key(&*store, config.manage_key.as_deref()).await?;
+            let ingest = IngestState::new(
+                Arc::clone(&store),
+                Arc::clone(&bus),
+                Keys::new(&secret),
+                Keys::partition_key(&secret),
+            );
+            routes = routes.nest("/api/v1", ingest::router(ingest));
+        }
+        if roles.citizen {
+            let jwt = Arc::new(jwt_verifier(config)?);
+            routes = routes.nest("/citizen/v1", citizen::router(CitizenState { store, jwt }));
+        }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let mut server_stop = stopped.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, http(ingest, citizen))
+            axum::serve(listener, http(routes))
                 .with_graceful_shutdown(async move {
                     let _ = server_stop.wait_for(|s| *s).await;
                 })
                 .await
         });
-        tracing::info!(%addr, data_dir = %dir.display(), "Postino listening on http://{addr}");
+        tracing::info!(%addr, data_dir = %dir.display(), roles = %config.roles, bus = %config.bus, "Postino listening on http://{addr}");
         Ok(App {
             addr,
             generated_manage_key,
@@ -173,25 +177,22 @@ impl App {
 /// The largest request body taken: ten times the largest valid message.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
-fn http(ingest: IngestState, citizen: CitizenState) -> Router {
-    Router::new()
-        .nest("/api/v1", ingest::router(ingest))
-        .nest("/citizen/v1", citizen::router(citizen))
-        .route(
-            "/openapi.json",
-            get(|| async { Json(crate::openapi::document()) }),
+fn http(apis: Router) -> Router {
+    apis.route(
+        "/openapi.json",
+        get(|| async { Json(crate::openapi::document()) }),
+    )
+    .route("/health", get(|| async { "ok" }))
+    .fallback(|| async { Problem::not_found("no such endpoint; see /openapi.json") })
+    .method_not_allowed_fallback(|| async {
+        Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "this endpoint does not take that method; see /openapi.json",
         )
-        .route("/health", get(|| async { "ok" }))
-        .fallback(|| async { Problem::not_found("no such endpoint; see /openapi.json") })
-        .method_not_allowed_fallback(|| async {
-            Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                "this endpoint does not take that method; see /openapi.json",
-            )
-        })
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::map_response(plain_errors_as_problems))
+    })
+    .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .layer(axum::middleware::map_response(plain_errors_as_problems))
 }
 
 /// Rejections produced by the framework itself (a body over the limit, a path that is not
@@ -240,6 +241,19 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// Runs one pipeline stage until shutdown.
+fn spawn_stage<S: stage::Stage>(
+    bus: &Arc<dyn Bus>,
+    topic: &'static str,
+    group: &'static str,
+    stage: Arc<S>,
+    cfg: StageConfig,
+    stopped: &watch::Receiver<bool>,
+) -> JoinHandle<Result<(), bus::BusError>> {
+    let (bus, stopped) = (Arc::clone(bus), stopped.clone());
+    tokio::spawn(async move { stage::run(bus, topic, group, stage, cfg, stopped).await })
 }
 
 fn deployment_secret(config: &Config) -> anyhow::Result<[u8; 32]> {

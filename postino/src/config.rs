@@ -36,6 +36,25 @@ pub struct Config {
     pub log: String,
     /// How long shutdown waits for in-flight work before giving up.
     pub shutdown_grace_secs: u64,
+    /// Which roles this process runs: `all`, or a comma-separated subset of `ingest`,
+    /// `citizen`, `router`, `inbox`.
+    pub roles: String,
+    /// The log between stages: `embedded` (under `data_dir`) or
+    /// `kafka://host:port[,host:port…]`.
+    pub bus: String,
+    /// Partitions of each topic Postino creates on Kafka.
+    pub kafka_partitions: i32,
+    /// Replication factor of each topic Postino creates on Kafka.
+    pub kafka_replication_factor: i32,
+    /// How long a publish waits for Kafka before ingest answers 503.
+    pub kafka_publish_timeout_ms: u64,
+    /// Static group membership (KIP-345): a stable id for this process, such as the pod
+    /// name of a StatefulSet. A restarted consumer with the same id takes its predecessor's
+    /// partitions at once instead of waiting for the group to notice the old one died.
+    pub kafka_group_instance_id: Option<String>,
+    /// librdkafka properties for every Kafka client: security (`security.protocol`,
+    /// `sasl.mechanism`, `sasl.username`, `sasl.password`, `ssl.ca.location`…) or tuning.
+    pub kafka_properties: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -52,6 +71,13 @@ impl Default for Config {
             jwt_audience: None,
             log: "info".into(),
             shutdown_grace_secs: 30,
+            roles: "all".into(),
+            bus: "embedded".into(),
+            kafka_partitions: 12,
+            kafka_replication_factor: 1,
+            kafka_publish_timeout_ms: 10_000,
+            kafka_group_instance_id: None,
+            kafka_properties: Default::default(),
         }
     }
 }
@@ -63,6 +89,10 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus: Option<String>,
 }
 
 const ENV_KEYS: &[&str] = &[
@@ -77,7 +107,58 @@ const ENV_KEYS: &[&str] = &[
     "jwt_audience",
     "log",
     "shutdown_grace_secs",
+    "roles",
+    "bus",
+    "kafka_partitions",
+    "kafka_replication_factor",
+    "kafka_publish_timeout_ms",
+    "kafka_group_instance_id",
+    "kafka_properties",
 ];
+
+/// The roles one process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Roles {
+    pub ingest: bool,
+    pub citizen: bool,
+    pub router: bool,
+    pub inbox: bool,
+}
+
+impl Roles {
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        if text.trim() == "all" {
+            return Ok(Self {
+                ingest: true,
+                citizen: true,
+                router: true,
+                inbox: true,
+            });
+        }
+        let mut roles = Self::default();
+        for role in text.split(',').map(str::trim) {
+            match role {
+                "ingest" => roles.ingest = true,
+                "citizen" => roles.citizen = true,
+                "router" => roles.router = true,
+                "inbox" => roles.inbox = true,
+                other => {
+                    return Err(ConfigError(format!(
+                        "roles: unknown role {other:?}; use all, or a comma-separated subset of ingest, citizen, router, inbox"
+                    )))
+                }
+            }
+        }
+        Ok(roles)
+    }
+}
+
+/// Where the log lives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BusChoice {
+    Embedded,
+    Kafka(bus::kafka::KafkaConfig),
+}
 
 /// Why the configuration was refused; the message names the key.
 #[derive(Debug)]
@@ -113,7 +194,47 @@ impl Config {
         Ok(config)
     }
 
+    pub fn roles(&self) -> Result<Roles, ConfigError> {
+        Roles::parse(&self.roles)
+    }
+
+    pub fn bus(&self) -> Result<BusChoice, ConfigError> {
+        if self.bus == "embedded" {
+            return Ok(BusChoice::Embedded);
+        }
+        let servers = self.bus.strip_prefix("kafka://").ok_or_else(|| {
+            ConfigError(format!(
+                "bus: {:?} is neither `embedded` nor `kafka://host:port[,host:port…]`",
+                self.bus
+            ))
+        })?;
+        let valid_server = |s: &str| {
+            s.rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        };
+        if servers.is_empty() || !servers.split(',').all(valid_server) {
+            return Err(ConfigError(format!(
+                "bus: {:?} must list host:port pairs after kafka://",
+                self.bus
+            )));
+        }
+        if self.kafka_partitions < 1 || self.kafka_replication_factor < 1 {
+            return Err(ConfigError(
+                "kafka_partitions and kafka_replication_factor must be at least 1".into(),
+            ));
+        }
+        let mut kafka = bus::kafka::KafkaConfig::new(servers);
+        kafka.partitions = self.kafka_partitions;
+        kafka.replication_factor = self.kafka_replication_factor;
+        kafka.publish_timeout = std::time::Duration::from_millis(self.kafka_publish_timeout_ms);
+        kafka.properties = self.kafka_properties.clone();
+        kafka.group_instance_id = self.kafka_group_instance_id.clone();
+        Ok(BusChoice::Kafka(kafka))
+    }
+
     fn check(&self) -> Result<(), ConfigError> {
+        self.roles()?;
+        self.bus()?;
         if let Some(secret) = &self.secret {
             crate::secrets::parse_secret(secret)
                 .map_err(|e| ConfigError(format!("secret: {e}")))?;
@@ -155,6 +276,31 @@ mod tests {
     }
 
     #[test]
+    fn roles_and_kafka_settings_parse() {
+        let c = load_file("roles = \"router, inbox\"\nbus = \"kafka://10.0.0.1:9092,10.0.0.2:9092\"\nkafka_partitions = 24\n[kafka_properties]\n\"security.protocol\" = \"SASL_SSL\"\n").expect("load");
+        assert_eq!(
+            c.roles().expect("roles"),
+            Roles {
+                ingest: false,
+                citizen: false,
+                router: true,
+                inbox: true
+            }
+        );
+        let BusChoice::Kafka(k) = c.bus().expect("bus") else {
+            panic!("kafka expected")
+        };
+        assert_eq!(k.bootstrap_servers, "10.0.0.1:9092,10.0.0.2:9092");
+        assert_eq!(k.partitions, 24);
+        assert_eq!(
+            k.properties.get("security.protocol").map(String::as_str),
+            Some("SASL_SSL")
+        );
+        assert_eq!(Config::default().bus().expect("bus"), BusChoice::Embedded);
+        assert!(Config::default().roles().expect("roles").ingest);
+    }
+
+    #[test]
     fn defaults_then_file_then_flags() {
         let c = load_file("listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/p\"\n").expect("load");
         assert_eq!(c.listen.port(), 9000);
@@ -166,7 +312,7 @@ mod tests {
         std::fs::write(&path, "listen = \"127.0.0.1:9000\"\n").expect("write");
         let flags = Overrides {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9100))),
-            data_dir: None,
+            ..Overrides::default()
         };
         assert_eq!(
             Config::load(Some(&path), flags)
@@ -189,6 +335,14 @@ mod tests {
         assert!(err.to_string().contains("jwt_algorithm"), "{err}");
         let err = load_file("listen = [1, 2\n").expect_err("not TOML");
         assert!(err.to_string().contains("invalid configuration"), "{err}");
+        let err = load_file("roles = \"ingest,mailer\"\n").expect_err("unknown role");
+        assert!(err.to_string().contains("mailer"), "{err}");
+        let err = load_file("bus = \"kafka://\"\n").expect_err("no servers");
+        assert!(err.to_string().contains("bus"), "{err}");
+        let err = load_file("bus = \"rabbitmq://x:1\"\n").expect_err("unknown bus");
+        assert!(err.to_string().contains("bus"), "{err}");
+        let err = load_file("bus = \"kafka://host-without-port\"\n").expect_err("no port");
+        assert!(err.to_string().contains("host:port"), "{err}");
         let err = Config::load(
             Some(Path::new("/nonexistent/postino.toml")),
             Overrides::default(),

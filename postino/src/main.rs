@@ -33,6 +33,12 @@ enum Command {
         /// Address to listen on [default: 127.0.0.1:8080]
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Roles to run: all, or a comma-separated subset of ingest,citizen,router,inbox [default: all]
+        #[arg(long)]
+        roles: Option<String>,
+        /// The log: embedded, or kafka://host:port[,host:port…] [default: embedded]
+        #[arg(long)]
+        bus: Option<String>,
     },
     /// Operator commands: services, keys, development tokens.
     Admin(AdminArgs),
@@ -48,8 +54,16 @@ async fn main() -> anyhow::Result<()> {
             config,
             data_dir,
             listen,
+            roles,
+            bus,
         } => {
-            let config = Config::load(config.as_deref(), Overrides { listen, data_dir })?;
+            let overrides = Overrides {
+                listen,
+                data_dir,
+                roles,
+                bus,
+            };
+            let config = Config::load(config.as_deref(), overrides)?;
             let filter =
                 EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log))?;
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
