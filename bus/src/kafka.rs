@@ -18,7 +18,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
@@ -80,7 +80,8 @@ fn unavailable(err: KafkaError) -> BusError {
 
 pub struct KafkaBus {
     config: KafkaConfig,
-    producer: FutureProducer,
+    /// Replaced when it hits a fatal error (an idempotent producer cannot recover from one).
+    producer: std::sync::RwLock<FutureProducer>,
     admin: AdminClient<DefaultClientContext>,
     /// Topics known to exist, so publish does not ask the cluster every time.
     topics: Mutex<HashSet<String>>,
@@ -97,7 +98,20 @@ impl std::fmt::Debug for KafkaBus {
 impl KafkaBus {
     /// Creates the clients; the cluster is contacted on first use, not here.
     pub fn connect(config: KafkaConfig) -> Result<Arc<Self>, BusError> {
-        let producer: FutureProducer = config
+        let producer = Self::producer(&config)?;
+        let admin = config.client(&[]).create().map_err(|e| {
+            BusError::Unavailable(format!("cannot create the Kafka admin client: {e}"))
+        })?;
+        Ok(Arc::new(Self {
+            config,
+            producer: std::sync::RwLock::new(producer),
+            admin,
+            topics: Mutex::new(HashSet::new()),
+        }))
+    }
+
+    fn producer(config: &KafkaConfig) -> Result<FutureProducer, BusError> {
+        config
             .client(&[
                 ("enable.idempotence", "true".into()),
                 ("acks", "all".into()),
@@ -110,16 +124,45 @@ impl KafkaBus {
                 ),
             ])
             .create()
-            .map_err(|e| BusError::Unavailable(format!("cannot create the Kafka producer: {e}")))?;
-        let admin = config.client(&[]).create().map_err(|e| {
-            BusError::Unavailable(format!("cannot create the Kafka admin client: {e}"))
-        })?;
-        Ok(Arc::new(Self {
-            config,
-            producer,
-            admin,
-            topics: Mutex::new(HashSet::new()),
-        }))
+            .map_err(|e| BusError::Unavailable(format!("cannot create the Kafka producer: {e}")))
+    }
+
+    /// After a fatal producer error, or an idempotence error that leaves the producer
+    /// unusable (the broker fencing its epoch after a delivery timed out), only a new
+    /// producer can publish again.
+    fn replace_producer_if_broken(&self, failed: &FutureProducer, err: &KafkaError) {
+        let broken_idempotence = matches!(
+            err.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::UnknownProducerId
+                    | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                    | RDKafkaErrorCode::InvalidProducerIdMapping
+            )
+        );
+        let Some(reason) = failed
+            .client()
+            .fatal_error()
+            .map(|(code, reason)| format!("{code}: {reason}"))
+            .or_else(|| broken_idempotence.then(|| err.to_string()))
+        else {
+            return;
+        };
+        let mut current = self.producer.write().unwrap_or_else(|p| p.into_inner());
+        if current.client().native_ptr() != failed.client().native_ptr() {
+            return; // another publish already replaced it
+        }
+        match Self::producer(&self.config) {
+            Ok(fresh) => {
+                tracing::warn!(
+                    reason,
+                    "Kafka producer unusable; replaced it with a new one"
+                );
+                *current = fresh;
+            }
+            Err(err) => tracing::error!(error = %err, "cannot replace the failed Kafka producer"),
+        }
     }
 
     /// Creates `topic` with the configured partitions and replication if it is missing.
@@ -169,6 +212,11 @@ impl Bus for KafkaBus {
             return Ok(());
         }
         self.ensure_topic(topic).await?;
+        let producer = self
+            .producer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let sends = records.iter().map(|r| {
             let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
             for (key, value) in &r.headers {
@@ -181,13 +229,14 @@ impl Bus for KafkaBus {
                 .key(&r.key)
                 .payload(&r.payload)
                 .headers(headers);
-            self.producer
-                .send(record, Timeout::After(self.config.publish_timeout))
+            producer.send(record, Timeout::After(self.config.publish_timeout))
         });
         // Polling the sends in order enqueues them in order; the idempotent producer keeps
         // that order per partition through retries.
-        for delivery in futures_util::future::join_all(sends).await {
-            delivery.map_err(|(err, _)| unavailable(err))?;
+        let deliveries = futures_util::future::join_all(sends).await;
+        if let Some((err, _)) = deliveries.into_iter().find_map(Result::err) {
+            self.replace_producer_if_broken(&producer, &err);
+            return Err(unavailable(err));
         }
         Ok(())
     }

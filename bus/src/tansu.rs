@@ -16,6 +16,27 @@ pub struct Broker {
     pub bootstrap: String,
 }
 
+impl Broker {
+    /// Freezes the broker (SIGSTOP): clients see an unreachable cluster, and nothing it
+    /// holds in memory is lost.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused broker run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let status = Command::new("kill")
+            .args([which, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {which} failed");
+    }
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();

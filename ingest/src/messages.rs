@@ -135,11 +135,11 @@ async fn submit(
         tracing::error!(error = %err, "cannot append to the log");
         return Err(if err.is_retryable() {
             Problem::unavailable(
-                "the message log is unavailable; nothing was accepted, retry later",
+                "the message log did not confirm the message, so it is not accepted; retry later",
                 1,
             )
         } else {
-            Problem::internal("the message log refused the message; nothing was accepted")
+            Problem::internal("the message log refused the message, so it is not accepted")
         });
     }
 

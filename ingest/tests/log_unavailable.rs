@@ -68,5 +68,5 @@ async fn a_message_the_log_cannot_take_is_refused_with_503_and_retry_after() {
     assert!(problem["detail"]
         .as_str()
         .expect("detail")
-        .contains("nothing was accepted"));
+        .contains("not accepted"));
 }

@@ -74,3 +74,87 @@ async fn three_processes_over_kafka_survive_a_router_kill_9() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_answers_503_while_the_broker_is_unreachable_and_loses_nothing_it_accepted() {
+    let broker = start_broker();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("postino.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "bus = \"kafka://{}\"\nkafka_partitions = 3\nkafka_publish_timeout_ms = 1500\n[kafka_properties]\n\"batch.num.messages\" = \"1\"\n",
+            broker.bootstrap
+        ),
+    )
+    .expect("config");
+    let server = start(
+        &dir.path().join("data"),
+        &["--config", &config.to_string_lossy()],
+    );
+    let client = reqwest::Client::new();
+    let key = create_service(&client, &server.base).await;
+    let citizens = fiscal_codes(10);
+    create_profiles(&client, &server.base, &citizens).await;
+    let warm_up = Stream {
+        senders: 2,
+        stop_after: 20,
+        kill_at: None,
+    };
+    let mut accepted = send_stream(&client, &server.base, &key, &citizens, warm_up).await;
+
+    broker.pause();
+    let refused = client
+        .post(format!("{}/api/v1/messages/{}", server.base, citizens[0]))
+        .header("Ocp-Apim-Subscription-Key", &key)
+        .json(&serde_json::json!({"content": {"subject": "Avviso durante il guasto", "markdown": "m".repeat(80)}}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(
+        refused.status(),
+        reqwest::StatusCode::SERVICE_UNAVAILABLE,
+        "not 201 while nothing can be made durable"
+    );
+    assert!(refused.headers().contains_key("retry-after"));
+    broker.resume();
+
+    // It recovers by itself: a sender retrying after Retry-After is accepted again.
+    let mut recovered = None;
+    for _ in 0..50 {
+        let r = client
+            .post(format!("{}/api/v1/messages/{}", server.base, citizens[1]))
+            .header("Ocp-Apim-Subscription-Key", &key)
+            .json(&serde_json::json!({"content": {"subject": "Avviso dopo il guasto", "markdown": "m".repeat(80)}}))
+            .send()
+            .await
+            .expect("answer");
+        if r.status() == reqwest::StatusCode::CREATED {
+            let body: serde_json::Value = r.json().await.expect("json");
+            recovered = body["id"].as_str().map(str::to_string);
+            break;
+        }
+        assert_eq!(r.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let recovered = recovered.expect("ingest did not recover after the broker came back");
+    accepted
+        .entry(citizens[1].clone())
+        .or_default()
+        .push(recovered);
+
+    let after = Stream {
+        senders: 2,
+        stop_after: 20,
+        kill_at: None,
+    };
+    let recovered = send_stream(&client, &server.base, &key, &citizens, after).await;
+    assert!(
+        recovered.values().map(Vec::len).sum::<usize>() >= 20,
+        "ingest did not recover after the broker came back"
+    );
+    for (fc, ids) in recovered {
+        accepted.entry(fc).or_default().extend(ids);
+    }
+    assert_inboxes_hold_exactly(&client, &server.base, &accepted).await;
+}
