@@ -16,11 +16,13 @@ async fn three_processes_over_kafka_survive_a_router_kill_9() {
     // One record per batch works around a tansu 0.6 fetch limit (see bus::tansu). Static
     // group membership lets the restarted router take its predecessor's place at once, as
     // a restarted pod does; tansu 0.6 never evicts a member that died while leading a group,
-    // so without it the restarted router would wait forever for partitions.
+    // so without it the restarted router would wait forever for partitions. A short fetch
+    // wait keeps the router busy while the stream lasts (tansu holds a fetch for its whole
+    // wait time), so the kill lands mid-batch rather than between bursts.
     std::fs::write(
         &config,
         format!(
-            "bus = \"kafka://{}\"\nkafka_partitions = 3\nkafka_group_instance_id = \"host-1\"\n[kafka_properties]\n\"batch.num.messages\" = \"1\"\n",
+            "bus = \"kafka://{}\"\nkafka_partitions = 3\nkafka_group_instance_id = \"host-1\"\n[kafka_properties]\n\"batch.num.messages\" = \"1\"\n\"fetch.wait.max.ms\" = \"10\"\n",
             broker.bootstrap
         ),
     )
@@ -49,13 +51,13 @@ async fn three_processes_over_kafka_survive_a_router_kill_9() {
 
     let stream = Stream {
         senders: 8,
-        stop_after: 600,
-        kill_at: Some((150, router.child.clone())),
+        stop_after: 1200,
+        kill_at: Some((600, router.child.clone())),
     };
     let second = send_stream(&client, &ingest.base, &key, &citizens, stream).await;
     let total: usize = second.values().map(Vec::len).sum();
     assert!(
-        total >= 600,
+        total >= 1200,
         "ingest kept accepting while the router was down, got {total}"
     );
     for (fc, ids) in second {
