@@ -5,29 +5,51 @@
 
 mod common;
 
+use std::path::Path;
+
 use bus::tansu::start_broker;
 use common::*;
+
+/// Writes a configuration for Postino on `bootstrap` with `settings` added, and returns
+/// its path. Two properties work around tansu 0.6 (see `bus::tansu`): one record per batch
+/// (its fetch skips the rest of a batch it is asked to start inside), and a short fetch
+/// wait (it holds a fetch for its whole wait time, so consumers would work in bursts).
+fn write_config(dir: &Path, bootstrap: &str, settings: &str) -> String {
+    let path = dir.join("postino.toml");
+    let text = format!(
+        "bus = \"kafka://{bootstrap}\"\nkafka_partitions = 3\n{settings}\n[kafka_properties]\n\"batch.num.messages\" = \"1\"\n\"fetch.wait.max.ms\" = \"10\"\n"
+    );
+    std::fs::write(&path, text).expect("config");
+    path.to_string_lossy().to_string()
+}
+
+async fn post_message(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    fc: &str,
+) -> reqwest::Response {
+    client
+        .post(format!("{base}/api/v1/messages/{fc}"))
+        .header("Ocp-Apim-Subscription-Key", key)
+        .json(&serde_json::json!({"content": {"subject": "Avviso durante il guasto", "markdown": "m".repeat(80)}}))
+        .send()
+        .await
+        .expect("answer")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_over_kafka_survive_a_router_kill_9() {
     let broker = start_broker();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("postino.toml");
-    // One record per batch works around a tansu 0.6 fetch limit (see bus::tansu). Static
-    // group membership lets the restarted router take its predecessor's place at once, as
-    // a restarted pod does; tansu 0.6 never evicts a member that died while leading a group,
-    // so without it the restarted router would wait forever for partitions. A short fetch
-    // wait keeps the router busy while the stream lasts (tansu holds a fetch for its whole
-    // wait time), so the kill lands mid-batch rather than between bursts.
-    std::fs::write(
-        &config,
-        format!(
-            "bus = \"kafka://{}\"\nkafka_partitions = 3\nkafka_group_instance_id = \"host-1\"\n[kafka_properties]\n\"batch.num.messages\" = \"1\"\n\"fetch.wait.max.ms\" = \"10\"\n",
-            broker.bootstrap
-        ),
-    )
-    .expect("config");
-    let config = config.to_string_lossy().to_string();
+    // Static group membership lets the restarted router take its predecessor's place at
+    // once, as a restarted pod does; tansu 0.6 never evicts a member that died while leading
+    // a group, so without it the restarted router would wait forever for partitions.
+    let config = write_config(
+        dir.path(),
+        &broker.bootstrap,
+        "kafka_group_instance_id = \"host-1\"",
+    );
     let data = dir.path().join("data");
     let role = |roles: &str| start(&data, &["--config", &config, "--roles", roles]);
 
@@ -81,19 +103,12 @@ async fn three_processes_over_kafka_survive_a_router_kill_9() {
 async fn ingest_answers_503_while_the_broker_is_unreachable_and_loses_nothing_it_accepted() {
     let broker = start_broker();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("postino.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "bus = \"kafka://{}\"\nkafka_partitions = 3\nkafka_publish_timeout_ms = 1500\n[kafka_properties]\n\"batch.num.messages\" = \"1\"\n",
-            broker.bootstrap
-        ),
-    )
-    .expect("config");
-    let server = start(
-        &dir.path().join("data"),
-        &["--config", &config.to_string_lossy()],
+    let config = write_config(
+        dir.path(),
+        &broker.bootstrap,
+        "kafka_publish_timeout_ms = 1500",
     );
+    let server = start(&dir.path().join("data"), &["--config", &config]);
     let client = reqwest::Client::new();
     let key = create_service(&client, &server.base).await;
     let citizens = fiscal_codes(10);
@@ -106,13 +121,7 @@ async fn ingest_answers_503_while_the_broker_is_unreachable_and_loses_nothing_it
     let mut accepted = send_stream(&client, &server.base, &key, &citizens, warm_up).await;
 
     broker.pause();
-    let refused = client
-        .post(format!("{}/api/v1/messages/{}", server.base, citizens[0]))
-        .header("Ocp-Apim-Subscription-Key", &key)
-        .json(&serde_json::json!({"content": {"subject": "Avviso durante il guasto", "markdown": "m".repeat(80)}}))
-        .send()
-        .await
-        .expect("answer");
+    let refused = post_message(&client, &server.base, &key, &citizens[0]).await;
     assert_eq!(
         refused.status(),
         reqwest::StatusCode::SERVICE_UNAVAILABLE,
@@ -124,13 +133,7 @@ async fn ingest_answers_503_while_the_broker_is_unreachable_and_loses_nothing_it
     // It recovers by itself: a sender retrying after Retry-After is accepted again.
     let mut recovered = None;
     for _ in 0..50 {
-        let r = client
-            .post(format!("{}/api/v1/messages/{}", server.base, citizens[1]))
-            .header("Ocp-Apim-Subscription-Key", &key)
-            .json(&serde_json::json!({"content": {"subject": "Avviso dopo il guasto", "markdown": "m".repeat(80)}}))
-            .send()
-            .await
-            .expect("answer");
+        let r = post_message(&client, &server.base, &key, &citizens[1]).await;
         if r.status() == reqwest::StatusCode::CREATED {
             let body: serde_json::Value = r.json().await.expect("json");
             recovered = body["id"].as_str().map(str::to_string);
