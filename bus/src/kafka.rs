@@ -78,6 +78,23 @@ fn unavailable(err: KafkaError) -> BusError {
     BusError::Unavailable(err.to_string())
 }
 
+/// A topic as `postino kafka init` creates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// Topic configuration such as `retention.ms` and `cleanup.policy`.
+    pub config: Vec<(String, String)>,
+}
+
+/// What `init_topics` did with one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicOutcome {
+    Created(String),
+    Existed(String),
+}
+
 pub struct KafkaBus {
     config: KafkaConfig,
     /// Replaced when it hits a fatal error (an idempotent producer cannot recover from one).
@@ -163,6 +180,43 @@ impl KafkaBus {
             }
             Err(err) => tracing::error!(error = %err, "cannot replace the failed Kafka producer"),
         }
+    }
+
+    /// Creates each topic in `specs` that is missing, with its partitions, replication and
+    /// topic configuration; topics that exist are left as they are. Safe to run again.
+    pub async fn init_topics(&self, specs: &[TopicSpec]) -> Result<Vec<TopicOutcome>, BusError> {
+        let mut outcomes = Vec::with_capacity(specs.len());
+        for spec in specs {
+            check_topic(&spec.name)?;
+            let mut new = NewTopic::new(
+                &spec.name,
+                spec.partitions,
+                TopicReplication::Fixed(spec.replication_factor),
+            );
+            for (key, value) in &spec.config {
+                new = new.set(key, value);
+            }
+            let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+            let results = self
+                .admin
+                .create_topics([&new], &opts)
+                .await
+                .map_err(unavailable)?;
+            for result in results {
+                outcomes.push(match result {
+                    Ok(name) => TopicOutcome::Created(name),
+                    Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                        TopicOutcome::Existed(name)
+                    }
+                    Err((name, code)) => {
+                        return Err(BusError::Unavailable(format!(
+                            "cannot create topic {name}: {code}"
+                        )))
+                    }
+                });
+            }
+        }
+        Ok(outcomes)
     }
 
     /// Creates `topic` with the configured partitions and replication if it is missing.

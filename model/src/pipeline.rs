@@ -25,6 +25,14 @@ pub mod topics {
     /// Emails to send, once the inbox holds the message.
     pub const DELIVERIES_EMAIL: &str = "deliveries.email";
 
+    /// The topics the pipeline works on (each with its dead-letter twin).
+    pub const PIPELINE: [&str; 4] = [
+        MESSAGES,
+        DELIVERIES_INBOX,
+        DELIVERIES_PUSH,
+        DELIVERIES_EMAIL,
+    ];
+
     pub fn dead_letter(topic: &str) -> String {
         format!("{topic}.dlq")
     }

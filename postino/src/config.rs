@@ -48,6 +48,11 @@ pub struct Config {
     pub kafka_replication_factor: i32,
     /// How long a publish waits for Kafka before ingest answers 503.
     pub kafka_publish_timeout_ms: u64,
+    /// How long Kafka keeps records of the pipeline topics (default 7 days, the longest
+    /// `time_to_live`), for topics `postino kafka init` creates.
+    pub kafka_retention_ms: u64,
+    /// How long Kafka keeps dead-lettered records (default 30 days: time to look at them).
+    pub kafka_dlq_retention_ms: u64,
     /// Static group membership (KIP-345): a stable id for this process, such as the pod
     /// name of a StatefulSet. A restarted consumer with the same id takes its predecessor's
     /// partitions at once instead of waiting for the group to notice the old one died.
@@ -76,6 +81,8 @@ impl Default for Config {
             kafka_partitions: 12,
             kafka_replication_factor: 1,
             kafka_publish_timeout_ms: 10_000,
+            kafka_retention_ms: 7 * 24 * 3600 * 1000,
+            kafka_dlq_retention_ms: 30 * 24 * 3600 * 1000,
             kafka_group_instance_id: None,
             kafka_properties: Default::default(),
         }
@@ -112,6 +119,8 @@ const ENV_KEYS: &[&str] = &[
     "kafka_partitions",
     "kafka_replication_factor",
     "kafka_publish_timeout_ms",
+    "kafka_retention_ms",
+    "kafka_dlq_retention_ms",
     "kafka_group_instance_id",
     "kafka_properties",
 ];

@@ -6,3 +6,4 @@ pub mod app;
 pub mod config;
 pub mod openapi;
 pub mod secrets;
+pub mod topics;

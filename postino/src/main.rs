@@ -42,8 +42,27 @@ enum Command {
     },
     /// Operator commands: services, keys, development tokens.
     Admin(AdminArgs),
+    /// Kafka administration.
+    Kafka {
+        #[command(subcommand)]
+        command: KafkaCommand,
+    },
     /// Prints the OpenAPI document of every API served.
     Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+enum KafkaCommand {
+    /// Creates every topic Postino uses, with partitions, replication, retention and cleanup
+    /// policy from the configuration; reports what it created. Safe to run again.
+    Init {
+        /// Configuration file (TOML).
+        #[arg(long, env = "POSTINO_CONFIG")]
+        config: Option<PathBuf>,
+        /// kafka://host:port[,host:port…]
+        #[arg(long)]
+        bus: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -78,6 +97,15 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_signal().await
         }
         Command::Admin(args) => postino::admin::run(args).await,
+        Command::Kafka {
+            command: KafkaCommand::Init { config, bus },
+        } => {
+            let overrides = Overrides {
+                bus,
+                ..Overrides::default()
+            };
+            postino::topics::init(&Config::load(config.as_deref(), overrides)?).await
+        }
         Command::Openapi => {
             print!("{}", postino::openapi::json());
             Ok(())

@@ -163,3 +163,62 @@ async fn ingest_answers_503_while_the_broker_is_unreachable_and_loses_nothing_it
     }
     assert_inboxes_hold_exactly(&client, &server.base, &accepted).await;
 }
+
+#[test]
+fn kafka_init_creates_every_topic_once_and_reports_it() {
+    let broker = start_broker();
+    let init = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_postino"))
+            .args([
+                "kafka",
+                "init",
+                "--bus",
+                &format!("kafka://{}", broker.bootstrap),
+            ])
+            .env_remove("POSTINO_CONFIG")
+            .output()
+            .expect("run postino kafka init")
+    };
+    let first = init();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let report = String::from_utf8_lossy(&first.stdout).to_string();
+    for topic in [
+        "messages",
+        "messages.dlq",
+        "deliveries.inbox",
+        "deliveries.inbox.dlq",
+        "deliveries.push",
+        "deliveries.email.dlq",
+    ] {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.starts_with(&format!("created {topic} "))),
+            "{topic} not created:\n{report}"
+        );
+    }
+    let second = init();
+    assert!(second.status.success());
+    let report = String::from_utf8_lossy(&second.stdout).to_string();
+    assert_eq!(
+        report.lines().filter(|l| l.starts_with("exists  ")).count(),
+        8,
+        "{report}"
+    );
+    assert!(
+        !report.contains("created"),
+        "a second run changes nothing:\n{report}"
+    );
+
+    let embedded = std::process::Command::new(env!("CARGO_BIN_EXE_postino"))
+        .args(["kafka", "init", "--bus", "embedded"])
+        .env_remove("POSTINO_CONFIG")
+        .output()
+        .expect("run");
+    assert!(!embedded.status.success());
+    assert!(String::from_utf8_lossy(&embedded.stderr).contains("kafka://"));
+}
