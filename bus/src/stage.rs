@@ -92,6 +92,19 @@ impl Backoff {
             _ = shutdown.changed() => false,
         }
     }
+
+    /// After a failed log operation: logs it and waits the next delay. False when the
+    /// error is permanent or shutdown came first, i.e. when the caller must give up.
+    async fn after_failure(
+        &mut self,
+        err: &BusError,
+        what: &str,
+        topic: &str,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        tracing::warn!(topic, error = %err, "{what} failed; retrying");
+        err.is_retryable() && self.wait(shutdown).await
+    }
 }
 
 /// Runs `stage` on `topic` as consumer group `group` until `shutdown` turns true.
@@ -106,22 +119,30 @@ pub async fn run<S: Stage>(
     let mut sub = bus.subscribe(topic, group).await?;
     let dlq = format!("{topic}.dlq");
     tracing::info!(topic, group, "stage started");
-    while !*shutdown.borrow() {
+    let mut poll_backoff = Backoff::new(&cfg);
+    'batches: while !*shutdown.borrow() {
         let batch = tokio::select! {
             polled = sub.poll(cfg.batch, cfg.poll_wait) => polled,
             _ = shutdown.changed() => break,
         };
         let batch = match batch {
             Ok(b) if b.is_empty() => continue,
-            Ok(b) => b,
-            Err(err) if err.is_retryable() => {
-                tracing::warn!(topic, error = %err, "poll failed; retrying");
-                if !Backoff::new(&cfg).wait(&mut shutdown).await {
-                    break;
-                }
-                continue;
+            Ok(b) => {
+                poll_backoff = Backoff::new(&cfg);
+                b
             }
-            Err(err) => return Err(err),
+            Err(err) => {
+                if poll_backoff
+                    .after_failure(&err, "poll", topic, &mut shutdown)
+                    .await
+                {
+                    continue;
+                }
+                if err.is_retryable() {
+                    break; // shutting down
+                }
+                return Err(err);
+            }
         };
 
         let mut good: Vec<(&Delivered, S::Item)> = Vec::with_capacity(batch.len());
@@ -152,35 +173,23 @@ pub async fn run<S: Stage>(
                 "records sent to the dead-letter topic"
             );
             let mut backoff = Backoff::new(&cfg);
-            let published = loop {
-                match bus.publish(&dlq, records.clone()).await {
-                    Ok(()) => break true,
-                    Err(err) => {
-                        tracing::warn!(topic, error = %err, "dead-letter publish failed; retrying");
-                        if !err.is_retryable() || !backoff.wait(&mut shutdown).await {
-                            break false;
-                        }
-                    }
+            while let Err(err) = bus.publish(&dlq, records.clone()).await {
+                if !backoff
+                    .after_failure(&err, "dead-letter publish", topic, &mut shutdown)
+                    .await
+                {
+                    break 'batches;
                 }
-            };
-            if !published {
-                break;
             }
         }
         let mut backoff = Backoff::new(&cfg);
-        let committed = loop {
-            match sub.commit(&batch).await {
-                Ok(()) => break true,
-                Err(err) => {
-                    tracing::warn!(topic, error = %err, "commit failed; retrying");
-                    if !err.is_retryable() || !backoff.wait(&mut shutdown).await {
-                        break false;
-                    }
-                }
+        while let Err(err) = sub.commit(&batch).await {
+            if !backoff
+                .after_failure(&err, "commit", topic, &mut shutdown)
+                .await
+            {
+                break 'batches;
             }
-        };
-        if !committed {
-            break;
         }
     }
     tracing::info!(topic, group, "stage stopped");
