@@ -135,8 +135,3 @@ impl utoipa::Modify for SecuritySchemes {
         }
     }
 }
-
-/// Current time in Postino's timestamp form.
-pub(crate) fn now() -> String {
-    model::message::format_timestamp(time::OffsetDateTime::now_utc())
-}

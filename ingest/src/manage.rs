@@ -104,7 +104,7 @@ pub(crate) async fn create_service(
     let service = Service {
         id: ulid::Ulid::new().to_string(),
         payload,
-        last_update: crate::now(),
+        last_update: model::message::now_timestamp(),
         primary_key_generation: 0,
         secondary_key_generation: 0,
     };
@@ -157,7 +157,7 @@ pub(crate) async fn update_service(
     let payload = ServicePayload::parse(&body)?;
     let mut service = find(&state, &id).await?;
     service.payload = payload;
-    service.last_update = crate::now();
+    service.last_update = model::message::now_timestamp();
     state.store.put_service(&service).await?;
     Ok(Json(lifecycle(service)))
 }
@@ -246,7 +246,7 @@ pub(crate) async fn regenerate_key(
         KeySlot::Primary => service.primary_key_generation += 1,
         KeySlot::Secondary => service.secondary_key_generation += 1,
     }
-    service.last_update = crate::now();
+    service.last_update = model::message::now_timestamp();
     state.store.put_service(&service).await?;
     let keys = register_keys(&state, &service).await?;
     state.store.delete_key(&Keys::hash(&old)).await?;

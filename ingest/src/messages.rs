@@ -116,7 +116,7 @@ async fn submit(
         id: state.next_id(),
         fiscal_code: parsed.fiscal_code,
         sender_service_id: service.id.clone(),
-        created_at: crate::now(),
+        created_at: model::message::now_timestamp(),
         time_to_live: parsed.time_to_live,
         content,
         default_email: parsed.default_email,
@@ -147,13 +147,7 @@ async fn submit(
         message.id.to_string(),
         message.fiscal_code.as_str().to_string(),
     );
-    let accepted = MessageRecord {
-        message,
-        status: MessageStatus::Accepted,
-        rejection_reason: None,
-        notification: NotificationStatus::default(),
-        updated_at: crate::now(),
-    };
+    let accepted = MessageRecord::new(message, MessageStatus::Accepted);
     if let Err(err) = state.store.put_messages(vec![accepted]).await {
         // The message is durable in the log and will be processed; only its ACCEPTED status
         // is missing until the pipeline writes the next one.

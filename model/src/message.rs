@@ -232,6 +232,11 @@ pub fn parse_utc_timestamp(field: &str, value: &str) -> Result<String, Validatio
     Ok(format_timestamp(parsed))
 }
 
+/// The current time in Postino's timestamp form.
+pub fn now_timestamp() -> String {
+    format_timestamp(OffsetDateTime::now_utc())
+}
+
 /// The one text form of timestamps Postino writes: RFC 3339 in UTC with milliseconds.
 pub fn format_timestamp(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);

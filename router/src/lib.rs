@@ -14,7 +14,7 @@ use bus::{Bus, Record};
 use model::channels::{decide, ChannelChoice, Verdict};
 use model::pipeline::{decode, encode, topics, AcceptedMessage, DeliveryPlan};
 use model::profile::{PreferencesMode, PushContent};
-use model::status::{MessageStatus, NotificationStatus};
+use model::status::{MessageStatus, RejectionReason};
 use store::{MessageRecord, Store, StoreError};
 
 /// Consumer group of the router.
@@ -49,19 +49,12 @@ impl RouterStage {
             message.requires_secure_channel(),
         );
         Ok(match (verdict, profile) {
-            (Verdict::Rejected(reason), _) => Routed::Rejected(MessageRecord {
-                message: message.clone(),
-                status: MessageStatus::Rejected,
-                rejection_reason: Some(reason),
-                notification: NotificationStatus::default(),
-                updated_at: now(),
-            }),
             (Verdict::Deliver(channels), Some(profile)) => {
                 let email = match channels.email {
                     ChannelChoice::Send => profile.email.clone(),
                     ChannelChoice::Skip(_) => None,
                 };
-                Routed::Deliver(DeliveryPlan {
+                Ok(DeliveryPlan {
                     message: message.clone(),
                     channels,
                     push_content: profile
@@ -71,26 +64,15 @@ impl RouterStage {
                     email,
                 })
             }
+            (Verdict::Rejected(reason), _) => Err(reason),
             // `decide` only delivers when there is a profile.
-            (Verdict::Deliver(_), None) => Routed::Rejected(MessageRecord {
-                message: message.clone(),
-                status: MessageStatus::Rejected,
-                rejection_reason: Some(model::status::RejectionReason::UserNotFound),
-                notification: NotificationStatus::default(),
-                updated_at: now(),
-            }),
+            (Verdict::Deliver(_), None) => Err(RejectionReason::UserNotFound),
         })
     }
 }
 
-enum Routed {
-    Rejected(MessageRecord),
-    Deliver(DeliveryPlan),
-}
-
-fn now() -> String {
-    model::message::format_timestamp(time::OffsetDateTime::now_utc())
-}
+/// Where one message goes: on to the inbox with its plan, or rejected for a reason.
+type Routed = Result<DeliveryPlan, RejectionReason>;
 
 fn transient(err: impl std::fmt::Display) -> StageError {
     StageError::Transient(err.to_string())
@@ -110,10 +92,8 @@ impl Stage for RouterStage {
         let mut deliveries = Vec::new();
         for (key, message) in items {
             match self.route(message).await {
-                Ok(Routed::Rejected(record)) => rejected.push(record),
-                Ok(Routed::Deliver(plan)) => {
-                    deliveries.push(Record::new(key.clone(), encode(&plan)))
-                }
+                Ok(Err(reason)) => rejected.push(MessageRecord::rejected(message.clone(), reason)),
+                Ok(Ok(plan)) => deliveries.push(Record::new(key.clone(), encode(&plan))),
                 Err(err) if err.is_retryable() => return Err(transient(err)),
                 Err(err) => return Err(StageError::Permanent(err.to_string())),
             }
@@ -130,13 +110,7 @@ impl Stage for RouterStage {
 
     async fn dead_lettered(&self, (_, message): &Self::Item, reason: &str) {
         tracing::error!(message_id = %message.id, reason, "message could not be routed");
-        let failed = MessageRecord {
-            message: message.clone(),
-            status: MessageStatus::Failed,
-            rejection_reason: None,
-            notification: NotificationStatus::default(),
-            updated_at: now(),
-        };
+        let failed = MessageRecord::new(message.clone(), MessageStatus::Failed);
         if let Err(err) = self.store.put_messages(vec![failed]).await {
             tracing::error!(message_id = %message.id, error = %err, "cannot record FAILED status");
         }

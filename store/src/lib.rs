@@ -100,6 +100,27 @@ pub struct MessageRecord {
     pub updated_at: String,
 }
 
+impl MessageRecord {
+    /// `message` at `status`, stamped now, with no rejection reason and no channel outcome.
+    pub fn new(message: AcceptedMessage, status: MessageStatus) -> Self {
+        Self {
+            message,
+            status,
+            rejection_reason: None,
+            notification: NotificationStatus::default(),
+            updated_at: model::message::now_timestamp(),
+        }
+    }
+
+    /// `message` REJECTED for `reason`.
+    pub fn rejected(message: AcceptedMessage, reason: RejectionReason) -> Self {
+        Self {
+            rejection_reason: Some(reason),
+            ..Self::new(message, MessageStatus::Rejected)
+        }
+    }
+}
+
 /// One message in a citizen's inbox, as listed (partition: fiscal code, clustered by id).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InboxItem {

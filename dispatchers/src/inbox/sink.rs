@@ -24,10 +24,6 @@ impl InboxStage {
     }
 }
 
-fn now() -> String {
-    model::message::format_timestamp(time::OffsetDateTime::now_utc())
-}
-
 /// A channel the plan skips is reported SKIPPED at once; one it sends on is reported by its
 /// dispatcher.
 fn initial_status(choice: &ChannelChoice) -> Option<ChannelStatus> {
@@ -39,14 +35,11 @@ fn initial_status(choice: &ChannelChoice) -> Option<ChannelStatus> {
 
 fn record(plan: &DeliveryPlan, status: MessageStatus) -> MessageRecord {
     MessageRecord {
-        message: plan.message.clone(),
-        status,
-        rejection_reason: None,
         notification: NotificationStatus {
             email: initial_status(&plan.channels.email),
             webhook: initial_status(&plan.channels.push),
         },
-        updated_at: now(),
+        ..MessageRecord::new(plan.message.clone(), status)
     }
 }
 
