@@ -157,6 +157,138 @@ pub async fn invalid_topic_names_are_refused(bus: Arc<dyn Bus>) {
     }
 }
 
+/// A stage for the retry check: "flaky" records fail twice and then succeed, "doomed" ones
+/// always fail; a batch holding either fails as a whole, as a real stage's would.
+struct Flaky {
+    failures_left: tokio::sync::Mutex<std::collections::HashMap<String, u32>>,
+    done: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+#[async_trait::async_trait]
+impl crate::stage::Stage for Flaky {
+    type Item = String;
+
+    fn decode(&self, record: &Record) -> Result<String, String> {
+        String::from_utf8(record.payload.clone()).map_err(|e| e.to_string())
+    }
+
+    async fn process(&self, items: &[&String]) -> Result<(), crate::stage::StageError> {
+        let mut left = self.failures_left.lock().await;
+        for item in items {
+            let failing = item.starts_with("doomed") || left.get(*item).is_some_and(|n| *n > 0);
+            if failing {
+                if items.len() == 1 {
+                    if let Some(n) = left.get_mut(*item) {
+                        *n -= 1;
+                    }
+                }
+                return Err(crate::stage::StageError::Retry {
+                    reason: format!("{item} failed"),
+                    after: None,
+                });
+            }
+        }
+        for item in items {
+            let _ = self.done.send(item.to_string());
+        }
+        Ok(())
+    }
+}
+
+/// A record that fails is retried through `<topic>.retry` with growing attempt counts while
+/// the records behind it proceed, and lands in `<topic>.dlq` after the configured attempts.
+pub async fn failing_records_go_through_the_retry_topic_without_blocking_their_partition(
+    bus: Arc<dyn Bus>,
+) {
+    use crate::stage::{self, headers, StageConfig};
+
+    let topic = fresh_topic("retry");
+    let (done, mut processed) = tokio::sync::mpsc::unbounded_channel();
+    let stage = Arc::new(Flaky {
+        failures_left: tokio::sync::Mutex::new([("flaky".to_string(), 2)].into()),
+        done,
+    });
+    let sent = ["flaky", "doomed", "after-0", "after-1"];
+    let batch = sent
+        .iter()
+        .map(|p| Record::new(b"one-citizen".to_vec(), p.as_bytes().to_vec()))
+        .collect();
+    bus.publish(&topic, batch).await.expect("publish");
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let cfg = StageConfig {
+        poll_wait: Duration::from_millis(50),
+        backoff_initial: Duration::from_millis(1),
+        max_attempts: 3,
+        retry_initial: Duration::from_millis(20),
+        retry_max: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let runner = {
+        let (bus, topic, stage) = (Arc::clone(&bus), topic.clone(), Arc::clone(&stage));
+        tokio::spawn(async move { stage::run(bus, &topic, "g", stage, cfg, stopped).await })
+    };
+    let mut order = Vec::new();
+    while !order.iter().any(|p| p == "flaky") {
+        match tokio::time::timeout(PATIENCE, processed.recv()).await {
+            Ok(Some(p)) => order.push(p),
+            _ => panic!("flaky was never processed; processed so far: {order:?}"),
+        }
+    }
+    let mut dlq = bus
+        .subscribe(&stage::dead_letter_topic(&topic), "inspect")
+        .await
+        .expect("subscribe dlq");
+    let dead = collect(&mut *dlq, 1).await;
+    stop.send(true).expect("stop");
+    runner.await.expect("join").expect("runner");
+
+    assert_eq!(
+        order,
+        vec!["after-0", "after-1", "flaky"],
+        "the records behind the failing ones were not held up"
+    );
+    assert_eq!(payloads(&dead), vec!["doomed".to_string()]);
+    let dead = &dead[0].record;
+    assert_eq!(dead.header(headers::ATTEMPTS), Some("3"));
+    assert!(
+        dead.header(headers::ERROR)
+            .is_some_and(|e| e.contains("doomed failed") && e.contains("3 attempts")),
+        "{:?}",
+        dead.header(headers::ERROR)
+    );
+    assert_eq!(dead.header(headers::SOURCE_TOPIC), Some(topic.as_str()));
+
+    let mut retries = bus
+        .subscribe(&stage::retry_topic(&topic), "inspect")
+        .await
+        .expect("subscribe retry topic");
+    let retried: Vec<(String, String)> = collect(&mut *retries, 4)
+        .await
+        .iter()
+        .map(|d| {
+            (
+                String::from_utf8_lossy(&d.record.payload).into_owned(),
+                d.record
+                    .header(headers::ATTEMPTS)
+                    .unwrap_or("-")
+                    .to_string(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("flaky", "1"),
+        ("flaky", "2"),
+        ("doomed", "1"),
+        ("doomed", "2"),
+    ] {
+        assert!(
+            retried.contains(&(expected.0.to_string(), expected.1.to_string())),
+            "{expected:?} missing from the retry topic: {retried:?}"
+        );
+    }
+}
+
 /// Instantiates every conformance check as a `#[tokio::test]`. `$make` is an async
 /// expression giving `(Arc<dyn Bus>, guard)`; the guard lives as long as the test.
 #[macro_export]
@@ -168,6 +300,7 @@ macro_rules! bus_conformance {
         $crate::bus_conformance!(@one $make, a_waiting_poll_wakes_for_a_new_record);
         $crate::bus_conformance!(@one $make, concurrent_publishers_all_land_once_in_per_key_order);
         $crate::bus_conformance!(@one $make, invalid_topic_names_are_refused);
+        $crate::bus_conformance!(@one $make, failing_records_go_through_the_retry_topic_without_blocking_their_partition);
     };
     (@one $make:expr, $name:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::FutureExt;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -42,6 +42,8 @@ pub struct KafkaConfig {
     /// Further librdkafka properties for every client: `security.protocol`, `sasl.mechanism`,
     /// `sasl.username`, `sasl.password`, `ssl.ca.location`…
     pub properties: BTreeMap<String, String>,
+    /// Most a consumer fetches ahead of its stage, in KiB (`queued.max.messages.kbytes`).
+    pub prefetch_kbytes: u32,
 }
 
 impl KafkaConfig {
@@ -53,6 +55,7 @@ impl KafkaConfig {
             publish_timeout: Duration::from_secs(10),
             group_instance_id: None,
             properties: BTreeMap::new(),
+            prefetch_kbytes: 16 * 1024,
         }
     }
 
@@ -92,14 +95,21 @@ pub struct TopicSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TopicOutcome {
     Created(String),
+    /// It existed, as configured.
     Existed(String),
+    /// It existed with other settings, listed; it was left as it is, because shrinking
+    /// partitions is impossible and changing a live topic is a decision for its operator.
+    Differs {
+        name: String,
+        differences: Vec<String>,
+    },
 }
 
 pub struct KafkaBus {
     config: KafkaConfig,
     /// Replaced when it hits a fatal error (an idempotent producer cannot recover from one).
     producer: std::sync::RwLock<FutureProducer>,
-    admin: AdminClient<DefaultClientContext>,
+    admin: Arc<AdminClient<DefaultClientContext>>,
     /// Topics known to exist, so publish does not ask the cluster every time.
     topics: Mutex<HashSet<String>>,
 }
@@ -122,7 +132,7 @@ impl KafkaBus {
         Ok(Arc::new(Self {
             config,
             producer: std::sync::RwLock::new(producer),
-            admin,
+            admin: Arc::new(admin),
             topics: Mutex::new(HashSet::new()),
         }))
     }
@@ -183,7 +193,8 @@ impl KafkaBus {
     }
 
     /// Creates each topic in `specs` that is missing, with its partitions, replication and
-    /// topic configuration; topics that exist are left as they are. Safe to run again.
+    /// topic configuration; topics that exist are compared with their spec and left as
+    /// they are. Safe to run again.
     pub async fn init_topics(&self, specs: &[TopicSpec]) -> Result<Vec<TopicOutcome>, BusError> {
         let mut outcomes = Vec::with_capacity(specs.len());
         for spec in specs {
@@ -206,7 +217,12 @@ impl KafkaBus {
                 outcomes.push(match result {
                     Ok(name) => TopicOutcome::Created(name),
                     Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                        TopicOutcome::Existed(name)
+                        let differences = self.differences(spec).await?;
+                        if differences.is_empty() {
+                            TopicOutcome::Existed(name)
+                        } else {
+                            TopicOutcome::Differs { name, differences }
+                        }
                     }
                     Err((name, code)) => {
                         return Err(BusError::Unavailable(format!(
@@ -217,6 +233,51 @@ impl KafkaBus {
             }
         }
         Ok(outcomes)
+    }
+
+    /// How an existing topic differs from `spec`: partition count and topic configuration.
+    async fn differences(&self, spec: &TopicSpec) -> Result<Vec<String>, BusError> {
+        let mut differences = Vec::new();
+        let admin = Arc::clone(&self.admin);
+        let name = spec.name.clone();
+        let partitions = tokio::task::spawn_blocking(move || {
+            admin
+                .inner()
+                .fetch_metadata(Some(&name), Duration::from_secs(10))
+                .map(|m| m.topics().first().map(|t| t.partitions().len()))
+        })
+        .await
+        .map_err(|_| BusError::Closed)?
+        .map_err(unavailable)?;
+        if let Some(found) = partitions {
+            if i32::try_from(found).ok() != Some(spec.partitions) {
+                differences.push(format!(
+                    "has {found} partitions, configured {}",
+                    spec.partitions
+                ));
+            }
+        }
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let described = self
+            .admin
+            .describe_configs([&ResourceSpecifier::Topic(&spec.name)], &opts)
+            .await
+            .map_err(unavailable)?;
+        for resource in described {
+            let resource = resource.map_err(|code| {
+                BusError::Unavailable(format!("cannot describe topic {}: {code}", spec.name))
+            })?;
+            for (key, wanted) in &spec.config {
+                let actual = resource.get(key).and_then(|e| e.value.as_deref());
+                if actual != Some(wanted.as_str()) {
+                    differences.push(format!(
+                        "{key} is {}, configured {wanted}",
+                        actual.unwrap_or("unset")
+                    ));
+                }
+            }
+        }
+        Ok(differences)
     }
 
     /// Creates `topic` with the configured partitions and replication if it is missing.
@@ -304,6 +365,13 @@ impl Bus for KafkaBus {
             ("enable.partition.eof", "false".into()),
             ("session.timeout.ms", "10000".into()),
             ("partition.assignment.strategy", "cooperative-sticky".into()),
+            // Bounded prefetch: a stage that falls behind stops its consumer fetching at
+            // this bound, so backpressure reaches the broker instead of memory.
+            (
+                "queued.max.messages.kbytes",
+                self.config.prefetch_kbytes.to_string(),
+            ),
+            ("queued.min.messages", "10000".into()),
         ];
         if let Some(id) = &self.config.group_instance_id {
             defaults.push(("group.instance.id", format!("{id}-{group}")));
@@ -394,6 +462,15 @@ impl Subscription for KafkaSubscription {
         tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
             .await
             .map_err(|_| BusError::Closed)?
-            .map_err(unavailable)
+            .map_err(|err| match err.rdkafka_error_code() {
+                Some(
+                    RDKafkaErrorCode::IllegalGeneration
+                    | RDKafkaErrorCode::UnknownMemberId
+                    | RDKafkaErrorCode::RebalanceInProgress
+                    | RDKafkaErrorCode::FencedInstanceId
+                    | RDKafkaErrorCode::StaleMemberEpoch,
+                ) => BusError::Revoked(err.to_string()),
+                _ => unavailable(err),
+            })
     }
 }

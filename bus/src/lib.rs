@@ -60,12 +60,17 @@ pub enum BusError {
     InvalidTopic(String),
     #[error("the log is closed")]
     Closed,
+    /// This consumer no longer owns the partitions it tried to commit (the group rebalanced,
+    /// e.g. after it outstayed the poll interval); their new owner resumes from the last
+    /// commit. Polling again rejoins the group.
+    #[error("the partitions were reassigned: {0}")]
+    Revoked(String),
 }
 
 impl BusError {
     /// Whether the same call may succeed later.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, Self::InvalidTopic(_))
+        !matches!(self, Self::InvalidTopic(_) | Self::Revoked(_))
     }
 }
 

@@ -1,14 +1,27 @@
-//! The loop every pipeline stage runs: poll a batch, decode it, process it, send what can
-//! never be processed to the dead-letter topic, and only then commit.
+//! The loop every pipeline stage runs: poll a batch, decode it, process it, hand on what
+//! failed, and only then commit.
 //!
-//! Failures have two kinds. A transient one (store or log unavailable) is retried with
-//! growing, jittered delay for as long as it lasts: the stage slows down, nothing is lost,
-//! and on shutdown the uncommitted batch is simply delivered again later. A permanent one
-//! (this record can never be processed) is isolated to the records that cause it, which go
-//! to `<topic>.dlq` with the reason in a header; their batch-mates proceed.
+//! A stage reads two lanes. The main lane is `<topic>`; the retry lane is `<topic>.retry`,
+//! where a record that failed waits out a growing delay before it is tried again. Failures
+//! have three kinds, and the stage says which:
+//!
+//! - **Unavailable**: something every record needs (the store, the log) is down. Moving the
+//!   records elsewhere would only burn their attempts, so the stage holds the batch and
+//!   retries it in place with growing, jittered delay for as long as it lasts. It stops
+//!   polling meanwhile, so the consumer fetches nothing more than its bounded prefetch: the
+//!   stage slows down, nothing is lost, and on shutdown the uncommitted batch is simply
+//!   delivered again later.
+//! - **Retry**: this record failed and may succeed later (a provider's `429`, a timeout).
+//!   It goes to `<topic>.retry` with its attempt count and due time in headers, and its
+//!   partition moves on. After `max_attempts` it goes to `<topic>.dlq`.
+//! - **Permanent**: this record can never be processed. It goes to `<topic>.dlq` at once, as
+//!   does a record that cannot be decoded. Its batch-mates proceed.
+//!
+//! A record in the dead-letter topic carries the error, the attempt count, the source topic
+//! and offset, and the stage in its headers.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -18,10 +31,30 @@ use crate::{Bus, BusError, Delivered, Record};
 /// How a stage's processing failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StageError {
-    #[error("transient: {0}")]
-    Transient(String),
+    /// A dependency every record needs is down: hold and retry in place.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// This record may succeed later: retry it through `<topic>.retry`, not before `after`
+    /// when the other side said when (`Retry-After`).
+    #[error("failed, will retry: {reason}")]
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// This record can never be processed: dead-letter it.
     #[error("permanent: {0}")]
     Permanent(String),
+}
+
+impl StageError {
+    /// A dependency's error: `Unavailable` when trying again later may work, else `Permanent`.
+    pub fn from_dependency(retryable: bool, err: impl std::fmt::Display) -> Self {
+        if retryable {
+            Self::Unavailable(err.to_string())
+        } else {
+            Self::Permanent(err.to_string())
+        }
+    }
 }
 
 /// One pipeline stage: how to read its records and what to do with them.
@@ -41,10 +74,21 @@ pub trait Stage: Send + Sync + 'static {
 
 #[derive(Debug, Clone)]
 pub struct StageConfig {
+    /// Records processed together.
     pub batch: usize,
+    /// How long a poll waits for the first record.
     pub poll_wait: Duration,
+    /// First delay of an in-place retry (unavailable dependency, log errors).
     pub backoff_initial: Duration,
+    /// Longest delay of an in-place retry.
     pub backoff_max: Duration,
+    /// Attempts a record gets (the first one included) before it is dead-lettered.
+    pub max_attempts: u32,
+    /// Delay before a record's second attempt; it doubles with each further attempt.
+    pub retry_initial: Duration,
+    /// Longest delay between two attempts of a record (a longer `Retry-After` is shortened
+    /// to it, so a waiting retry lane never outstays the consumer group's poll interval).
+    pub retry_max: Duration,
 }
 
 impl Default for StageConfig {
@@ -54,16 +98,51 @@ impl Default for StageConfig {
             poll_wait: Duration::from_millis(500),
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_secs(10),
+            max_attempts: 5,
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
         }
     }
 }
 
-/// The header names of a dead-lettered record.
+/// The header names Postino sets on retried and dead-lettered records.
 pub mod headers {
+    /// Why the last attempt failed.
     pub const ERROR: &str = "postino-error";
+    /// Attempts made so far.
+    pub const ATTEMPTS: &str = "postino-attempts";
+    /// When a retried record is due, in milliseconds since the Unix epoch.
+    pub const RETRY_AT: &str = "postino-retry-at";
+    /// Where the record first came from.
     pub const SOURCE_TOPIC: &str = "postino-source-topic";
     pub const SOURCE_OFFSET: &str = "postino-source-offset";
+    /// The consumer group that gave up on it.
     pub const STAGE: &str = "postino-stage";
+}
+
+/// Where records of `topic` wait for their next attempt.
+pub fn retry_topic(topic: &str) -> String {
+    format!("{topic}.retry")
+}
+
+/// Where records of `topic` that cannot be processed end up.
+pub fn dead_letter_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
+/// A factor in [0.5, 1) that spreads retries of many records and processes apart.
+fn jitter() -> f64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    0.5 + f64::from(nanos % 1000) / 2000.0
+}
+
+fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 struct Backoff {
@@ -79,18 +158,11 @@ impl Backoff {
         }
     }
 
-    /// Waits the next delay (full jitter) unless shutdown comes first; false on shutdown.
+    /// Waits the next delay unless shutdown comes first; false on shutdown.
     async fn wait(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let delay = self.next.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0);
+        let delay = self.next.mul_f64(jitter());
         self.next = (self.next * 2).min(self.max);
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => !*shutdown.borrow(),
-            _ = shutdown.changed() => false,
-        }
+        sleep_unless_shutdown(delay, shutdown).await
     }
 
     /// After a failed log operation: logs it and waits the next delay. False when the
@@ -107,19 +179,83 @@ impl Backoff {
     }
 }
 
-/// Runs `stage` on `topic` as consumer group `group` until `shutdown` turns true.
+/// Sleeps `delay` unless shutdown comes first; false on shutdown.
+async fn sleep_unless_shutdown(delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    if *shutdown.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => !*shutdown.borrow(),
+        _ = shutdown.changed() => false,
+    }
+}
+
+/// One of the two topics a stage reads.
+struct Lane {
+    /// The stage's own topic: records that fail are sent on from it.
+    topic: String,
+    /// What this lane polls: `topic` or its retry topic.
+    source: String,
+    group: String,
+    /// Whether records wait for their `RETRY_AT` before they are processed.
+    delayed: bool,
+}
+
+/// Runs `stage` on `topic` (and its retry topic) as consumer group `group` until
+/// `shutdown` turns true.
 pub async fn run<S: Stage>(
     bus: Arc<dyn Bus>,
     topic: &str,
     group: &str,
     stage: Arc<S>,
     cfg: StageConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), BusError> {
+    let main = Lane {
+        topic: topic.to_string(),
+        source: topic.to_string(),
+        group: group.to_string(),
+        delayed: false,
+    };
+    let retry = Lane {
+        topic: topic.to_string(),
+        source: retry_topic(topic),
+        group: format!("{group}.retry"),
+        delayed: true,
+    };
+    tokio::try_join!(
+        consume(
+            Arc::clone(&bus),
+            main,
+            Arc::clone(&stage),
+            &cfg,
+            shutdown.clone()
+        ),
+        consume(bus, retry, stage, &cfg, shutdown),
+    )?;
+    Ok(())
+}
+
+/// What becomes of one record that did not simply succeed.
+enum Failure {
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    Dead(String),
+}
+
+async fn consume<S: Stage>(
+    bus: Arc<dyn Bus>,
+    lane: Lane,
+    stage: Arc<S>,
+    cfg: &StageConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), BusError> {
-    let mut sub = bus.subscribe(topic, group).await?;
-    let dlq = format!("{topic}.dlq");
-    tracing::info!(topic, group, "stage started");
-    let mut poll_backoff = Backoff::new(&cfg);
+    let mut sub = bus.subscribe(&lane.source, &lane.group).await?;
+    let source = lane.source.as_str();
+    tracing::info!(topic = source, group = lane.group, "stage started");
+    let mut poll_backoff = Backoff::new(cfg);
     'batches: while !*shutdown.borrow() {
         let batch = tokio::select! {
             polled = sub.poll(cfg.batch, cfg.poll_wait) => polled,
@@ -128,12 +264,12 @@ pub async fn run<S: Stage>(
         let batch = match batch {
             Ok(b) if b.is_empty() => continue,
             Ok(b) => {
-                poll_backoff = Backoff::new(&cfg);
+                poll_backoff = Backoff::new(cfg);
                 b
             }
             Err(err) => {
                 if poll_backoff
-                    .after_failure(&err, "poll", topic, &mut shutdown)
+                    .after_failure(&err, "poll", source, &mut shutdown)
                     .await
                 {
                     continue;
@@ -146,100 +282,163 @@ pub async fn run<S: Stage>(
         };
 
         let mut good: Vec<(&Delivered, S::Item)> = Vec::with_capacity(batch.len());
-        let mut dead: Vec<(&Delivered, String)> = Vec::new();
+        let mut failed: Vec<(&Delivered, Option<&S::Item>, Failure)> = Vec::new();
+        let mut undecodable = Vec::new();
         for d in &batch {
             match stage.decode(&d.record) {
                 Ok(item) => good.push((d, item)),
-                Err(reason) => dead.push((d, format!("malformed record: {reason}"))),
+                Err(reason) => undecodable.push((d, format!("malformed record: {reason}"))),
             }
         }
-
-        let Some(failed) = process_all(&*stage, &good, &cfg, &mut shutdown, topic).await else {
-            break; // shutting down mid-retry: leave the batch uncommitted
-        };
-        for (i, reason) in failed {
-            let (d, item) = &good[i];
-            stage.dead_lettered(item, &reason).await;
-            dead.push((d, reason));
+        for (d, reason) in undecodable {
+            failed.push((d, None, Failure::Dead(reason)));
         }
-        if !dead.is_empty() {
-            let records: Vec<Record> = dead
-                .iter()
-                .map(|(d, reason)| dead_letter(d, reason, group))
-                .collect();
+
+        let outcomes = if lane.delayed {
+            // One at a time, each when it is due: retries are few, and a due time only
+            // means "not before".
+            let mut outcomes = Vec::new();
+            for (i, (d, item)) in good.iter().enumerate() {
+                let wait = due(&d.record)
+                    .and_then(|at| at.duration_since(SystemTime::now()).ok())
+                    .unwrap_or_default();
+                if !sleep_unless_shutdown(wait, &mut shutdown).await {
+                    break 'batches;
+                }
+                let Some(one) = process_all(&*stage, &[item], cfg, &mut shutdown, source).await
+                else {
+                    break 'batches;
+                };
+                outcomes.extend(one.into_iter().map(|(_, f)| (i, f)));
+            }
+            outcomes
+        } else {
+            let items: Vec<&S::Item> = good.iter().map(|(_, item)| item).collect();
+            match process_all(&*stage, &items, cfg, &mut shutdown, source).await {
+                Some(outcomes) => outcomes,
+                None => break, // shutting down mid-retry: leave the batch uncommitted
+            }
+        };
+        for (i, failure) in outcomes {
+            let (d, item) = &good[i];
+            failed.push((d, Some(item), failure));
+        }
+
+        let mut retries = Vec::new();
+        let mut dead = Vec::new();
+        for (d, item, failure) in failed {
+            let attempts = attempts(&d.record).saturating_add(1);
+            match failure {
+                Failure::Retry { reason, after } if attempts < cfg.max_attempts => {
+                    retries.push(retried(d, &reason, attempts, after, cfg));
+                }
+                Failure::Retry { reason, .. } => {
+                    let reason = format!("gave up after {attempts} attempts: {reason}");
+                    if let Some(item) = item {
+                        stage.dead_lettered(item, &reason).await;
+                    }
+                    dead.push(dead_letter(d, &reason, attempts, &lane.group));
+                }
+                Failure::Dead(reason) => {
+                    if let Some(item) = item {
+                        stage.dead_lettered(item, &reason).await;
+                    }
+                    dead.push(dead_letter(d, &reason, attempts, &lane.group));
+                }
+            }
+        }
+        for (target, records) in [
+            (retry_topic(&lane.topic), retries),
+            (dead_letter_topic(&lane.topic), dead),
+        ] {
+            if records.is_empty() {
+                continue;
+            }
             tracing::warn!(
-                topic,
+                topic = source,
+                to = target,
                 count = records.len(),
-                "records sent to the dead-letter topic"
+                "records sent on"
             );
-            let mut backoff = Backoff::new(&cfg);
-            while let Err(err) = bus.publish(&dlq, records.clone()).await {
+            let mut backoff = Backoff::new(cfg);
+            while let Err(err) = bus.publish(&target, records.clone()).await {
                 if !backoff
-                    .after_failure(&err, "dead-letter publish", topic, &mut shutdown)
+                    .after_failure(&err, "publish", source, &mut shutdown)
                     .await
                 {
                     break 'batches;
                 }
             }
         }
-        let mut backoff = Backoff::new(&cfg);
+
+        let mut backoff = Backoff::new(cfg);
         while let Err(err) = sub.commit(&batch).await {
+            if let BusError::Revoked(_) = err {
+                // Another consumer owns these partitions now and starts from the last
+                // commit; the batch is processed again there, which stages tolerate.
+                tracing::warn!(topic = source, error = %err, "batch not committed");
+                break;
+            }
             if !backoff
-                .after_failure(&err, "commit", topic, &mut shutdown)
+                .after_failure(&err, "commit", source, &mut shutdown)
                 .await
             {
                 break 'batches;
             }
         }
     }
-    tracing::info!(topic, group, "stage stopped");
+    tracing::info!(topic = source, group = lane.group, "stage stopped");
     Ok(())
 }
 
-/// Processes the batch; returns the indices that failed permanently with their reasons, or
-/// `None` if shutdown interrupted a transient retry.
+/// Processes the items in order; returns the indices that failed with what becomes of them,
+/// or `None` if shutdown interrupted an in-place retry.
 async fn process_all<S: Stage>(
-    stage: &S,
-    good: &[(&Delivered, S::Item)],
-    cfg: &StageConfig,
-    shutdown: &mut watch::Receiver<bool>,
-    topic: &str,
-) -> Option<Vec<(usize, String)>> {
-    if good.is_empty() {
-        return Some(Vec::new());
-    }
-    let items: Vec<&S::Item> = good.iter().map(|(_, item)| item).collect();
-    match process_retrying(stage, &items, cfg, shutdown, topic).await? {
-        Ok(()) => Some(Vec::new()),
-        Err(_) if items.len() > 1 => {
-            // Find the culprits one by one, keeping order; the rest of the batch proceeds.
-            let mut failed = Vec::new();
-            for (i, item) in items.iter().enumerate() {
-                if let Err(reason) = process_retrying(stage, &[*item], cfg, shutdown, topic).await?
-                {
-                    failed.push((i, reason));
-                }
-            }
-            Some(failed)
-        }
-        Err(reason) => Some(vec![(0, reason)]),
-    }
-}
-
-async fn process_retrying<S: Stage>(
     stage: &S,
     items: &[&S::Item],
     cfg: &StageConfig,
     shutdown: &mut watch::Receiver<bool>,
     topic: &str,
-) -> Option<Result<(), String>> {
+) -> Option<Vec<(usize, Failure)>> {
+    if items.is_empty() {
+        return Some(Vec::new());
+    }
+    match process_holding(stage, items, cfg, shutdown, topic).await? {
+        Ok(()) => Some(Vec::new()),
+        Err(_) if items.len() > 1 => {
+            // Find the culprits one by one, keeping order; the rest of the batch proceeds.
+            let mut failed = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                if let Err(failure) = process_holding(stage, &[*item], cfg, shutdown, topic).await?
+                {
+                    failed.push((i, failure));
+                }
+            }
+            Some(failed)
+        }
+        Err(failure) => Some(vec![(0, failure)]),
+    }
+}
+
+/// Processes `items`, retrying in place while a dependency is unavailable; `None` if
+/// shutdown came first.
+async fn process_holding<S: Stage>(
+    stage: &S,
+    items: &[&S::Item],
+    cfg: &StageConfig,
+    shutdown: &mut watch::Receiver<bool>,
+    topic: &str,
+) -> Option<Result<(), Failure>> {
     let mut backoff = Backoff::new(cfg);
     loop {
         match stage.process(items).await {
             Ok(()) => return Some(Ok(())),
-            Err(StageError::Permanent(reason)) => return Some(Err(reason)),
-            Err(StageError::Transient(reason)) => {
-                tracing::warn!(topic, error = %reason, "processing failed; retrying");
+            Err(StageError::Permanent(reason)) => return Some(Err(Failure::Dead(reason))),
+            Err(StageError::Retry { reason, after }) => {
+                return Some(Err(Failure::Retry { reason, after }))
+            }
+            Err(StageError::Unavailable(reason)) => {
+                tracing::warn!(topic, error = %reason, "processing held; retrying");
                 if !backoff.wait(shutdown).await {
                     return None;
                 }
@@ -248,15 +447,142 @@ async fn process_retrying<S: Stage>(
     }
 }
 
-fn dead_letter(d: &Delivered, reason: &str, group: &str) -> Record {
-    let mut headers = d.record.headers.clone();
-    headers.push((headers::ERROR.into(), reason.to_string()));
-    headers.push((headers::SOURCE_TOPIC.into(), d.topic.clone()));
-    headers.push((headers::SOURCE_OFFSET.into(), d.offset.to_string()));
-    headers.push((headers::STAGE.into(), group.to_string()));
-    Record {
-        key: d.record.key.clone(),
-        headers,
-        payload: d.record.payload.clone(),
+/// Attempts a record has had; a missing or unreadable header counts as none.
+fn attempts(record: &Record) -> u32 {
+    record
+        .header(headers::ATTEMPTS)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// When a retried record is due; `None` (due now) if the header is missing or unreadable.
+fn due(record: &Record) -> Option<SystemTime> {
+    let millis: u64 = record.header(headers::RETRY_AT)?.parse().ok()?;
+    UNIX_EPOCH.checked_add(Duration::from_millis(millis))
+}
+
+/// Delay before attempt `attempts + 1`: doubling from `retry_initial`, at least what the
+/// other side asked for, at most `retry_max`, jittered so retries spread out.
+fn retry_delay(attempts: u32, after: Option<Duration>, cfg: &StageConfig) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(30);
+    let grown = cfg
+        .retry_initial
+        .saturating_mul(1 << doublings)
+        .min(cfg.retry_max)
+        .mul_f64(jitter());
+    grown.max(after.unwrap_or_default()).min(cfg.retry_max)
+}
+
+fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: String) {
+    headers.retain(|(n, _)| n != name);
+    headers.push((name.to_string(), value));
+}
+
+/// The record with the error and attempt count set, and the place it first came from.
+fn annotated(d: &Delivered, reason: &str, attempts: u32) -> Record {
+    let mut record = d.record.clone();
+    set_header(&mut record.headers, headers::ERROR, reason.to_string());
+    set_header(&mut record.headers, headers::ATTEMPTS, attempts.to_string());
+    if record.header(headers::SOURCE_TOPIC).is_none() {
+        set_header(&mut record.headers, headers::SOURCE_TOPIC, d.topic.clone());
+        set_header(
+            &mut record.headers,
+            headers::SOURCE_OFFSET,
+            d.offset.to_string(),
+        );
+    }
+    record
+}
+
+fn retried(
+    d: &Delivered,
+    reason: &str,
+    attempts: u32,
+    after: Option<Duration>,
+    cfg: &StageConfig,
+) -> Record {
+    let mut record = annotated(d, reason, attempts);
+    let at = SystemTime::now() + retry_delay(attempts, after, cfg);
+    set_header(
+        &mut record.headers,
+        headers::RETRY_AT,
+        unix_millis(at).to_string(),
+    );
+    record
+}
+
+fn dead_letter(d: &Delivered, reason: &str, attempts: u32, group: &str) -> Record {
+    let mut record = annotated(d, reason, attempts);
+    record.headers.retain(|(n, _)| n != headers::RETRY_AT);
+    set_header(&mut record.headers, headers::STAGE, group.to_string());
+    record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> StageConfig {
+        StageConfig {
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn retry_delays_grow_and_stay_within_bounds() {
+        let cfg = cfg();
+        for attempts in 1..=10u32 {
+            let d = retry_delay(attempts, None, &cfg);
+            let full = Duration::from_secs(1 << (attempts - 1).min(6)).min(cfg.retry_max);
+            assert!(d >= full / 2 && d <= full, "attempt {attempts}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_the_maximum() {
+        let cfg = cfg();
+        assert!(retry_delay(1, Some(Duration::from_secs(30)), &cfg) >= Duration::from_secs(30));
+        assert_eq!(
+            retry_delay(1, Some(Duration::from_secs(3600)), &cfg),
+            cfg.retry_max
+        );
+    }
+
+    #[test]
+    fn unreadable_retry_headers_count_as_none() {
+        let mut r = Record::new(b"k".to_vec(), b"p".to_vec());
+        r.headers.push((headers::ATTEMPTS.into(), "many".into()));
+        r.headers.push((headers::RETRY_AT.into(), "-5".into()));
+        assert_eq!(attempts(&r), 0);
+        assert_eq!(due(&r), None);
+    }
+
+    #[test]
+    fn a_record_keeps_its_first_source_and_one_value_per_header() {
+        let first = Delivered {
+            topic: "work".into(),
+            partition: 0,
+            offset: 7,
+            record: Record::new(b"k".to_vec(), b"p".to_vec()),
+        };
+        let again = Delivered {
+            topic: "work.retry".into(),
+            partition: 0,
+            offset: 2,
+            record: retried(&first, "boom", 1, None, &cfg()),
+        };
+        let dead = dead_letter(&again, "boom again", 2, "g.retry");
+        assert_eq!(dead.header(headers::SOURCE_TOPIC), Some("work"));
+        assert_eq!(dead.header(headers::SOURCE_OFFSET), Some("7"));
+        assert_eq!(dead.header(headers::ATTEMPTS), Some("2"));
+        assert_eq!(dead.header(headers::ERROR), Some("boom again"));
+        assert_eq!(dead.header(headers::RETRY_AT), None);
+        let names: Vec<&str> = dead.headers.iter().map(|(n, _)| n.as_str()).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(names.len(), unique.len(), "{names:?}");
     }
 }

@@ -58,7 +58,7 @@ impl Stage for Recorder {
         let mut left = self.transient_failures_left.lock().await;
         if *left > 0 {
             *left -= 1;
-            return Err(StageError::Transient("store unavailable".into()));
+            return Err(StageError::Unavailable("store unavailable".into()));
         }
         if let Some(p) = items.iter().find(|i| i.starts_with("poison")) {
             return Err(StageError::Permanent(format!("cannot handle {p}")));

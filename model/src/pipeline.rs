@@ -14,7 +14,8 @@ use crate::profile::PushContent;
 use crate::validation::from_json;
 use crate::{FiscalCode, ValidationError};
 
-/// Topic names. Each has `<name>.dlq` beside it for records that could not be processed.
+/// Topic names. Each has `<name>.retry` beside it for records waiting for another attempt
+/// and `<name>.dlq` for records that could not be processed (see `bus::stage`).
 pub mod topics {
     /// Accepted messages, written by ingest, read by the router.
     pub const MESSAGES: &str = "messages";
@@ -32,10 +33,6 @@ pub mod topics {
         DELIVERIES_PUSH,
         DELIVERIES_EMAIL,
     ];
-
-    pub fn dead_letter(topic: &str) -> String {
-        format!("{topic}.dlq")
-    }
 }
 
 /// A message the senders' API accepted: everything later stages need, including a snapshot

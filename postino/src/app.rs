@@ -69,13 +69,15 @@ impl App {
                 topics::MESSAGES,
                 router::GROUP,
                 stage,
-                StageConfig::default(),
+                config.stage(),
                 &stopped,
             ));
         }
         if roles.inbox {
             let stage = Arc::new(InboxStage::new(Arc::clone(&store)));
-            let cfg = InboxConfig::default();
+            let cfg = InboxConfig {
+                stage: config.stage(),
+            };
             stages.push(spawn_stage(
                 &bus,
                 topics::DELIVERIES_INBOX,

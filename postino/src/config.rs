@@ -60,6 +60,17 @@ pub struct Config {
     /// librdkafka properties for every Kafka client: security (`security.protocol`,
     /// `sasl.mechanism`, `sasl.username`, `sasl.password`, `ssl.ca.location`…) or tuning.
     pub kafka_properties: std::collections::BTreeMap<String, String>,
+    /// Most a Kafka consumer fetches ahead of its stage, in KiB. When a stage falls behind,
+    /// its consumer stops fetching at this bound instead of buffering without limit.
+    pub kafka_prefetch_kbytes: u32,
+    /// Attempts a record gets in a stage (the first one included) before it goes to
+    /// `<topic>.dlq`.
+    pub retry_max_attempts: u32,
+    /// Delay before a failed record's second attempt, through `<topic>.retry`; it doubles
+    /// with each further attempt.
+    pub retry_initial_ms: u64,
+    /// Longest delay between two attempts of a record.
+    pub retry_max_ms: u64,
 }
 
 impl Default for Config {
@@ -85,6 +96,10 @@ impl Default for Config {
             kafka_dlq_retention_ms: 30 * 24 * 3600 * 1000,
             kafka_group_instance_id: None,
             kafka_properties: Default::default(),
+            kafka_prefetch_kbytes: 16 * 1024,
+            retry_max_attempts: 5,
+            retry_initial_ms: 1_000,
+            retry_max_ms: 60_000,
         }
     }
 }
@@ -123,6 +138,10 @@ const ENV_KEYS: &[&str] = &[
     "kafka_dlq_retention_ms",
     "kafka_group_instance_id",
     "kafka_properties",
+    "kafka_prefetch_kbytes",
+    "retry_max_attempts",
+    "retry_initial_ms",
+    "retry_max_ms",
 ];
 
 /// The roles one process can run.
@@ -238,12 +257,39 @@ impl Config {
         kafka.publish_timeout = std::time::Duration::from_millis(self.kafka_publish_timeout_ms);
         kafka.properties = self.kafka_properties.clone();
         kafka.group_instance_id = self.kafka_group_instance_id.clone();
+        kafka.prefetch_kbytes = self.kafka_prefetch_kbytes;
         Ok(BusChoice::Kafka(kafka))
+    }
+
+    /// How every stage polls, batches and retries.
+    pub fn stage(&self) -> bus::stage::StageConfig {
+        use std::time::Duration;
+        bus::stage::StageConfig {
+            max_attempts: self.retry_max_attempts,
+            retry_initial: Duration::from_millis(self.retry_initial_ms),
+            retry_max: Duration::from_millis(self.retry_max_ms),
+            ..Default::default()
+        }
     }
 
     fn check(&self) -> Result<(), ConfigError> {
         self.roles()?;
         self.bus()?;
+        if self.retry_max_attempts < 1 {
+            return Err(ConfigError("retry_max_attempts must be at least 1".into()));
+        }
+        // A retry lane waits for its records while it holds the consumer: stay well inside
+        // Kafka's default poll interval of 5 minutes.
+        if self.retry_initial_ms > self.retry_max_ms || self.retry_max_ms > 240_000 {
+            return Err(ConfigError(
+                "retry_initial_ms must not exceed retry_max_ms, and retry_max_ms must be at most 240000 (4 minutes)".into(),
+            ));
+        }
+        if self.kafka_prefetch_kbytes < 1024 {
+            return Err(ConfigError(
+                "kafka_prefetch_kbytes must be at least 1024 (1 MiB)".into(),
+            ));
+        }
         if let Some(secret) = &self.secret {
             crate::secrets::parse_secret(secret)
                 .map_err(|e| ConfigError(format!("secret: {e}")))?;
@@ -310,6 +356,16 @@ mod tests {
     }
 
     #[test]
+    fn retry_settings_reach_every_stage() {
+        let c = load_file("retry_max_attempts = 8\nretry_initial_ms = 250\nretry_max_ms = 30000\n")
+            .expect("load");
+        let stage = c.stage();
+        assert_eq!(stage.max_attempts, 8);
+        assert_eq!(stage.retry_initial, std::time::Duration::from_millis(250));
+        assert_eq!(stage.retry_max, std::time::Duration::from_secs(30));
+    }
+
+    #[test]
     fn defaults_then_file_then_flags() {
         let c = load_file("listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/p\"\n").expect("load");
         assert_eq!(c.listen.port(), 9000);
@@ -352,6 +408,17 @@ mod tests {
         assert!(err.to_string().contains("bus"), "{err}");
         let err = load_file("bus = \"kafka://host-without-port\"\n").expect_err("no port");
         assert!(err.to_string().contains("host:port"), "{err}");
+        let err = load_file("retry_max_attempts = 0\n").expect_err("no attempts");
+        assert!(err.to_string().contains("retry_max_attempts"), "{err}");
+        let err = load_file("retry_max_ms = 600000\n").expect_err("longer than a poll");
+        assert!(err.to_string().contains("retry_max_ms"), "{err}");
+        let err = load_file("retry_initial_ms = 5000\nretry_max_ms = 1000\n")
+            .expect_err("initial above max");
+        assert!(err.to_string().contains("retry_initial_ms"), "{err}");
+        let err = load_file("kafka_prefetch_kbytes = 10\n").expect_err("tiny prefetch");
+        assert!(err.to_string().contains("kafka_prefetch_kbytes"), "{err}");
+        let err = load_file("retry_max_attempts = -1\n").expect_err("negative");
+        assert!(err.to_string().contains("retry_max_attempts"), "{err}");
         let err = Config::load(
             Some(Path::new("/nonexistent/postino.toml")),
             Overrides::default(),

@@ -1,9 +1,11 @@
-//! `postino kafka init`: every topic of the pipeline, and its dead-letter twin, created from
+//! `postino kafka init`: every topic of the pipeline, with its retry and dead-letter twins, created from
 //! configuration with its partitions, replication, retention and cleanup policy. Topics
-//! that exist are left alone, so running it again changes nothing.
+//! that exist are compared with the configuration and reported where they differ, but left
+//! alone, so running it again changes nothing.
 
 use anyhow::Context;
 use bus::kafka::{KafkaBus, TopicOutcome, TopicSpec};
+use bus::stage::{dead_letter_topic, retry_topic};
 use model::pipeline::topics;
 
 use crate::config::{BusChoice, Config};
@@ -24,7 +26,8 @@ pub fn specs(config: &Config) -> Vec<TopicSpec> {
         .flat_map(|t| {
             [
                 spec(t.to_string(), config.kafka_retention_ms),
-                spec(topics::dead_letter(t), config.kafka_dlq_retention_ms),
+                spec(retry_topic(t), config.kafka_retention_ms),
+                spec(dead_letter_topic(t), config.kafka_dlq_retention_ms),
             ]
         })
         .collect()
@@ -46,7 +49,11 @@ pub async fn init(config: &Config) -> anyhow::Result<()> {
                 "created {name} ({} partitions, replication factor {})",
                 config.kafka_partitions, config.kafka_replication_factor
             ),
-            TopicOutcome::Existed(name) => println!("exists  {name} (left as it is)"),
+            TopicOutcome::Existed(name) => println!("exists  {name} (as configured)"),
+            TopicOutcome::Differs { name, differences } => println!(
+                "differs {name}: {} (left as it is; change it with the cluster's tools, e.g. kafka-configs.sh --alter, or kafka-topics.sh --alter for more partitions)",
+                differences.join("; ")
+            ),
         }
     }
     Ok(())

@@ -167,7 +167,7 @@ async fn ingest_answers_503_while_the_broker_is_unreachable_and_loses_nothing_it
 #[test]
 fn kafka_init_creates_every_topic_once_and_reports_it() {
     let broker = start_broker();
-    let init = || {
+    let init_with = |env: &[(&str, &str)]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_postino"))
             .args([
                 "kafka",
@@ -176,9 +176,11 @@ fn kafka_init_creates_every_topic_once_and_reports_it() {
                 &format!("kafka://{}", broker.bootstrap),
             ])
             .env_remove("POSTINO_CONFIG")
+            .envs(env.iter().copied())
             .output()
             .expect("run postino kafka init")
     };
+    let init = || init_with(&[]);
     let first = init();
     assert!(
         first.status.success(),
@@ -189,7 +191,9 @@ fn kafka_init_creates_every_topic_once_and_reports_it() {
     for topic in [
         "messages",
         "messages.dlq",
+        "messages.retry",
         "deliveries.inbox",
+        "deliveries.inbox.retry",
         "deliveries.inbox.dlq",
         "deliveries.push",
         "deliveries.email.dlq",
@@ -206,12 +210,38 @@ fn kafka_init_creates_every_topic_once_and_reports_it() {
     let report = String::from_utf8_lossy(&second.stdout).to_string();
     assert_eq!(
         report.lines().filter(|l| l.starts_with("exists  ")).count(),
-        8,
+        12,
         "{report}"
     );
     assert!(
         !report.contains("created"),
         "a second run changes nothing:\n{report}"
+    );
+
+    // Configuration that drifted from the topics is reported, topic by topic.
+    let drifted = init_with(&[
+        ("POSTINO_KAFKA_RETENTION_MS", "3600000"),
+        ("POSTINO_KAFKA_PARTITIONS", "3"),
+    ]);
+    assert!(drifted.status.success());
+    let report = String::from_utf8_lossy(&drifted.stdout).to_string();
+    let messages = report
+        .lines()
+        .find(|l| l.starts_with("differs messages:"))
+        .unwrap_or_else(|| panic!("no drift reported for messages:\n{report}"));
+    assert!(
+        messages.contains("retention.ms is 604800000, configured 3600000"),
+        "{messages}"
+    );
+    assert!(
+        messages.contains("has 12 partitions, configured 3"),
+        "{messages}"
+    );
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("differs messages.dlq: has 12 partitions")),
+        "the dead-letter topic keeps its own retention, but not its partitions:\n{report}"
     );
 
     let embedded = std::process::Command::new(env!("CARGO_BIN_EXE_postino"))

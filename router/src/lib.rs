@@ -74,8 +74,9 @@ impl RouterStage {
 /// Where one message goes: on to the inbox with its plan, or rejected for a reason.
 type Routed = Result<DeliveryPlan, RejectionReason>;
 
-fn transient(err: impl std::fmt::Display) -> StageError {
-    StageError::Transient(err.to_string())
+/// The store or the log failing: every record needs them, so the stage holds.
+fn unavailable(err: impl std::fmt::Display) -> StageError {
+    StageError::Unavailable(err.to_string())
 }
 
 #[async_trait]
@@ -94,16 +95,18 @@ impl Stage for RouterStage {
             match self.route(message).await {
                 Ok(Err(reason)) => rejected.push(MessageRecord::rejected(message.clone(), reason)),
                 Ok(Ok(plan)) => deliveries.push(Record::new(key.clone(), encode(&plan))),
-                Err(err) if err.is_retryable() => return Err(transient(err)),
-                Err(err) => return Err(StageError::Permanent(err.to_string())),
+                Err(err) => return Err(StageError::from_dependency(err.is_retryable(), err)),
             }
         }
-        self.store.put_messages(rejected).await.map_err(transient)?;
+        self.store
+            .put_messages(rejected)
+            .await
+            .map_err(unavailable)?;
         if !deliveries.is_empty() {
             self.bus
                 .publish(topics::DELIVERIES_INBOX, deliveries)
                 .await
-                .map_err(transient)?;
+                .map_err(unavailable)?;
         }
         Ok(())
     }

@@ -56,13 +56,10 @@ impl Stage for InboxStage {
             .iter()
             .map(|p| record(p, MessageStatus::Processed))
             .collect();
-        self.store.deliver(records).await.map_err(|err| {
-            if err.is_retryable() {
-                StageError::Transient(err.to_string())
-            } else {
-                StageError::Permanent(err.to_string())
-            }
-        })
+        self.store
+            .deliver(records)
+            .await
+            .map_err(|err| StageError::from_dependency(err.is_retryable(), err))
     }
 
     async fn dead_lettered(&self, plan: &DeliveryPlan, reason: &str) {
