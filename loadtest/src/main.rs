@@ -1,0 +1,188 @@
+//! The `loadtest` binary: see the crate documentation and the README.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Parser;
+use loadtest::api::Api;
+use loadtest::cli::{Cli, Command, RunArgs, SeedArgs};
+use loadtest::engine::{drive, Plan};
+use loadtest::pacing::Pacing;
+use loadtest::report::Report;
+use loadtest::scenarios::{self, Scenario, Seeded};
+use tokio::sync::watch;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("loadtest: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Ctrl-C stops the load; what was measured is still reported.
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nstopping: finishing requests in flight, then writing the report");
+            let _ = stop.send(true);
+        }
+    });
+    match cli.command {
+        Command::Seed(args) => seed(args, stopped).await,
+        Command::MassNotice(args) => load(args, Scenario::MassNotice, stopped).await,
+        Command::Mixed(args) => {
+            let scenario = Scenario::Mixed {
+                payment_share: args.payment_share,
+            };
+            load(args.run, scenario, stopped).await
+        }
+        Command::Ingest(args) => load(args, Scenario::Ingest, stopped).await,
+    }
+}
+
+async fn seed(args: SeedArgs, stopped: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let mix = args.mix();
+    mix.check()?;
+    let connections = args.connections as usize;
+    let api = Api::new(&args.target.url, connections, &args.target.jwt_secret()?)?;
+    let mut services = Vec::with_capacity(usize::from(args.services));
+    for n in 0..args.services {
+        services.push(
+            api.create_service(&args.manage_key, &format!("Loadtest service {n}"))
+                .await?,
+        );
+    }
+    let first = services
+        .first()
+        .map(|s| s.id.clone())
+        .context("no service created")?;
+    let plan = Plan {
+        pacing: Pacing::Closed,
+        connections,
+        requests: Some(args.citizens),
+        duration: None,
+        sample_every: 0,
+        wait_for_inbox: false,
+        label: "seed".into(),
+    };
+    let started = Instant::now();
+    let workload = scenarios::seed_citizen(Arc::new(api.clone()), mix, first);
+    let (stats, driven) = drive(api, &plan, workload, stopped).await;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "seeded {} citizens ({} profiles written or skipped per the mix) and {} services in {secs:.1} s ({:.0} citizens/s)",
+        driven.sent,
+        stats.ok(),
+        services.len(),
+        driven.sent as f64 / secs.max(1e-3)
+    );
+    if stats.error_count() > 0 {
+        anyhow::bail!(
+            "{} citizens could not be seeded: {:?}",
+            stats.error_count(),
+            stats.errors()
+        );
+    }
+    let seeded = Seeded {
+        target: args.target.url.clone(),
+        citizens: args.citizens,
+        mix,
+        services,
+    };
+    seeded.save(&args.state)?;
+    println!("wrote {}", args.state.display());
+    Ok(())
+}
+
+async fn load(
+    args: RunArgs,
+    scenario: Scenario,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let seeded = Arc::new(Seeded::load(&args.state)?);
+    let connections = args.connections as usize;
+    let api = Api::new(&args.target.url, connections, &args.target.jwt_secret()?)?;
+    let started_at = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+
+    let baseline_per_sec = if args.baseline.is_zero() {
+        None
+    } else {
+        let plan = Plan {
+            pacing: Pacing::Closed,
+            connections,
+            requests: None,
+            duration: Some(args.baseline),
+            sample_every: 0,
+            wait_for_inbox: false,
+            label: "baseline GET /health".into(),
+        };
+        let (stats, driven) = drive(
+            api.clone(),
+            &plan,
+            scenarios::health(Arc::new(api.clone())),
+            stopped.clone(),
+        )
+        .await;
+        Some(stats.ok() as f64 / driven.elapsed.as_secs_f64().max(1e-3))
+    };
+
+    let plan = Plan {
+        pacing: args.rate,
+        connections,
+        requests: Some(args.messages.unwrap_or(seeded.citizens)),
+        duration: args.duration,
+        sample_every: if scenario == Scenario::Ingest {
+            0
+        } else {
+            args.sample_every
+        },
+        wait_for_inbox: scenario != Scenario::Ingest && !args.no_wait,
+        label: scenario.name().into(),
+    };
+    let workload = scenarios::messages(Arc::new(api.clone()), Arc::clone(&seeded), scenario);
+    let (stats, driven) = drive(api, &plan, workload, stopped).await;
+
+    let secs = driven.elapsed.as_secs_f64().max(1e-3);
+    let all_readable_after_secs = driven.all_readable_after.map(|d| d.as_secs_f64());
+    let report = Report {
+        scenario: scenario.name().into(),
+        target: args.target.url.clone(),
+        started_at,
+        offered_rate: args.rate.offered(),
+        connections,
+        duration_secs: secs,
+        sent: driven.sent,
+        accepted: stats.ok(),
+        accepted_per_sec: stats.ok() as f64 / secs,
+        errors: stats.errors().clone(),
+        latency_ms: stats.latency(),
+        end_to_end_ms: stats.end_to_end(),
+        expected_readable: driven.expected_readable,
+        all_readable_after_secs,
+        end_to_end_per_sec: all_readable_after_secs
+            .map(|after| driven.expected_readable as f64 / after.max(1e-3)),
+        baseline_per_sec,
+        interrupted: driven.interrupted,
+        timeline: stats.timeline(),
+    };
+    print!("{}", report.summary());
+    let dir = args.out.join(format!(
+        "{}-{}",
+        scenario.name(),
+        report.started_at.replace(':', "-")
+    ));
+    report
+        .write(&dir)
+        .with_context(|| format!("cannot write the report to {}", dir.display()))?;
+    println!("  report: {}/report.html (and result.json)", dir.display());
+    Ok(())
+}

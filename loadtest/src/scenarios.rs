@@ -1,0 +1,267 @@
+//! What each scenario sends. `seed` creates the services and the citizens' profiles and
+//! writes a state file; `mass-notice`, `mixed` and `ingest` read it and send messages.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::api::{Api, SenderService};
+use crate::engine::{Done, Job, Workload};
+use crate::population::{fiscal_code, spread, Kind, Mix};
+
+/// What `seed` leaves for the scenarios.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Seeded {
+    pub target: String,
+    pub citizens: u64,
+    pub mix: Mix,
+    /// The first is the mass-notice service (the one some citizens block).
+    pub services: Vec<SenderService>,
+}
+
+impl Seeded {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the seed state {} ({e}); run `loadtest seed` first",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("seed state {} is not valid: {e}", path.display()))
+    }
+
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        std::fs::write(path, serde_json::to_string_pretty(self)?)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+    }
+}
+
+/// Seeding citizen `i`: the profile its kind calls for (none for `NoProfile`), and the
+/// preference blocking the first service where the mix says so.
+pub fn seed_citizen(api: Arc<Api>, mix: Mix, first_service: String) -> Workload {
+    Arc::new(move |i| -> Job {
+        let (api, first_service) = (Arc::clone(&api), first_service.clone());
+        Box::pin(async move {
+            let fc = fiscal_code(i);
+            let done = |outcome| Done {
+                outcome,
+                readable: None,
+            };
+            let (inbox, blocks, email, push_full) = match mix.kind(i) {
+                Kind::NoProfile => return done(crate::stats::Outcome::Ok),
+                Kind::InboxDisabled => (false, false, false, false),
+                Kind::Active {
+                    blocks_first_service,
+                    email,
+                    push_full,
+                } => (true, blocks_first_service, email, push_full),
+            };
+            let mut profile = json!({
+                "is_inbox_enabled": inbox,
+                "is_webhook_enabled": true,
+                "preferred_languages": ["it_IT"],
+                "push_notifications_content_type": if push_full { "FULL" } else { "ANONYMOUS" },
+                "is_email_enabled": email,
+            });
+            if email {
+                profile["email"] = json!(format!("{}@example.org", fc.to_lowercase()));
+                profile["is_email_validated"] = json!(true);
+            }
+            let outcome = api.put_as_citizen(&fc, "/profile", &profile).await;
+            if outcome != crate::stats::Outcome::Ok || !blocks {
+                return done(outcome);
+            }
+            let block = json!({
+                "is_inbox_enabled": false,
+                "is_email_enabled": false,
+                "is_webhook_enabled": false,
+                "settings_version": 0,
+            });
+            done(
+                api.put_as_citizen(
+                    &fc,
+                    &format!("/services/{first_service}/preferences"),
+                    &block,
+                )
+                .await,
+            )
+        })
+    })
+}
+
+/// Which scenario, with its own settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scenario {
+    /// One service, message `i` to citizen `i`: each citizen gets one.
+    MassNotice,
+    /// Messages from every seeded service to citizens drawn at random, a share of them
+    /// payment notices.
+    Mixed { payment_share: f64 },
+    /// Like the mass notice, without following messages to the inbox: the senders' API
+    /// alone.
+    Ingest,
+}
+
+impl Scenario {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::MassNotice => "mass-notice",
+            Self::Mixed { .. } => "mixed",
+            Self::Ingest => "ingest",
+        }
+    }
+
+    /// The citizen and service (index) of message `i`.
+    pub fn address(&self, i: u64, seeded: &Seeded) -> (u64, usize) {
+        let citizens = seeded.citizens.max(1);
+        match self {
+            Self::MassNotice | Self::Ingest => (i % citizens, 0),
+            Self::Mixed { .. } => {
+                let h = spread(i);
+                let services = seeded.services.len().max(1) as u64;
+                // services ≤ usize::MAX, so the remainder fits
+                (h % citizens, ((h / citizens) % services) as usize)
+            }
+        }
+    }
+
+    /// The body of message `i`: what a real sender would send, with a payment notice for
+    /// the configured share.
+    pub fn body(&self, i: u64) -> serde_json::Value {
+        let mut content = json!({
+            "subject": format!("Avviso di scadenza n. {i}"),
+            "markdown": format!(
+                "Gentile contribuente, ti ricordiamo che il pagamento n. {i} scade il 31 gennaio. \
+                 Puoi pagare in app con pagoPA, senza costi aggiuntivi, oppure presso gli sportelli abilitati."
+            ),
+        });
+        if let Self::Mixed { payment_share } = self {
+            let draw = (spread(i ^ 0xA5A5) % 10_000) as f64 / 10_000.0;
+            if draw < *payment_share {
+                content["payment_data"] = json!({
+                    "amount": 1 + (i % 50_000),
+                    "notice_number": format!("3{:017}", i % 100_000_000_000_000_000),
+                });
+            }
+        }
+        json!({ "content": content })
+    }
+}
+
+/// Sends message `i` of `scenario`.
+pub fn messages(api: Arc<Api>, seeded: Arc<Seeded>, scenario: Scenario) -> Workload {
+    Arc::new(move |i| -> Job {
+        let (api, seeded) = (Arc::clone(&api), Arc::clone(&seeded));
+        Box::pin(async move {
+            let (citizen, service) = scenario.address(i, &seeded);
+            let fc = fiscal_code(citizen);
+            let Some(sender) = seeded.services.get(service) else {
+                return Done {
+                    outcome: crate::stats::Outcome::Transport("no seeded service".into()),
+                    readable: None,
+                };
+            };
+            let (outcome, id) = api.submit(sender, &fc, &scenario.body(i)).await;
+            let follow = scenario != Scenario::Ingest && seeded.mix.readable(citizen, service);
+            Done {
+                outcome,
+                readable: id.filter(|_| follow).map(|id| (fc, id)),
+            }
+        })
+    })
+}
+
+/// `GET /health`, the no-op baseline.
+pub fn health(api: Arc<Api>) -> Workload {
+    Arc::new(move |_| -> Job {
+        let api = Arc::clone(&api);
+        Box::pin(async move {
+            Done {
+                outcome: api.health().await,
+                readable: None,
+            }
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seeded(services: usize) -> Seeded {
+        Seeded {
+            target: "http://x".into(),
+            citizens: 1000,
+            mix: Mix::default(),
+            services: (0..services)
+                .map(|i| SenderService {
+                    id: format!("s{i}"),
+                    key: "k".into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_mass_notice_reaches_each_citizen_once() {
+        let s = seeded(3);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..1000 {
+            let (c, svc) = Scenario::MassNotice.address(i, &s);
+            assert_eq!(svc, 0);
+            assert!(seen.insert(c));
+        }
+    }
+
+    #[test]
+    fn mixed_uses_every_service_and_the_payment_share() {
+        let s = seeded(4);
+        let scenario = Scenario::Mixed {
+            payment_share: 0.25,
+        };
+        let mut services = std::collections::HashSet::new();
+        let mut payments = 0;
+        for i in 0..4000 {
+            services.insert(scenario.address(i, &s).1);
+            let body = scenario.body(i);
+            if let Some(p) = body["content"].get("payment_data") {
+                payments += 1;
+                let notice = p["notice_number"].as_str().expect("notice number");
+                assert_eq!(notice.len(), 18, "{notice}");
+                assert!(p["amount"]
+                    .as_u64()
+                    .is_some_and(|a| (1..=1_000_000).contains(&a)));
+            }
+        }
+        assert_eq!(services.len(), 4);
+        assert!((800..1200).contains(&payments), "{payments}");
+        assert!(Scenario::MassNotice.body(1)["content"]
+            .get("payment_data")
+            .is_none());
+    }
+
+    #[test]
+    fn message_bodies_pass_postino_validation() {
+        let body = Scenario::Mixed { payment_share: 1.0 }.body(42);
+        let bytes = serde_json::to_vec(&body).expect("json");
+        model::message::NewMessage::parse(&bytes, Some(&fiscal_code(42)), 1_000_000)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+    }
+
+    #[test]
+    fn a_missing_or_broken_state_file_says_what_to_do() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = Seeded::load(&dir.path().join("none.json")).expect_err("missing");
+        assert!(err.to_string().contains("loadtest seed"), "{err}");
+        let broken = dir.path().join("broken.json");
+        std::fs::write(&broken, "{\"target\": 3").expect("write");
+        let err = Seeded::load(&broken).expect_err("broken");
+        assert!(err.to_string().contains("not valid"), "{err}");
+        let ok = dir.path().join("ok.json");
+        seeded(2).save(&ok).expect("save");
+        assert_eq!(Seeded::load(&ok).expect("load"), seeded(2));
+    }
+}
