@@ -18,16 +18,21 @@ pub struct ServiceCaller(pub Service);
 #[derive(Debug)]
 pub struct ManageCaller;
 
-async fn owner(parts: &Parts, state: &IngestState) -> Result<KeyOwner, Problem> {
+/// The hash of the request's key.
+fn key_hash(parts: &Parts) -> Result<String, Problem> {
     let key = parts
         .headers
         .get(KEY_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
         .ok_or_else(|| Problem::unauthorized(format!("the {KEY_HEADER} header is missing")))?;
+    Ok(Keys::hash(key))
+}
+
+async fn owner(key_hash: &str, state: &IngestState) -> Result<KeyOwner, Problem> {
     state
         .store
-        .get_key(&Keys::hash(key))
+        .get_key(key_hash)
         .await?
         .ok_or_else(|| Problem::unauthorized(format!("the {KEY_HEADER} is not a valid key")))
 }
@@ -36,13 +41,19 @@ impl FromRequestParts<IngestState> for ServiceCaller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &IngestState) -> Result<Self, Problem> {
-        match owner(parts, state).await? {
-            KeyOwner::Service { service_id, .. } => state
-                .store
-                .get_service(&service_id)
-                .await?
-                .map(ServiceCaller)
-                .ok_or_else(|| Problem::unauthorized("the key's service no longer exists")),
+        let hash = key_hash(parts)?;
+        if let Some(service) = state.callers.get(&hash) {
+            return Ok(ServiceCaller(service));
+        }
+        match owner(&hash, state).await? {
+            KeyOwner::Service { service_id, .. } => {
+                let service =
+                    state.store.get_service(&service_id).await?.ok_or_else(|| {
+                        Problem::unauthorized("the key's service no longer exists")
+                    })?;
+                state.callers.put(hash, service.clone());
+                Ok(ServiceCaller(service))
+            }
             KeyOwner::Manage => Err(Problem::forbidden(
                 "the manage key is for /manage endpoints; use a service key",
             )),
@@ -54,7 +65,7 @@ impl FromRequestParts<IngestState> for ManageCaller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &IngestState) -> Result<Self, Problem> {
-        match owner(parts, state).await? {
+        match owner(&key_hash(parts)?, state).await? {
             KeyOwner::Manage => Ok(ManageCaller),
             KeyOwner::Service { .. } => Err(Problem::forbidden(
                 "a service key cannot use the manage API; use the manage key",

@@ -13,6 +13,7 @@ use bus::Bus;
 use store::Store;
 
 pub mod auth;
+mod callers;
 pub mod keys;
 mod manage;
 mod messages;
@@ -31,7 +32,14 @@ pub struct IngestState {
     /// Message ids are ULIDs, monotonic within this process so one sender's messages sort
     /// in the order they were accepted.
     ids: Arc<Mutex<ulid::Generator>>,
+    /// Services by key hash, for [`CALLER_TTL`].
+    callers: Arc<callers::CallerCache>,
 }
+
+/// How long ingest trusts what it read about a key: a key revoked or a service changed
+/// through another ingest process works on here for at most this long (through this
+/// process, the change applies at once).
+pub const CALLER_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl std::fmt::Debug for IngestState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,6 +63,7 @@ impl IngestState {
             keys,
             partition_key,
             ids: Arc::new(Mutex::new(ulid::Generator::new())),
+            callers: Arc::new(callers::CallerCache::new(CALLER_TTL)),
         }
     }
 

@@ -109,6 +109,7 @@ pub(crate) async fn create_service(
         secondary_key_generation: 0,
     };
     state.store.put_service(&service).await?;
+    state.callers.clear();
     register_keys(&state, &service).await?;
     tracing::info!(service_id = %service.id, "service created");
     Ok((StatusCode::CREATED, Json(lifecycle(service))))
@@ -159,6 +160,7 @@ pub(crate) async fn update_service(
     service.payload = payload;
     service.last_update = model::message::now_timestamp();
     state.store.put_service(&service).await?;
+    state.callers.clear();
     Ok(Json(lifecycle(service)))
 }
 
@@ -187,6 +189,7 @@ pub(crate) async fn delete_service(
         state.store.delete_key(&Keys::hash(&key)).await?;
     }
     state.store.delete_service(&id).await?;
+    state.callers.clear();
     tracing::info!(service_id = %id, "service deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -248,8 +251,10 @@ pub(crate) async fn regenerate_key(
     }
     service.last_update = model::message::now_timestamp();
     state.store.put_service(&service).await?;
+    state.callers.clear();
     let keys = register_keys(&state, &service).await?;
     state.store.delete_key(&Keys::hash(&old)).await?;
+    state.callers.clear();
     tracing::info!(service_id = %id, ?slot, "service key regenerated");
     Ok(Json(keys))
 }
