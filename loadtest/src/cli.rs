@@ -127,8 +127,10 @@ pub struct RunArgs {
     /// Closed model: concurrent senders. Open model: most requests in flight.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub connections: u32,
-    /// Follow every n-th message to the inbox for send → inbox latency (0: none).
-    #[arg(long, default_value_t = 100)]
+    /// Follow every n-th message to the inbox for send → inbox latency (0: none). Each
+    /// followed message polls the citizen API until it is there, which is load too: keep
+    /// samples to a few per second.
+    #[arg(long, default_value_t = 1000)]
     pub sample_every: u64,
     /// First measure the no-op endpoint (`GET /health`) for this long with the same
     /// generator, and report accepted/s as a share of it (`0s`: skip).

@@ -54,8 +54,11 @@ pub struct Driven {
     pub interrupted: bool,
 }
 
-/// Most sampled messages followed at once; beyond it a sample is skipped.
-const MAX_WATCHERS: usize = 2_000;
+/// Most sampled messages followed at once; beyond it a sample is skipped, so following
+/// never becomes the load.
+const MAX_WATCHERS: usize = 200;
+/// The longest pause between two looks at the inbox: the resolution of send → inbox.
+const MAX_POLL_PAUSE: Duration = Duration::from_millis(100);
 /// How long a sampled message may take to become readable before it counts as lost.
 const INBOX_PATIENCE: Duration = Duration::from_secs(600);
 
@@ -116,7 +119,7 @@ impl Shared {
                 return Some(Instant::now());
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
+            pause = (pause * 2).min(MAX_POLL_PAUSE);
         }
         None
     }

@@ -15,7 +15,7 @@ use model::channels::{decide, ChannelChoice, Verdict};
 use model::pipeline::{decode, encode, topics, AcceptedMessage, DeliveryPlan};
 use model::profile::{PreferencesMode, PushContent};
 use model::status::{MessageStatus, RejectionReason};
-use store::{MessageRecord, Store, StoreError};
+use store::{MessageRecord, Routing, Store};
 
 /// Consumer group of the router.
 pub const GROUP: &str = "router";
@@ -30,44 +30,45 @@ impl RouterStage {
     pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Self {
         Self { store, bus }
     }
+}
 
-    async fn route(&self, message: &AcceptedMessage) -> Result<Routed, StoreError> {
-        let fc = &message.fiscal_code;
-        let profile = self.store.get_profile(fc).await?;
-        let preference = match &profile {
-            Some(p) if p.service_preferences_settings.mode != PreferencesMode::Legacy => {
-                self.store
-                    .get_preference(fc, &message.sender_service_id)
-                    .await?
-            }
-            _ => None,
-        };
-        let verdict = decide(
-            profile.as_ref(),
-            preference.as_ref(),
-            &message.sender_service_id,
-            message.requires_secure_channel(),
-        );
-        Ok(match (verdict, profile) {
-            (Verdict::Deliver(channels), Some(profile)) => {
-                let email = match channels.email {
-                    ChannelChoice::Send => profile.email.clone(),
-                    ChannelChoice::Skip(_) => None,
-                };
-                Ok(DeliveryPlan {
-                    message: message.clone(),
-                    channels,
-                    push_content: profile
-                        .push_notifications_content_type
-                        .unwrap_or(PushContent::Anonymous),
-                    preferred_languages: profile.preferred_languages,
-                    email,
-                })
-            }
-            (Verdict::Rejected(reason), _) => Err(reason),
-            // `decide` only delivers when there is a profile.
-            (Verdict::Deliver(_), None) => Err(RejectionReason::UserNotFound),
-        })
+/// Applies IO's rules to one message and what the store holds about its citizen.
+fn route(message: &AcceptedMessage, routing: Routing) -> Routed {
+    let Routing {
+        profile,
+        preference,
+    } = routing;
+    // A LEGACY profile's per-service choices live on the profile itself.
+    let preference = preference.filter(|_| {
+        profile
+            .as_ref()
+            .is_some_and(|p| p.service_preferences_settings.mode != PreferencesMode::Legacy)
+    });
+    let verdict = decide(
+        profile.as_ref(),
+        preference.as_ref(),
+        &message.sender_service_id,
+        message.requires_secure_channel(),
+    );
+    match (verdict, profile) {
+        (Verdict::Deliver(channels), Some(profile)) => {
+            let email = match channels.email {
+                ChannelChoice::Send => profile.email.clone(),
+                ChannelChoice::Skip(_) => None,
+            };
+            Ok(DeliveryPlan {
+                message: message.clone(),
+                channels,
+                push_content: profile
+                    .push_notifications_content_type
+                    .unwrap_or(PushContent::Anonymous),
+                preferred_languages: profile.preferred_languages,
+                email,
+            })
+        }
+        (Verdict::Rejected(reason), _) => Err(reason),
+        // `decide` only delivers when there is a profile.
+        (Verdict::Deliver(_), None) => Err(RejectionReason::UserNotFound),
     }
 }
 
@@ -89,13 +90,21 @@ impl Stage for RouterStage {
     }
 
     async fn process(&self, items: &[&Self::Item]) -> Result<(), StageError> {
+        let pairs: Vec<_> = items
+            .iter()
+            .map(|(_, m)| (m.fiscal_code.clone(), m.sender_service_id.clone()))
+            .collect();
+        let routings = self
+            .store
+            .get_routing(&pairs)
+            .await
+            .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
         let mut rejected = Vec::new();
         let mut deliveries = Vec::new();
-        for (key, message) in items {
-            match self.route(message).await {
-                Ok(Err(reason)) => rejected.push(MessageRecord::rejected(message.clone(), reason)),
-                Ok(Ok(plan)) => deliveries.push(Record::new(key.clone(), encode(&plan))),
-                Err(err) => return Err(StageError::from_dependency(err.is_retryable(), err)),
+        for ((key, message), routing) in items.iter().zip(routings) {
+            match route(message, routing) {
+                Err(reason) => rejected.push(MessageRecord::rejected(message.clone(), reason)),
+                Ok(plan) => deliveries.push(Record::new(key.clone(), encode(&plan))),
             }
         }
         self.store

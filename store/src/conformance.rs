@@ -16,7 +16,7 @@ use model::status::{MessageStatus, NotificationStatus, RejectionReason};
 use model::FiscalCode;
 use ulid::Ulid;
 
-use crate::{KeyOwner, MessageRecord, Store};
+use crate::{KeyOwner, MessageRecord, Routing, Store};
 
 static COUNTER: AtomicU64 = AtomicU64::new(1);
 
@@ -199,6 +199,52 @@ pub async fn profiles_and_preferences_are_per_citizen(store: Arc<dyn Store>) {
     assert_eq!(store.get_preference(&b, "s1").await.expect("get"), None);
 }
 
+pub async fn routing_reads_a_batch_in_order(store: Arc<dyn Store>) {
+    let (a, b) = (fresh_fiscal_code(), fresh_fiscal_code());
+    let profile = Profile::new_default();
+    store.put_profile(&a, &profile).await.expect("put");
+    let pref = ServicePreference {
+        is_email_enabled: true,
+        is_inbox_enabled: false,
+        is_webhook_enabled: false,
+        settings_version: 0,
+        can_access_message_read_status: true,
+    };
+    store
+        .put_preference(&a, "s1", &pref)
+        .await
+        .expect("put pref");
+    // A preference without a profile is never read: the citizen has no inbox.
+    store
+        .put_preference(&b, "s1", &pref)
+        .await
+        .expect("put pref");
+    let pairs = vec![
+        (a.clone(), "s1".to_string()),
+        (b.clone(), "s1".to_string()),
+        (a.clone(), "s2".to_string()),
+    ];
+    let got = store.get_routing(&pairs).await.expect("routing");
+    assert_eq!(
+        got,
+        vec![
+            Routing {
+                profile: Some(profile.clone()),
+                preference: Some(pref)
+            },
+            Routing {
+                profile: None,
+                preference: None
+            },
+            Routing {
+                profile: Some(profile),
+                preference: None
+            },
+        ]
+    );
+    assert!(store.get_routing(&[]).await.expect("empty").is_empty());
+}
+
 // ---- messages and inbox --------------------------------------------------------------
 
 pub async fn message_status_never_goes_backwards(store: Arc<dyn Store>) {
@@ -377,6 +423,7 @@ macro_rules! store_conformance {
             services_round_trip_and_delete,
             keys_map_hashes_to_owners,
             profiles_and_preferences_are_per_citizen,
+            routing_reads_a_batch_in_order,
             message_status_never_goes_backwards,
             rejected_messages_stay_out_of_the_inbox,
             delivering_twice_keeps_one_copy_and_its_read_state,

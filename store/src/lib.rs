@@ -86,6 +86,35 @@ pub trait ProfileStore: Send + Sync {
         service_id: &str,
         preference: &ServicePreference,
     ) -> Result<(), StoreError>;
+
+    /// For each (citizen, service) pair, in order: the citizen's profile and their
+    /// preference for that service — what the router needs for a batch, read in one go.
+    /// The preference is read whatever the profile's mode; the rules decide if it counts.
+    async fn get_routing(
+        &self,
+        pairs: &[(FiscalCode, String)],
+    ) -> Result<Vec<Routing>, StoreError> {
+        let mut out = Vec::with_capacity(pairs.len());
+        for (fc, service_id) in pairs {
+            let profile = self.get_profile(fc).await?;
+            let preference = match profile {
+                Some(_) => self.get_preference(fc, service_id).await?,
+                None => None,
+            };
+            out.push(Routing {
+                profile,
+                preference,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// What the router reads about one citizen for one service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routing {
+    pub profile: Option<Profile>,
+    pub preference: Option<ServicePreference>,
 }
 
 /// A message with where it stands (partition: message id).

@@ -17,8 +17,8 @@ use sqlite::{DbError, Readers, Writer};
 use ulid::Ulid;
 
 use crate::{
-    InboxItem, KeyOwner, MessageRecord, MessageStore, ProfileStore, ServiceStore, SettingStore,
-    StoreError,
+    InboxItem, KeyOwner, MessageRecord, MessageStore, ProfileStore, Routing, ServiceStore,
+    SettingStore, StoreError,
 };
 
 const SCHEMA: &str = "
@@ -189,6 +189,48 @@ impl ProfileStore for SqliteStore {
         )
         .await
         .map(drop)
+    }
+
+    async fn get_routing(
+        &self,
+        pairs: &[(FiscalCode, String)],
+    ) -> Result<Vec<Routing>, StoreError> {
+        let keys: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(fc, service)| (fc.as_str().to_string(), service.clone()))
+            .collect();
+        // One trip to a reader thread for the whole batch, not two per message.
+        let texts: Vec<(Option<String>, Option<String>)> = self
+            .readers
+            .read(move |c| {
+                let mut profiles = c.prepare_cached("SELECT body FROM profiles WHERE fc = ?1")?;
+                let mut preferences = c.prepare_cached(
+                    "SELECT body FROM preferences WHERE fc = ?1 AND service_id = ?2",
+                )?;
+                let mut out = Vec::with_capacity(keys.len());
+                for (fc, service) in &keys {
+                    let profile: Option<String> =
+                        profiles.query_row([fc], |r| r.get(0)).optional()?;
+                    let preference: Option<String> = match profile {
+                        Some(_) => preferences
+                            .query_row([fc, service], |r| r.get(0))
+                            .optional()?,
+                        None => None,
+                    };
+                    out.push((profile, preference));
+                }
+                Ok(out)
+            })
+            .await?;
+        texts
+            .into_iter()
+            .map(|(profile, preference)| {
+                Ok(Routing {
+                    profile: profile.map(|t| from_json(&t)).transpose()?,
+                    preference: preference.map(|t| from_json(&t)).transpose()?,
+                })
+            })
+            .collect()
     }
 }
 
