@@ -30,8 +30,10 @@ CREATE TABLE IF NOT EXISTS preferences(
     fc TEXT NOT NULL, service_id TEXT NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY(fc, service_id)) WITHOUT ROWID;
 -- ULIDs grow with time, so message ids append at the end of this B-tree.
-CREATE TABLE IF NOT EXISTS messages(
-    id TEXT PRIMARY KEY, rank INTEGER NOT NULL, body TEXT NOT NULL) WITHOUT ROWID;
+-- Message rows are large (the whole message as JSON): in a rowid table they are appended,
+-- and only the narrow index on the id (a ULID, so it grows at its end too) is searched.
+CREATE TABLE IF NOT EXISTS messages(id TEXT NOT NULL, rank INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_id ON messages(id);
 -- A rowid table with a unique index: cheaper to insert into than a (fc, id) keyed B-tree,
 -- because the table itself is appended to and only the narrow index takes random inserts.
 CREATE TABLE IF NOT EXISTS inbox(
