@@ -12,6 +12,7 @@ use axum::Router;
 use bus::Bus;
 use store::Store;
 
+mod accepted;
 pub mod auth;
 mod callers;
 pub mod keys;
@@ -34,6 +35,8 @@ pub struct IngestState {
     ids: Arc<Mutex<ulid::Generator>>,
     /// Services by key hash, for [`CALLER_TTL`].
     callers: Arc<callers::CallerCache>,
+    /// ACCEPTED rows queued behind the responses.
+    accepted: accepted::AcceptedRows,
 }
 
 /// How long ingest trusts what it read about a key: a key revoked or a service changed
@@ -51,20 +54,25 @@ impl std::fmt::Debug for IngestState {
 }
 
 impl IngestState {
+    /// The state, and the task writing ACCEPTED rows: it ends once every clone of the
+    /// state is dropped and the queued rows are written, so await it at shutdown.
     pub fn new(
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
         keys: Keys,
         partition_key: [u8; 32],
-    ) -> Self {
-        Self {
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (accepted, writer) = accepted::AcceptedRows::spawn(Arc::clone(&store));
+        let state = Self {
             store,
             bus,
             keys,
             partition_key,
             ids: Arc::new(Mutex::new(ulid::Generator::new())),
             callers: Arc::new(callers::CallerCache::new(CALLER_TTL)),
-        }
+            accepted,
+        };
+        (state, writer)
     }
 
     fn next_id(&self) -> ulid::Ulid {

@@ -147,12 +147,10 @@ async fn submit(
         message.id.to_string(),
         message.fiscal_code.as_str().to_string(),
     );
-    let accepted = MessageRecord::new(message, MessageStatus::Accepted);
-    if let Err(err) = state.store.put_messages(vec![accepted]).await {
-        // The message is durable in the log and will be processed; only its ACCEPTED status
-        // is missing until the pipeline writes the next one.
-        tracing::warn!(error = %err, message_id = %id, "accepted, but cannot record ACCEPTED status");
-    }
+    state
+        .accepted
+        .add(MessageRecord::new(message, MessageStatus::Accepted))
+        .await;
     tracing::debug!(message_id = %id, service_id = %service.id, "message accepted");
     let location = format!("/api/v1/messages/{fc}/{id}");
     Ok((
@@ -187,10 +185,11 @@ pub(crate) async fn get_message(
     let fc = FiscalCode::parse("fiscal_code", &fiscal_code)?;
     let id = Ulid::from_string(&id)
         .map_err(|_| ValidationError::new("id", "must be a message id (a ULID)"))?;
-    let record = state
-        .store
-        .get_message(&id)
-        .await?
+    let record = match state.store.get_message(&id).await? {
+        Some(record) => Some(record),
+        None => state.accepted.get(&id),
+    };
+    let record = record
         .filter(|r| r.message.fiscal_code == fc)
         .ok_or_else(|| Problem::not_found("no message with this id for this fiscal code"))?;
     if record.message.sender_service_id != service.id {

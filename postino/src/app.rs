@@ -44,6 +44,8 @@ pub struct App {
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     stages: Vec<JoinHandle<Result<(), bus::BusError>>>,
+    /// Tasks that finish their queued work once the server is gone (ACCEPTED rows).
+    background: Vec<JoinHandle<()>>,
     grace: Duration,
 }
 
@@ -91,16 +93,18 @@ impl App {
         // Every process serves /health and /openapi.json; the APIs only where their role runs.
         let mut routes = Router::new();
         let mut generated_manage_key = None;
+        let mut background = Vec::new();
         if roles.ingest {
             let secret = deployment_secret(config)?;
             generated_manage_key =
                 bootstrap_manage_key(&*store, config.manage_key.as_deref()).await?;
-            let ingest = IngestState::new(
+            let (ingest, accepted_rows) = IngestState::new(
                 Arc::clone(&store),
                 Arc::clone(&bus),
                 Keys::new(&secret),
                 Keys::partition_key(&secret),
             );
+            background.push(accepted_rows);
             routes = routes.nest("/api/v1", ingest::router(ingest));
         }
         if roles.citizen {
@@ -126,6 +130,7 @@ impl App {
             stop,
             server,
             stages,
+            background,
             grace: Duration::from_secs(config.shutdown_grace_secs),
         })
     }
@@ -153,9 +158,13 @@ impl App {
         let _ = self.stop.send(true);
         let server = self.server;
         let stages = self.stages;
+        let background = self.background;
         let drained = tokio::time::timeout(self.grace, async move {
             if !server.is_finished() {
                 let _ = server.await;
+            }
+            for task in background {
+                let _ = task.await;
             }
             for stage in stages {
                 match stage.await {

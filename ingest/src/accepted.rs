@@ -1,0 +1,154 @@
+//! The ACCEPTED status rows, written behind the response. The `201` waits only for the log
+//! (invariant 1); the row that lets `getMessage` show ACCEPTED is queued here and written in
+//! batches, one store commit for many messages instead of one wait per request.
+//!
+//! Until its row is written, a message is served from memory by this process, so a sender
+//! reading right after its `201` through the same process always finds it. Through another
+//! ingest process it may be missing for the few milliseconds of one batch. If the process
+//! dies before the row is written, nothing is lost: the message is in the log, and the
+//! pipeline writes its next status (PROCESSED or REJECTED) as usual.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use store::{MessageRecord, Store};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use ulid::Ulid;
+
+/// Rows waiting to be written; a full queue makes requests wait (backpressure), never grow.
+const QUEUE: usize = 8192;
+/// Rows written in one store job.
+const BATCH: usize = 512;
+/// Tries for a batch while the store is unavailable, before its rows are left to the
+/// pipeline's next status.
+const ATTEMPTS: u32 = 5;
+
+type Pending = Arc<Mutex<HashMap<Ulid, MessageRecord>>>;
+
+#[derive(Debug, Clone)]
+pub struct AcceptedRows {
+    queue: mpsc::Sender<MessageRecord>,
+    pending: Pending,
+}
+
+impl AcceptedRows {
+    /// Starts the writer; it ends once every handle is dropped and the queue is written.
+    pub fn spawn(store: Arc<dyn Store>) -> (Self, JoinHandle<()>) {
+        let (queue, rows) = mpsc::channel(QUEUE);
+        let pending = Pending::default();
+        let writer = tokio::spawn(write_rows(store, rows, Arc::clone(&pending)));
+        (Self { queue, pending }, writer)
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<Ulid, MessageRecord>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `record`'s row; waits only while the queue is full.
+    pub async fn add(&self, record: MessageRecord) {
+        self.pending().insert(record.message.id, record.clone());
+        if self.queue.send(record).await.is_err() {
+            tracing::warn!("ACCEPTED writer stopped; the pipeline will record the status");
+        }
+    }
+
+    /// A message accepted here whose row is not written yet.
+    pub fn get(&self, id: &Ulid) -> Option<MessageRecord> {
+        self.pending().get(id).cloned()
+    }
+}
+
+async fn write_rows(
+    store: Arc<dyn Store>,
+    mut rows: mpsc::Receiver<MessageRecord>,
+    pending: Pending,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rows.recv_many(&mut batch, BATCH).await > 0 {
+        let ids: Vec<Ulid> = batch.iter().map(|r| r.message.id).collect();
+        let mut delay = Duration::from_millis(50);
+        for attempt in 1..=ATTEMPTS {
+            match store.put_messages(std::mem::take(&mut batch)).await {
+                Ok(()) => break,
+                Err(err) if err.is_retryable() && attempt < ATTEMPTS => {
+                    tracing::warn!(error = %err, count = ids.len(), "cannot write ACCEPTED rows yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    let p = pending.lock().unwrap_or_else(|p| p.into_inner());
+                    batch = ids.iter().filter_map(|id| p.get(id).cloned()).collect();
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, count = ids.len(), "ACCEPTED rows not written; the pipeline will record the next status");
+                    break;
+                }
+            }
+        }
+        let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
+        for id in &ids {
+            p.remove(id);
+        }
+        batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::status::MessageStatus;
+    use store::conformance::{fresh_fiscal_code, sample_record};
+    use store::sqlite::SqliteStore;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_queued_row_is_served_until_written_and_written_before_the_writer_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+        let (rows, writer) = AcceptedRows::spawn(Arc::clone(&store));
+        let fc = fresh_fiscal_code();
+        let records: Vec<MessageRecord> = (0..1000)
+            .map(|ms| sample_record(&fc, ms, MessageStatus::Accepted))
+            .collect();
+        for r in &records {
+            rows.add(r.clone()).await;
+            // Readable at once: from memory, or from the store once written.
+            let id = r.message.id;
+            let found = match rows.get(&id) {
+                Some(found) => Some(found),
+                None => store.get_message(&id).await.expect("read"),
+            };
+            assert_eq!(found.map(|f| f.status), Some(MessageStatus::Accepted));
+        }
+        drop(rows);
+        writer.await.expect("writer ends once its handles are gone");
+        for r in &records {
+            let stored = store.get_message(&r.message.id).await.expect("read");
+            assert_eq!(stored.map(|s| s.status), Some(MessageStatus::Accepted));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_later_status_is_never_replaced_by_a_late_accepted_row() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+        let fc = fresh_fiscal_code();
+        let processed = sample_record(&fc, 1, MessageStatus::Processed);
+        store
+            .put_messages(vec![processed.clone()])
+            .await
+            .expect("put");
+        let (rows, writer) = AcceptedRows::spawn(Arc::clone(&store));
+        let accepted = MessageRecord {
+            status: MessageStatus::Accepted,
+            ..processed.clone()
+        };
+        rows.add(accepted).await;
+        drop(rows);
+        writer.await.expect("writer");
+        let stored = store
+            .get_message(&processed.message.id)
+            .await
+            .expect("read");
+        assert_eq!(stored.map(|s| s.status), Some(MessageStatus::Processed));
+    }
+}
