@@ -49,7 +49,9 @@ impl From<rusqlite::Error> for DbError {
 }
 
 /// Opens (creating if needed) a database in WAL mode. `synchronous=FULL` makes every commit
-/// reach the disk before it returns, which is what acknowledged writes promise.
+/// reach the disk before it returns, which is what acknowledged writes promise. The WAL is
+/// checkpointed every 8000 pages (32 MiB) rather than SQLite's 1000: a page written twice
+/// in that span (a message's ACCEPTED row, then its PROCESSED status) is copied once.
 pub fn open(path: &Path) -> Result<Connection, DbError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| DbError::Sqlite {
@@ -63,7 +65,8 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
         "PRAGMA journal_mode=WAL;
          PRAGMA synchronous=FULL;
          PRAGMA temp_store=MEMORY;
-         PRAGMA cache_size=-32768;",
+         PRAGMA cache_size=-32768;
+         PRAGMA wal_autocheckpoint=8000;",
     )?;
     Ok(conn)
 }
