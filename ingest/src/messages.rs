@@ -185,10 +185,11 @@ pub(crate) async fn get_message(
     let fc = FiscalCode::parse("fiscal_code", &fiscal_code)?;
     let id = Ulid::from_string(&id)
         .map_err(|_| ValidationError::new("id", "must be a message id (a ULID)"))?;
-    let record = match state.store.get_message(&id).await? {
-        Some(record) => Some(record),
-        None => state.accepted.get(&id),
-    };
+    // Memory first: a row leaves memory only once it is written, so looking in this order
+    // never misses a message in between. The store's row wins when there is one: the
+    // pipeline may already have recorded a later status.
+    let queued = state.accepted.get(&id);
+    let record = state.store.get_message(&id).await?.or(queued);
     let record = record
         .filter(|r| r.message.fiscal_code == fc)
         .ok_or_else(|| Problem::not_found("no message with this id for this fiscal code"))?;
