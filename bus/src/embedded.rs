@@ -18,7 +18,9 @@ use tokio::sync::watch;
 use crate::{check_topic, Bus, BusError, Delivered, Record, Subscription};
 
 /// How often a topic's consumed records are trimmed at most.
-const TRIM_INTERVAL: Duration = Duration::from_secs(2);
+const TRIM_INTERVAL: Duration = Duration::from_millis(100);
+/// Most records one trim deletes.
+const TRIM_SLICE: i64 = 4096;
 
 #[derive(Debug)]
 pub struct EmbeddedBus {
@@ -250,9 +252,14 @@ impl Subscription for EmbeddedSubscription {
                         .optional()?
                         .flatten();
                     if let Some(floor) = floor {
+                        // A bounded slice per commit: one long delete would hold the writer,
+                        // and every append waiting behind it, for tens of milliseconds.
+                        let t = table(&topic);
                         conn.execute(
-                            &format!("DELETE FROM {} WHERE seq <= ?1", table(&topic)),
-                            [floor],
+                            &format!(
+                                "DELETE FROM {t} WHERE seq <= min(?1, (SELECT min(seq) FROM {t}) + ?2)"
+                            ),
+                            params![floor, TRIM_SLICE],
                         )?;
                     }
                 }
