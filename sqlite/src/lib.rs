@@ -49,9 +49,7 @@ impl From<rusqlite::Error> for DbError {
 }
 
 /// Opens (creating if needed) a database in WAL mode. `synchronous=FULL` makes every commit
-/// reach the disk before it returns, which is what acknowledged writes promise. The WAL is
-/// checkpointed every 8000 pages (32 MiB) rather than SQLite's 1000: a page written twice
-/// in that span (a message's ACCEPTED row, then its PROCESSED status) is copied once.
+/// reach the disk before it returns, which is what acknowledged writes promise.
 pub fn open(path: &Path) -> Result<Connection, DbError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| DbError::Sqlite {
@@ -65,8 +63,7 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
         "PRAGMA journal_mode=WAL;
          PRAGMA synchronous=FULL;
          PRAGMA temp_store=MEMORY;
-         PRAGMA cache_size=-32768;
-         PRAGMA wal_autocheckpoint=8000;",
+         PRAGMA cache_size=-32768;",
     )?;
     Ok(conn)
 }
@@ -91,9 +88,13 @@ impl Writer {
     pub fn spawn(conn: Connection, name: &str, queue: usize, max_batch: usize) -> Self {
         let (tx, rx) = mpsc::channel::<Job>(queue);
         let thread_name = format!("{name}-writer");
+        let checkpoints = Checkpointer::spawn(&conn, name);
         let spawned = std::thread::Builder::new()
             .name(thread_name)
-            .spawn(move || writer_loop(conn, rx, max_batch));
+            .spawn(move || {
+                writer_loop(conn, rx, max_batch);
+                drop(checkpoints);
+            });
         if let Err(err) = spawned {
             // Without the thread every write answers `Closed`, which callers already handle.
             tracing::error!(error = %err, "cannot start database writer thread");
@@ -122,6 +123,49 @@ impl Writer {
         });
         self.jobs.send(job).await.map_err(|_| DbError::Closed)?;
         answered.await.map_err(|_| DbError::Closed)?
+    }
+}
+
+/// Copies the WAL back into the database file from a thread of its own, so the writer's
+/// commits (and the requests waiting on them) rarely pause for it: when the writer's own
+/// checkpoint comes due (SQLite's default, every 1000 pages) most frames are already
+/// copied, and the WAL starts over small.
+#[derive(Debug)]
+struct Checkpointer {
+    /// Dropped when the writer stops; the checkpointer then does a last pass and ends.
+    _stop: std::sync::mpsc::Sender<()>,
+}
+
+/// How often the background checkpoint runs.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl Checkpointer {
+    fn spawn(writer: &Connection, name: &str) -> Option<Self> {
+        let path = writer.path().filter(|p| !p.is_empty())?.to_string();
+        let own = open(Path::new(&path)).ok()?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name(format!("{name}-checkpoint"))
+            .spawn(move || loop {
+                let last = matches!(
+                    stopped.recv_timeout(CHECKPOINT_EVERY),
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+                );
+                if let Err(err) = own.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                    tracing::warn!(error = %err, "background checkpoint failed");
+                }
+                if last {
+                    break;
+                }
+            });
+        match spawned {
+            Ok(_) => Some(Self { _stop: stop }),
+            Err(err) => {
+                // The writer's own checkpoints still run.
+                tracing::warn!(error = %err, "cannot start the checkpoint thread");
+                None
+            }
+        }
     }
 }
 
