@@ -164,6 +164,17 @@ pub async fn keys_map_hashes_to_owners(store: Arc<dyn Store>) {
 
 // ---- profiles and preferences --------------------------------------------------------
 
+/// A preference at settings version 0 that allows or refuses the inbox.
+fn preference(inbox: bool) -> ServicePreference {
+    ServicePreference {
+        is_email_enabled: !inbox,
+        is_inbox_enabled: inbox,
+        is_webhook_enabled: inbox,
+        settings_version: 0,
+        can_access_message_read_status: true,
+    }
+}
+
 pub async fn profiles_and_preferences_are_per_citizen(store: Arc<dyn Store>) {
     let (a, b) = (fresh_fiscal_code(), fresh_fiscal_code());
     assert_eq!(store.get_profile(&a).await.expect("get"), None);
@@ -180,13 +191,7 @@ pub async fn profiles_and_preferences_are_per_citizen(store: Arc<dyn Store>) {
     store.put_profile(&a, &profile).await.expect("update");
     assert_eq!(store.get_profile(&a).await.expect("get"), Some(profile));
 
-    let pref = ServicePreference {
-        is_email_enabled: false,
-        is_inbox_enabled: true,
-        is_webhook_enabled: true,
-        settings_version: 0,
-        can_access_message_read_status: true,
-    };
+    let pref = preference(true);
     store
         .put_preference(&a, "s1", &pref)
         .await
@@ -203,13 +208,7 @@ pub async fn routing_reads_a_batch_in_order(store: Arc<dyn Store>) {
     let (a, b) = (fresh_fiscal_code(), fresh_fiscal_code());
     let profile = Profile::new_default();
     store.put_profile(&a, &profile).await.expect("put");
-    let pref = ServicePreference {
-        is_email_enabled: true,
-        is_inbox_enabled: false,
-        is_webhook_enabled: false,
-        settings_version: 0,
-        can_access_message_read_status: true,
-    };
+    let pref = preference(false);
     store
         .put_preference(&a, "s1", &pref)
         .await
