@@ -299,15 +299,15 @@ async fn consume<S: Stage>(
 
         let mut good: Vec<(&Delivered, S::Item)> = Vec::with_capacity(batch.len());
         let mut failed: Vec<(&Delivered, Option<&S::Item>, Failure)> = Vec::new();
-        let mut undecodable = Vec::new();
         for d in &batch {
             match stage.decode(&d.record) {
                 Ok(item) => good.push((d, item)),
-                Err(reason) => undecodable.push((d, format!("malformed record: {reason}"))),
+                Err(reason) => failed.push((
+                    d,
+                    None,
+                    Failure::Dead(format!("malformed record: {reason}")),
+                )),
             }
-        }
-        for (d, reason) in undecodable {
-            failed.push((d, None, Failure::Dead(reason)));
         }
 
         let outcomes = if lane.delayed {

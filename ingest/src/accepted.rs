@@ -27,57 +27,56 @@ const ATTEMPTS: u32 = 5;
 
 type Pending = Arc<Mutex<HashMap<Ulid, MessageRecord>>>;
 
+fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<Ulid, MessageRecord>> {
+    pending.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The queued rows: each lives in `pending` until written; the queue carries only its id.
 #[derive(Debug, Clone)]
 pub struct AcceptedRows {
-    queue: mpsc::Sender<MessageRecord>,
+    queue: mpsc::Sender<Ulid>,
     pending: Pending,
 }
 
 impl AcceptedRows {
     /// Starts the writer; it ends once every handle is dropped and the queue is written.
     pub fn spawn(store: Arc<dyn Store>) -> (Self, JoinHandle<()>) {
-        let (queue, rows) = mpsc::channel(QUEUE);
+        let (queue, ids) = mpsc::channel(QUEUE);
         let pending = Pending::default();
-        let writer = tokio::spawn(write_rows(store, rows, Arc::clone(&pending)));
+        let writer = tokio::spawn(write_rows(store, ids, Arc::clone(&pending)));
         (Self { queue, pending }, writer)
-    }
-
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<Ulid, MessageRecord>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queues `record`'s row; waits only while the queue is full.
     pub async fn add(&self, record: MessageRecord) {
-        self.pending().insert(record.message.id, record.clone());
-        if self.queue.send(record).await.is_err() {
+        let id = record.message.id;
+        lock(&self.pending).insert(id, record);
+        if self.queue.send(id).await.is_err() {
             tracing::warn!("ACCEPTED writer stopped; the pipeline will record the status");
         }
     }
 
     /// A message accepted here whose row is not written yet.
     pub fn get(&self, id: &Ulid) -> Option<MessageRecord> {
-        self.pending().get(id).cloned()
+        lock(&self.pending).get(id).cloned()
     }
 }
 
-async fn write_rows(
-    store: Arc<dyn Store>,
-    mut rows: mpsc::Receiver<MessageRecord>,
-    pending: Pending,
-) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while rows.recv_many(&mut batch, BATCH).await > 0 {
-        let ids: Vec<Ulid> = batch.iter().map(|r| r.message.id).collect();
+async fn write_rows(store: Arc<dyn Store>, mut queued: mpsc::Receiver<Ulid>, pending: Pending) {
+    let mut ids = Vec::with_capacity(BATCH);
+    while queued.recv_many(&mut ids, BATCH).await > 0 {
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=ATTEMPTS {
-            match store.put_messages(std::mem::take(&mut batch)).await {
+            let batch: Vec<MessageRecord> = {
+                let p = lock(&pending);
+                ids.iter().filter_map(|id| p.get(id).cloned()).collect()
+            };
+            match store.put_messages(batch).await {
                 Ok(()) => break,
                 Err(err) if err.is_retryable() && attempt < ATTEMPTS => {
                     tracing::warn!(error = %err, count = ids.len(), "cannot write ACCEPTED rows yet; retrying");
                     tokio::time::sleep(delay).await;
                     delay *= 2;
-                    let p = pending.lock().unwrap_or_else(|p| p.into_inner());
-                    batch = ids.iter().filter_map(|id| p.get(id).cloned()).collect();
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, count = ids.len(), "ACCEPTED rows not written; the pipeline will record the next status");
@@ -85,11 +84,10 @@ async fn write_rows(
                 }
             }
         }
-        let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
-        for id in &ids {
-            p.remove(id);
+        let mut p = lock(&pending);
+        for id in ids.drain(..) {
+            p.remove(&id);
         }
-        batch.clear();
     }
 }
 

@@ -57,6 +57,15 @@ pub fn transport_kind(err: &reqwest::Error) -> String {
     }
 }
 
+/// How a request that expects a success status ended.
+fn outcome(sent: Result<reqwest::Response, reqwest::Error>) -> Outcome {
+    match sent {
+        Ok(r) if r.status().is_success() => Outcome::Ok,
+        Ok(r) => Outcome::Status(r.status().as_u16()),
+        Err(err) => Outcome::Transport(transport_kind(&err)),
+    }
+}
+
 impl Api {
     /// A client for `base` (`http://host:port`) with up to `connections` kept-alive
     /// connections; `jwt_secret` signs citizen tokens (Postino's HS256 development secret).
@@ -169,18 +178,14 @@ impl Api {
         path: &str,
         body: &serde_json::Value,
     ) -> Outcome {
-        let sent = self
-            .http
-            .put(format!("{}/citizen/v1{path}", self.base))
-            .bearer_auth(self.citizen_token(fiscal_code))
-            .json(body)
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status().is_success() => Outcome::Ok,
-            Ok(r) => Outcome::Status(r.status().as_u16()),
-            Err(err) => Outcome::Transport(transport_kind(&err)),
-        }
+        outcome(
+            self.http
+                .put(format!("{}/citizen/v1{path}", self.base))
+                .bearer_auth(self.citizen_token(fiscal_code))
+                .json(body)
+                .send()
+                .await,
+        )
     }
 
     /// Submits a message; on `201` returns its id.
@@ -231,8 +236,7 @@ impl Api {
                 let _ = r.bytes().await;
                 Outcome::Ok
             }
-            Ok(r) => Outcome::Status(r.status().as_u16()),
-            Err(err) => Outcome::Transport(transport_kind(&err)),
+            other => outcome(other),
         }
     }
 }

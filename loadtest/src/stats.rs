@@ -19,6 +19,9 @@ fn micros(d: Duration) -> u64 {
         .clamp(1, 600_000_000)
 }
 
+/// The last second a timeline holds.
+const MAX_SECONDS: usize = 86_400;
+
 /// How one request ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -106,34 +109,32 @@ impl Default for Stats {
 impl Stats {
     /// Records a request that was due `at` after the start and took `latency` from then.
     pub fn record(&mut self, outcome: &Outcome, at: Duration, latency: Duration) {
-        let second = usize::try_from(at.as_secs()).unwrap_or(usize::MAX);
-        while self.seconds.len() <= second.min(86_400) {
+        // A run longer than a day keeps counting in its last second.
+        let second = usize::try_from(at.as_secs())
+            .unwrap_or(usize::MAX)
+            .min(MAX_SECONDS);
+        while self.seconds.len() <= second {
             self.seconds.push(Window {
                 ok: 0,
                 errors: 0,
                 latency: histogram(),
             });
         }
-        let window = &mut self.seconds[second.min(86_400)];
-        let us = micros(latency);
-        match outcome {
+        let window = &mut self.seconds[second];
+        let kind = match outcome {
             Outcome::Ok => {
+                let us = micros(latency);
                 self.ok += 1;
                 window.ok += 1;
-                // saturating record: the value is clamped into the bounds above
                 self.latency.saturating_record(us);
                 window.latency.saturating_record(us);
+                return;
             }
-            Outcome::Status(code) => self.error(code.to_string(), window_index(second)),
-            Outcome::Transport(kind) => self.error(kind.clone(), window_index(second)),
-        }
-    }
-
-    fn error(&mut self, kind: String, second: usize) {
+            Outcome::Status(code) => code.to_string(),
+            Outcome::Transport(kind) => kind.clone(),
+        };
+        window.errors += 1;
         *self.errors.entry(kind).or_insert(0) += 1;
-        if let Some(w) = self.seconds.get_mut(second) {
-            w.errors += 1;
-        }
     }
 
     /// Records the time from sending a sampled message to reading it in the inbox.
@@ -174,10 +175,6 @@ impl Stats {
             })
             .collect()
     }
-}
-
-fn window_index(second: usize) -> usize {
-    second.min(86_400)
 }
 
 #[cfg(test)]
