@@ -68,6 +68,28 @@ pub trait Stage: Send + Sync + 'static {
     /// Processes items in order. Must be idempotent: after a crash a batch is processed again.
     async fn process(&self, items: &[&Self::Item]) -> Result<(), StageError>;
 
+    /// One outcome per item, in order. A stage whose items succeed or fail one by one (a
+    /// provider answers each request) overrides this, so that a batch-mate's failure never
+    /// makes a done item be done again. The default runs the batch through
+    /// [`Stage::process`] and, when it fails for a reason other than `Unavailable`, runs
+    /// each item alone to find the culprits.
+    async fn process_each(&self, items: &[&Self::Item]) -> Vec<Result<(), StageError>> {
+        match self.process(items).await {
+            Ok(()) => items.iter().map(|_| Ok(())).collect(),
+            Err(err @ StageError::Unavailable(_)) => {
+                items.iter().map(|_| Err(err.clone())).collect()
+            }
+            Err(err) if items.len() == 1 => vec![Err(err)],
+            Err(_) => {
+                let mut outcomes = Vec::with_capacity(items.len());
+                for item in items {
+                    outcomes.push(self.process(&[*item]).await);
+                }
+                outcomes
+            }
+        }
+    }
+
     /// Told about an item that was dead-lettered, e.g. to mark its message FAILED.
     async fn dead_lettered(&self, _item: &Self::Item, _reason: &str) {}
 }
@@ -408,7 +430,8 @@ async fn consume<S: Stage>(
 }
 
 /// Processes the items in order; returns the indices that failed with what becomes of them,
-/// or `None` if shutdown interrupted an in-place retry.
+/// or `None` if shutdown interrupted an in-place retry. Items whose dependency is
+/// unavailable are held and tried again in place, alone, until it is back.
 async fn process_all<S: Stage>(
     stage: &S,
     items: &[&S::Item],
@@ -416,51 +439,35 @@ async fn process_all<S: Stage>(
     shutdown: &mut watch::Receiver<bool>,
     topic: &str,
 ) -> Option<Vec<(usize, Failure)>> {
-    if items.is_empty() {
-        return Some(Vec::new());
-    }
-    match process_holding(stage, items, cfg, shutdown, topic).await? {
-        Ok(()) => Some(Vec::new()),
-        Err(_) if items.len() > 1 => {
-            // Find the culprits one by one, keeping order; the rest of the batch proceeds.
-            let mut failed = Vec::new();
-            for (i, item) in items.iter().enumerate() {
-                if let Err(failure) = process_holding(stage, &[*item], cfg, shutdown, topic).await?
-                {
-                    failed.push((i, failure));
-                }
-            }
-            Some(failed)
-        }
-        Err(failure) => Some(vec![(0, failure)]),
-    }
-}
-
-/// Processes `items`, retrying in place while a dependency is unavailable; `None` if
-/// shutdown came first.
-async fn process_holding<S: Stage>(
-    stage: &S,
-    items: &[&S::Item],
-    cfg: &StageConfig,
-    shutdown: &mut watch::Receiver<bool>,
-    topic: &str,
-) -> Option<Result<(), Failure>> {
+    let mut pending: Vec<usize> = (0..items.len()).collect();
+    let mut failed = Vec::new();
     let mut backoff = Backoff::new(cfg);
-    loop {
-        match stage.process(items).await {
-            Ok(()) => return Some(Ok(())),
-            Err(StageError::Permanent(reason)) => return Some(Err(Failure::Dead(reason))),
-            Err(StageError::Retry { reason, after }) => {
-                return Some(Err(Failure::Retry { reason, after }))
-            }
-            Err(StageError::Unavailable(reason)) => {
-                tracing::warn!(topic, error = %reason, "processing held; retrying");
-                if !backoff.wait(shutdown).await {
-                    return None;
+    while !pending.is_empty() {
+        let batch: Vec<&S::Item> = pending.iter().map(|&i| items[i]).collect();
+        let outcomes = stage.process_each(&batch).await;
+        let mut held = Vec::new();
+        for (&i, outcome) in pending.iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => {}
+                Err(StageError::Permanent(reason)) => failed.push((i, Failure::Dead(reason))),
+                Err(StageError::Retry { reason, after }) => {
+                    failed.push((i, Failure::Retry { reason, after }))
+                }
+                Err(StageError::Unavailable(reason)) => {
+                    if held.is_empty() {
+                        tracing::warn!(topic, error = %reason, "processing held; retrying");
+                    }
+                    held.push(i);
                 }
             }
         }
+        if !held.is_empty() && !backoff.wait(shutdown).await {
+            return None;
+        }
+        pending = held;
     }
+    failed.sort_by_key(|(i, _)| *i);
+    Some(failed)
 }
 
 /// Attempts a record has had; a missing or unreadable header counts as none.

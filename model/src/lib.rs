@@ -6,10 +6,12 @@
 
 pub mod channels;
 pub mod fiscal_code;
+pub mod installation;
 pub mod message;
 pub mod pipeline;
 pub mod problem;
 pub mod profile;
+pub mod push;
 pub mod service;
 pub mod status;
 pub mod validation;

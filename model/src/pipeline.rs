@@ -95,11 +95,15 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ValidationError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::channels::ChannelChoice;
 
     fn sample() -> DeliveryPlan {
+        sample_plan()
+    }
+
+    pub(crate) fn sample_plan() -> DeliveryPlan {
         DeliveryPlan {
             message: AcceptedMessage {
                 id: Ulid::new(),

@@ -1,0 +1,117 @@
+//! What a push notification says and the record that asks the push dispatcher to send one
+//! (`deliveries.push`, one record per device, so each device's retry is its own).
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use ulid::Ulid;
+
+use crate::installation::{DeviceToken, InstallationId, Platform};
+use crate::pipeline::DeliveryPlan;
+use crate::profile::PushContent;
+use crate::FiscalCode;
+
+/// One notification to one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushJob {
+    pub message_id: Ulid,
+    pub fiscal_code: FiscalCode,
+    pub installation_id: InstallationId,
+    pub platform: Platform,
+    pub token: DeviceToken,
+    pub title: String,
+    pub body: String,
+    /// When the message's `time_to_live` runs out (Unix seconds): not sent after it.
+    pub expires_at: i64,
+}
+
+/// The text of a push: the organisation and the subject when the citizen chose `FULL` and
+/// nothing requires secure channels, else a fixed text in the citizen's language.
+pub fn notification_text(plan: &DeliveryPlan) -> (String, String) {
+    let message = &plan.message;
+    if plan.push_content == PushContent::Full && !message.requires_secure_channel() {
+        return (
+            message.sender.organization_name.clone(),
+            message.content.subject.clone(),
+        );
+    }
+    let (title, body) = match language(&plan.preferred_languages) {
+        Language::English => ("You have a new message", "Open the app to read it"),
+        Language::German => (
+            "Sie haben eine neue Nachricht",
+            "Öffnen Sie die App, um sie zu lesen",
+        ),
+        Language::Italian => ("Hai un nuovo messaggio", "Entra nell'app per leggerlo"),
+    };
+    (title.to_string(), body.to_string())
+}
+
+/// The languages Postino writes fixed texts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    Italian,
+    English,
+    German,
+}
+
+/// The first of the citizen's preferred languages (IO `PreferredLanguage`, e.g. `en_GB`)
+/// that Postino writes; Italian when none is.
+pub fn language(preferred: &[String]) -> Language {
+    preferred
+        .iter()
+        .find_map(|tag| match tag.get(..2) {
+            Some("it") => Some(Language::Italian),
+            Some("en") => Some(Language::English),
+            Some("de") => Some(Language::German),
+            _ => None,
+        })
+        .unwrap_or(Language::Italian)
+}
+
+/// When a message stops being worth notifying: `created_at` + `time_to_live`, in Unix
+/// seconds. An unreadable `created_at` (never written by Postino) counts as now.
+pub fn expires_at(created_at: &str, time_to_live: u32) -> i64 {
+    let created = OffsetDateTime::parse(created_at, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc());
+    created.unix_timestamp() + i64::from(time_to_live)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::tests::sample_plan;
+
+    #[test]
+    fn anonymous_text_follows_the_first_known_language() {
+        let mut plan = sample_plan();
+        plan.push_content = PushContent::Anonymous;
+        plan.preferred_languages = vec!["fr_FR".into(), "de_DE".into(), "en_GB".into()];
+        assert_eq!(notification_text(&plan).0, "Sie haben eine neue Nachricht");
+        plan.preferred_languages = vec!["en_GB".into()];
+        assert_eq!(notification_text(&plan).1, "Open the app to read it");
+        plan.preferred_languages = vec!["fr_FR".into()];
+        assert_eq!(notification_text(&plan).0, "Hai un nuovo messaggio");
+        plan.preferred_languages = vec![];
+        assert_eq!(notification_text(&plan).1, "Entra nell'app per leggerlo");
+    }
+
+    #[test]
+    fn full_text_shows_organisation_and_subject_unless_secure() {
+        let mut plan = sample_plan();
+        plan.push_content = PushContent::Full;
+        let (title, body) = notification_text(&plan);
+        assert_eq!(title, plan.message.sender.organization_name);
+        assert_eq!(body, plan.message.content.subject);
+        plan.message.sender.require_secure_channel = true;
+        assert_eq!(notification_text(&plan).0, "Hai un nuovo messaggio");
+        plan.message.sender.require_secure_channel = false;
+        plan.message.content.require_secure_channels = Some(true);
+        assert_eq!(notification_text(&plan).0, "Hai un nuovo messaggio");
+    }
+
+    #[test]
+    fn expiry_is_creation_plus_time_to_live() {
+        assert_eq!(expires_at("1970-01-01T00:00:10.000Z", 3600), 3610);
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        assert!(expires_at("garbage", 60) >= now + 60);
+    }
+}
