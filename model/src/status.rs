@@ -57,6 +57,29 @@ pub enum ChannelStatus {
     Skipped,
 }
 
+impl ChannelStatus {
+    /// Which outcome wins when a channel reports several for one message (one per device):
+    /// reaching any device beats every failure, and a failure beats having expired.
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Skipped => 0,
+            Self::Throttled => 1,
+            Self::Expired => 2,
+            Self::Failed => 3,
+            Self::Sent => 4,
+        }
+    }
+}
+
+/// A notification channel whose outcome a message records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Email,
+    /// Push (IO calls it `webhook`).
+    Webhook,
+}
+
 /// Per-channel outcome as IO reports it (`webhook` is IO's name for push).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NotificationStatus {
@@ -64,4 +87,20 @@ pub struct NotificationStatus {
     pub email: Option<ChannelStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<ChannelStatus>,
+}
+
+impl NotificationStatus {
+    /// Records `status` for `channel` unless a higher-ranked outcome is there; true if it
+    /// changed.
+    pub fn record(&mut self, channel: Channel, status: ChannelStatus) -> bool {
+        let slot = match channel {
+            Channel::Email => &mut self.email,
+            Channel::Webhook => &mut self.webhook,
+        };
+        if slot.is_some_and(|current| current.rank() >= status.rank()) {
+            return false;
+        }
+        *slot = Some(status);
+        true
+    }
 }

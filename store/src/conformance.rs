@@ -6,13 +6,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use model::installation::{DeviceToken, Installation, InstallationId, Platform};
 use model::message::NewMessageContent;
 use model::pipeline::{AcceptedMessage, SenderMetadata};
 use model::profile::{Profile, ServicePreference};
 use model::service::{
     KeySlot, Organization, Service, ServiceMetadata, ServicePayload, ServiceScope,
 };
-use model::status::{MessageStatus, NotificationStatus, RejectionReason};
+use model::status::{Channel, ChannelStatus, MessageStatus, NotificationStatus, RejectionReason};
 use model::FiscalCode;
 use ulid::Ulid;
 
@@ -413,6 +414,113 @@ pub async fn settings_are_set_once(store: Arc<dyn Store>) {
     );
 }
 
+fn installation(id: &str, token: &str) -> Installation {
+    Installation {
+        id: InstallationId::parse("id", id).expect("valid id"),
+        platform: Platform::Fcm,
+        token: DeviceToken::parse("token", token).expect("valid token"),
+        app_version: Some("1.0.0".into()),
+        updated_at: "2026-01-01T00:00:00.000Z".into(),
+    }
+}
+
+pub async fn installations_are_per_citizen_and_replace_by_id(store: Arc<dyn Store>) {
+    let (alice, bob, nobody) = (
+        fresh_fiscal_code(),
+        fresh_fiscal_code(),
+        fresh_fiscal_code(),
+    );
+    let phone = installation("phone", "token-1");
+    let tablet = installation("tablet", "token-2");
+    store.put_installation(&alice, &tablet).await.expect("put");
+    store.put_installation(&alice, &phone).await.expect("put");
+    store
+        .put_installation(&bob, &installation("phone", "token-bob"))
+        .await
+        .expect("put");
+    assert_eq!(
+        store.list_installations(&alice).await.expect("list"),
+        vec![phone.clone(), tablet.clone()]
+    );
+    // The app registering again under the same id replaces the token.
+    let renewed = installation("phone", "token-3");
+    store.put_installation(&alice, &renewed).await.expect("put");
+    let batch = store
+        .installations_of(&[bob.clone(), nobody.clone(), alice.clone()])
+        .await
+        .expect("batch");
+    assert_eq!(batch.len(), 3);
+    assert_eq!(batch[0][0].token.expose(), "token-bob");
+    assert!(batch[1].is_empty());
+    assert_eq!(batch[2], vec![renewed.clone(), tablet.clone()]);
+}
+
+pub async fn installations_are_removed_one_stale_token_or_all(store: Arc<dyn Store>) {
+    let (alice, bob) = (fresh_fiscal_code(), fresh_fiscal_code());
+    for (id, token) in [("a", "t-a"), ("b", "t-b"), ("c", "t-c")] {
+        store
+            .put_installation(&alice, &installation(id, token))
+            .await
+            .expect("put");
+    }
+    store
+        .put_installation(&bob, &installation("a", "t-bob"))
+        .await
+        .expect("put");
+    let a = InstallationId::parse("id", "a").expect("id");
+    assert!(store.delete_installation(&alice, &a).await.expect("delete"));
+    assert!(!store.delete_installation(&alice, &a).await.expect("again"));
+    // A provider's "token gone" must not remove a device that registered a new token since.
+    let b = InstallationId::parse("id", "b").expect("id");
+    let old = DeviceToken::parse("t", "t-old").expect("token");
+    assert!(!store
+        .delete_stale_installation(&alice, &b, &old)
+        .await
+        .expect("stale"));
+    let current = DeviceToken::parse("t", "t-b").expect("token");
+    assert!(store
+        .delete_stale_installation(&alice, &b, &current)
+        .await
+        .expect("stale"));
+    assert_eq!(
+        store.list_installations(&alice).await.expect("list").len(),
+        1
+    );
+    assert_eq!(store.delete_installations(&alice).await.expect("all"), 1);
+    assert!(store
+        .list_installations(&alice)
+        .await
+        .expect("list")
+        .is_empty());
+    assert_eq!(store.list_installations(&bob).await.expect("list").len(), 1);
+}
+
+pub async fn channel_outcomes_keep_the_best_per_channel(store: Arc<dyn Store>) {
+    let fc = fresh_fiscal_code();
+    let record = sample_record(&fc, 1, MessageStatus::Processed);
+    let id = record.message.id;
+    store.deliver(vec![record]).await.expect("deliver");
+    store
+        .record_channel_outcomes(vec![
+            (id, Channel::Webhook, ChannelStatus::Failed),
+            (id, Channel::Webhook, ChannelStatus::Sent),
+            (id, Channel::Webhook, ChannelStatus::Expired),
+            (id, Channel::Email, ChannelStatus::Failed),
+            (Ulid::new(), Channel::Email, ChannelStatus::Sent),
+        ])
+        .await
+        .expect("record");
+    let stored = store.get_message(&id).await.expect("get").expect("there");
+    assert_eq!(
+        stored.notification,
+        NotificationStatus {
+            email: Some(ChannelStatus::Failed),
+            webhook: Some(ChannelStatus::Sent),
+        }
+    );
+    assert_eq!(stored.status, MessageStatus::Processed);
+}
+
 /// Instantiates every check as a `#[tokio::test]`. `$make` is an async expression giving
 /// `(Arc<dyn Store>, guard)`; the guard lives as long as the test.
 #[macro_export]
@@ -428,7 +536,10 @@ macro_rules! store_conformance {
             delivering_twice_keeps_one_copy_and_its_read_state,
             the_inbox_pages_newest_first_and_only_shows_its_citizen,
             read_state_can_be_set_and_cleared,
-            settings_are_set_once);
+            settings_are_set_once,
+            installations_are_per_citizen_and_replace_by_id,
+            installations_are_removed_one_stale_token_or_all,
+            channel_outcomes_keep_the_best_per_channel);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(

@@ -9,10 +9,11 @@
 //! implementation; [`conformance`] is the suite every implementation passes.
 
 use async_trait::async_trait;
+use model::installation::{DeviceToken, Installation, InstallationId};
 use model::pipeline::AcceptedMessage;
 use model::profile::{Profile, ServicePreference};
 use model::service::{KeySlot, Service};
-use model::status::{MessageStatus, NotificationStatus, RejectionReason};
+use model::status::{Channel, ChannelStatus, MessageStatus, NotificationStatus, RejectionReason};
 use model::FiscalCode;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
@@ -209,6 +210,53 @@ pub trait MessageStore: Send + Sync {
     /// Sets the read state; false if the message is not in this citizen's inbox.
     async fn set_read(&self, fc: &FiscalCode, id: &Ulid, is_read: bool)
         -> Result<bool, StoreError>;
+
+    /// Records what a channel did with messages. An outcome replaces the stored one only if
+    /// it ranks higher ([`ChannelStatus::rank`]): one device reached makes the push SENT
+    /// whatever its citizen's other devices did. Unknown message ids are ignored.
+    async fn record_channel_outcomes(
+        &self,
+        outcomes: Vec<(Ulid, Channel, ChannelStatus)>,
+    ) -> Result<(), StoreError>;
+}
+
+/// Citizens' devices (partition: fiscal code, clustered by installation id).
+#[async_trait]
+pub trait InstallationStore: Send + Sync {
+    /// Adds or replaces (same id) one installation.
+    async fn put_installation(
+        &self,
+        fc: &FiscalCode,
+        installation: &Installation,
+    ) -> Result<(), StoreError>;
+
+    /// One citizen's installations, by id.
+    async fn list_installations(&self, fc: &FiscalCode) -> Result<Vec<Installation>, StoreError>;
+
+    /// Installations of many citizens in one trip, in the order asked.
+    async fn installations_of(
+        &self,
+        fcs: &[FiscalCode],
+    ) -> Result<Vec<Vec<Installation>>, StoreError>;
+
+    /// Removes one installation; false if there was none.
+    async fn delete_installation(
+        &self,
+        fc: &FiscalCode,
+        id: &InstallationId,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes an installation only while it still holds `token`: a provider said the token
+    /// is gone, and the app may have registered a fresh one under the same id since.
+    async fn delete_stale_installation(
+        &self,
+        fc: &FiscalCode,
+        id: &InstallationId,
+        token: &DeviceToken,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes every installation of a citizen ("log out of all devices"); how many.
+    async fn delete_installations(&self, fc: &FiscalCode) -> Result<usize, StoreError>;
 }
 
 /// Small named values set once per deployment (e.g. whether the bootstrap manage key was
@@ -224,7 +272,16 @@ pub trait SettingStore: Send + Sync {
 
 /// Everything Postino keeps.
 pub trait Store:
-    ServiceStore + ProfileStore + MessageStore + SettingStore + std::fmt::Debug
+    ServiceStore + ProfileStore + MessageStore + InstallationStore + SettingStore + std::fmt::Debug
 {
 }
-impl<T: ServiceStore + ProfileStore + MessageStore + SettingStore + std::fmt::Debug> Store for T {}
+impl<
+        T: ServiceStore
+            + ProfileStore
+            + MessageStore
+            + InstallationStore
+            + SettingStore
+            + std::fmt::Debug,
+    > Store for T
+{
+}

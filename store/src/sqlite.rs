@@ -7,8 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use model::installation::{DeviceToken, Installation, InstallationId};
 use model::profile::{Profile, ServicePreference};
 use model::service::Service;
+use model::status::{Channel, ChannelStatus};
 use model::FiscalCode;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::de::DeserializeOwned;
@@ -17,8 +19,8 @@ use sqlite::{DbError, Readers, Writer};
 use ulid::Ulid;
 
 use crate::{
-    InboxItem, KeyOwner, MessageRecord, MessageStore, ProfileStore, Routing, ServiceStore,
-    SettingStore, StoreError,
+    InboxItem, InstallationStore, KeyOwner, MessageRecord, MessageStore, ProfileStore, Routing,
+    ServiceStore, SettingStore, StoreError,
 };
 
 const SCHEMA: &str = "
@@ -39,6 +41,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_by_id ON messages(id);
 CREATE TABLE IF NOT EXISTS inbox(
     fc TEXT NOT NULL, id TEXT NOT NULL, is_read INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS inbox_by_citizen ON inbox(fc, id);
+CREATE TABLE IF NOT EXISTS installations(
+    fc TEXT NOT NULL, id TEXT NOT NULL, token TEXT NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY(fc, id)) WITHOUT ROWID;
 ";
 
 #[derive(Debug, Clone)]
@@ -365,6 +370,130 @@ impl MessageStore for SqliteStore {
             )
             .await?;
         Ok(changed > 0)
+    }
+
+    async fn record_channel_outcomes(
+        &self,
+        outcomes: Vec<(Ulid, Channel, ChannelStatus)>,
+    ) -> Result<(), StoreError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        Ok(self
+            .writer
+            .write(move |c| {
+                let mut select = c.prepare_cached("SELECT body FROM messages WHERE id = ?1")?;
+                let mut update = c.prepare_cached("UPDATE messages SET body = ?2 WHERE id = ?1")?;
+                for (id, channel, status) in &outcomes {
+                    let id = id.to_string();
+                    let Some(body) = select
+                        .query_row([&id], |r| r.get::<_, String>(0))
+                        .optional()?
+                    else {
+                        continue;
+                    };
+                    let mut record: MessageRecord =
+                        serde_json::from_str(&body).map_err(|e| DbError::Sqlite {
+                            message: format!("unreadable message row: {e}"),
+                            transient: false,
+                        })?;
+                    if record.notification.record(*channel, *status) {
+                        record.updated_at = model::message::now_timestamp();
+                        update.execute(params![id, to_json(&record)?])?;
+                    }
+                }
+                Ok(())
+            })
+            .await?)
+    }
+}
+
+#[async_trait]
+impl InstallationStore for SqliteStore {
+    async fn put_installation(
+        &self,
+        fc: &FiscalCode,
+        installation: &Installation,
+    ) -> Result<(), StoreError> {
+        let body = to_json(installation)?;
+        self.exec(
+            "INSERT OR REPLACE INTO installations(fc, id, token, body) VALUES (?1, ?2, ?3, ?4)",
+            vec![
+                fc.as_str().into(),
+                installation.id.to_string(),
+                installation.token.expose().into(),
+                body,
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn list_installations(&self, fc: &FiscalCode) -> Result<Vec<Installation>, StoreError> {
+        let mut all = self.installations_of(std::slice::from_ref(fc)).await?;
+        Ok(all.pop().unwrap_or_default())
+    }
+
+    async fn installations_of(
+        &self,
+        fcs: &[FiscalCode],
+    ) -> Result<Vec<Vec<Installation>>, StoreError> {
+        let keys: Vec<String> = fcs.iter().map(|fc| fc.as_str().to_string()).collect();
+        let texts: Vec<Vec<String>> = self
+            .readers
+            .read(move |c| {
+                let mut stmt =
+                    c.prepare_cached("SELECT body FROM installations WHERE fc = ?1 ORDER BY id")?;
+                keys.iter()
+                    .map(|fc| {
+                        stmt.query_map([fc], |r| r.get(0))?
+                            .collect::<Result<Vec<String>, _>>()
+                            .map_err(DbError::from)
+                    })
+                    .collect()
+            })
+            .await?;
+        texts
+            .into_iter()
+            .map(|bodies| bodies.iter().map(|b| from_json(b)).collect())
+            .collect()
+    }
+
+    async fn delete_installation(
+        &self,
+        fc: &FiscalCode,
+        id: &InstallationId,
+    ) -> Result<bool, StoreError> {
+        let deleted = self
+            .exec(
+                "DELETE FROM installations WHERE fc = ?1 AND id = ?2",
+                vec![fc.as_str().into(), id.to_string()],
+            )
+            .await?;
+        Ok(deleted > 0)
+    }
+
+    async fn delete_stale_installation(
+        &self,
+        fc: &FiscalCode,
+        id: &InstallationId,
+        token: &DeviceToken,
+    ) -> Result<bool, StoreError> {
+        let deleted = self
+            .exec(
+                "DELETE FROM installations WHERE fc = ?1 AND id = ?2 AND token = ?3",
+                vec![fc.as_str().into(), id.to_string(), token.expose().into()],
+            )
+            .await?;
+        Ok(deleted > 0)
+    }
+
+    async fn delete_installations(&self, fc: &FiscalCode) -> Result<usize, StoreError> {
+        self.exec(
+            "DELETE FROM installations WHERE fc = ?1",
+            vec![fc.as_str().into()],
+        )
+        .await
     }
 }
 
