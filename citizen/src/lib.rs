@@ -1,5 +1,6 @@
 //! The citizen API under `/citizen/v1`, used by the app: the profile (IO `ExtendedProfile`),
-//! per-service preferences (IO `ServicePreference`), and the inbox with read status.
+//! per-service preferences (IO `ServicePreference`), the devices that receive pushes, and the
+//! inbox with read status.
 //!
 //! Every request carries a bearer JWT whose `sub` is the citizen's fiscal code; a citizen
 //! can only ever reach their own data (another citizen's message is a `404`).
@@ -12,6 +13,7 @@ use store::Store;
 
 pub mod auth;
 mod inbox;
+mod installations;
 mod preferences;
 mod profile;
 
@@ -34,6 +36,14 @@ pub fn router(state: CitizenState) -> Router {
             "/services/{service_id}/preferences",
             get(preferences::get_preference).put(preferences::put_preference),
         )
+        .route(
+            "/installations",
+            get(installations::list_installations).delete(installations::delete_all_installations),
+        )
+        .route(
+            "/installations/{installation_id}",
+            put(installations::put_installation).delete(installations::delete_installation),
+        )
         .route("/messages", get(inbox::list_messages))
         .route("/messages/{id}", get(inbox::get_message))
         .route("/messages/{id}/message-status", put(inbox::change_status))
@@ -47,6 +57,10 @@ pub fn router(state: CitizenState) -> Router {
         profile::put_profile,
         preferences::get_preference,
         preferences::put_preference,
+        installations::put_installation,
+        installations::list_installations,
+        installations::delete_installation,
+        installations::delete_all_installations,
         inbox::list_messages,
         inbox::get_message,
         inbox::change_status,

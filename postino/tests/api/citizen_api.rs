@@ -418,3 +418,140 @@ async fn production_tokens_are_verified_with_the_configured_public_key() {
     .await;
     app.shutdown().await.expect("stop");
 }
+
+#[tokio::test]
+async fn devices_are_registered_listed_replaced_and_removed_without_showing_tokens() {
+    let app = spawn_app().await;
+    let (fc, other) = (fiscal_code(), fiscal_code());
+    let apns_token = "a3f1c2d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    let put = |who: &str, id: &str, body: serde_json::Value| {
+        app.as_citizen(Method::PUT, &format!("/installations/{id}"), who)
+            .json(&body)
+            .send()
+    };
+    let r = put(
+        &fc,
+        "phone",
+        json!({"platform": "fcm", "push_channel": "fcm-token-1", "app_version": "2.61.0"}),
+    )
+    .await
+    .expect("put");
+    assert_eq!(r.status(), StatusCode::OK);
+    let shown = r.text().await.expect("body");
+    assert!(!shown.contains("fcm-token-1"), "{shown}");
+    // IO's own spelling of the body is accepted too.
+    let r = put(
+        &fc,
+        "ipad",
+        json!({"platform": "apns", "pushChannel": apns_token}),
+    )
+    .await
+    .expect("put");
+    assert_eq!(r.status(), StatusCode::OK);
+    put(
+        &other,
+        "phone",
+        json!({"platform": "fcm", "push_channel": "other"}),
+    )
+    .await
+    .expect("put");
+    // Registering again under the same id replaces, never adds.
+    put(
+        &fc,
+        "phone",
+        json!({"platform": "fcm", "push_channel": "fcm-token-2"}),
+    )
+    .await
+    .expect("put");
+
+    let list = |who: &str| {
+        let req = app.as_citizen(Method::GET, "/installations", who);
+        async move {
+            let r = req.send().await.expect("list");
+            assert_eq!(r.status(), StatusCode::OK);
+            r.json::<serde_json::Value>().await.expect("json")
+        }
+    };
+    let mine = list(&fc).await;
+    let ids: Vec<_> = mine
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|i| i["id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!("ipad"), json!("phone")]);
+    assert_eq!(mine[0]["platform"], "apns");
+    assert!(!mine.to_string().contains("fcm-token"));
+
+    let r = app
+        .as_citizen(Method::DELETE, "/installations/ipad", &fc)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = app
+        .as_citizen(Method::DELETE, "/installations/ipad", &fc)
+        .send()
+        .await
+        .expect("delete");
+    problem(r, StatusCode::NOT_FOUND).await;
+
+    // "Log out of all devices" removes only this citizen's.
+    let r = app
+        .as_citizen(Method::DELETE, "/installations", &fc)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.expect("json")["removed"],
+        1
+    );
+    assert_eq!(list(&fc).await, json!([]));
+    assert_eq!(list(&other).await.as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn malformed_devices_are_refused_naming_the_field() {
+    let app = spawn_app().await;
+    let fc = fiscal_code();
+    for (id, body, field) in [
+        (
+            "phone",
+            json!({"platform": "wns", "push_channel": "t"}),
+            "platform",
+        ),
+        (
+            "phone",
+            json!({"platform": "apns", "push_channel": "not-hex"}),
+            "push_channel",
+        ),
+        (
+            "phone",
+            json!({"platform": "fcm", "push_channel": ""}),
+            "push_channel",
+        ),
+        (
+            "bad%20id",
+            json!({"platform": "fcm", "push_channel": "t"}),
+            "installation_id",
+        ),
+    ] {
+        let r = app
+            .as_citizen(Method::PUT, &format!("/installations/{id}"), &fc)
+            .json(&body)
+            .send()
+            .await
+            .expect("put");
+        let p = problem(r, StatusCode::BAD_REQUEST).await;
+        assert!(p["detail"].as_str().unwrap_or("").starts_with(field), "{p}");
+    }
+    let r = app
+        .as_citizen(Method::PUT, "/installations/phone", &fc)
+        .body("{not json")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .expect("put");
+    problem(r, StatusCode::BAD_REQUEST).await;
+}
