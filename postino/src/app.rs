@@ -76,7 +76,7 @@ impl App {
             ));
         }
         if roles.inbox {
-            let stage = Arc::new(InboxStage::new(Arc::clone(&store)));
+            let stage = Arc::new(InboxStage::new(Arc::clone(&store), Arc::clone(&bus)));
             let cfg = InboxConfig {
                 stage: config.stage(),
             };

@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bus::stage::{Stage, StageError};
-use bus::Record;
+use bus::{Bus, Record};
 use model::channels::ChannelChoice;
-use model::pipeline::{decode, DeliveryPlan};
+use model::installation::Installation;
+use model::pipeline::{decode, encode, topics, DeliveryPlan};
+use model::push::{expires_at, notification_text, PushJob};
 use model::status::{ChannelStatus, MessageStatus, NotificationStatus};
 use store::{MessageRecord, Store};
 
@@ -16,11 +18,12 @@ pub const GROUP: &str = "inbox";
 #[derive(Debug)]
 pub struct InboxStage {
     store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
 }
 
 impl InboxStage {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Self {
+        Self { store, bus }
     }
 }
 
@@ -43,26 +46,92 @@ fn record(plan: &DeliveryPlan, status: MessageStatus) -> MessageRecord {
     }
 }
 
+/// One push job per device of the citizen.
+fn push_jobs(plan: &DeliveryPlan, devices: &[Installation]) -> Vec<PushJob> {
+    let (title, body) = notification_text(plan);
+    let message = &plan.message;
+    let expires_at = expires_at(&message.created_at, message.time_to_live);
+    devices
+        .iter()
+        .map(|device| PushJob {
+            message_id: message.id,
+            fiscal_code: message.fiscal_code.clone(),
+            installation_id: device.id.clone(),
+            platform: device.platform,
+            token: device.token.clone(),
+            title: title.clone(),
+            body: body.clone(),
+            expires_at,
+        })
+        .collect()
+}
+
+fn unavailable(err: impl std::fmt::Display) -> StageError {
+    StageError::Unavailable(err.to_string())
+}
+
 #[async_trait]
 impl Stage for InboxStage {
-    type Item = DeliveryPlan;
+    /// The record's key (the citizen's partition key, kept for the push topic) and the plan.
+    type Item = (Vec<u8>, DeliveryPlan);
 
-    fn decode(&self, record: &Record) -> Result<DeliveryPlan, String> {
-        decode(&record.payload).map_err(|e| e.to_string())
+    fn decode(&self, record: &Record) -> Result<Self::Item, String> {
+        let plan = decode(&record.payload).map_err(|e| e.to_string())?;
+        Ok((record.key.clone(), plan))
     }
 
-    async fn process(&self, plans: &[&DeliveryPlan]) -> Result<(), StageError> {
-        let records = plans
+    async fn process(&self, items: &[&Self::Item]) -> Result<(), StageError> {
+        let pushing: Vec<&Self::Item> = items
             .iter()
-            .map(|p| record(p, MessageStatus::Processed))
+            .copied()
+            .filter(|(_, plan)| plan.channels.push == ChannelChoice::Send)
             .collect();
+        let citizens: Vec<_> = pushing
+            .iter()
+            .map(|(_, p)| p.message.fiscal_code.clone())
+            .collect();
+        let devices = self
+            .store
+            .installations_of(&citizens)
+            .await
+            .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
+
+        let mut records: Vec<MessageRecord> = Vec::with_capacity(items.len());
+        let mut jobs = Vec::new();
+        let mut devices_of = pushing.iter().zip(&devices).peekable();
+        for item in items {
+            let (key, plan) = item;
+            let mut record = record(plan, MessageStatus::Processed);
+            if let Some(((_, _), found)) =
+                devices_of.next_if(|((_, p), _)| p.message.id == plan.message.id)
+            {
+                if found.is_empty() {
+                    // Nothing to push to: the channel was allowed but has no device.
+                    record.notification.webhook = Some(ChannelStatus::Skipped);
+                }
+                jobs.extend(
+                    push_jobs(plan, found)
+                        .iter()
+                        .map(|job| Record::new(key.clone(), encode(job))),
+                );
+            }
+            records.push(record);
+        }
         self.store
             .deliver(records)
             .await
-            .map_err(|err| StageError::from_dependency(err.is_retryable(), err))
+            .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
+        // Only now, with every message of the batch readable, may a push go out (invariant 3).
+        if !jobs.is_empty() {
+            self.bus
+                .publish(topics::DELIVERIES_PUSH, jobs)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
     }
 
-    async fn dead_lettered(&self, plan: &DeliveryPlan, reason: &str) {
+    async fn dead_lettered(&self, (_, plan): &Self::Item, reason: &str) {
         tracing::error!(message_id = %plan.message.id, reason, "message could not be written to the inbox");
         if let Err(err) = self
             .store

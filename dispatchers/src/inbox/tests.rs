@@ -7,8 +7,10 @@ use bus::embedded::EmbeddedBus;
 use bus::stage::{self, StageConfig};
 use bus::{Bus, Record};
 use model::channels::{ChannelChoice, ChannelPlan, SkipReason};
+use model::installation::{DeviceToken, Installation, InstallationId, Platform};
 use model::pipeline::{encode, topics, DeliveryPlan};
 use model::profile::PushContent;
+use model::push::PushJob;
 use model::status::{ChannelStatus, MessageStatus};
 use store::conformance::{fresh_fiscal_code, sample_record};
 use store::sqlite::SqliteStore;
@@ -61,7 +63,7 @@ async fn routed_messages_land_in_the_inbox_once_as_processed() {
         Arc::clone(&bus),
         topics::DELIVERIES_INBOX,
         GROUP,
-        Arc::new(InboxStage::new(Arc::clone(&store))),
+        Arc::new(InboxStage::new(Arc::clone(&store), Arc::clone(&bus))),
         cfg.stage,
         stopped,
     ));
@@ -97,4 +99,138 @@ async fn routed_messages_land_in_the_inbox_once_as_processed() {
         .expect("get")
         .expect("record");
     assert_eq!(second.notification.email, Some(ChannelStatus::Skipped));
+    assert_eq!(
+        second.notification.webhook,
+        Some(ChannelStatus::Skipped),
+        "push allowed but no device: nothing to send"
+    );
+}
+
+fn device(id: &str, platform: Platform, token: &str) -> Installation {
+    Installation {
+        id: InstallationId::parse("id", id).expect("id"),
+        platform,
+        token: DeviceToken::parse("t", token).expect("token"),
+        app_version: None,
+        updated_at: "2026-01-01T00:00:00.000Z".into(),
+    }
+}
+
+/// Runs the inbox stage until `n` push jobs are published; returns them.
+async fn push_jobs_for(
+    store: &Arc<dyn Store>,
+    bus: &Arc<dyn Bus>,
+    plans: &[DeliveryPlan],
+    n: usize,
+) -> Vec<PushJob> {
+    let records = plans
+        .iter()
+        .map(|p| {
+            Record::new(
+                p.message.fiscal_code.as_str().as_bytes().to_vec(),
+                encode(p),
+            )
+        })
+        .collect();
+    bus.publish(topics::DELIVERIES_INBOX, records)
+        .await
+        .expect("publish");
+    let mut pushes = bus
+        .subscribe(topics::DELIVERIES_PUSH, "t")
+        .await
+        .expect("subscribe");
+    let (stop, stopped) = watch::channel(false);
+    let runner = tokio::spawn(stage::run(
+        Arc::clone(bus),
+        topics::DELIVERIES_INBOX,
+        GROUP,
+        Arc::new(InboxStage::new(Arc::clone(store), Arc::clone(bus))),
+        StageConfig {
+            poll_wait: Duration::from_millis(50),
+            ..Default::default()
+        },
+        stopped,
+    ));
+    let published = bus::conformance::collect(&mut *pushes, n).await;
+    stop.send(true).expect("stop");
+    runner.await.expect("join").expect("run");
+    let mut jobs = Vec::new();
+    for d in published {
+        let job: PushJob = model::pipeline::decode(&d.record.payload).expect("a push job");
+        // Invariant 3: by the time a push can be sent, the message is readable.
+        assert!(
+            store
+                .get_inbox_item(&job.fiscal_code, &job.message_id)
+                .await
+                .expect("read")
+                .is_some(),
+            "a push job was published before its inbox write"
+        );
+        assert_eq!(
+            d.record.key,
+            job.fiscal_code.as_str().as_bytes(),
+            "keyed by citizen"
+        );
+        jobs.push(job);
+    }
+    jobs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_device_of_a_citizen_gets_one_push_job_after_the_inbox_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+    let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
+    let (two_devices, blocked) = (fresh_fiscal_code(), fresh_fiscal_code());
+    let apns = "a3f1c2d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    store
+        .put_installation(&two_devices, &device("phone", Platform::Fcm, "fcm-1"))
+        .await
+        .expect("put");
+    store
+        .put_installation(&two_devices, &device("ipad", Platform::Apns, apns))
+        .await
+        .expect("put");
+    store
+        .put_installation(&blocked, &device("phone", Platform::Fcm, "fcm-2"))
+        .await
+        .expect("put");
+    let mut full = plan(&two_devices, 1, ChannelChoice::Send);
+    full.push_content = PushContent::Full;
+    let mut no_push = plan(&blocked, 2, ChannelChoice::Send);
+    no_push.channels.push = ChannelChoice::Skip(SkipReason::BlockedForService);
+    let anonymous = plan(&two_devices, 3, ChannelChoice::Send);
+
+    let jobs = push_jobs_for(&store, &bus, &[full.clone(), no_push, anonymous.clone()], 4).await;
+    let summary: Vec<_> = jobs
+        .iter()
+        .map(|j| {
+            (
+                j.message_id,
+                j.installation_id.to_string(),
+                j.title.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (full.message.id, "ipad".to_string(), "ACI"),
+            (full.message.id, "phone".to_string(), "ACI"),
+            (
+                anonymous.message.id,
+                "ipad".to_string(),
+                "Hai un nuovo messaggio"
+            ),
+            (
+                anonymous.message.id,
+                "phone".to_string(),
+                "Hai un nuovo messaggio"
+            ),
+        ],
+        "one job per device, in order, none for the citizen who blocked push"
+    );
+    assert_eq!(jobs[0].platform, Platform::Apns);
+    assert_eq!(jobs[1].token.expose(), "fcm-1");
+    assert_eq!(jobs[0].body, full.message.content.subject);
 }
