@@ -1,7 +1,8 @@
 //! The dispatchers: one folder per channel, each with the same files (`config.rs` for its
-//! settings, `sink.rs` for the stage that consumes its topic, `tests.rs`). The inbox
-//! dispatcher is the first; push and email follow it, consuming `deliveries.push` and
-//! `deliveries.email`, which the inbox dispatcher feeds only after the inbox write
-//! (invariant 3).
+//! settings, `sink.rs` for the stage that consumes its topic, `tests.rs`; a provider-facing
+//! dispatcher adds `service.rs` for its limits). The inbox dispatcher comes first; push and
+//! email consume `deliveries.push` and `deliveries.email`, which the inbox dispatcher feeds
+//! only after the inbox write (invariant 3).
 
 pub mod inbox;
+pub mod push;

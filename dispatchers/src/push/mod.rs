@@ -1,0 +1,17 @@
+//! The push dispatcher (DESIGN §6): consumes `deliveries.push`, written by the inbox
+//! dispatcher only after the inbox write, and sends each job to its device through FCM or
+//! APNs. Each provider sits behind [`provider::PushProvider`]; [`service`] adds its rate
+//! limit and in-flight bound; [`sink`] maps outcomes to statuses, removals and retries.
+
+pub mod apns;
+mod config;
+pub mod fcm;
+mod http;
+pub mod provider;
+pub mod service;
+mod sink;
+#[cfg(test)]
+mod tests;
+
+pub use config::{ProviderLimits, PushConfig};
+pub use sink::{PushStage, GROUP};

@@ -1,0 +1,68 @@
+//! Sending with the providers' limits: per provider, a rate limit that holds the project's
+//! quota and a bound on requests in flight (streams on the shared HTTP/2 connection). Both
+//! make a sender wait; neither drops a notification.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use model::installation::Platform;
+use model::push::PushJob;
+use tokio::sync::Semaphore;
+
+use super::provider::{PushError, PushProvider};
+
+/// One provider with its limits.
+#[derive(Debug)]
+pub struct Lane {
+    provider: Arc<dyn PushProvider>,
+    limiter: DefaultDirectRateLimiter,
+    in_flight: Semaphore,
+}
+
+impl Lane {
+    /// `per_minute` is the provider's quota (FCM: 600,000 a minute per project); bursts are
+    /// held to one second's share of it. `max_in_flight` bounds concurrent requests.
+    pub fn new(
+        provider: Arc<dyn PushProvider>,
+        per_minute: NonZeroU32,
+        max_in_flight: usize,
+    ) -> Self {
+        let per_second = NonZeroU32::new(per_minute.get() / 60).unwrap_or(NonZeroU32::MIN);
+        Self {
+            provider,
+            limiter: RateLimiter::direct(Quota::per_second(per_second)),
+            in_flight: Semaphore::new(max_in_flight.max(1)),
+        }
+    }
+
+    async fn send(&self, job: &PushJob) -> Result<(), PushError> {
+        // The semaphore is never closed, so acquiring only waits.
+        let _permit = self.in_flight.acquire().await;
+        self.limiter.until_ready().await;
+        self.provider.send(job).await
+    }
+}
+
+/// The providers Postino is configured with, by platform.
+#[derive(Debug, Default)]
+pub struct PushService {
+    pub fcm: Option<Lane>,
+    pub apns: Option<Lane>,
+}
+
+impl PushService {
+    pub async fn send(&self, job: &PushJob) -> Result<(), PushError> {
+        let lane = match job.platform {
+            Platform::Fcm => self.fcm.as_ref(),
+            Platform::Apns => self.apns.as_ref(),
+        };
+        match lane {
+            Some(lane) => lane.send(job).await,
+            None => Err(PushError::Rejected(format!(
+                "no {} provider is configured",
+                job.platform.as_str()
+            ))),
+        }
+    }
+}
