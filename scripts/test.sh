@@ -19,7 +19,8 @@ need() { # need COMMAND DEBIAN-PACKAGE
     echo "please install $2 (the tests need the $1 command)" >&2; exit 1
   fi
 }
-need openssl openssl   # makes RS256/ES256 key pairs for the citizen-token tests
+need openssl openssl   # makes RS256/ES256 key pairs for the citizen-token and push tests
+need python3 python3   # writes the stand-ins' service-account file (scripts/stand-in-keys.sh)
 
 # The Kafka-protocol broker the Kafka tests start (on 127.0.0.1, one per test). Building it
 # takes a while the first time; it lands in ~/.cargo/bin.

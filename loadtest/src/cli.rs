@@ -29,6 +29,46 @@ pub enum Command {
     Mixed(MixedArgs),
     /// The senders' API alone: like mass-notice, without following messages to the inbox.
     Ingest(RunArgs),
+    /// A stand-in for FCM HTTP v1 and its OAuth2 token endpoint (HTTP/2, cleartext).
+    FakeFcm(FakeFcmArgs),
+    /// A stand-in for APNs' provider API (HTTP/2, cleartext).
+    FakeApns(FakeApnsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FakeFcmArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9011")]
+    pub listen: std::net::SocketAddr,
+    /// The service account's public key (PEM), to check the signed grants.
+    #[arg(long)]
+    pub public_key: PathBuf,
+    /// Lifetime of the access tokens issued, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub token_ttl: u64,
+    #[command(flatten)]
+    pub faults: crate::standins::faults::FaultArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FakeApnsArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9012")]
+    pub listen: std::net::SocketAddr,
+    /// The public key of the `.p8` signing key (PEM), to check provider tokens.
+    #[arg(long)]
+    pub public_key: PathBuf,
+    /// The key id provider tokens must name (`kid`).
+    #[arg(long)]
+    pub key_id: String,
+    /// The team id provider tokens must be issued by (`iss`).
+    #[arg(long)]
+    pub team_id: String,
+    /// The app's bundle id requests must name in `apns-topic`.
+    #[arg(long)]
+    pub topic: String,
+    #[command(flatten)]
+    pub faults: crate::standins::faults::FaultArgs,
 }
 
 #[derive(Debug, Args)]

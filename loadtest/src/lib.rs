@@ -10,4 +10,5 @@ pub mod pacing;
 pub mod population;
 pub mod report;
 pub mod scenarios;
+pub mod standins;
 pub mod stats;

@@ -1,16 +1,22 @@
 //! The `loadtest` binary: see the crate documentation and the README.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
 use loadtest::api::Api;
-use loadtest::cli::{Cli, Command, RunArgs, SeedArgs};
+use loadtest::cli::{Cli, Command, FakeApnsArgs, FakeFcmArgs, RunArgs, SeedArgs};
 use loadtest::engine::{drive, Plan};
 use loadtest::pacing::Pacing;
 use loadtest::report::Report;
 use loadtest::scenarios::{self, Scenario, Seeded};
+use loadtest::standins::{
+    self,
+    apns::FakeApns,
+    faults::{self, Faults},
+    fcm::FakeFcm,
+};
 use tokio::sync::watch;
 
 // The generator shares the machine with Postino: every cycle it saves is Postino's.
@@ -50,7 +56,53 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             load(args.run, scenario, stopped).await
         }
         Command::Ingest(args) => load(args, Scenario::Ingest, stopped).await,
+        Command::FakeFcm(args) => fake_fcm(args).await,
+        Command::FakeApns(args) => fake_apns(args).await,
     }
+}
+
+fn read_key(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read the public key {}", path.display()))
+}
+
+async fn serve_until_ctrl_c(
+    app: axum::Router,
+    listen: std::net::SocketAddr,
+    what: &str,
+) -> anyhow::Result<()> {
+    let (addr, task) = standins::spawn(app, listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    eprintln!("{what} listening on http://{addr} (HTTP/2 cleartext); received notifications at /_standin/received");
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot wait for Ctrl-C")?;
+    task.abort();
+    Ok(())
+}
+
+async fn fake_fcm(args: FakeFcmArgs) -> anyhow::Result<()> {
+    let faults = Faults::new(args.faults, faults::FCM);
+    let fcm = FakeFcm::new(
+        &read_key(&args.public_key)?,
+        Duration::from_secs(args.token_ttl),
+        faults,
+    )
+    .context("--public-key must be an RSA public key in PEM")?;
+    serve_until_ctrl_c(Arc::new(fcm).router(), args.listen, "fake FCM").await
+}
+
+async fn fake_apns(args: FakeApnsArgs) -> anyhow::Result<()> {
+    let faults = Faults::new(args.faults, faults::APNS);
+    let apns = FakeApns::new(
+        &read_key(&args.public_key)?,
+        args.key_id,
+        args.team_id,
+        args.topic,
+        faults,
+    )
+    .context("--public-key must be a P-256 public key in PEM")?;
+    serve_until_ctrl_c(Arc::new(apns).router(), args.listen, "fake APNs").await
 }
 
 async fn seed(args: SeedArgs, stopped: watch::Receiver<bool>) -> anyhow::Result<()> {

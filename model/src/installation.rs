@@ -153,7 +153,7 @@ impl NewInstallation {
     pub fn parse(bytes: &[u8]) -> Result<Self, ValidationError> {
         let new: Self = from_json(bytes)?;
         if new.platform == Platform::Apns
-            && !(new.push_channel.0.len() % 2 == 0
+            && !(new.push_channel.0.len().is_multiple_of(2)
                 && new.push_channel.0.bytes().all(|b| b.is_ascii_hexdigit()))
         {
             return Err(ValidationError::new(

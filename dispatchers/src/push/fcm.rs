@@ -96,11 +96,15 @@ struct AccessToken {
     renew_at: Instant,
 }
 
-/// How much of a token's life is left unused: Google's tokens live an hour, and renewing
-/// five minutes early keeps requests in flight from meeting an expired one.
-fn renew_after(expires_in: Duration) -> Duration {
-    let margin = Duration::from_secs(300).min(expires_in / 2);
-    expires_in - margin
+/// How long before its expiry a token is renewed: Google's tokens live an hour, and
+/// renewing five minutes early keeps requests in flight from meeting an expired one.
+pub const RENEWAL_MARGIN: Duration = Duration::from_secs(300);
+
+/// When to renew a token that expires in `expires_in`: `margin` before when one is set,
+/// else [`RENEWAL_MARGIN`] before, or at half its life when it is too short for that.
+fn renew_after(expires_in: Duration, margin: Option<Duration>) -> Duration {
+    let margin = margin.unwrap_or_else(|| RENEWAL_MARGIN.min(expires_in / 2));
+    expires_in.saturating_sub(margin)
 }
 
 fn unix_now() -> u64 {
@@ -142,6 +146,7 @@ pub struct FcmProvider {
     account: ServiceAccount,
     key: EncodingKey,
     send_url: String,
+    renewal_margin: Option<Duration>,
     token: Mutex<Option<AccessToken>>,
 }
 
@@ -172,8 +177,15 @@ impl FcmProvider {
             send_url: format!("{base}/v1/projects/{}/messages:send", account.project_id),
             account,
             key,
+            renewal_margin: None,
             token: Mutex::new(None),
         })
+    }
+
+    /// Renews tokens `margin` before they expire instead of [`RENEWAL_MARGIN`].
+    pub fn with_renewal_margin(mut self, margin: Duration) -> Self {
+        self.renewal_margin = Some(margin);
+        self
     }
 
     /// The cached access token, or a new one when it is due for renewal. One caller fetches
@@ -240,7 +252,8 @@ impl FcmProvider {
         tracing::debug!(expires_in = token.expires_in, "FCM access token renewed");
         Ok(AccessToken {
             value: token.access_token,
-            renew_at: asked + renew_after(Duration::from_secs(token.expires_in)),
+            renew_at: asked
+                + renew_after(Duration::from_secs(token.expires_in), self.renewal_margin),
         })
     }
 
@@ -340,15 +353,11 @@ mod tests {
 
     #[test]
     fn tokens_are_renewed_before_they_expire() {
-        assert_eq!(
-            renew_after(Duration::from_secs(3600)),
-            Duration::from_secs(3300)
-        );
-        assert_eq!(
-            renew_after(Duration::from_secs(60)),
-            Duration::from_secs(30)
-        );
-        assert_eq!(renew_after(Duration::ZERO), Duration::ZERO);
+        let s = Duration::from_secs;
+        assert_eq!(renew_after(s(3600), None), s(3300));
+        assert_eq!(renew_after(s(60), None), s(30));
+        assert_eq!(renew_after(s(3600), Some(s(3600))), s(0));
+        assert_eq!(renew_after(Duration::ZERO, None), Duration::ZERO);
     }
 
     #[test]

@@ -1,1 +1,494 @@
+//! The push dispatcher against the provider stand-ins of `loadtest` (real HTTP/2, real
+//! token checks, the providers' documented failures), the embedded log and the store.
 
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bus::embedded::EmbeddedBus;
+use bus::stage::{self, StageConfig};
+use bus::{Bus, Record};
+use loadtest::standins::apns::FakeApns;
+use loadtest::standins::faults::{self, FaultArgs, Faults};
+use loadtest::standins::fcm::FakeFcm;
+use loadtest::standins::recorder::Page;
+use model::installation::{DeviceToken, Installation, InstallationId, Platform};
+use model::pipeline::{encode, topics};
+use model::push::PushJob;
+use model::status::{ChannelStatus, MessageStatus};
+use store::conformance::{fresh_fiscal_code, sample_record};
+use store::sqlite::SqliteStore;
+use store::Store;
+use tokio::sync::watch;
+
+use super::apns::{ApnsCredentials, ApnsProvider};
+use super::fcm::{FcmProvider, ServiceAccount};
+use super::provider::{PushError, PushProvider};
+use super::service::{Lane, PushService};
+use super::{PushStage, GROUP};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+const TOPIC: &str = "it.pagopa.app.io";
+
+/// Throw-away credentials from the same script a person uses for the stand-ins.
+fn keys(dir: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/stand-in-keys.sh");
+    let status = std::process::Command::new(script)
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run scripts/stand-in-keys.sh");
+    assert!(status.success());
+}
+
+struct Fcm {
+    provider: FcmProvider,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn fake_fcm(token_ttl: Duration) -> Fcm {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keys(dir.path());
+    let public = std::fs::read(dir.path().join("fcm-public.pem")).expect("public key");
+    let fake = FakeFcm::new(
+        &public,
+        token_ttl,
+        Faults::new(FaultArgs::default(), faults::FCM),
+    )
+    .expect("stand-in");
+    let (addr, _task) = loadtest::standins::spawn(
+        Arc::new(fake).router(),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("listen");
+    let url = format!("http://{addr}");
+    let mut account =
+        ServiceAccount::from_file(&dir.path().join("fcm-service-account.json")).expect("account");
+    account.token_uri = format!("{url}/token");
+    let provider = FcmProvider::new(account, &url, TIMEOUT).expect("provider");
+    Fcm {
+        provider,
+        url,
+        _dir: dir,
+    }
+}
+
+struct Apns {
+    provider: ApnsProvider,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn fake_apns(topic: &str) -> Apns {
+    let dir = tempfile::tempdir().expect("tempdir");
+    keys(dir.path());
+    let public = std::fs::read(dir.path().join("apns-public.pem")).expect("public key");
+    let fake = FakeApns::new(
+        &public,
+        "KEY1234567".into(),
+        "TEAM123456".into(),
+        TOPIC.into(),
+        Faults::new(FaultArgs::default(), faults::APNS),
+    )
+    .expect("stand-in");
+    let (addr, _task) = loadtest::standins::spawn(
+        Arc::new(fake).router(),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("listen");
+    let url = format!("http://{addr}");
+    let credentials = ApnsCredentials::from_key_file(
+        &dir.path().join("apns-key.p8"),
+        "KEY1234567".into(),
+        "TEAM123456".into(),
+        topic.into(),
+    )
+    .expect("credentials");
+    let provider = ApnsProvider::new(credentials, &url, TIMEOUT).expect("provider");
+    Apns {
+        provider,
+        url,
+        _dir: dir,
+    }
+}
+
+async fn received(url: &str) -> Page {
+    reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client")
+        .get(format!("{url}/_standin/received"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("page")
+}
+
+async fn expire_credentials(url: &str) {
+    let r = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client")
+        .post(format!("{url}/_standin/expire-credentials"))
+        .send()
+        .await
+        .expect("post");
+    assert!(r.status().is_success());
+}
+
+async fn grants(url: &str) -> u64 {
+    let v: serde_json::Value = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client")
+        .get(format!("{url}/_standin/grants"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    v["grants"].as_u64().expect("count")
+}
+
+fn job(platform: Platform, token: &str) -> PushJob {
+    let fc = fresh_fiscal_code();
+    let message = sample_record(&fc, 1, MessageStatus::Processed).message;
+    PushJob {
+        message_id: message.id,
+        fiscal_code: fc,
+        installation_id: InstallationId::parse("id", "phone").expect("id"),
+        platform,
+        token: DeviceToken::parse("t", token).expect("token"),
+        title: "Hai un nuovo messaggio".into(),
+        body: "Entra nell'app per leggerlo".into(),
+        expires_at: time::OffsetDateTime::now_utc().unix_timestamp() + 3600,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fcm_sends_with_one_access_token_and_renews_one_the_provider_refuses() {
+    let fcm = fake_fcm(Duration::from_secs(3600)).await;
+    let jobs: Vec<_> = (0..3)
+        .map(|i| job(Platform::Fcm, &format!("device-{i}")))
+        .collect();
+    for j in &jobs {
+        fcm.provider.send(j).await.expect("sent");
+    }
+    assert_eq!(grants(&fcm.url).await, 1, "the access token is cached");
+    let page = received(&fcm.url).await;
+    let ids: Vec<_> = page.received.iter().map(|r| r.message_id.clone()).collect();
+    assert_eq!(
+        ids,
+        jobs.iter()
+            .map(|j| j.message_id.to_string())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(page.received[0].title, "Hai un nuovo messaggio");
+    assert_eq!(page.received[0].token, "device-0");
+
+    expire_credentials(&fcm.url).await;
+    fcm.provider
+        .send(&jobs[0])
+        .await
+        .expect("sent after renewal");
+    assert_eq!(grants(&fcm.url).await, 2, "a refused token is renewed once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fcm_renews_the_access_token_before_it_expires() {
+    // With a margin as long as the token's life, every send finds it due for renewal,
+    // while the provider would still take it.
+    let fcm = fake_fcm(Duration::from_secs(3600)).await;
+    let provider = fcm.provider.with_renewal_margin(Duration::from_secs(3600));
+    for i in 0..3 {
+        provider
+            .send(&job(Platform::Fcm, &format!("device-{i}")))
+            .await
+            .expect("sent");
+    }
+    assert_eq!(grants(&fcm.url).await, 3);
+    assert_eq!(
+        received(&fcm.url).await.answers.get(&401),
+        None,
+        "never refused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fcm_errors_map_to_removal_retry_or_refusal() {
+    let fcm = fake_fcm(Duration::from_secs(3600)).await;
+    let send = |token: &'static str| {
+        let j = job(Platform::Fcm, token);
+        let p = &fcm.provider;
+        async move { p.send(&j).await }
+    };
+    assert!(matches!(
+        send("unregistered-a").await,
+        Err(PushError::TokenGone(_))
+    ));
+    assert!(matches!(
+        send("invalid-a").await,
+        Err(PushError::TokenGone(_))
+    ));
+    assert_eq!(
+        send("status-429-a").await.err().and_then(|e| match e {
+            PushError::Retry { after, .. } => after,
+            _ => None,
+        }),
+        Some(Duration::from_secs(1)),
+        "429 honours Retry-After"
+    );
+    assert!(matches!(
+        send("status-503-a").await,
+        Err(PushError::Retry { .. })
+    ));
+    assert!(matches!(
+        send("status-500-a").await,
+        Err(PushError::Retry { .. })
+    ));
+    assert_eq!(received(&fcm.url).await.accepted, 0);
+    let unreachable = FcmProvider::new(
+        ServiceAccount::from_file(&fcm._dir.path().join("fcm-service-account.json"))
+            .expect("account"),
+        "http://127.0.0.1:9",
+        TIMEOUT,
+    )
+    .expect("provider");
+    assert!(matches!(
+        unreachable.send(&job(Platform::Fcm, "x")).await,
+        Err(PushError::Retry { .. })
+    ));
+}
+
+const APNS_TOKEN: &str = "a3f1c2d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apns_sends_with_its_headers_and_renews_an_expired_provider_token() {
+    let apns = fake_apns(TOPIC).await;
+    let j = job(Platform::Apns, APNS_TOKEN);
+    apns.provider.send(&j).await.expect("sent");
+    expire_credentials(&apns.url).await;
+    apns.provider
+        .send(&j)
+        .await
+        .expect("sent with a fresh provider token");
+    let page = received(&apns.url).await;
+    assert_eq!(page.accepted, 2);
+    assert_eq!(
+        page.answers.get(&403),
+        Some(&1),
+        "the expired token was refused once"
+    );
+    assert_eq!(page.received[0].message_id, j.message_id.to_string());
+    assert_eq!(page.received[0].body, "Entra nell'app per leggerlo");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apns_errors_map_to_removal_retry_or_refusal() {
+    let apns = fake_apns(TOPIC).await;
+    let send = |token: String| {
+        let j = job(Platform::Apns, &token);
+        let p = &apns.provider;
+        async move { p.send(&j).await }
+    };
+    let hex = |prefix: &str| format!("{prefix}{}", &APNS_TOKEN[prefix.len()..]);
+    assert!(matches!(
+        send(hex("dead")).await,
+        Err(PushError::TokenGone(_))
+    ));
+    assert!(matches!(
+        send(hex("bad0")).await,
+        Err(PushError::TokenGone(_))
+    ));
+    assert!(matches!(
+        send(hex("0429")).await,
+        Err(PushError::Retry { after: Some(_), .. })
+    ));
+    assert!(matches!(
+        send(hex("0503")).await,
+        Err(PushError::Retry { .. })
+    ));
+    let wrong_topic = fake_apns("it.example.other").await;
+    assert!(matches!(
+        wrong_topic
+            .provider
+            .send(&job(Platform::Apns, APNS_TOKEN))
+            .await,
+        Err(PushError::Rejected(_))
+    ));
+}
+
+fn device(token: &str) -> (Installation, PushJob) {
+    let j = job(Platform::Fcm, token);
+    let installation = Installation {
+        id: j.installation_id.clone(),
+        platform: j.platform,
+        token: j.token.clone(),
+        app_version: None,
+        updated_at: "2026-01-01T00:00:00.000Z".into(),
+    };
+    (installation, j)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stage_sends_each_device_once_retries_removes_and_expires_per_its_outcome() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+    let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
+    let fcm = fake_fcm(Duration::from_secs(3600)).await;
+    let service = Arc::new(PushService {
+        fcm: Some(Lane::new(
+            Arc::new(fcm.provider),
+            NonZeroU32::new(600_000).expect("nonzero"),
+            1,
+        )),
+        apns: None,
+    });
+
+    let (fine_device, fine) = device("fine-1");
+    let (_, flaky) = device("flaky-1-a");
+    let (gone_device, gone) = device("unregistered-1");
+    let (_, down) = device("status-503-b");
+    let (_, mut expired) = device("fine-2");
+    expired.expires_at = 1;
+    let (_, apns) = {
+        let mut j = job(Platform::Apns, APNS_TOKEN);
+        j.platform = Platform::Apns;
+        (0, j)
+    };
+    let jobs = [fine, flaky, gone, down, expired, apns];
+    for j in &jobs {
+        let record = sample_record(&j.fiscal_code, 1, MessageStatus::Processed);
+        let record = store::MessageRecord {
+            message: model::pipeline::AcceptedMessage {
+                id: j.message_id,
+                ..record.message
+            },
+            ..record
+        };
+        store.deliver(vec![record]).await.expect("deliver");
+    }
+    store
+        .put_installation(&jobs[0].fiscal_code, &fine_device)
+        .await
+        .expect("put");
+    store
+        .put_installation(&jobs[2].fiscal_code, &gone_device)
+        .await
+        .expect("put");
+
+    let records = jobs
+        .iter()
+        .map(|j| Record::new(j.fiscal_code.as_str().as_bytes().to_vec(), encode(j)))
+        .collect();
+    bus.publish(topics::DELIVERIES_PUSH, records)
+        .await
+        .expect("publish");
+    let mut dlq = bus
+        .subscribe("deliveries.push.dlq", "t")
+        .await
+        .expect("dlq");
+    let (stop, stopped) = watch::channel(false);
+    let runner = tokio::spawn(stage::run(
+        Arc::clone(&bus),
+        topics::DELIVERIES_PUSH,
+        GROUP,
+        Arc::new(PushStage::new(Arc::clone(&store), service)),
+        StageConfig {
+            poll_wait: Duration::from_millis(50),
+            max_attempts: 2,
+            retry_initial: Duration::from_millis(10),
+            retry_max: Duration::from_millis(20),
+            ..Default::default()
+        },
+        stopped,
+    ));
+    // The always-503 device after its attempts, and the platform with no provider at once.
+    let dead = bus::conformance::collect(&mut *dlq, 2).await;
+    // The flaky device's retry is behind the 503 one's last attempt in the retry lane.
+    let page = loop {
+        let page = received(&fcm.url).await;
+        if page.accepted >= 2 {
+            break page;
+        }
+        tokio::task::yield_now().await;
+    };
+    stop.send(true).expect("stop");
+    runner.await.expect("join").expect("run");
+
+    let mut sent: Vec<_> = page.received.iter().map(|r| r.message_id.clone()).collect();
+    sent.sort();
+    let mut expected = vec![
+        jobs[0].message_id.to_string(),
+        jobs[1].message_id.to_string(),
+    ];
+    expected.sort();
+    assert_eq!(
+        sent, expected,
+        "each reachable device exactly once; nothing expired sent"
+    );
+    let dead_ids: Vec<_> = dead
+        .iter()
+        .map(|d| {
+            model::pipeline::decode::<PushJob>(&d.record.payload)
+                .expect("job")
+                .message_id
+        })
+        .collect();
+    assert!(dead_ids.contains(&jobs[3].message_id) && dead_ids.contains(&jobs[5].message_id));
+
+    let status = |i: usize| {
+        let store = Arc::clone(&store);
+        let id = jobs[i].message_id;
+        async move {
+            store
+                .get_message(&id)
+                .await
+                .expect("get")
+                .expect("there")
+                .notification
+                .webhook
+        }
+    };
+    assert_eq!(status(0).await, Some(ChannelStatus::Sent));
+    assert_eq!(
+        status(1).await,
+        Some(ChannelStatus::Sent),
+        "sent on its retry"
+    );
+    assert_eq!(status(2).await, Some(ChannelStatus::Failed));
+    assert_eq!(
+        status(3).await,
+        Some(ChannelStatus::Failed),
+        "dead-lettered after its attempts"
+    );
+    assert_eq!(status(4).await, Some(ChannelStatus::Expired));
+    assert_eq!(
+        status(5).await,
+        Some(ChannelStatus::Failed),
+        "no APNs provider configured"
+    );
+    assert!(
+        store
+            .list_installations(&jobs[2].fiscal_code)
+            .await
+            .expect("list")
+            .is_empty(),
+        "the gone device is removed"
+    );
+    assert_eq!(
+        store
+            .list_installations(&jobs[0].fiscal_code)
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+}
