@@ -17,6 +17,10 @@ use bus::stage::{self, StageConfig};
 use bus::Bus;
 use citizen::{CitizenState, JwtKey, JwtVerifier};
 use dispatchers::inbox::{InboxConfig, InboxStage};
+use dispatchers::push::apns::{ApnsCredentials, ApnsProvider};
+use dispatchers::push::fcm::{FcmProvider, ServiceAccount};
+use dispatchers::push::service::{Lane, PushService};
+use dispatchers::push::{PushConfig, PushStage};
 use ingest::{IngestState, Keys};
 use model::pipeline::topics;
 use model::problem::Problem;
@@ -84,6 +88,22 @@ impl App {
                 &bus,
                 topics::DELIVERIES_INBOX,
                 dispatchers::inbox::GROUP,
+                stage,
+                cfg.stage,
+                &stopped,
+            ));
+        }
+
+        if roles.push {
+            let service = Arc::new(push_service(config)?);
+            let stage = Arc::new(PushStage::new(Arc::clone(&store), service));
+            let cfg = PushConfig {
+                stage: config.stage(),
+            };
+            stages.push(spawn_stage(
+                &bus,
+                topics::DELIVERIES_PUSH,
+                dispatchers::push::GROUP,
                 stage,
                 cfg.stage,
                 &stopped,
@@ -365,4 +385,41 @@ fn jwt_verifier(config: &Config) -> anyhow::Result<JwtVerifier> {
 fn read_pem(file: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(file)
         .with_context(|| format!("cannot read jwt_public_key_file {}", file.display()))
+}
+
+/// The push providers the configuration names; a platform without one has its pushes
+/// dead-lettered as FAILED with the reason.
+fn push_service(config: &Config) -> anyhow::Result<PushService> {
+    let timeout = std::time::Duration::from_millis(config.push_timeout_ms);
+    let per_minute = |n: u32| std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN);
+    let mut service = PushService::default();
+    if let Some(path) = &config.fcm_service_account {
+        let account = ServiceAccount::from_file(path)?;
+        let provider = FcmProvider::new(account, &config.fcm_base_url, timeout)?;
+        service.fcm = Some(Lane::new(
+            Arc::new(provider),
+            per_minute(config.fcm_per_minute),
+            config.push_max_in_flight,
+        ));
+    } else {
+        tracing::warn!("no fcm_service_account: pushes to FCM devices will fail");
+    }
+    if let (Some(path), Some(key_id), Some(team_id), Some(topic)) = (
+        &config.apns_key_file,
+        &config.apns_key_id,
+        &config.apns_team_id,
+        &config.apns_topic,
+    ) {
+        let credentials =
+            ApnsCredentials::from_key_file(path, key_id.clone(), team_id.clone(), topic.clone())?;
+        let provider = ApnsProvider::new(credentials, &config.apns_base_url, timeout)?;
+        service.apns = Some(Lane::new(
+            Arc::new(provider),
+            per_minute(config.apns_per_minute),
+            config.push_max_in_flight,
+        ));
+    } else {
+        tracing::warn!("no apns_key_file: pushes to APNs devices will fail");
+    }
+    Ok(service)
 }

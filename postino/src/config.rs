@@ -37,7 +37,7 @@ pub struct Config {
     /// How long shutdown waits for in-flight work before giving up.
     pub shutdown_grace_secs: u64,
     /// Which roles this process runs: `all`, or a comma-separated subset of `ingest`,
-    /// `citizen`, `router`, `inbox`.
+    /// `citizen`, `router`, `inbox`, `push`.
     pub roles: String,
     /// The log between stages: `embedded` (under `data_dir`) or
     /// `kafka://host:port[,host:port…]`.
@@ -71,6 +71,27 @@ pub struct Config {
     pub retry_initial_ms: u64,
     /// Longest delay between two attempts of a record.
     pub retry_max_ms: u64,
+    /// FCM: the Google service-account key file (JSON). Without it, pushes to FCM devices
+    /// fail with "no fcm provider is configured".
+    pub fcm_service_account: Option<PathBuf>,
+    /// FCM's base URL (a stand-in's in tests).
+    pub fcm_base_url: String,
+    /// FCM sends a minute: the project's quota (600,000 by default, FCM's own).
+    pub fcm_per_minute: u32,
+    /// APNs: the `.p8` signing key. With it, `apns_key_id`, `apns_team_id` and
+    /// `apns_topic` (the app's bundle id) are required.
+    pub apns_key_file: Option<PathBuf>,
+    pub apns_key_id: Option<String>,
+    pub apns_team_id: Option<String>,
+    pub apns_topic: Option<String>,
+    /// APNs' base URL (`https://api.sandbox.push.apple.com` for development builds).
+    pub apns_base_url: String,
+    /// APNs sends a minute.
+    pub apns_per_minute: u32,
+    /// Push requests in flight at once, per provider.
+    pub push_max_in_flight: usize,
+    /// How long one push request may take before it is retried.
+    pub push_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -100,6 +121,17 @@ impl Default for Config {
             retry_max_attempts: 5,
             retry_initial_ms: 1_000,
             retry_max_ms: 60_000,
+            fcm_service_account: None,
+            fcm_base_url: "https://fcm.googleapis.com".into(),
+            fcm_per_minute: 600_000,
+            apns_key_file: None,
+            apns_key_id: None,
+            apns_team_id: None,
+            apns_topic: None,
+            apns_base_url: "https://api.push.apple.com".into(),
+            apns_per_minute: 600_000,
+            push_max_in_flight: 100,
+            push_timeout_ms: 10_000,
         }
     }
 }
@@ -142,6 +174,17 @@ const ENV_KEYS: &[&str] = &[
     "retry_max_attempts",
     "retry_initial_ms",
     "retry_max_ms",
+    "fcm_service_account",
+    "fcm_base_url",
+    "fcm_per_minute",
+    "apns_key_file",
+    "apns_key_id",
+    "apns_team_id",
+    "apns_topic",
+    "apns_base_url",
+    "apns_per_minute",
+    "push_max_in_flight",
+    "push_timeout_ms",
 ];
 
 /// The roles one process can run.
@@ -151,6 +194,7 @@ pub struct Roles {
     pub citizen: bool,
     pub router: bool,
     pub inbox: bool,
+    pub push: bool,
 }
 
 impl Roles {
@@ -161,6 +205,7 @@ impl Roles {
                 citizen: true,
                 router: true,
                 inbox: true,
+                push: true,
             });
         }
         let mut roles = Self::default();
@@ -170,9 +215,10 @@ impl Roles {
                 "citizen" => roles.citizen = true,
                 "router" => roles.router = true,
                 "inbox" => roles.inbox = true,
+                "push" => roles.push = true,
                 other => {
                     return Err(ConfigError(format!(
-                        "roles: unknown role {other:?}; use all, or a comma-separated subset of ingest, citizen, router, inbox"
+                        "roles: unknown role {other:?}; use all, or a comma-separated subset of ingest, citizen, router, inbox, push"
                     )))
                 }
             }
@@ -285,6 +331,20 @@ impl Config {
                 "retry_initial_ms must not exceed retry_max_ms, and retry_max_ms must be at most 240000 (4 minutes)".into(),
             ));
         }
+        if self.fcm_per_minute < 1 || self.apns_per_minute < 1 || self.push_max_in_flight < 1 {
+            return Err(ConfigError(
+                "fcm_per_minute, apns_per_minute and push_max_in_flight must be at least 1".into(),
+            ));
+        }
+        if self.apns_key_file.is_some()
+            && (self.apns_key_id.is_none()
+                || self.apns_team_id.is_none()
+                || self.apns_topic.is_none())
+        {
+            return Err(ConfigError(
+                "apns_key_file needs apns_key_id, apns_team_id and apns_topic (the app's bundle id)".into(),
+            ));
+        }
         if self.kafka_prefetch_kbytes < 1024 {
             return Err(ConfigError(
                 "kafka_prefetch_kbytes must be at least 1024 (1 MiB)".into(),
@@ -339,7 +399,8 @@ mod tests {
                 ingest: false,
                 citizen: false,
                 router: true,
-                inbox: true
+                inbox: true,
+                push: false,
             }
         );
         let BusChoice::Kafka(k) = c.bus().expect("bus") else {
@@ -417,6 +478,13 @@ mod tests {
         assert!(err.to_string().contains("retry_initial_ms"), "{err}");
         let err = load_file("kafka_prefetch_kbytes = 10\n").expect_err("tiny prefetch");
         assert!(err.to_string().contains("kafka_prefetch_kbytes"), "{err}");
+        let err = load_file("apns_key_file = \"/k.p8\"\napns_key_id = \"K\"\n")
+            .expect_err("APNs key without team and topic");
+        assert!(err.to_string().contains("apns_team_id"), "{err}");
+        let err = load_file("fcm_per_minute = 0\n").expect_err("no quota");
+        assert!(err.to_string().contains("fcm_per_minute"), "{err}");
+        let err = load_file("push_max_in_flight = -3\n").expect_err("negative");
+        assert!(err.to_string().contains("push_max_in_flight"), "{err}");
         let err = load_file("retry_max_attempts = -1\n").expect_err("negative");
         assert!(err.to_string().contains("retry_max_attempts"), "{err}");
         let err = Config::load(

@@ -162,7 +162,10 @@ async fn answer(apns: &FakeApns, token: &str, headers: &HeaderMap, body: &[u8]) 
     if header("apns-collapse-id").is_some_and(|c| c.len() > 64) {
         return reason(StatusCode::BAD_REQUEST, "BadCollapseId");
     }
-    if token.is_empty() || !token.len().is_multiple_of(2) || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if token.is_empty()
+        || !token.len().is_multiple_of(2)
+        || !token.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return reason(StatusCode::BAD_REQUEST, "BadDeviceToken");
     }
     let Ok(payload) = serde_json::from_slice::<Value>(body) else {
