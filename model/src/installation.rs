@@ -123,6 +123,14 @@ impl fmt::Debug for DeviceToken {
     }
 }
 
+/// Whether `token` has the shape of an APNs device token: hex digits, whole bytes (Apple
+/// issues 32 bytes today, written as 64 digits).
+pub fn is_apns_token(token: &str) -> bool {
+    !token.is_empty()
+        && token.len().is_multiple_of(2)
+        && token.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// A registered device of one citizen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Installation {
@@ -152,10 +160,7 @@ impl NewInstallation {
     /// written as 64 hex digits), the app version is short text.
     pub fn parse(bytes: &[u8]) -> Result<Self, ValidationError> {
         let new: Self = from_json(bytes)?;
-        if new.platform == Platform::Apns
-            && !(new.push_channel.0.len().is_multiple_of(2)
-                && new.push_channel.0.bytes().all(|b| b.is_ascii_hexdigit()))
-        {
+        if new.platform == Platform::Apns && !is_apns_token(&new.push_channel.0) {
             return Err(ValidationError::new(
                 "push_channel",
                 "an APNs device token must be hexadecimal (64 digits for today's tokens)",

@@ -81,14 +81,10 @@ impl Stage for InboxStage {
     }
 
     async fn process(&self, items: &[&Self::Item]) -> Result<(), StageError> {
-        let pushing: Vec<&Self::Item> = items
+        let citizens: Vec<_> = items
             .iter()
-            .copied()
             .filter(|(_, plan)| plan.channels.push == ChannelChoice::Send)
-            .collect();
-        let citizens: Vec<_> = pushing
-            .iter()
-            .map(|(_, p)| p.message.fiscal_code.clone())
+            .map(|(_, plan)| plan.message.fiscal_code.clone())
             .collect();
         let devices = self
             .store
@@ -98,13 +94,12 @@ impl Stage for InboxStage {
 
         let mut records: Vec<MessageRecord> = Vec::with_capacity(items.len());
         let mut jobs = Vec::new();
-        let mut devices_of = pushing.iter().zip(&devices).peekable();
-        for item in items {
-            let (key, plan) = item;
+        // `devices` follows the pushing items in order.
+        let mut devices = devices.iter();
+        for (key, plan) in items.iter().copied() {
             let mut record = record(plan, MessageStatus::Processed);
-            if let Some(((_, _), found)) =
-                devices_of.next_if(|((_, p), _)| p.message.id == plan.message.id)
-            {
+            if plan.channels.push == ChannelChoice::Send {
+                let found = devices.next().map(Vec::as_slice).unwrap_or_default();
                 if found.is_empty() {
                     // Nothing to push to: the channel was allowed but has no device.
                     record.notification.webhook = Some(ChannelStatus::Skipped);

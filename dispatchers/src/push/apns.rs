@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Mutex;
 
+use super::credential::{self, Attempt, Credentialed, Issued};
 use super::provider::{transient, PushError, PushProvider};
 
 /// Apple refuses a provider token older than an hour and throttles renewing more often than
@@ -95,7 +96,7 @@ pub struct ApnsProvider {
     key: EncodingKey,
     base_url: String,
     renewal: Duration,
-    token: Mutex<Option<(String, Instant)>>,
+    token: Mutex<Option<Issued>>,
 }
 
 impl std::fmt::Debug for ApnsProvider {
@@ -129,15 +130,27 @@ impl ApnsProvider {
             token: Mutex::new(None),
         })
     }
+}
 
-    /// The current provider token, signed afresh when it is due.
-    async fn provider_token(&self) -> Result<String, PushError> {
-        let mut cached = self.token.lock().await;
-        if let Some((token, signed)) = cached.as_ref() {
-            if signed.elapsed() < self.renewal {
-                return Ok(token.clone());
-            }
+/// APNs' documented statuses and reasons mapped to what Postino does.
+fn classify(status: StatusCode, headers: &reqwest::header::HeaderMap, reason: &str) -> PushError {
+    match (status.as_u16(), reason) {
+        (410, _) | (400, "BadDeviceToken" | "DeviceTokenNotForTopic") => {
+            PushError::TokenGone(format!("{status} {reason}"))
         }
+        _ => transient(status, headers, reason)
+            .unwrap_or_else(|| PushError::Rejected(format!("{status} {reason}"))),
+    }
+}
+
+#[async_trait]
+impl Credentialed for ApnsProvider {
+    fn cache(&self) -> &Mutex<Option<Issued>> {
+        &self.token
+    }
+
+    /// Signs a new provider token, used until `renewal` has passed.
+    async fn issue(&self) -> Result<Issued, PushError> {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.credentials.key_id.clone());
         let iat = SystemTime::now()
@@ -148,18 +161,13 @@ impl ApnsProvider {
             iss: &self.credentials.team_id,
             iat,
         };
-        let token = jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| {
+        let value = jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| {
             PushError::Rejected(format!("cannot sign the APNs provider token: {e}"))
         })?;
-        *cached = Some((token.clone(), Instant::now()));
-        Ok(token)
-    }
-
-    async fn forget_token(&self, rejected: &str) {
-        let mut cached = self.token.lock().await;
-        if cached.as_ref().is_some_and(|(t, _)| t == rejected) {
-            *cached = None;
-        }
+        Ok(Issued {
+            value,
+            renew_at: Instant::now() + self.renewal,
+        })
     }
 
     async fn send_once(&self, job: &PushJob, token: &str) -> Result<(), Attempt> {
@@ -183,7 +191,7 @@ impl ApnsProvider {
             .json(&body)
             .send()
             .await
-            .map_err(|e| Attempt::Failed(PushError::transport(&e)))?;
+            .map_err(|e| Attempt::Failed(PushError::transport(e)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -195,48 +203,16 @@ impl ApnsProvider {
             .unwrap_or_default()
             .reason;
         if status == StatusCode::FORBIDDEN && reason == "ExpiredProviderToken" {
-            return Err(Attempt::ExpiredProviderToken);
+            return Err(Attempt::CredentialRefused);
         }
         Err(Attempt::Failed(classify(status, &headers, &reason)))
-    }
-}
-
-enum Attempt {
-    ExpiredProviderToken,
-    Failed(PushError),
-}
-
-/// APNs' documented statuses and reasons mapped to what Postino does.
-fn classify(status: StatusCode, headers: &reqwest::header::HeaderMap, reason: &str) -> PushError {
-    match (status.as_u16(), reason) {
-        (410, _) | (400, "BadDeviceToken" | "DeviceTokenNotForTopic") => {
-            PushError::TokenGone(format!("{status} {reason}"))
-        }
-        _ => transient(status, headers, reason)
-            .unwrap_or_else(|| PushError::Rejected(format!("{status} {reason}"))),
     }
 }
 
 #[async_trait]
 impl PushProvider for ApnsProvider {
     async fn send(&self, job: &PushJob) -> Result<(), PushError> {
-        let token = self.provider_token().await?;
-        match self.send_once(job, &token).await {
-            Ok(()) => Ok(()),
-            Err(Attempt::Failed(err)) => Err(err),
-            Err(Attempt::ExpiredProviderToken) => {
-                self.forget_token(&token).await;
-                let token = self.provider_token().await?;
-                match self.send_once(job, &token).await {
-                    Ok(()) => Ok(()),
-                    Err(Attempt::Failed(err)) => Err(err),
-                    Err(Attempt::ExpiredProviderToken) => Err(PushError::Retry {
-                        reason: "APNs called a freshly signed provider token expired".into(),
-                        after: None,
-                    }),
-                }
-            }
-        }
+        credential::send(self, job).await
     }
 }
 

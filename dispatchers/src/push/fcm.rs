@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Mutex;
 
+use super::credential::{self, Attempt, Credentialed, Issued};
 use super::provider::{transient, PushError, PushProvider};
 
 /// The OAuth2 scope that lets a token send FCM messages.
@@ -89,13 +90,6 @@ struct TokenResponse {
     expires_in: u64,
 }
 
-#[derive(Debug, Clone)]
-struct AccessToken {
-    value: String,
-    /// When to fetch the next one: before the provider would refuse this one.
-    renew_at: Instant,
-}
-
 /// How long before its expiry a token is renewed: Google's tokens live an hour, and
 /// renewing five minutes early keeps requests in flight from meeting an expired one.
 pub const RENEWAL_MARGIN: Duration = Duration::from_secs(300);
@@ -147,7 +141,7 @@ pub struct FcmProvider {
     key: EncodingKey,
     send_url: String,
     renewal_margin: Option<Duration>,
-    token: Mutex<Option<AccessToken>>,
+    token: Mutex<Option<Issued>>,
 }
 
 impl std::fmt::Debug for FcmProvider {
@@ -188,28 +182,47 @@ impl FcmProvider {
         self
     }
 
-    /// The cached access token, or a new one when it is due for renewal. One caller fetches
-    /// while the others wait for it, so a burst never exchanges more than one grant.
-    async fn access_token(&self) -> Result<String, PushError> {
-        let mut cached = self.token.lock().await;
-        if let Some(token) = cached.as_ref().filter(|t| Instant::now() < t.renew_at) {
-            return Ok(token.value.clone());
-        }
-        let fresh = self.exchange_grant().await?;
-        let value = fresh.value.clone();
-        *cached = Some(fresh);
-        Ok(value)
+    fn body(job: &PushJob) -> serde_json::Value {
+        let ttl = (job.expires_at - i64::try_from(unix_now()).unwrap_or(i64::MAX)).max(0);
+        json!({
+            "message": {
+                "token": job.token.expose(),
+                "notification": { "title": job.title, "body": job.body },
+                "data": { "message_id": job.message_id.to_string() },
+                "android": {
+                    "ttl": format!("{ttl}s"),
+                    "collapse_key": job.message_id.to_string(),
+                    "priority": "HIGH",
+                },
+            }
+        })
+    }
+}
+
+/// FCM's documented error codes mapped to what Postino does.
+fn classify(
+    status: StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    code: &str,
+    message: &str,
+) -> PushError {
+    let about_the_token = message.to_ascii_lowercase().contains("token");
+    match code {
+        "UNREGISTERED" | "SENDER_ID_MISMATCH" => PushError::TokenGone(code.to_string()),
+        "INVALID_ARGUMENT" if about_the_token => PushError::TokenGone(code.to_string()),
+        _ => transient(status, headers, code)
+            .unwrap_or_else(|| PushError::Rejected(format!("{status} {code}: {message}"))),
+    }
+}
+
+#[async_trait]
+impl Credentialed for FcmProvider {
+    fn cache(&self) -> &Mutex<Option<Issued>> {
+        &self.token
     }
 
-    /// Drops `rejected` from the cache (the provider said it is no longer valid).
-    async fn forget_token(&self, rejected: &str) {
-        let mut cached = self.token.lock().await;
-        if cached.as_ref().is_some_and(|t| t.value == rejected) {
-            *cached = None;
-        }
-    }
-
-    async fn exchange_grant(&self) -> Result<AccessToken, PushError> {
+    /// Exchanges a signed grant for an access token at the service account's `token_uri`.
+    async fn issue(&self) -> Result<Issued, PushError> {
         let iat = unix_now();
         let claims = GrantClaims {
             iss: &self.account.client_email,
@@ -232,7 +245,7 @@ impl FcmProvider {
             ])
             .send()
             .await
-            .map_err(|e| PushError::transport(&e))?;
+            .map_err(PushError::transport)?;
         let status = response.status();
         if let Some(retry) = transient(status, response.headers(), "from the OAuth2 token endpoint")
         {
@@ -250,26 +263,10 @@ impl FcmProvider {
             after: None,
         })?;
         tracing::debug!(expires_in = token.expires_in, "FCM access token renewed");
-        Ok(AccessToken {
+        Ok(Issued {
             value: token.access_token,
             renew_at: asked
                 + renew_after(Duration::from_secs(token.expires_in), self.renewal_margin),
-        })
-    }
-
-    fn body(job: &PushJob) -> serde_json::Value {
-        let ttl = (job.expires_at - i64::try_from(unix_now()).unwrap_or(i64::MAX)).max(0);
-        json!({
-            "message": {
-                "token": job.token.expose(),
-                "notification": { "title": job.title, "body": job.body },
-                "data": { "message_id": job.message_id.to_string() },
-                "android": {
-                    "ttl": format!("{ttl}s"),
-                    "collapse_key": job.message_id.to_string(),
-                    "priority": "HIGH",
-                },
-            }
         })
     }
 
@@ -281,7 +278,7 @@ impl FcmProvider {
             .json(&Self::body(job))
             .send()
             .await
-            .map_err(|e| Attempt::Failed(PushError::transport(&e)))?;
+            .map_err(|e| Attempt::Failed(PushError::transport(e)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -290,7 +287,7 @@ impl FcmProvider {
         let error = response.json::<ErrorBody>().await.unwrap_or_default().error;
         let code = error.code().to_string();
         if status == StatusCode::UNAUTHORIZED && code != "THIRD_PARTY_AUTH_ERROR" {
-            return Err(Attempt::Unauthenticated);
+            return Err(Attempt::CredentialRefused);
         }
         Err(Attempt::Failed(classify(
             status,
@@ -301,49 +298,10 @@ impl FcmProvider {
     }
 }
 
-/// One request's failure: an access token the provider no longer takes is renewed and the
-/// request made once more; everything else is final for this attempt.
-enum Attempt {
-    Unauthenticated,
-    Failed(PushError),
-}
-
-/// FCM's documented error codes mapped to what Postino does.
-fn classify(
-    status: StatusCode,
-    headers: &reqwest::header::HeaderMap,
-    code: &str,
-    message: &str,
-) -> PushError {
-    let about_the_token = message.to_ascii_lowercase().contains("token");
-    match code {
-        "UNREGISTERED" | "SENDER_ID_MISMATCH" => PushError::TokenGone(code.to_string()),
-        "INVALID_ARGUMENT" if about_the_token => PushError::TokenGone(code.to_string()),
-        _ => transient(status, headers, code)
-            .unwrap_or_else(|| PushError::Rejected(format!("{status} {code}: {message}"))),
-    }
-}
-
 #[async_trait]
 impl PushProvider for FcmProvider {
     async fn send(&self, job: &PushJob) -> Result<(), PushError> {
-        let token = self.access_token().await?;
-        match self.send_once(job, &token).await {
-            Ok(()) => Ok(()),
-            Err(Attempt::Failed(err)) => Err(err),
-            Err(Attempt::Unauthenticated) => {
-                self.forget_token(&token).await;
-                let token = self.access_token().await?;
-                match self.send_once(job, &token).await {
-                    Ok(()) => Ok(()),
-                    Err(Attempt::Failed(err)) => Err(err),
-                    Err(Attempt::Unauthenticated) => Err(PushError::Retry {
-                        reason: "FCM refused a freshly issued access token".into(),
-                        after: None,
-                    }),
-                }
-            }
-        }
+        credential::send(self, job).await
     }
 }
 

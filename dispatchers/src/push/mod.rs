@@ -5,6 +5,7 @@
 
 pub mod apns;
 mod config;
+mod credential;
 pub mod fcm;
 mod http;
 pub mod provider;

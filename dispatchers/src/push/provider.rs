@@ -28,8 +28,11 @@ pub enum PushError {
 }
 
 impl PushError {
-    /// A transport failure: the connection or the timeout, both worth retrying.
-    pub fn transport(err: &reqwest::Error) -> Self {
+    /// A transport failure: the connection or the timeout, both worth retrying. The URL is
+    /// left out of the reason: APNs' carries the device token, which must not reach a log
+    /// line or a dead-letter header.
+    pub fn transport(err: reqwest::Error) -> Self {
+        let err = err.without_url();
         let kind = if err.is_timeout() {
             "timed out"
         } else if err.is_connect() {

@@ -42,6 +42,22 @@ fn keys(dir: &Path) {
     assert!(status.success());
 }
 
+/// Serves a stand-in on a free port; its base URL.
+async fn serve(router: axum::Router) -> String {
+    let (addr, _task) = loadtest::standins::spawn(router, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("listen");
+    format!("http://{addr}")
+}
+
+/// A client for the stand-ins' own endpoints (they speak HTTP/2 only).
+fn standin_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client")
+}
+
 struct Fcm {
     provider: FcmProvider,
     url: String,
@@ -58,13 +74,7 @@ async fn fake_fcm(token_ttl: Duration) -> Fcm {
         Faults::new(FaultArgs::default(), faults::FCM),
     )
     .expect("stand-in");
-    let (addr, _task) = loadtest::standins::spawn(
-        Arc::new(fake).router(),
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .await
-    .expect("listen");
-    let url = format!("http://{addr}");
+    let url = serve(Arc::new(fake).router()).await;
     let mut account =
         ServiceAccount::from_file(&dir.path().join("fcm-service-account.json")).expect("account");
     account.token_uri = format!("{url}/token");
@@ -94,13 +104,7 @@ async fn fake_apns(topic: &str) -> Apns {
         Faults::new(FaultArgs::default(), faults::APNS),
     )
     .expect("stand-in");
-    let (addr, _task) = loadtest::standins::spawn(
-        Arc::new(fake).router(),
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .await
-    .expect("listen");
-    let url = format!("http://{addr}");
+    let url = serve(Arc::new(fake).router()).await;
     let credentials = ApnsCredentials::from_key_file(
         &dir.path().join("apns-key.p8"),
         "KEY1234567".into(),
@@ -117,10 +121,7 @@ async fn fake_apns(topic: &str) -> Apns {
 }
 
 async fn received(url: &str) -> Page {
-    reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .expect("client")
+    standin_client()
         .get(format!("{url}/_standin/received"))
         .send()
         .await
@@ -131,10 +132,7 @@ async fn received(url: &str) -> Page {
 }
 
 async fn expire_credentials(url: &str) {
-    let r = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .expect("client")
+    let r = standin_client()
         .post(format!("{url}/_standin/expire-credentials"))
         .send()
         .await
@@ -143,10 +141,7 @@ async fn expire_credentials(url: &str) {
 }
 
 async fn grants(url: &str) -> u64 {
-    let v: serde_json::Value = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .expect("client")
+    let v: serde_json::Value = standin_client()
         .get(format!("{url}/_standin/grants"))
         .send()
         .await
@@ -315,6 +310,23 @@ async fn apns_errors_map_to_removal_retry_or_refusal() {
         send(hex("0503")).await,
         Err(PushError::Retry { .. })
     ));
+    // An unreachable provider is retried, and its reason never shows the device token
+    // (the APNs URL carries it).
+    let credentials = ApnsCredentials::from_key_file(
+        &apns._dir.path().join("apns-key.p8"),
+        "KEY1234567".into(),
+        "TEAM123456".into(),
+        TOPIC.into(),
+    )
+    .expect("credentials");
+    let unreachable =
+        ApnsProvider::new(credentials, "http://127.0.0.1:9", TIMEOUT).expect("provider");
+    match unreachable.send(&job(Platform::Apns, APNS_TOKEN)).await {
+        Err(PushError::Retry { reason, .. }) => {
+            assert!(!reason.contains(APNS_TOKEN), "{reason}")
+        }
+        other => panic!("expected a retry, got {other:?}"),
+    }
     let wrong_topic = fake_apns("it.example.other").await;
     assert!(matches!(
         wrong_topic

@@ -132,18 +132,15 @@ async fn push(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let response = answer(&apns, &token, &headers, &body).await;
-    if response.status() != StatusCode::OK {
-        apns.recorder.answered(response.status().as_u16());
-    }
-    response
+    super::answer_slowly(
+        &apns.faults,
+        &apns.recorder,
+        answer(&apns, &token, &headers, &body),
+    )
+    .await
 }
 
 async fn answer(apns: &FakeApns, token: &str, headers: &HeaderMap, body: &[u8]) -> Response {
-    let delay = apns.faults.delay();
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(r) = apns.check_provider_token(headers) {
         return reason(StatusCode::FORBIDDEN, r);
@@ -162,10 +159,7 @@ async fn answer(apns: &FakeApns, token: &str, headers: &HeaderMap, body: &[u8]) 
     if header("apns-collapse-id").is_some_and(|c| c.len() > 64) {
         return reason(StatusCode::BAD_REQUEST, "BadCollapseId");
     }
-    if token.is_empty()
-        || !token.len().is_multiple_of(2)
-        || !token.bytes().all(|b| b.is_ascii_hexdigit())
-    {
+    if !model::installation::is_apns_token(token) {
         return reason(StatusCode::BAD_REQUEST, "BadDeviceToken");
     }
     let Ok(payload) = serde_json::from_slice::<Value>(body) else {

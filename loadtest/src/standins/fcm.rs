@@ -153,18 +153,15 @@ async fn send(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let response = answer(&fcm, &project, &headers, &body).await;
-    if response.status() != StatusCode::OK {
-        fcm.recorder.answered(response.status().as_u16());
-    }
-    response
+    super::answer_slowly(
+        &fcm.faults,
+        &fcm.recorder,
+        answer(&fcm, &project, &headers, &body),
+    )
+    .await
 }
 
 async fn answer(fcm: &FakeFcm, project: &str, headers: &HeaderMap, body: &[u8]) -> Response {
-    let delay = fcm.faults.delay();
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())

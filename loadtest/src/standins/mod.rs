@@ -12,6 +12,8 @@ pub mod recorder;
 
 use std::net::SocketAddr;
 
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -28,6 +30,24 @@ pub async fn spawn(
         }
     });
     Ok((addr, task))
+}
+
+/// Waits the configured delay (a slow provider), then answers; every answer but a success
+/// is counted here, a success when the recorder accepts it.
+async fn answer_slowly(
+    faults: &faults::Faults,
+    recorder: &recorder::Recorder,
+    answer: impl std::future::Future<Output = Response>,
+) -> Response {
+    let delay = faults.delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let response = answer.await;
+    if response.status() != StatusCode::OK {
+        recorder.answered(response.status().as_u16());
+    }
+    response
 }
 
 /// A public key that checks signatures; shown in debug output by kind only.
