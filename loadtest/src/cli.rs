@@ -128,6 +128,12 @@ pub struct SeedArgs {
     /// % of profiles with FULL push content (the others ANONYMOUS).
     #[arg(long, default_value_t = Mix::default().push_full)]
     pub push_full: u8,
+    /// % of profiles with a registered phone.
+    #[arg(long, default_value_t = Mix::default().devices)]
+    pub devices: u8,
+    /// % of those phones on APNs (the others on FCM).
+    #[arg(long, default_value_t = Mix::default().apns)]
+    pub apns: u8,
     /// Concurrent requests while seeding.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub connections: u32,
@@ -144,6 +150,8 @@ impl SeedArgs {
             service_blocked: self.service_blocked,
             email: self.email,
             push_full: self.push_full,
+            devices: self.devices,
+            apns: self.apns,
         }
     }
 }
@@ -179,6 +187,17 @@ pub struct RunArgs {
     /// Do not wait for the last message to reach its inbox.
     #[arg(long)]
     pub no_wait: bool,
+    /// The FCM stand-in Postino pushes to (`loadtest fake-fcm`): the run then waits for the
+    /// pushes to seeded FCM phones and reports send → push latency and pushes/s.
+    #[arg(long)]
+    pub fcm_standin: Option<String>,
+    /// The APNs stand-in Postino pushes to (`loadtest fake-apns`), likewise.
+    #[arg(long)]
+    pub apns_standin: Option<String>,
+    /// Stop waiting for pushes after this long without a new one (some may never come:
+    /// a stand-in told to answer "unregistered", say).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub push_patience: Duration,
     /// Where to write result.json and report.html.
     #[arg(long, default_value = "loadtest-results")]
     pub out: PathBuf,

@@ -9,6 +9,7 @@ use loadtest::api::Api;
 use loadtest::cli::{Cli, Command, FakeApnsArgs, FakeFcmArgs, RunArgs, SeedArgs};
 use loadtest::engine::{drive, Plan};
 use loadtest::pacing::Pacing;
+use loadtest::pushes::Pushes;
 use loadtest::report::Report;
 use loadtest::scenarios::{self, Scenario, Seeded};
 use loadtest::standins::{
@@ -17,6 +18,7 @@ use loadtest::standins::{
     faults::{self, Faults},
     fcm::FakeFcm,
 };
+use model::installation::Platform;
 use tokio::sync::watch;
 
 // The generator shares the machine with Postino: every cycle it saves is Postino's.
@@ -206,8 +208,43 @@ async fn load(
         wait_for_inbox: scenario != Scenario::Ingest && !args.no_wait,
         label: scenario.name().into(),
     };
-    let workload = scenarios::messages(Arc::new(api.clone()), Arc::clone(&seeded), scenario);
-    let (stats, driven) = drive(api, &plan, workload, stopped).await;
+    let pushes = if scenario == Scenario::Ingest {
+        None
+    } else {
+        Pushes::watch(
+            &[
+                (Platform::Fcm, args.fcm_standin.clone()),
+                (Platform::Apns, args.apns_standin.clone()),
+            ],
+            standins::unix_millis(),
+        )
+        .await?
+        .map(Arc::new)
+    };
+    let workload = scenarios::messages(
+        Arc::new(api.clone()),
+        Arc::clone(&seeded),
+        scenario,
+        pushes.clone(),
+    );
+    let (stats, driven) = drive(api, &plan, workload, stopped.clone()).await;
+    let push = match pushes {
+        Some(pushes) if !driven.interrupted => {
+            let pushes = Arc::try_unwrap(pushes)
+                .map_err(|_| anyhow::anyhow!("a request was still running after the load"))?;
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_message("waiting for the pushes to reach the stand-ins");
+            let report = pushes
+                .collect(args.push_patience, stopped, |done, of| {
+                    bar.set_length(of);
+                    bar.set_position(done);
+                })
+                .await?;
+            bar.finish_and_clear();
+            Some(report)
+        }
+        _ => None,
+    };
 
     let secs = driven.elapsed.as_secs_f64().max(1e-3);
     let all_readable_after_secs = driven.all_readable_after.map(|d| d.as_secs_f64());
@@ -231,6 +268,7 @@ async fn load(
         baseline_per_sec,
         interrupted: driven.interrupted,
         timeline: stats.timeline(),
+        push,
     };
     print!("{}", report.summary());
     let dir = args.out.join(format!(

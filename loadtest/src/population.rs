@@ -2,6 +2,7 @@
 //! derived from `i` alone, so the seeder and every scenario agree on who should receive what
 //! without passing a million-row list around.
 
+use model::installation::Platform;
 use serde::{Deserialize, Serialize};
 
 /// Most citizens one population can hold (six letters of the code vary).
@@ -21,8 +22,8 @@ pub fn fiscal_code(i: u64) -> String {
     code.iter().map(|&c| char::from(c)).collect()
 }
 
-/// The shares of the population, in percent. The first three are exclusive kinds; `email`
-/// and `push_full` apply to the rest.
+/// The shares of the population, in percent. The first three are exclusive kinds; `email`,
+/// `push_full` and `devices` apply to the rest, `apns` to those with a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mix {
     /// Citizens without a profile: their messages are REJECTED (`USER_NOT_FOUND`).
@@ -35,6 +36,12 @@ pub struct Mix {
     pub email: u8,
     /// Profiles that chose FULL push content (the others ANONYMOUS).
     pub push_full: u8,
+    /// Profiles with one registered phone (an installation).
+    #[serde(default)]
+    pub devices: u8,
+    /// Of those phones, the share on APNs (the others on FCM).
+    #[serde(default)]
+    pub apns: u8,
 }
 
 impl Default for Mix {
@@ -45,6 +52,8 @@ impl Default for Mix {
             service_blocked: 3,
             email: 40,
             push_full: 50,
+            devices: 80,
+            apns: 30,
         }
     }
 }
@@ -63,7 +72,12 @@ impl Mix {
                 "--no-profile + --inbox-disabled + --service-blocked is {exclusive} %; at most 100"
             )));
         }
-        for (name, v) in [("--email", self.email), ("--push-full", self.push_full)] {
+        for (name, v) in [
+            ("--email", self.email),
+            ("--push-full", self.push_full),
+            ("--devices", self.devices),
+            ("--apns", self.apns),
+        ] {
             if v > 100 {
                 return Err(MixError(format!("{name} is {v} %; at most 100")));
             }
@@ -87,6 +101,13 @@ impl Mix {
                 blocks_first_service: bucket < cut3,
                 email: ((h / 100) % 100) < u64::from(self.email),
                 push_full: ((h / 10_000) % 100) < u64::from(self.push_full),
+                phone: (((h / 1_000_000) % 100) < u64::from(self.devices)).then(|| {
+                    if ((h / 100_000_000) % 100) < u64::from(self.apns) {
+                        Platform::Apns
+                    } else {
+                        Platform::Fcm
+                    }
+                }),
             }
         }
     }
@@ -101,6 +122,39 @@ impl Mix {
             } => !(blocks_first_service && service == 0),
         }
     }
+
+    /// The phone a message from `service` to citizen `i` is pushed to, if any: the message
+    /// must reach the inbox and the citizen must have registered one.
+    pub fn pushed_to(&self, i: u64, service: usize) -> Option<Platform> {
+        match self.kind(i) {
+            Kind::Active { phone, .. } if self.readable(i, service) => phone,
+            _ => None,
+        }
+    }
+}
+
+/// The installation id every seeded phone is registered under.
+pub const INSTALLATION_ID: &str = "loadtest-phone";
+
+/// The device token of citizen `i`'s phone: FCM-like (about 160 characters) or APNs-like
+/// (64 hex digits). Neither starts like the stand-ins' scripted failure tokens, so only the
+/// stand-ins' random faults touch a load test.
+pub fn device_token(i: u64, platform: Platform) -> String {
+    let words: Vec<u64> = (0..4).map(|k| spread(i ^ (k << 56))).collect();
+    match platform {
+        // `1` then 63 hex digits: no scripted APNs prefix starts with `1`.
+        Platform::Apns => format!(
+            "1{:015x}{:016x}{:016x}{:016x}",
+            words[0] >> 4,
+            words[1],
+            words[2],
+            words[3]
+        ),
+        Platform::Fcm => {
+            let hex: String = words.iter().map(|w| format!("{w:016x}")).collect();
+            format!("lt{i:x}:APA91b{hex}{hex}")
+        }
+    }
 }
 
 /// The kind of one citizen.
@@ -112,6 +166,7 @@ pub enum Kind {
         blocks_first_service: bool,
         email: bool,
         push_full: bool,
+        phone: Option<Platform>,
     },
 }
 
@@ -169,11 +224,79 @@ mod tests {
             no_profile: 0,
             inbox_disabled: 0,
             service_blocked: 100,
-            email: 0,
-            push_full: 0,
+            ..Mix::default()
         };
         assert!(!mix.readable(7, 0));
         assert!(mix.readable(7, 1));
+    }
+
+    #[test]
+    fn phones_follow_the_mix_and_only_readable_messages_are_pushed() {
+        let mix = Mix::default();
+        let (mut phones, mut apns, mut active) = (0u64, 0u64, 0u64);
+        for i in 0..100_000u64 {
+            if let Kind::Active { phone, .. } = mix.kind(i) {
+                active += 1;
+                phones += u64::from(phone.is_some());
+                apns += u64::from(phone == Some(Platform::Apns));
+                assert_eq!(
+                    mix.pushed_to(i, 1),
+                    phone,
+                    "another service always reaches {i}"
+                );
+                if !mix.readable(i, 0) {
+                    assert_eq!(mix.pushed_to(i, 0), None, "{i} blocked the first service");
+                }
+            } else {
+                assert_eq!(mix.pushed_to(i, 1), None);
+            }
+        }
+        assert!((phones as f64 * 100.0 / active as f64 - 80.0).abs() < 1.0);
+        assert!((apns as f64 * 100.0 / phones as f64 - 30.0).abs() < 1.0);
+        let none = Mix {
+            devices: 0,
+            ..Mix::default()
+        };
+        assert!((0..1000).all(|i| none.pushed_to(i, 1).is_none()));
+    }
+
+    #[test]
+    fn device_tokens_are_valid_distinct_and_never_scripted_failures() {
+        let scripted = [
+            "unregistered",
+            "invalid",
+            "status-",
+            "flaky-",
+            "dead",
+            "bad0",
+            "0429",
+            "0503",
+            "0500",
+            "f1a",
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..5_000u64 {
+            for platform in [Platform::Fcm, Platform::Apns] {
+                let token = device_token(i, platform);
+                model::installation::DeviceToken::parse("push_channel", &token)
+                    .unwrap_or_else(|e| panic!("{token}: {e}"));
+                assert_eq!(
+                    model::installation::is_apns_token(&token),
+                    platform == Platform::Apns,
+                    "{token}"
+                );
+                assert!(!scripted.iter().any(|p| token.starts_with(p)), "{token}");
+                assert!(seen.insert(token));
+            }
+        }
+    }
+
+    #[test]
+    fn a_state_file_from_before_phones_reads_as_no_phones() {
+        let old =
+            r#"{"no_profile":5,"inbox_disabled":2,"service_blocked":3,"email":40,"push_full":50}"#;
+        let mix: Mix = serde_json::from_str(old).expect("old mix");
+        assert_eq!((mix.devices, mix.apns), (0, 0));
     }
 
     #[test]

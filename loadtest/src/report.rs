@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::pushes::PushReport;
 use crate::stats::{Percentiles, Second};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +39,9 @@ pub struct Report {
     /// Whether Ctrl-C cut the run short.
     pub interrupted: bool,
     pub timeline: Vec<Second>,
+    /// Send → push, when the run watched the push stand-ins.
+    #[serde(default)]
+    pub push: Option<PushReport>,
 }
 
 impl Report {
@@ -84,22 +88,21 @@ impl Report {
         if self.errors.is_empty() {
             let _ = writeln!(out, "  errors          none");
         } else {
-            let list: Vec<String> = self
-                .errors
-                .iter()
-                .map(|(k, v)| format!("{k}: {v}"))
-                .collect();
-            let _ = writeln!(out, "  errors          {}", list.join(", "));
+            let _ = writeln!(out, "  errors          {}", counts(&self.errors));
         }
         let _ = writeln!(
             out,
             "  {:<22}{:>9}{:>9}{:>9}{:>9}{:>9}{:>10}",
             "latency (ms)", "p50", "p90", "p99", "p99.9", "max", "count"
         );
-        for (name, p) in [
+        let mut rows = vec![
             ("ingest", &self.latency_ms),
             ("send → inbox", &self.end_to_end_ms),
-        ] {
+        ];
+        if let Some(push) = &self.push {
+            rows.push(("send → push", &push.send_to_push_ms));
+        }
+        for (name, p) in rows {
             let _ = writeln!(
                 out,
                 "  {:<22}{:>9.2}{:>9.2}{:>9.2}{:>9.2}{:>9.2}{:>10}",
@@ -112,6 +115,9 @@ impl Report {
                 "  all {} expected messages readable after {after:.1} s: {rate:.0}/s end to end",
                 self.expected_readable
             );
+        }
+        if let Some(push) = &self.push {
+            push_summary(&mut out, push);
         }
         out
     }
@@ -166,6 +172,19 @@ impl Report {
                 ),
             ],
         );
+        let pushes = self.push.as_ref().map_or(String::new(), |push| {
+            let seconds: Vec<f64> = (0..push.timeline.len()).map(|s| s as f64).collect();
+            chart(
+                "Pushes arriving at the stand-ins per second",
+                "pushes/s",
+                &seconds,
+                &[(
+                    "pushes/s",
+                    "#8e44ad",
+                    push.timeline.iter().map(|&n| n as f64).collect(),
+                )],
+            )
+        });
         let summary = escape(&self.summary());
         format!(
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -173,12 +192,46 @@ impl Report {
              <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:960px}}\
              pre{{background:#f4f4f4;padding:1em;overflow-x:auto}}svg{{background:#fff;border:1px solid #ddd}}\
              </style></head><body>\n<h1>loadtest: {scenario}</h1>\n<p>Started {started} against {target}.</p>\n\
-             <pre>{summary}</pre>\n{rate}\n{latency}\n</body></html>\n",
+             <pre>{summary}</pre>\n{rate}\n{latency}\n{pushes}\n</body></html>\n",
             scenario = escape(&self.scenario),
             started = escape(&self.started_at),
             target = escape(&self.target),
         )
     }
+}
+
+fn push_summary(out: &mut String, push: &PushReport) {
+    let _ = write!(
+        out,
+        "  pushes: {} of {} expected arrived",
+        push.received, push.expected
+    );
+    if let (Some(after), Some(rate)) = (push.last_push_after_secs, push.pushes_per_sec) {
+        let _ = write!(
+            out,
+            ", the last after {after:.1} s: {rate:.0}/s (peak {}/s)",
+            push.peak_per_sec
+        );
+    }
+    let _ = writeln!(out);
+    if push.duplicates > 0 {
+        let _ = writeln!(out, "  pushed twice    {}", push.duplicates);
+    }
+    if !push.refused.is_empty() {
+        let _ = writeln!(out, "  stand-ins also answered {}", counts(&push.refused));
+    }
+    if push.records_dropped {
+        let _ = writeln!(
+            out,
+            "  a stand-in kept fewer records than it received: raise its --keep"
+        );
+    }
+}
+
+/// `what: n, …`
+fn counts<K: std::fmt::Display>(by: &BTreeMap<K, u64>) -> String {
+    let list: Vec<String> = by.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    list.join(", ")
 }
 
 fn escape(s: &str) -> String {
@@ -313,6 +366,7 @@ mod tests {
             baseline_per_sec: Some(9990.0),
             interrupted: false,
             timeline: vec![second(0, 1000), second(1, 999), second(2, 998)],
+            push: None,
         }
     }
 
@@ -337,6 +391,43 @@ mod tests {
         assert!(!html.contains("<script"));
         assert!(!html.contains("src=\"http"));
         assert!(html.contains("mass-notice"));
+    }
+
+    #[test]
+    fn a_run_that_watched_the_stand_ins_reports_send_to_push() {
+        let mut r = report();
+        r.push = Some(PushReport {
+            expected: 2000,
+            received: 1990,
+            duplicates: 1,
+            send_to_push_ms: Percentiles {
+                count: 1990,
+                p50: 40.0,
+                p90: 80.0,
+                p99: 120.0,
+                p999: 150.0,
+                max: 160.0,
+            },
+            last_push_after_secs: Some(4.0),
+            pushes_per_sec: Some(497.5),
+            peak_per_sec: 700,
+            timeline: vec![300, 700, 600, 390],
+            refused: [(429, 12)].into(),
+            records_dropped: false,
+        });
+        let s = r.summary();
+        assert!(s.contains("send → push"), "{s}");
+        assert!(s.contains("120.00"), "{s}");
+        assert!(
+            s.contains("1990 of 2000 expected arrived, the last after 4.0 s: 498/s (peak 700/s)"),
+            "{s}"
+        );
+        assert!(s.contains("pushed twice    1"), "{s}");
+        assert!(s.contains("429: 12"), "{s}");
+        let html = r.html();
+        assert_eq!(html.matches("<svg").count(), 3);
+        assert!(html.contains("Pushes arriving"));
+        assert!(!report().summary().contains("push"));
     }
 
     #[test]

@@ -9,7 +9,9 @@ use serde_json::json;
 
 use crate::api::{Api, SenderService};
 use crate::engine::{Done, Job, Workload};
-use crate::population::{fiscal_code, spread, Kind, Mix};
+use crate::population::{device_token, fiscal_code, spread, Kind, Mix, INSTALLATION_ID};
+use crate::pushes::Pushes;
+use crate::stats::Outcome;
 
 /// What `seed` leaves for the scenarios.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,57 +41,73 @@ impl Seeded {
     }
 }
 
-/// Seeding citizen `i`: the profile its kind calls for (none for `NoProfile`), and the
-/// preference blocking the first service where the mix says so.
+/// Seeding citizen `i`: the profile its kind calls for (none for `NoProfile`), the
+/// preference blocking the first service where the mix says so, and its phone.
 pub fn seed_citizen(api: Arc<Api>, mix: Mix, first_service: String) -> Workload {
     Arc::new(move |i| -> Job {
         let (api, first_service) = (Arc::clone(&api), first_service.clone());
         Box::pin(async move {
-            let fc = fiscal_code(i);
             let done = |outcome| Done {
                 outcome,
                 readable: None,
             };
-            let (inbox, blocks, email, push_full) = match mix.kind(i) {
-                Kind::NoProfile => return done(crate::stats::Outcome::Ok),
-                Kind::InboxDisabled => (false, false, false, false),
-                Kind::Active {
-                    blocks_first_service,
-                    email,
-                    push_full,
-                } => (true, blocks_first_service, email, push_full),
-            };
-            let mut profile = json!({
-                "is_inbox_enabled": inbox,
-                "is_webhook_enabled": true,
-                "preferred_languages": ["it_IT"],
-                "push_notifications_content_type": if push_full { "FULL" } else { "ANONYMOUS" },
-                "is_email_enabled": email,
-            });
-            if email {
-                profile["email"] = json!(format!("{}@example.org", fc.to_lowercase()));
-                profile["is_email_validated"] = json!(true);
-            }
-            let outcome = api.put_as_citizen(&fc, "/profile", &profile).await;
-            if outcome != crate::stats::Outcome::Ok || !blocks {
-                return done(outcome);
-            }
-            let block = json!({
+            done(seed_one(&api, i, mix, &first_service).await)
+        })
+    })
+}
+
+async fn seed_one(api: &Api, i: u64, mix: Mix, first_service: &str) -> Outcome {
+    let fc = fiscal_code(i);
+    let (inbox, blocks, email, push_full, phone) = match mix.kind(i) {
+        Kind::NoProfile => return Outcome::Ok,
+        Kind::InboxDisabled => (false, false, false, false, None),
+        Kind::Active {
+            blocks_first_service,
+            email,
+            push_full,
+            phone,
+        } => (true, blocks_first_service, email, push_full, phone),
+    };
+    let mut profile = json!({
+        "is_inbox_enabled": inbox,
+        "is_webhook_enabled": true,
+        "preferred_languages": ["it_IT"],
+        "push_notifications_content_type": if push_full { "FULL" } else { "ANONYMOUS" },
+        "is_email_enabled": email,
+    });
+    if email {
+        profile["email"] = json!(format!("{}@example.org", fc.to_lowercase()));
+        profile["is_email_validated"] = json!(true);
+    }
+    let mut steps = vec![("/profile".to_string(), profile)];
+    if blocks {
+        steps.push((
+            format!("/services/{first_service}/preferences"),
+            json!({
                 "is_inbox_enabled": false,
                 "is_email_enabled": false,
                 "is_webhook_enabled": false,
                 "settings_version": 0,
-            });
-            done(
-                api.put_as_citizen(
-                    &fc,
-                    &format!("/services/{first_service}/preferences"),
-                    &block,
-                )
-                .await,
-            )
-        })
-    })
+            }),
+        ));
+    }
+    if let Some(platform) = phone {
+        steps.push((
+            format!("/installations/{INSTALLATION_ID}"),
+            json!({
+                "platform": platform,
+                "push_channel": device_token(i, platform),
+                "app_version": "2.70.0",
+            }),
+        ));
+    }
+    for (path, body) in steps {
+        let outcome = api.put_as_citizen(&fc, &path, &body).await;
+        if outcome != Outcome::Ok {
+            return outcome;
+        }
+    }
+    Outcome::Ok
 }
 
 /// Which scenario, with its own settings.
@@ -151,20 +169,32 @@ impl Scenario {
     }
 }
 
-/// Sends message `i` of `scenario`.
-pub fn messages(api: Arc<Api>, seeded: Arc<Seeded>, scenario: Scenario) -> Workload {
+/// Sends message `i` of `scenario`; with `pushes`, notes the messages that should reach a
+/// watched push stand-in.
+pub fn messages(
+    api: Arc<Api>,
+    seeded: Arc<Seeded>,
+    scenario: Scenario,
+    pushes: Option<Arc<Pushes>>,
+) -> Workload {
     Arc::new(move |i| -> Job {
-        let (api, seeded) = (Arc::clone(&api), Arc::clone(&seeded));
+        let (api, seeded, pushes) = (Arc::clone(&api), Arc::clone(&seeded), pushes.clone());
         Box::pin(async move {
             let (citizen, service) = scenario.address(i, &seeded);
             let fc = fiscal_code(citizen);
             let Some(sender) = seeded.services.get(service) else {
                 return Done {
-                    outcome: crate::stats::Outcome::Transport("no seeded service".into()),
+                    outcome: Outcome::Transport("no seeded service".into()),
                     readable: None,
                 };
             };
+            let sent_ms = crate::standins::unix_millis();
             let (outcome, id) = api.submit(sender, &fc, &scenario.body(i)).await;
+            if let (Some(pushes), Some(id), Some(platform)) =
+                (&pushes, &id, seeded.mix.pushed_to(citizen, service))
+            {
+                pushes.expect(platform, id.clone(), sent_ms);
+            }
             let follow = scenario != Scenario::Ingest && seeded.mix.readable(citizen, service);
             Done {
                 outcome,

@@ -42,6 +42,50 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+/// A mass notice that succeeded: what it printed, where its report is, and the report.
+fn finished(run: &std::process::Output, out: &Path) -> (String, std::path::PathBuf, Report) {
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let dir = std::fs::read_dir(out)
+        .expect("results directory")
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().starts_with("mass-notice-"))
+        .expect("a mass-notice result")
+        .path();
+    let report = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("result.json")).expect("result.json"),
+    )
+    .expect("valid result.json");
+    (stdout, dir, report)
+}
+
+/// `loadtest seed` with the default mix; it must succeed.
+async fn seed(url: &str, state: &str, citizens: u64, services: u16) {
+    let seeded = loadtest(args(&[
+        "seed",
+        "--url",
+        url,
+        "--manage-key",
+        MANAGE_KEY,
+        "--citizens",
+        &citizens.to_string(),
+        "--services",
+        &services.to_string(),
+        "--state",
+        state,
+    ]))
+    .await;
+    assert!(
+        seeded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&seeded.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeded_mass_notice_is_measured_and_reported() {
     let data = tempfile::tempdir().expect("tempdir");
@@ -52,25 +96,7 @@ async fn a_seeded_mass_notice_is_measured_and_reported() {
     let out = work.path().join("results");
     let (state_arg, out_arg) = (state.display().to_string(), out.display().to_string());
 
-    let seeded = loadtest(args(&[
-        "seed",
-        "--url",
-        &url,
-        "--manage-key",
-        MANAGE_KEY,
-        "--citizens",
-        "400",
-        "--services",
-        "2",
-        "--state",
-        &state_arg,
-    ]))
-    .await;
-    assert!(
-        seeded.status.success(),
-        "{}",
-        String::from_utf8_lossy(&seeded.stderr)
-    );
+    seed(&url, &state_arg, 400, 2).await;
 
     let run = loadtest(args(&[
         "mass-notice",
@@ -90,24 +116,8 @@ async fn a_seeded_mass_notice_is_measured_and_reported() {
         &out_arg,
     ]))
     .await;
-    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
-    assert!(
-        run.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let (stdout, dir, report) = finished(&run, &out);
     assert!(stdout.contains("accepted"), "{stdout}");
-
-    let dir = std::fs::read_dir(&out)
-        .expect("results directory")
-        .filter_map(Result::ok)
-        .find(|e| e.file_name().to_string_lossy().starts_with("mass-notice-"))
-        .expect("a mass-notice result")
-        .path();
-    let report: Report = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("result.json")).expect("result.json"),
-    )
-    .expect("valid result.json");
     let mix = Mix::default();
     let readable = (0..400).filter(|&i| mix.readable(i, 0)).count() as u64;
 
@@ -193,4 +203,185 @@ async fn bad_arguments_and_a_wrong_key_fail_with_a_message() {
     let bad_rate = loadtest(args(&["ingest", "--rate", "lots"])).await;
     assert_eq!(bad_rate.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_rate.stderr).contains("--rate"));
+}
+
+/// Push stand-ins on free ports, with throw-away credentials whose FCM service account
+/// names the FCM stand-in's token endpoint.
+struct Standins {
+    dir: tempfile::TempDir,
+    fcm: String,
+    apns: String,
+}
+
+const APNS_KEY_ID: &str = "KEY1234567";
+const APNS_TEAM_ID: &str = "TEAM123456";
+const APNS_TOPIC: &str = "it.pagopa.app.io";
+
+async fn standins() -> Standins {
+    use loadtest::standins::{apns::FakeApns, faults, fcm::FakeFcm};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/stand-in-keys.sh");
+    let status = Command::new(script)
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run scripts/stand-in-keys.sh");
+    assert!(status.success());
+    let read = |name: &str| std::fs::read(dir.path().join(name)).expect(name);
+    let no_faults = || faults::FaultArgs::default();
+    let fcm = FakeFcm::new(
+        &read("fcm-public.pem"),
+        std::time::Duration::from_secs(3600),
+        faults::Faults::new(no_faults(), faults::FCM),
+    )
+    .expect("fake fcm");
+    let apns = FakeApns::new(
+        &read("apns-public.pem"),
+        APNS_KEY_ID.into(),
+        APNS_TEAM_ID.into(),
+        APNS_TOPIC.into(),
+        faults::Faults::new(no_faults(), faults::APNS),
+    )
+    .expect("fake apns");
+    let any_port = "127.0.0.1:0".parse().expect("addr");
+    let (fcm_addr, _) = loadtest::standins::spawn(Arc::new(fcm).router(), any_port)
+        .await
+        .expect("listen");
+    let (apns_addr, _) = loadtest::standins::spawn(Arc::new(apns).router(), any_port)
+        .await
+        .expect("listen");
+    let fcm = format!("http://{fcm_addr}");
+    let account_path = dir.path().join("fcm-service-account.json");
+    let mut account: serde_json::Value =
+        serde_json::from_slice(&read("fcm-service-account.json")).expect("account json");
+    account["token_uri"] = serde_json::json!(format!("{fcm}/token"));
+    std::fs::write(&account_path, account.to_string()).expect("write account");
+    Standins {
+        dir,
+        fcm,
+        apns: format!("http://{apns_addr}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_notice_reaches_every_seeded_phone_once_and_reports_send_to_push() {
+    use loadtest::population::{device_token, fiscal_code, Kind};
+    use loadtest::standins::recorder::Page;
+    use model::installation::Platform;
+
+    let push = standins().await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let app = App::start(&Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: data.path().to_path_buf(),
+        manage_key: Some(MANAGE_KEY.into()),
+        jwt_secret: Some(JWT_SECRET.into()),
+        fcm_service_account: Some(push.dir.path().join("fcm-service-account.json")),
+        fcm_base_url: push.fcm.clone(),
+        apns_key_file: Some(push.dir.path().join("apns-key.p8")),
+        apns_key_id: Some(APNS_KEY_ID.into()),
+        apns_team_id: Some(APNS_TEAM_ID.into()),
+        apns_topic: Some(APNS_TOPIC.into()),
+        apns_base_url: push.apns.clone(),
+        ..Config::default()
+    })
+    .await
+    .expect("start postino");
+    let url = format!("http://{}", app.addr);
+    let state = work.path().join("state.json").display().to_string();
+    let out = work.path().join("results");
+    let citizens = 300u64;
+
+    seed(&url, &state, citizens, 1).await;
+    let run = loadtest(args(&[
+        "mass-notice",
+        "--url",
+        &url,
+        "--state",
+        &state,
+        "--rate",
+        "1000",
+        "--connections",
+        "16",
+        "--baseline",
+        "0s",
+        "--fcm-standin",
+        &push.fcm,
+        "--apns-standin",
+        &push.apns,
+        "--out",
+        &out.display().to_string(),
+    ]))
+    .await;
+    let (stdout, _, report) = finished(&run, &out);
+    assert!(stdout.contains("send → push"), "{stdout}");
+    let mix = Mix::default();
+    let phones: Vec<(u64, Platform)> = (0..citizens)
+        .filter_map(|i| mix.pushed_to(i, 0).map(|p| (i, p)))
+        .collect();
+    assert!(phones.iter().any(|(_, p)| *p == Platform::Apns));
+    let push_report = report.push.expect("the run watched the stand-ins");
+    assert_eq!(push_report.expected, phones.len() as u64);
+    assert_eq!(
+        push_report.received, push_report.expected,
+        "{push_report:?}"
+    );
+    assert_eq!(push_report.duplicates, 0);
+    assert_eq!(push_report.send_to_push_ms.count, push_report.expected);
+    assert!(push_report.pushes_per_sec.is_some_and(|r| r > 0.0));
+    assert!(!push_report.records_dropped);
+
+    // What the phones got: the right device, FULL or anonymous content per the profile.
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let mut arrived = std::collections::HashMap::new();
+    for standin in [&push.fcm, &push.apns] {
+        let page: Page = client
+            .get(format!("{standin}/_standin/received"))
+            .send()
+            .await
+            .expect("stand-in")
+            .json()
+            .await
+            .expect("page");
+        for r in page.received {
+            arrived.insert(r.token.clone(), r);
+        }
+    }
+    assert_eq!(arrived.len(), phones.len(), "one push per phone, no other");
+    for (i, platform) in &phones {
+        let got = arrived
+            .get(&device_token(*i, *platform))
+            .unwrap_or_else(|| panic!("citizen {i}'s phone got nothing"));
+        let Kind::Active { push_full, .. } = mix.kind(*i) else {
+            panic!("{i} has a phone, so a profile")
+        };
+        if push_full {
+            assert_eq!(got.title, "Loadtest", "the organisation, for {i}");
+            assert!(got.body.starts_with("Avviso di scadenza"), "{}", got.body);
+        } else {
+            assert_eq!(got.title, "Hai un nuovo messaggio");
+            assert!(!got.body.contains("Avviso"), "anonymous means no subject");
+        }
+    }
+
+    // The sender sees the push on the message's status.
+    let seeded: loadtest::scenarios::Seeded =
+        serde_json::from_str(&std::fs::read_to_string(&state).expect("state")).expect("state");
+    let (i, platform) = phones[0];
+    let id = &arrived[&device_token(i, platform)].message_id;
+    let status: serde_json::Value = reqwest::Client::new()
+        .get(format!("{url}/api/v1/messages/{}/{id}", fiscal_code(i)))
+        .header("Ocp-Apim-Subscription-Key", &seeded.services[0].key)
+        .send()
+        .await
+        .expect("message status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["notification"]["webhook"], "SENT", "{status}");
 }

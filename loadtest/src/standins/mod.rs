@@ -59,7 +59,8 @@ impl std::fmt::Debug for PublicKey {
     }
 }
 
-fn unix_millis() -> u64 {
+/// Unix milliseconds now: what stand-ins stamp arrivals with and the load tool stamps sends with.
+pub fn unix_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -37,6 +37,9 @@ pub struct Recorder {
 pub struct Page {
     /// Everything accepted so far, including what no longer fits.
     pub accepted: u64,
+    /// How many are kept and readable (at most the stand-in's `--keep`).
+    #[serde(default)]
+    pub stored: usize,
     /// Answers by HTTP status.
     pub answers: BTreeMap<u16, u64>,
     pub from: usize,
@@ -83,6 +86,7 @@ impl Recorder {
             accepted: inner.answers.get(&200).copied().unwrap_or(0),
             answers: inner.answers.clone(),
             from,
+            stored: inner.received.len(),
             received: inner
                 .received
                 .get(from..end)
