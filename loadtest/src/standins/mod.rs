@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 
 use axum::http::StatusCode;
 use axum::response::Response;
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -24,6 +25,13 @@ pub async fn spawn(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
+    // Like the real providers' front ends: answers leave at once instead of waiting behind
+    // Nagle's algorithm for the client's delayed ACK, which would make a stand-in slow.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            eprintln!("stand-in: cannot set TCP_NODELAY: {err}");
+        }
+    });
     let task = tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {
             eprintln!("stand-in stopped: {err}");
