@@ -6,7 +6,9 @@
 
 pub mod channels;
 pub mod fiscal_code;
+pub mod email;
 pub mod installation;
+pub mod language;
 pub mod message;
 pub mod pipeline;
 pub mod problem;

@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use ulid::Ulid;
 
 use crate::installation::{DeviceToken, InstallationId, Platform};
+pub use crate::language::{language, Language};
 use crate::pipeline::DeliveryPlan;
 use crate::profile::PushContent;
 use crate::FiscalCode;
@@ -43,28 +44,6 @@ pub fn notification_text(plan: &DeliveryPlan) -> (String, String) {
         Language::Italian => ("Hai un nuovo messaggio", "Entra nell'app per leggerlo"),
     };
     (title.to_string(), body.to_string())
-}
-
-/// The languages Postino writes fixed texts in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Language {
-    Italian,
-    English,
-    German,
-}
-
-/// The first of the citizen's preferred languages (IO `PreferredLanguage`, e.g. `en_GB`)
-/// that Postino writes; Italian when none is.
-pub fn language(preferred: &[String]) -> Language {
-    preferred
-        .iter()
-        .find_map(|tag| match tag.get(..2) {
-            Some("it") => Some(Language::Italian),
-            Some("en") => Some(Language::English),
-            Some("de") => Some(Language::German),
-            _ => None,
-        })
-        .unwrap_or(Language::Italian)
 }
 
 /// When a message stops being worth notifying: `created_at` + `time_to_live`, in Unix

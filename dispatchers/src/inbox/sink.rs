@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use bus::stage::{Stage, StageError};
 use bus::{Bus, Record};
 use model::channels::ChannelChoice;
+use model::email::EmailJob;
 use model::installation::Installation;
 use model::pipeline::{decode, encode, topics, DeliveryPlan};
 use model::push::{expires_at, notification_text, PushJob};
@@ -94,6 +95,7 @@ impl Stage for InboxStage {
 
         let mut records: Vec<MessageRecord> = Vec::with_capacity(items.len());
         let mut jobs = Vec::new();
+        let mut emails = Vec::new();
         // `devices` follows the pushing items in order.
         let mut devices = devices.iter();
         for (key, plan) in items.iter().copied() {
@@ -110,18 +112,32 @@ impl Stage for InboxStage {
                         .map(|job| Record::new(key.clone(), encode(job))),
                 );
             }
+            match EmailJob::for_plan(plan) {
+                Some(email) => emails.push(Record::new(key.clone(), encode(&email))),
+                // Chosen, but no address came with the plan: nothing to send to.
+                None if plan.channels.email == ChannelChoice::Send => {
+                    record.notification.email = Some(ChannelStatus::Skipped);
+                }
+                None => {}
+            }
             records.push(record);
         }
         self.store
             .deliver(records)
             .await
             .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
-        // Only now, with every message of the batch readable, may a push go out (invariant 3).
-        if !jobs.is_empty() {
-            self.bus
-                .publish(topics::DELIVERIES_PUSH, jobs)
-                .await
-                .map_err(unavailable)?;
+        // Only now, with every message of the batch readable, may a push or an email go
+        // out (invariant 3).
+        for (topic, records) in [
+            (topics::DELIVERIES_PUSH, jobs),
+            (topics::DELIVERIES_EMAIL, emails),
+        ] {
+            if !records.is_empty() {
+                self.bus
+                    .publish(topic, records)
+                    .await
+                    .map_err(unavailable)?;
+            }
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ use bus::embedded::EmbeddedBus;
 use bus::stage::{self, StageConfig};
 use bus::{Bus, Record};
 use model::channels::{ChannelChoice, ChannelPlan, SkipReason};
+use model::email::EmailJob;
 use model::installation::{DeviceToken, Installation, InstallationId, Platform};
 use model::pipeline::{encode, topics, DeliveryPlan};
 use model::profile::PushContent;
@@ -20,6 +21,7 @@ use tokio::sync::watch;
 use super::{InboxConfig, InboxStage, GROUP};
 
 fn plan(fc: &model::FiscalCode, ms: u64, email: ChannelChoice) -> DeliveryPlan {
+    let address = (email == ChannelChoice::Send).then(|| "citizen@example.org".to_string());
     DeliveryPlan {
         message: sample_record(fc, ms, MessageStatus::Accepted).message,
         channels: ChannelPlan {
@@ -27,8 +29,8 @@ fn plan(fc: &model::FiscalCode, ms: u64, email: ChannelChoice) -> DeliveryPlan {
             push: ChannelChoice::Send,
         },
         push_content: PushContent::Anonymous,
-        preferred_languages: vec![],
-        email: None,
+        preferred_languages: vec!["it_IT".into()],
+        email: address,
     }
 }
 
@@ -71,9 +73,28 @@ async fn routed_messages_land_in_the_inbox_once_as_processed() {
         .subscribe("deliveries.inbox.dlq", "t")
         .await
         .expect("dlq");
+    let mut emails = bus
+        .subscribe(topics::DELIVERIES_EMAIL, "t")
+        .await
+        .expect("emails");
     let dead = bus::conformance::collect(&mut *dlq, 1).await;
+    let published = bus::conformance::collect(&mut *emails, 1).await;
     stop.send(true).expect("stop");
     runner.await.expect("join").expect("run");
+
+    // One email, for the message whose plan sends one, and only once it is readable.
+    let email: EmailJob = model::pipeline::decode(&published[0].record.payload).expect("job");
+    assert_eq!(email.message_id, plans[0].message.id);
+    assert_eq!(email.to.expose(), "citizen@example.org");
+    assert_eq!(email.language, model::language::Language::Italian);
+    assert!(
+        store
+            .get_inbox_item(&fc, &email.message_id)
+            .await
+            .expect("read")
+            .is_some(),
+        "an email job was published before its inbox write"
+    );
 
     assert_eq!(dead.len(), 1, "the malformed record is dead-lettered");
     let inbox = store.list_inbox(&fc, None, 10).await.expect("list");
