@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# What the tests need beyond Rust, installed when missing. The Kafka broker (tansu), an SMTP
-# server and promtool join this list with the issues that need them.
+# What the tests need beyond Rust, installed when missing. promtool joins this list with
+# the issue that needs it.
 need() { # need COMMAND DEBIAN-PACKAGE
   command -v "$1" >/dev/null && return
   step "installing $2 (for $1)"
@@ -21,6 +21,20 @@ need() { # need COMMAND DEBIAN-PACKAGE
 }
 need openssl openssl   # makes RS256/ES256 key pairs for the citizen-token and push tests
 need python3 python3   # writes the stand-ins' service-account file (scripts/stand-in-keys.sh)
+
+# The SMTP server the email tests start (scripts/smtp-sink.py): aiosmtpd, for the python3
+# on PATH. Debian's package when that is the system's python, else from PyPI.
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+  step "installing aiosmtpd (the SMTP server of the email tests)"
+  if command -v apt-get >/dev/null; then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get install -y -qq python3-aiosmtpd || true
+  fi
+  if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+    python3 -m pip install --quiet --user aiosmtpd 2>/dev/null \
+      || python3 -m pip install --quiet --user --break-system-packages aiosmtpd
+  fi
+fi
 
 # The Kafka-protocol broker the Kafka tests start (on 127.0.0.1, one per test). Building it
 # takes a while the first time; it lands in ~/.cargo/bin.

@@ -4,5 +4,7 @@
 //! email consume `deliveries.push` and `deliveries.email`, which the inbox dispatcher feeds
 //! only after the inbox write (invariant 3).
 
+pub mod email;
 pub mod inbox;
+mod outcome;
 pub mod push;

@@ -5,8 +5,8 @@
 //! edge works with the parsed types and never re-validates.
 
 pub mod channels;
-pub mod fiscal_code;
 pub mod email;
+pub mod fiscal_code;
 pub mod installation;
 pub mod language;
 pub mod message;

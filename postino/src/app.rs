@@ -16,6 +16,8 @@ use bus::kafka::KafkaBus;
 use bus::stage::{self, StageConfig};
 use bus::Bus;
 use citizen::{CitizenState, JwtKey, JwtVerifier};
+use dispatchers::email::mailer::{Mailer, OutboxMailer, SmtpMailer};
+use dispatchers::email::{EmailConfig, EmailStage};
 use dispatchers::inbox::{InboxConfig, InboxStage};
 use dispatchers::push::apns::{ApnsCredentials, ApnsProvider};
 use dispatchers::push::fcm::{FcmProvider, ServiceAccount};
@@ -104,6 +106,39 @@ impl App {
                 &bus,
                 topics::DELIVERIES_PUSH,
                 dispatchers::push::GROUP,
+                stage,
+                cfg.stage,
+                &stopped,
+            ));
+        }
+
+        if roles.email {
+            let mailer: Arc<dyn Mailer> = match config.smtp()? {
+                Some(smtp) => {
+                    tracing::info!(relay = %smtp.host, port = smtp.port, "emails go to the SMTP relay");
+                    Arc::new(SmtpMailer::new(&smtp)?)
+                }
+                None => {
+                    let outbox = config.email_outbox();
+                    tracing::warn!(outbox = %outbox.display(), "no smtp_host: emails are written as .eml files, not sent");
+                    Arc::new(OutboxMailer::new(outbox.clone()).with_context(|| {
+                        format!("cannot create the email outbox {}", outbox.display())
+                    })?)
+                }
+            };
+            let stage = Arc::new(EmailStage::new(
+                Arc::clone(&store),
+                mailer,
+                config.email_from()?,
+                config.email_max_in_flight,
+            ));
+            let cfg = EmailConfig {
+                stage: config.stage(),
+            };
+            stages.push(spawn_stage(
+                &bus,
+                topics::DELIVERIES_EMAIL,
+                dispatchers::email::GROUP,
                 stage,
                 cfg.stage,
                 &stopped,

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use dispatchers::email::{SmtpSettings, SmtpTls};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -37,7 +38,7 @@ pub struct Config {
     /// How long shutdown waits for in-flight work before giving up.
     pub shutdown_grace_secs: u64,
     /// Which roles this process runs: `all`, or a comma-separated subset of `ingest`,
-    /// `citizen`, `router`, `inbox`, `push`.
+    /// `citizen`, `router`, `inbox`, `push`, `email`.
     pub roles: String,
     /// The log between stages: `embedded` (under `data_dir`) or
     /// `kafka://host:port[,host:port…]`.
@@ -92,6 +93,25 @@ pub struct Config {
     pub push_max_in_flight: usize,
     /// How long one push request may take before it is retried.
     pub push_timeout_ms: u64,
+    /// The SMTP relay's host. Without it, emails are written as `.eml` files to
+    /// `email_outbox` instead of being sent.
+    pub smtp_host: Option<String>,
+    /// The relay's port (default: 587 with `starttls`, 465 with `tls`, 25 with `none`).
+    pub smtp_port: Option<u16>,
+    /// `starttls` (required, not opportunistic), `tls` (implicit TLS) or `none` (only for a
+    /// relay on the same host).
+    pub smtp_tls: String,
+    /// `AUTH` user, with `smtp_password`.
+    pub smtp_username: Option<String>,
+    pub smtp_password: Option<String>,
+    /// How long one SMTP exchange may take before the email is retried.
+    pub smtp_timeout_ms: u64,
+    /// The address emails come from; the sender's name is the service's and organisation's.
+    pub email_from: String,
+    /// Emails in flight at once (and SMTP connections kept open).
+    pub email_max_in_flight: usize,
+    /// Where emails go when no SMTP relay is configured (default `<data_dir>/outbox`).
+    pub email_outbox: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -132,6 +152,15 @@ impl Default for Config {
             apns_per_minute: 600_000,
             push_max_in_flight: 100,
             push_timeout_ms: 10_000,
+            smtp_host: None,
+            smtp_port: None,
+            smtp_tls: "starttls".into(),
+            smtp_username: None,
+            smtp_password: None,
+            smtp_timeout_ms: 30_000,
+            email_from: "notifiche@postino.localhost".into(),
+            email_max_in_flight: 16,
+            email_outbox: None,
         }
     }
 }
@@ -185,6 +214,15 @@ const ENV_KEYS: &[&str] = &[
     "apns_per_minute",
     "push_max_in_flight",
     "push_timeout_ms",
+    "smtp_host",
+    "smtp_port",
+    "smtp_tls",
+    "smtp_username",
+    "smtp_password",
+    "smtp_timeout_ms",
+    "email_from",
+    "email_max_in_flight",
+    "email_outbox",
 ];
 
 /// The roles one process can run.
@@ -195,6 +233,7 @@ pub struct Roles {
     pub router: bool,
     pub inbox: bool,
     pub push: bool,
+    pub email: bool,
 }
 
 impl Roles {
@@ -206,6 +245,7 @@ impl Roles {
                 router: true,
                 inbox: true,
                 push: true,
+                email: true,
             });
         }
         let mut roles = Self::default();
@@ -216,9 +256,10 @@ impl Roles {
                 "router" => roles.router = true,
                 "inbox" => roles.inbox = true,
                 "push" => roles.push = true,
+                "email" => roles.email = true,
                 other => {
                     return Err(ConfigError(format!(
-                        "roles: unknown role {other:?}; use all, or a comma-separated subset of ingest, citizen, router, inbox, push"
+                        "roles: unknown role {other:?}; use all, or a comma-separated subset of ingest, citizen, router, inbox, push, email"
                     )))
                 }
             }
@@ -307,6 +348,62 @@ impl Config {
         Ok(BusChoice::Kafka(kafka))
     }
 
+    /// The SMTP relay, when one is configured.
+    pub fn smtp(&self) -> Result<Option<SmtpSettings>, ConfigError> {
+        let tls = match self.smtp_tls.as_str() {
+            "starttls" => SmtpTls::StartTls,
+            "tls" => SmtpTls::Implicit,
+            "none" => SmtpTls::None,
+            other => {
+                return Err(ConfigError(format!(
+                    "smtp_tls: {other:?} is not one of starttls, tls, none"
+                )))
+            }
+        };
+        let credentials = match (&self.smtp_username, &self.smtp_password) {
+            (Some(user), Some(password)) => Some((user.clone(), password.clone())),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError(
+                    "smtp_username and smtp_password go together".into(),
+                ))
+            }
+        };
+        let Some(host) = self.smtp_host.clone() else {
+            return Ok(None);
+        };
+        if host.trim().is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+            return Err(ConfigError(format!(
+                "smtp_host: {host:?} must be a host name or address, without scheme or port"
+            )));
+        }
+        Ok(Some(SmtpSettings {
+            port: self.smtp_port.unwrap_or(tls.default_port()),
+            host,
+            tls,
+            credentials,
+            pool_size: u32::try_from(self.email_max_in_flight).unwrap_or(u32::MAX),
+            timeout: std::time::Duration::from_millis(self.smtp_timeout_ms),
+        }))
+    }
+
+    /// The address emails come from.
+    pub fn email_from(&self) -> Result<lettre::Address, ConfigError> {
+        self.email_from.parse().map_err(|e| {
+            ConfigError(format!(
+                "email_from: {:?} is not an email address ({e})",
+                self.email_from
+            ))
+        })
+    }
+
+    /// Where emails go without a relay.
+    pub fn email_outbox(&self) -> PathBuf {
+        self.email_outbox
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("outbox"))
+    }
+
     /// How every stage polls, batches and retries.
     pub fn stage(&self) -> bus::stage::StageConfig {
         use std::time::Duration;
@@ -344,6 +441,11 @@ impl Config {
             return Err(ConfigError(
                 "apns_key_file needs apns_key_id, apns_team_id and apns_topic (the app's bundle id)".into(),
             ));
+        }
+        self.smtp()?;
+        self.email_from()?;
+        if self.email_max_in_flight < 1 {
+            return Err(ConfigError("email_max_in_flight must be at least 1".into()));
         }
         if self.kafka_prefetch_kbytes < 1024 {
             return Err(ConfigError(
@@ -401,6 +503,7 @@ mod tests {
                 router: true,
                 inbox: true,
                 push: false,
+                email: false,
             }
         );
         let BusChoice::Kafka(k) = c.bus().expect("bus") else {
@@ -450,6 +553,28 @@ mod tests {
     }
 
     #[test]
+    fn smtp_settings_default_their_port_and_keep_the_password_out_of_debug() {
+        assert!(
+            Config::default().smtp().expect("smtp").is_none(),
+            "no relay: the outbox"
+        );
+        let c = load_file(
+            "smtp_host = \"relay.example\"\nsmtp_tls = \"tls\"\nsmtp_username = \"postino\"\nsmtp_password = \"s3cret-pass\"\n",
+        )
+        .expect("load");
+        let smtp = c.smtp().expect("valid").expect("configured");
+        assert_eq!((smtp.port, smtp.tls), (465, SmtpTls::Implicit));
+        assert!(!format!("{smtp:?}").contains("s3cret-pass"));
+        let c = load_file("smtp_host = \"relay.example\"\nsmtp_port = 2525\n").expect("load");
+        let smtp = c.smtp().expect("valid").expect("configured");
+        assert_eq!((smtp.port, smtp.tls), (2525, SmtpTls::StartTls));
+        assert_eq!(
+            Config::default().email_outbox(),
+            PathBuf::from("data/outbox")
+        );
+    }
+
+    #[test]
     fn malformed_configuration_is_refused_with_the_key_named() {
         let err = load_file("listne = \"127.0.0.1:9000\"\n").expect_err("typo");
         assert!(err.to_string().contains("listne"), "{err}");
@@ -487,6 +612,19 @@ mod tests {
         assert!(err.to_string().contains("push_max_in_flight"), "{err}");
         let err = load_file("retry_max_attempts = -1\n").expect_err("negative");
         assert!(err.to_string().contains("retry_max_attempts"), "{err}");
+        let err = load_file("smtp_tls = \"ssl\"\n").expect_err("unknown TLS mode");
+        assert!(err.to_string().contains("smtp_tls"), "{err}");
+        let err = load_file("smtp_host = \"smtp://relay.example\"\n").expect_err("a URL");
+        assert!(err.to_string().contains("smtp_host"), "{err}");
+        let err = load_file("smtp_host = \"relay.example\"\nsmtp_username = \"postino\"\n")
+            .expect_err("user without password");
+        assert!(err.to_string().contains("smtp_password"), "{err}");
+        let err = load_file("email_from = \"postino\"\n").expect_err("not an address");
+        assert!(err.to_string().contains("email_from"), "{err}");
+        let err = load_file("smtp_port = 70000\n").expect_err("port out of range");
+        assert!(err.to_string().contains("smtp_port"), "{err}");
+        let err = load_file("email_max_in_flight = 0\n").expect_err("none in flight");
+        assert!(err.to_string().contains("email_max_in_flight"), "{err}");
         let err = Config::load(
             Some(Path::new("/nonexistent/postino.toml")),
             Overrides::default(),

@@ -10,6 +10,8 @@ use bus::Record;
 use model::pipeline::decode;
 use model::push::PushJob;
 use model::status::{Channel, ChannelStatus};
+
+use crate::outcome::{first_failure, record_failed, settle, Outcome};
 use store::Store;
 
 use super::provider::PushError;
@@ -31,11 +33,7 @@ impl PushStage {
 
     /// Sends one job, or not if its message expired; the channel status it leads to and
     /// the stage's verdict.
-    async fn dispatch(
-        &self,
-        job: &PushJob,
-        now: i64,
-    ) -> (Option<ChannelStatus>, Result<(), StageError>) {
+    async fn dispatch(&self, job: &PushJob, now: i64) -> Outcome {
         if job.expires_at <= now {
             tracing::debug!(message_id = %job.message_id, "push not sent: the message expired");
             return (Some(ChannelStatus::Expired), Ok(()));
@@ -62,10 +60,6 @@ impl PushStage {
     }
 }
 
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
 #[async_trait]
 impl Stage for PushStage {
     type Item = PushJob;
@@ -75,35 +69,23 @@ impl Stage for PushStage {
     }
 
     async fn process(&self, jobs: &[&PushJob]) -> Result<(), StageError> {
-        self.process_each(jobs)
-            .await
-            .into_iter()
-            .find_map(Result::err)
-            .map_or(Ok(()), Err)
+        first_failure(self.process_each(jobs).await)
     }
 
     async fn process_each(&self, jobs: &[&PushJob]) -> Vec<Result<(), StageError>> {
-        let now = unix_now();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let results =
             futures::future::join_all(jobs.iter().map(|job| self.dispatch(job, now))).await;
-        let outcomes: Vec<_> = jobs
-            .iter()
-            .zip(&results)
-            .filter_map(|(job, (status, _))| status.map(|s| (job.message_id, Channel::Webhook, s)))
-            .collect();
-        // The pushes are out: a store failure here must not make them go out again, so it
-        // costs the status report, not a resend.
-        if let Err(err) = self.store.record_channel_outcomes(outcomes).await {
-            tracing::warn!(error = %err, "cannot record push outcomes");
-        }
-        results.into_iter().map(|(_, verdict)| verdict).collect()
+        settle(
+            &*self.store,
+            Channel::Webhook,
+            jobs.iter().map(|job| job.message_id),
+            results,
+        )
+        .await
     }
 
     async fn dead_lettered(&self, job: &PushJob, reason: &str) {
-        tracing::warn!(message_id = %job.message_id, platform = job.platform.as_str(), reason, "push failed for good");
-        let failed = vec![(job.message_id, Channel::Webhook, ChannelStatus::Failed)];
-        if let Err(err) = self.store.record_channel_outcomes(failed).await {
-            tracing::error!(message_id = %job.message_id, error = %err, "cannot record FAILED push status");
-        }
+        record_failed(&*self.store, Channel::Webhook, job.message_id, reason).await;
     }
 }

@@ -29,10 +29,15 @@ pub fn config(dir: &std::path::Path, manage_key: &str) -> Config {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// `spawn_app()` with settings of its own on top of the tests' configuration.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = App::start(&config(dir.path(), MANAGE_KEY))
-        .await
-        .expect("start");
+    let mut cfg = config(dir.path(), MANAGE_KEY);
+    adjust(&mut cfg);
+    let app = App::start(&cfg).await.expect("start");
     TestApp {
         base: format!("http://{}", app.addr),
         client: reqwest::Client::new(),

@@ -2,6 +2,7 @@
 //! directory and talks to it over HTTP, as a sender, an operator or a citizen would.
 
 mod citizen_api;
+mod email;
 mod helpers;
 mod manage;
 mod messages;

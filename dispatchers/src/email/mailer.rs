@@ -1,0 +1,140 @@
+//! Where an email goes: the seam between the email stage and the outside world. An SMTP
+//! relay through lettre's pooled async transport, or an outbox directory of `.eml` files
+//! (the embedded default, so a person can open what would have been sent).
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::PoolConfig;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use ulid::Ulid;
+
+use super::config::{SmtpSettings, SmtpTls};
+
+/// How handing over an email failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MailError {
+    /// Worth another attempt later: a `4xx` answer, a relay that cannot be reached or timed
+    /// out, a full disk.
+    #[error("{0}")]
+    Retry(String),
+    /// Never going to work for this email: a `5xx` answer.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+#[async_trait]
+pub trait Mailer: Send + Sync + std::fmt::Debug {
+    /// Hands `email` (about message `id`) over for delivery.
+    async fn send(&self, id: Ulid, email: &Message) -> Result<(), MailError>;
+}
+
+/// An SMTP relay.
+pub struct SmtpMailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    relay: String,
+}
+
+impl std::fmt::Debug for SmtpMailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpMailer")
+            .field("relay", &self.relay)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the SMTP relay {relay}: {reason}")]
+pub struct SmtpSetupError {
+    relay: String,
+    reason: String,
+}
+
+impl SmtpMailer {
+    pub fn new(settings: &SmtpSettings) -> Result<Self, SmtpSetupError> {
+        let relay = format!("{}:{}", settings.host, settings.port);
+        let tls = |host: &str| {
+            TlsParameters::new(host.to_string()).map_err(|e| SmtpSetupError {
+                relay: relay.clone(),
+                reason: e.to_string(),
+            })
+        };
+        let tls = match settings.tls {
+            SmtpTls::StartTls => Tls::Required(tls(&settings.host)?),
+            SmtpTls::Implicit => Tls::Wrapper(tls(&settings.host)?),
+            SmtpTls::None => Tls::None,
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host)
+            .port(settings.port)
+            .tls(tls)
+            .timeout(Some(settings.timeout))
+            .pool_config(PoolConfig::new().max_size(settings.pool_size.max(1)));
+        if let Some((user, password)) = &settings.credentials {
+            builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+        }
+        Ok(Self {
+            transport: builder.build(),
+            relay,
+        })
+    }
+}
+
+/// What an SMTP failure is. The reason names the status code and kind only: the relay's
+/// own text often quotes the recipient's address.
+fn classify(err: &lettre::transport::smtp::Error) -> MailError {
+    let code = err.status().map_or_else(String::new, |c| format!(" {c}"));
+    if err.is_permanent() {
+        MailError::Rejected(format!("the relay refused the email for good (SMTP{code})"))
+    } else if err.is_transient() {
+        MailError::Retry(format!("the relay deferred the email (SMTP{code})"))
+    } else if err.is_timeout() {
+        MailError::Retry("the relay did not answer in time".into())
+    } else if err.is_tls() {
+        MailError::Retry("TLS with the relay failed".into())
+    } else {
+        MailError::Retry("the relay cannot be reached".into())
+    }
+}
+
+#[async_trait]
+impl Mailer for SmtpMailer {
+    async fn send(&self, _id: Ulid, email: &Message) -> Result<(), MailError> {
+        self.transport
+            .send_raw(email.envelope(), &email.formatted())
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&e))
+    }
+}
+
+/// `<outbox>/<message id>.eml`: written whole (to a temporary name, then renamed), so a
+/// reader never sees half an email, and written again by a retry without a second copy.
+#[derive(Debug)]
+pub struct OutboxMailer {
+    dir: PathBuf,
+}
+
+impl OutboxMailer {
+    pub fn new(dir: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+}
+
+#[async_trait]
+impl Mailer for OutboxMailer {
+    async fn send(&self, id: Ulid, email: &Message) -> Result<(), MailError> {
+        let path = self.dir.join(format!("{id}.eml"));
+        let partial = self.dir.join(format!(".{id}.eml.part"));
+        let bytes = email.formatted();
+        let written = tokio::task::spawn_blocking(move || {
+            std::fs::write(&partial, bytes)?;
+            std::fs::rename(&partial, &path)
+        })
+        .await
+        .map_err(|e| MailError::Retry(format!("outbox writer stopped: {e}")))?;
+        written.map_err(|e| MailError::Retry(format!("cannot write to the outbox: {}", e.kind())))
+    }
+}

@@ -1,0 +1,103 @@
+//! The stage that consumes `deliveries.email`: renders and sends each email, a bounded
+//! number at once, each email's outcome its own (one that was handed over is never sent
+//! again by the retry of another).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bus::stage::{Stage, StageError};
+use bus::Record;
+use lettre::Address;
+use model::email::EmailJob;
+use model::pipeline::decode;
+use model::status::{Channel, ChannelStatus};
+
+use crate::outcome::{first_failure, record_failed, settle, Outcome};
+use store::Store;
+use tokio::sync::Semaphore;
+
+use super::mailer::{MailError, Mailer};
+use super::render::compose;
+
+/// Consumer group of the email dispatcher.
+pub const GROUP: &str = "email";
+
+#[derive(Debug)]
+pub struct EmailStage {
+    store: Arc<dyn Store>,
+    mailer: Arc<dyn Mailer>,
+    from: Address,
+    in_flight: Semaphore,
+}
+
+impl EmailStage {
+    /// Sends through `mailer` from `from`, at most `max_in_flight` emails at once.
+    pub fn new(
+        store: Arc<dyn Store>,
+        mailer: Arc<dyn Mailer>,
+        from: Address,
+        max_in_flight: usize,
+    ) -> Self {
+        Self {
+            store,
+            mailer,
+            from,
+            in_flight: Semaphore::new(max_in_flight.max(1)),
+        }
+    }
+
+    async fn dispatch(&self, job: &EmailJob, now: i64) -> Outcome {
+        if job.expires_at <= now {
+            tracing::debug!(message_id = %job.message_id, "email not sent: the message expired");
+            return (Some(ChannelStatus::Expired), Ok(()));
+        }
+        let email = match compose(job, &self.from) {
+            Ok(email) => email,
+            Err(err) => return (None, Err(StageError::Permanent(err.to_string()))),
+        };
+        // The semaphore is never closed, so acquiring only waits.
+        let _permit = self.in_flight.acquire().await;
+        match self.mailer.send(job.message_id, &email).await {
+            Ok(()) => (Some(ChannelStatus::Sent), Ok(())),
+            Err(MailError::Retry(reason)) => (
+                None,
+                Err(StageError::Retry {
+                    reason,
+                    after: None,
+                }),
+            ),
+            // Recorded FAILED when the runner reports it dead-lettered.
+            Err(MailError::Rejected(reason)) => (None, Err(StageError::Permanent(reason))),
+        }
+    }
+}
+
+#[async_trait]
+impl Stage for EmailStage {
+    type Item = EmailJob;
+
+    fn decode(&self, record: &Record) -> Result<EmailJob, String> {
+        decode(&record.payload).map_err(|e| e.to_string())
+    }
+
+    async fn process(&self, jobs: &[&EmailJob]) -> Result<(), StageError> {
+        first_failure(self.process_each(jobs).await)
+    }
+
+    async fn process_each(&self, jobs: &[&EmailJob]) -> Vec<Result<(), StageError>> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let results =
+            futures::future::join_all(jobs.iter().map(|job| self.dispatch(job, now))).await;
+        settle(
+            &*self.store,
+            Channel::Email,
+            jobs.iter().map(|job| job.message_id),
+            results,
+        )
+        .await
+    }
+
+    async fn dead_lettered(&self, job: &EmailJob, reason: &str) {
+        record_failed(&*self.store, Channel::Email, job.message_id, reason).await;
+    }
+}

@@ -1,0 +1,87 @@
+//! A real SMTP server for tests: `scripts/smtp-sink.py` (aiosmtpd) on a free port, keeping
+//! what it receives as `.eml` files; see that script for the failures it answers on demand.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{SmtpSettings, SmtpTls};
+
+/// The SMTP server, stopped when dropped; what it received lands in `dir`.
+#[derive(Debug)]
+pub struct SmtpSink {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SmtpSink {
+    /// Starts the server, keeping mails in `dir`.
+    ///
+    /// # Panics
+    /// When python3 with aiosmtpd cannot run the script: a test cannot go on without it.
+    pub fn start(dir: &Path) -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/smtp-sink.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start scripts/smtp-sink.py (python3 with aiosmtpd)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the sink says where it listens");
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from the sink: {line:?}"));
+        Self {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Settings that reach this server.
+    pub fn settings(&self) -> SmtpSettings {
+        SmtpSettings {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            tls: SmtpTls::None,
+            credentials: None,
+            pool_size: 4,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The mails received so far, as raw bytes.
+    pub fn received(&self) -> Vec<Vec<u8>> {
+        emails_in(&self.dir)
+    }
+}
+
+/// The `.eml` files in `dir`, in the order of their names.
+pub fn emails_in(dir: &Path) -> Vec<Vec<u8>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| std::fs::read(p).expect("read"))
+        .collect()
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""A real SMTP server (aiosmtpd) that keeps what it receives, for Postino's email tests and
+benchmarks. Each accepted mail is written to DIR as <n>.eml, with the envelope recipients
+in an added `X-Envelope-To` header. Failures on demand, by the recipient's local part:
+
+  tempfail...@   every attempt answered 451 (a transient failure: retry later)
+  reject...@     answered 550 (a permanent failure)
+  flaky...@      the first attempt for that address answered 451, the next ones accepted
+
+It prints `listening <host>:<port>` once ready (port 0 picks a free one), and counts what it
+answered in DIR/answers.json on SIGTERM or SIGINT.
+
+Usage: smtp-sink.py DIR [--listen 127.0.0.1:0]
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+
+from aiosmtpd.smtp import SMTP
+
+
+class Keep:
+    def __init__(self, directory):
+        self.directory = directory
+        self.count = 0
+        self.seen_flaky = set()
+        self.answers = {}
+
+    def answered(self, code):
+        self.answers[code] = self.answers.get(code, 0) + 1
+        return code
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        local = address.split("@", 1)[0].lower()
+        if local.startswith("tempfail"):
+            self.answered("451")
+            return "451 4.3.0 Temporarily unavailable, try again later"
+        if local.startswith("reject"):
+            self.answered("550")
+            return "550 5.1.1 Mailbox unavailable"
+        if local.startswith("flaky") and address not in self.seen_flaky:
+            self.seen_flaky.add(address)
+            self.answered("451")
+            return "451 4.3.0 Greylisted, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.count += 1
+        path = os.path.join(self.directory, f"{self.count}.eml")
+        header = "X-Envelope-To: " + ", ".join(envelope.rcpt_tos) + "\r\n"
+        temporary = path + ".part"
+        with open(temporary, "wb") as f:
+            f.write(header.encode())
+            f.write(envelope.original_content or envelope.content)
+        os.replace(temporary, path)
+        self.answered("250")
+        return "250 Message accepted for delivery"
+
+
+async def main():
+    parser = argparse.ArgumentParser(description="An SMTP server that keeps what it receives.")
+    parser.add_argument("dir")
+    parser.add_argument("--listen", default="127.0.0.1:0")
+    args = parser.parse_args()
+    host, port = args.listen.rsplit(":", 1)
+    os.makedirs(args.dir, exist_ok=True)
+    handler = Keep(args.dir)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(handler, hostname="smtp-sink.local", data_size_limit=10 * 1024 * 1024),
+        host=host,
+        port=int(port),
+    )
+    bound = server.sockets[0].getsockname()
+    print(f"listening {bound[0]}:{bound[1]}", flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.close()
+    with open(os.path.join(args.dir, "answers.json"), "w") as f:
+        json.dump(handler.answers, f)
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except ImportError as e:
+        sys.exit(f"smtp-sink needs aiosmtpd (pip install aiosmtpd, or apt install python3-aiosmtpd): {e}")
