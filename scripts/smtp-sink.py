@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A real SMTP server (aiosmtpd) that keeps what it receives, for Postino's email tests and
-benchmarks. Each accepted mail is written to DIR as <n>.eml, with the envelope recipients
-in an added `X-Envelope-To` header. Failures on demand, by the recipient's local part:
+benchmarks. Each accepted mail is written to DIR as <n>.eml (n = 1, 2, … in order of
+receipt), with two headers added in front: `X-Received-At-Ms` (Unix milliseconds when it was
+accepted) and `X-Envelope-To` (the envelope recipients). Failures on demand, by the recipient's local part:
 
   tempfail...@   every attempt answered 451 (a transient failure: retry later)
   reject...@     answered 550 (a permanent failure)
@@ -19,6 +20,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 from aiosmtpd.smtp import SMTP
 
@@ -52,7 +54,11 @@ class Keep:
     async def handle_DATA(self, server, session, envelope):
         self.count += 1
         path = os.path.join(self.directory, f"{self.count}.eml")
-        header = "X-Envelope-To: " + ", ".join(envelope.rcpt_tos) + "\r\n"
+        received_at_ms = int(time.time() * 1000)
+        header = (
+            f"X-Received-At-Ms: {received_at_ms}\r\n"
+            + "X-Envelope-To: " + ", ".join(envelope.rcpt_tos) + "\r\n"
+        )
         temporary = path + ".part"
         with open(temporary, "wb") as f:
             f.write(header.encode())

@@ -8,3 +8,5 @@ pub mod email;
 pub mod inbox;
 mod outcome;
 pub mod push;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;

@@ -194,8 +194,13 @@ pub struct RunArgs {
     /// The APNs stand-in Postino pushes to (`loadtest fake-apns`), likewise.
     #[arg(long)]
     pub apns_standin: Option<String>,
-    /// Stop waiting for pushes after this long without a new one (some may never come:
-    /// a stand-in told to answer "unregistered", say).
+    /// The directory the SMTP sink Postino sends to writes into (`scripts/smtp-sink.py
+    /// DIR`): the run then waits for the emails to seeded addresses and reports send →
+    /// mailbox latency and emails/s.
+    #[arg(long)]
+    pub smtp_sink_dir: Option<PathBuf>,
+    /// Stop waiting for pushes or emails after this long without a new one (some may never
+    /// come: a stand-in told to answer "unregistered", say).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub push_patience: Duration,
     /// Where to write result.json and report.html.

@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use loadtest::api::Api;
+use loadtest::arrivals::{ArrivalReport, Follower};
 use loadtest::cli::{Cli, Command, FakeApnsArgs, FakeFcmArgs, RunArgs, SeedArgs};
 use loadtest::engine::{drive, Plan};
 use loadtest::pacing::Pacing;
-use loadtest::pushes::Pushes;
 use loadtest::report::Report;
-use loadtest::scenarios::{self, Scenario, Seeded};
+use loadtest::scenarios::{self, Followers, Scenario, Seeded};
 use loadtest::standins::{
     self,
     apns::FakeApns,
@@ -161,6 +161,30 @@ async fn seed(args: SeedArgs, stopped: watch::Receiver<bool>) -> anyhow::Result<
     Ok(())
 }
 
+/// Waits for what `follower` expects to arrive, with a progress bar.
+async fn follow_up(
+    follower: Option<Arc<Follower>>,
+    what: &str,
+    args: &RunArgs,
+    stopped: &watch::Receiver<bool>,
+) -> anyhow::Result<Option<ArrivalReport>> {
+    let Some(follower) = follower else {
+        return Ok(None);
+    };
+    let follower = Arc::try_unwrap(follower)
+        .map_err(|_| anyhow::anyhow!("a request was still running after the load"))?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_message(format!("waiting for the {what}"));
+    let report = follower
+        .collect(args.push_patience, stopped.clone(), |done, of| {
+            bar.set_length(of);
+            bar.set_position(done);
+        })
+        .await?;
+    bar.finish_and_clear();
+    Ok(Some(report))
+}
+
 async fn load(
     args: RunArgs,
     scenario: Scenario,
@@ -208,42 +232,43 @@ async fn load(
         wait_for_inbox: scenario != Scenario::Ingest && !args.no_wait,
         label: scenario.name().into(),
     };
-    let pushes = if scenario == Scenario::Ingest {
-        None
+    let followers = if scenario == Scenario::Ingest {
+        Followers::default()
     } else {
-        Pushes::watch(
-            &[
-                (Platform::Fcm, args.fcm_standin.clone()),
-                (Platform::Apns, args.apns_standin.clone()),
-            ],
-            standins::unix_millis(),
-        )
-        .await?
-        .map(Arc::new)
+        let start_ms = standins::unix_millis();
+        Followers {
+            pushes: Follower::standins(
+                &[
+                    (Platform::Fcm, args.fcm_standin.clone()),
+                    (Platform::Apns, args.apns_standin.clone()),
+                ],
+                start_ms,
+            )
+            .await?
+            .map(Arc::new),
+            emails: args
+                .smtp_sink_dir
+                .as_deref()
+                .map(|dir| Follower::mail_dir(dir, start_ms))
+                .transpose()?
+                .map(Arc::new),
+        }
     };
     let workload = scenarios::messages(
         Arc::new(api.clone()),
         Arc::clone(&seeded),
         scenario,
-        pushes.clone(),
+        followers.clone(),
     );
     let (stats, driven) = drive(api, &plan, workload, stopped.clone()).await;
-    let push = match pushes {
-        Some(pushes) if !driven.interrupted => {
-            let pushes = Arc::try_unwrap(pushes)
-                .map_err(|_| anyhow::anyhow!("a request was still running after the load"))?;
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_message("waiting for the pushes to reach the stand-ins");
-            let report = pushes
-                .collect(args.push_patience, stopped, |done, of| {
-                    bar.set_length(of);
-                    bar.set_position(done);
-                })
-                .await?;
-            bar.finish_and_clear();
-            Some(report)
-        }
-        _ => None,
+    let Followers { pushes, emails } = followers;
+    let (push, email) = if driven.interrupted {
+        (None, None)
+    } else {
+        (
+            follow_up(pushes, "pushes to reach the stand-ins", &args, &stopped).await?,
+            follow_up(emails, "emails to reach the SMTP sink", &args, &stopped).await?,
+        )
     };
 
     let secs = driven.elapsed.as_secs_f64().max(1e-3);
@@ -269,6 +294,7 @@ async fn load(
         interrupted: driven.interrupted,
         timeline: stats.timeline(),
         push,
+        email,
     };
     print!("{}", report.summary());
     let dir = args.out.join(format!(

@@ -133,6 +133,15 @@ impl Mix {
     }
 }
 
+impl Mix {
+    /// Whether a message from `service` to citizen `i` is emailed: it must reach the inbox
+    /// and the citizen must have a validated, enabled address (the seeded services never
+    /// require secure channels).
+    pub fn emailed(&self, i: u64, service: usize) -> bool {
+        matches!(self.kind(i), Kind::Active { email: true, .. }) && self.readable(i, service)
+    }
+}
+
 /// The installation id every seeded phone is registered under.
 pub const INSTALLATION_ID: &str = "loadtest-phone";
 

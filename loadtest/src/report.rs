@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pushes::PushReport;
+use crate::arrivals::ArrivalReport;
 use crate::stats::{Percentiles, Second};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,7 +41,10 @@ pub struct Report {
     pub timeline: Vec<Second>,
     /// Send → push, when the run watched the push stand-ins.
     #[serde(default)]
-    pub push: Option<PushReport>,
+    pub push: Option<ArrivalReport>,
+    /// Send → mailbox, when the run watched the SMTP sink.
+    #[serde(default)]
+    pub email: Option<ArrivalReport>,
 }
 
 impl Report {
@@ -100,7 +103,10 @@ impl Report {
             ("send → inbox", &self.end_to_end_ms),
         ];
         if let Some(push) = &self.push {
-            rows.push(("send → push", &push.send_to_push_ms));
+            rows.push(("send → push", &push.latency_ms));
+        }
+        if let Some(email) = &self.email {
+            rows.push(("send → mailbox", &email.latency_ms));
         }
         for (name, p) in rows {
             let _ = writeln!(
@@ -117,7 +123,10 @@ impl Report {
             );
         }
         if let Some(push) = &self.push {
-            push_summary(&mut out, push);
+            arrival_summary(&mut out, "pushes", push);
+        }
+        if let Some(email) = &self.email {
+            arrival_summary(&mut out, "emails", email);
         }
         out
     }
@@ -172,19 +181,31 @@ impl Report {
                 ),
             ],
         );
-        let pushes = self.push.as_ref().map_or(String::new(), |push| {
-            let seconds: Vec<f64> = (0..push.timeline.len()).map(|s| s as f64).collect();
-            chart(
-                "Pushes arriving at the stand-ins per second",
-                "pushes/s",
-                &seconds,
-                &[(
-                    "pushes/s",
-                    "#8e44ad",
-                    push.timeline.iter().map(|&n| n as f64).collect(),
-                )],
-            )
-        });
+        let arrivals = |report: Option<&ArrivalReport>, title: &str, unit: &str| {
+            report.map_or(String::new(), |r| {
+                let seconds: Vec<f64> = (0..r.timeline.len()).map(|s| s as f64).collect();
+                chart(
+                    title,
+                    unit,
+                    &seconds,
+                    &[(
+                        unit,
+                        "#8e44ad",
+                        r.timeline.iter().map(|&n| n as f64).collect(),
+                    )],
+                )
+            })
+        };
+        let pushes = arrivals(
+            self.push.as_ref(),
+            "Pushes arriving at the stand-ins per second",
+            "pushes/s",
+        );
+        let emails = arrivals(
+            self.email.as_ref(),
+            "Emails arriving at the SMTP sink per second",
+            "emails/s",
+        );
         let summary = escape(&self.summary());
         format!(
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -192,7 +213,7 @@ impl Report {
              <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:960px}}\
              pre{{background:#f4f4f4;padding:1em;overflow-x:auto}}svg{{background:#fff;border:1px solid #ddd}}\
              </style></head><body>\n<h1>loadtest: {scenario}</h1>\n<p>Started {started} against {target}.</p>\n\
-             <pre>{summary}</pre>\n{rate}\n{latency}\n{pushes}\n</body></html>\n",
+             <pre>{summary}</pre>\n{rate}\n{latency}\n{pushes}\n{emails}\n</body></html>\n",
             scenario = escape(&self.scenario),
             started = escape(&self.started_at),
             target = escape(&self.target),
@@ -200,13 +221,13 @@ impl Report {
     }
 }
 
-fn push_summary(out: &mut String, push: &PushReport) {
+fn arrival_summary(out: &mut String, what: &str, push: &ArrivalReport) {
     let _ = write!(
         out,
-        "  pushes: {} of {} expected arrived",
+        "  {what}: {} of {} expected arrived",
         push.received, push.expected
     );
-    if let (Some(after), Some(rate)) = (push.last_push_after_secs, push.pushes_per_sec) {
+    if let (Some(after), Some(rate)) = (push.last_after_secs, push.per_sec) {
         let _ = write!(
             out,
             ", the last after {after:.1} s: {rate:.0}/s (peak {}/s)",
@@ -215,7 +236,7 @@ fn push_summary(out: &mut String, push: &PushReport) {
     }
     let _ = writeln!(out);
     if push.duplicates > 0 {
-        let _ = writeln!(out, "  pushed twice    {}", push.duplicates);
+        let _ = writeln!(out, "  {what} sent twice  {}", push.duplicates);
     }
     if !push.refused.is_empty() {
         let _ = writeln!(out, "  stand-ins also answered {}", counts(&push.refused));
@@ -367,6 +388,7 @@ mod tests {
             interrupted: false,
             timeline: vec![second(0, 1000), second(1, 999), second(2, 998)],
             push: None,
+            email: None,
         }
     }
 
@@ -396,11 +418,11 @@ mod tests {
     #[test]
     fn a_run_that_watched_the_stand_ins_reports_send_to_push() {
         let mut r = report();
-        r.push = Some(PushReport {
+        r.push = Some(ArrivalReport {
             expected: 2000,
             received: 1990,
             duplicates: 1,
-            send_to_push_ms: Percentiles {
+            latency_ms: Percentiles {
                 count: 1990,
                 p50: 40.0,
                 p90: 80.0,
@@ -408,8 +430,8 @@ mod tests {
                 p999: 150.0,
                 max: 160.0,
             },
-            last_push_after_secs: Some(4.0),
-            pushes_per_sec: Some(497.5),
+            last_after_secs: Some(4.0),
+            per_sec: Some(497.5),
             peak_per_sec: 700,
             timeline: vec![300, 700, 600, 390],
             refused: [(429, 12)].into(),
@@ -422,12 +444,19 @@ mod tests {
             s.contains("1990 of 2000 expected arrived, the last after 4.0 s: 498/s (peak 700/s)"),
             "{s}"
         );
-        assert!(s.contains("pushed twice    1"), "{s}");
+        assert!(s.contains("pushes sent twice  1"), "{s}");
         assert!(s.contains("429: 12"), "{s}");
         let html = r.html();
         assert_eq!(html.matches("<svg").count(), 3);
         assert!(html.contains("Pushes arriving"));
         assert!(!report().summary().contains("push"));
+        r.email = r.push.clone();
+        let s = r.summary();
+        assert!(
+            s.contains("send → mailbox") && s.contains("emails: 1990 of 2000"),
+            "{s}"
+        );
+        assert_eq!(r.html().matches("<svg").count(), 4);
     }
 
     #[test]

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::api::{Api, SenderService};
+use crate::arrivals::Follower;
 use crate::engine::{Done, Job, Workload};
 use crate::population::{device_token, fiscal_code, spread, Kind, Mix, INSTALLATION_ID};
-use crate::pushes::Pushes;
 use crate::stats::Outcome;
 
 /// What `seed` leaves for the scenarios.
@@ -169,16 +169,23 @@ impl Scenario {
     }
 }
 
-/// Sends message `i` of `scenario`; with `pushes`, notes the messages that should reach a
-/// watched push stand-in.
+/// Where a run follows its messages' notifications to.
+#[derive(Debug, Clone, Default)]
+pub struct Followers {
+    pub pushes: Option<Arc<Follower>>,
+    pub emails: Option<Arc<Follower>>,
+}
+
+/// Sends message `i` of `scenario`, noting the messages that should reach a followed push
+/// stand-in or mailbox.
 pub fn messages(
     api: Arc<Api>,
     seeded: Arc<Seeded>,
     scenario: Scenario,
-    pushes: Option<Arc<Pushes>>,
+    followers: Followers,
 ) -> Workload {
     Arc::new(move |i| -> Job {
-        let (api, seeded, pushes) = (Arc::clone(&api), Arc::clone(&seeded), pushes.clone());
+        let (api, seeded, followers) = (Arc::clone(&api), Arc::clone(&seeded), followers.clone());
         Box::pin(async move {
             let (citizen, service) = scenario.address(i, &seeded);
             let fc = fiscal_code(citizen);
@@ -190,10 +197,19 @@ pub fn messages(
             };
             let sent_ms = crate::standins::unix_millis();
             let (outcome, id) = api.submit(sender, &fc, &scenario.body(i)).await;
-            if let (Some(pushes), Some(id), Some(platform)) =
-                (&pushes, &id, seeded.mix.pushed_to(citizen, service))
-            {
-                pushes.expect(platform, id.clone(), sent_ms);
+            if let Some(id) = &id {
+                if let (Some(pushes), Some(platform)) =
+                    (&followers.pushes, seeded.mix.pushed_to(citizen, service))
+                {
+                    if pushes.watches(platform) {
+                        pushes.expect(id.clone(), sent_ms);
+                    }
+                }
+                if let Some(emails) = &followers.emails {
+                    if seeded.mix.emailed(citizen, service) {
+                        emails.expect(id.clone(), sent_ms);
+                    }
+                }
             }
             let follow = scenario != Scenario::Ingest && seeded.mix.readable(citizen, service);
             Done {

@@ -221,7 +221,7 @@ async fn standins() -> Standins {
     use loadtest::standins::{apns::FakeApns, faults, fcm::FakeFcm};
     use std::sync::Arc;
     let dir = tempfile::tempdir().expect("tempdir");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/stand-in-keys.sh");
+    let script = dispatchers::test_support::repo_file("scripts/stand-in-keys.sh");
     let status = Command::new(script)
         .arg(dir.path())
         .stdout(std::process::Stdio::null())
@@ -265,12 +265,14 @@ async fn standins() -> Standins {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mass_notice_reaches_every_seeded_phone_once_and_reports_send_to_push() {
+async fn a_mass_notice_reaches_every_seeded_phone_and_mailbox_once_and_reports_both() {
     use loadtest::population::{device_token, fiscal_code, Kind};
     use loadtest::standins::recorder::Page;
     use model::installation::Platform;
 
     let push = standins().await;
+    let mailbox = tempfile::tempdir().expect("tempdir");
+    let sink = dispatchers::test_support::SmtpSink::start(mailbox.path());
     let data = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
     let app = App::start(&Config {
@@ -285,6 +287,9 @@ async fn a_mass_notice_reaches_every_seeded_phone_once_and_reports_send_to_push(
         apns_team_id: Some(APNS_TEAM_ID.into()),
         apns_topic: Some(APNS_TOPIC.into()),
         apns_base_url: push.apns.clone(),
+        smtp_host: Some("127.0.0.1".into()),
+        smtp_port: Some(sink.port),
+        smtp_tls: "none".into(),
         ..Config::default()
     })
     .await
@@ -311,12 +316,15 @@ async fn a_mass_notice_reaches_every_seeded_phone_once_and_reports_send_to_push(
         &push.fcm,
         "--apns-standin",
         &push.apns,
+        "--smtp-sink-dir",
+        &mailbox.path().display().to_string(),
         "--out",
         &out.display().to_string(),
     ]))
     .await;
     let (stdout, _, report) = finished(&run, &out);
     assert!(stdout.contains("send → push"), "{stdout}");
+    assert!(stdout.contains("send → mailbox"), "{stdout}");
     let mix = Mix::default();
     let phones: Vec<(u64, Platform)> = (0..citizens)
         .filter_map(|i| mix.pushed_to(i, 0).map(|p| (i, p)))
@@ -329,9 +337,20 @@ async fn a_mass_notice_reaches_every_seeded_phone_once_and_reports_send_to_push(
         "{push_report:?}"
     );
     assert_eq!(push_report.duplicates, 0);
-    assert_eq!(push_report.send_to_push_ms.count, push_report.expected);
-    assert!(push_report.pushes_per_sec.is_some_and(|r| r > 0.0));
+    assert_eq!(push_report.latency_ms.count, push_report.expected);
+    assert!(push_report.per_sec.is_some_and(|r| r > 0.0));
     assert!(!push_report.records_dropped);
+    let email_report = report.email.expect("the run watched the SMTP sink");
+    let emailed = (0..citizens).filter(|&i| mix.emailed(i, 0)).count() as u64;
+    assert!(emailed > 0);
+    assert_eq!(email_report.expected, emailed);
+    assert_eq!(email_report.received, emailed, "{email_report:?}");
+    assert_eq!(email_report.duplicates, 0);
+    assert_eq!(
+        sink.received().len() as u64,
+        emailed,
+        "one email per address, no other"
+    );
 
     // What the phones got: the right device, FULL or anonymous content per the profile.
     let client = reqwest::Client::builder()

@@ -8,8 +8,6 @@ mod config;
 pub mod mailer;
 pub mod render;
 mod sink;
-#[cfg(any(test, feature = "test-support"))]
-pub mod test_support;
 #[cfg(test)]
 mod tests;
 

@@ -33,7 +33,7 @@ const TOPIC: &str = "it.pagopa.app.io";
 
 /// Throw-away credentials from the same script a person uses for the stand-ins.
 fn keys(dir: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/stand-in-keys.sh");
+    let script = crate::test_support::repo_file("scripts/stand-in-keys.sh");
     let status = std::process::Command::new(script)
         .arg(dir)
         .stdout(std::process::Stdio::null())

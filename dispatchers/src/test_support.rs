@@ -1,12 +1,24 @@
-//! A real SMTP server for tests: `scripts/smtp-sink.py` (aiosmtpd) on a free port, keeping
-//! what it receives as `.eml` files; see that script for the failures it answers on demand.
+//! What tests across the workspace share: the repository's files found at run time, and a
+//! real SMTP server (`scripts/smtp-sink.py`, aiosmtpd) on a free port, keeping what it
+//! receives as `.eml` files (see that script for the failures it answers on demand).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{SmtpSettings, SmtpTls};
+use crate::email::{SmtpSettings, SmtpTls};
+
+/// A file of the repository, by its path from the root (`scripts/smtp-sink.py`).
+///
+/// Found from the crate under test at run time (`cargo test` sets `CARGO_MANIFEST_DIR`),
+/// not from where this crate was compiled: builds are shared between clones through
+/// `CARGO_TARGET_DIR`, and a compiled-in path could name another, even a deleted, clone.
+pub fn repo_file(path: &str) -> PathBuf {
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    crate_dir.join("..").join(path)
+}
 
 /// The SMTP server, stopped when dropped; what it received lands in `dir`.
 #[derive(Debug)]
@@ -29,7 +41,7 @@ impl SmtpSink {
     /// # Panics
     /// When python3 with aiosmtpd cannot run the script: a test cannot go on without it.
     pub fn start(dir: &Path) -> Self {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/smtp-sink.py");
+        let script = repo_file("scripts/smtp-sink.py");
         let mut child = Command::new("python3")
             .arg(script)
             .arg(dir)
