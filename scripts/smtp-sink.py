@@ -11,7 +11,12 @@ accepted) and `X-Envelope-To` (the envelope recipients). Failures on demand, by 
 It prints `listening <host>:<port>` once ready (port 0 picks a free one), and counts what it
 answered in DIR/answers.json on SIGTERM or SIGINT.
 
-Usage: smtp-sink.py DIR [--listen 127.0.0.1:0]
+With --tls-cert and --tls-key it speaks TLS: `starttls` (offered and required before any
+mail) or `implicit` (TLS from the first byte). With --auth USER:PASSWORD it requires AUTH
+(PLAIN or LOGIN) before any mail.
+
+Usage: smtp-sink.py DIR [--listen 127.0.0.1:0] [--tls-cert PEM --tls-key PEM
+                        [--tls starttls|implicit]] [--auth USER:PASSWORD]
 """
 
 import argparse
@@ -22,7 +27,9 @@ import signal
 import sys
 import time
 
-from aiosmtpd.smtp import SMTP
+import ssl
+
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
 class Keep:
@@ -72,15 +79,46 @@ async def main():
     parser = argparse.ArgumentParser(description="An SMTP server that keeps what it receives.")
     parser.add_argument("dir")
     parser.add_argument("--listen", default="127.0.0.1:0")
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--tls", choices=["starttls", "implicit"], default="starttls")
+    parser.add_argument("--auth", help="USER:PASSWORD the client must log in with")
     args = parser.parse_args()
+    context = None
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    options = {}
+    if context is not None and args.tls == "starttls":
+        options.update(tls_context=context, require_starttls=True)
+    if args.auth:
+        user, password = args.auth.split(":", 1)
+
+        def authenticator(server, session, envelope, mechanism, data):
+            ok = (
+                isinstance(data, LoginPassword)
+                and data.login.decode() == user
+                and data.password.decode() == password
+            )
+            return AuthResult(success=ok, handled=False)
+
+        options.update(
+            authenticator=authenticator,
+            auth_required=True,
+            # Over implicit TLS aiosmtpd cannot tell the connection is encrypted.
+            auth_require_tls=args.tls == "starttls" and context is not None,
+        )
     host, port = args.listen.rsplit(":", 1)
     os.makedirs(args.dir, exist_ok=True)
     handler = Keep(args.dir)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: SMTP(handler, hostname="smtp-sink.local", data_size_limit=10 * 1024 * 1024),
+        lambda: SMTP(
+            handler, hostname="smtp-sink.local", data_size_limit=10 * 1024 * 1024, **options
+        ),
         host=host,
         port=int(port),
+        ssl=context if args.tls == "implicit" else None,
     )
     bound = server.sockets[0].getsockname()
     print(f"listening {bound[0]}:{bound[1]}", flush=True)

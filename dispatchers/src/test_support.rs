@@ -41,10 +41,19 @@ impl SmtpSink {
     /// # Panics
     /// When python3 with aiosmtpd cannot run the script: a test cannot go on without it.
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// Starts the server with more of its options (`--listen`, `--tls-cert`, `--auth`…).
+    ///
+    /// # Panics
+    /// As [`SmtpSink::start`].
+    pub fn start_with(dir: &Path, options: &[&str]) -> Self {
         let script = repo_file("scripts/smtp-sink.py");
         let mut child = Command::new("python3")
             .arg(script)
             .arg(dir)
+            .args(options)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start scripts/smtp-sink.py (python3 with aiosmtpd)");
@@ -72,6 +81,7 @@ impl SmtpSink {
             port: self.port,
             tls: SmtpTls::None,
             credentials: None,
+            ca_pem: None,
             pool_size: 4,
             timeout: Duration::from_secs(10),
         }

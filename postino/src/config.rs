@@ -104,6 +104,9 @@ pub struct Config {
     /// `AUTH` user, with `smtp_password`.
     pub smtp_username: Option<String>,
     pub smtp_password: Option<String>,
+    /// A CA certificate (PEM) to trust for the relay, besides the system's: for a relay
+    /// whose certificate a private CA signed.
+    pub smtp_ca_file: Option<PathBuf>,
     /// How long one SMTP exchange may take before the email is retried.
     pub smtp_timeout_ms: u64,
     /// The address emails come from; the sender's name is the service's and organisation's.
@@ -157,6 +160,7 @@ impl Default for Config {
             smtp_tls: "starttls".into(),
             smtp_username: None,
             smtp_password: None,
+            smtp_ca_file: None,
             smtp_timeout_ms: 30_000,
             email_from: "notifiche@postino.localhost".into(),
             email_max_in_flight: 16,
@@ -219,6 +223,7 @@ const ENV_KEYS: &[&str] = &[
     "smtp_tls",
     "smtp_username",
     "smtp_password",
+    "smtp_ca_file",
     "smtp_timeout_ms",
     "email_from",
     "email_max_in_flight",
@@ -377,7 +382,14 @@ impl Config {
                 "smtp_host: {host:?} must be a host name or address, without scheme or port"
             )));
         }
+        let ca_pem = match &self.smtp_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                ConfigError(format!("smtp_ca_file: cannot read {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
         Ok(Some(SmtpSettings {
+            ca_pem,
             port: self.smtp_port.unwrap_or(tls.default_port()),
             host,
             tls,
@@ -623,6 +635,10 @@ mod tests {
         assert!(err.to_string().contains("email_from"), "{err}");
         let err = load_file("smtp_port = 70000\n").expect_err("port out of range");
         assert!(err.to_string().contains("smtp_port"), "{err}");
+        let err =
+            load_file("smtp_host = \"relay.example\"\nsmtp_ca_file = \"/nonexistent/ca.pem\"\n")
+                .expect_err("no CA file");
+        assert!(err.to_string().contains("smtp_ca_file"), "{err}");
         let err = load_file("email_max_in_flight = 0\n").expect_err("none in flight");
         assert!(err.to_string().contains("email_max_in_flight"), "{err}");
         let err = Config::load(

@@ -34,6 +34,9 @@ pub struct SmtpSettings {
     pub tls: SmtpTls,
     /// `AUTH` user and password, when the relay wants them.
     pub credentials: Option<(String, String)>,
+    /// A CA certificate (PEM) to trust besides the system's, for a relay whose certificate
+    /// a private CA signed.
+    pub ca_pem: Option<Vec<u8>>,
     /// Connections kept open to the relay, and so emails in flight.
     pub pool_size: u32,
     /// How long one SMTP exchange may take before it is retried.
@@ -47,6 +50,7 @@ impl std::fmt::Debug for SmtpSettings {
             .field("port", &self.port)
             .field("tls", &self.tls)
             .field("user", &self.credentials.as_ref().map(|(user, _)| user))
+            .field("private_ca", &self.ca_pem.is_some())
             .field("pool_size", &self.pool_size)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use ulid::Ulid;
@@ -16,11 +16,15 @@ use super::config::{SmtpSettings, SmtpTls};
 /// How handing over an email failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MailError {
-    /// Worth another attempt later: a `4xx` answer, a relay that cannot be reached or timed
-    /// out, a full disk.
+    /// This email is worth another attempt later: the relay deferred it (`4xx`).
     #[error("{0}")]
     Retry(String),
-    /// Never going to work for this email: a `5xx` answer.
+    /// No email can go out now: the relay cannot be reached, times out, fails TLS or
+    /// refuses our login, or the outbox cannot be written. Every email waits, in place and
+    /// without using up its attempts, until that is mended: nothing is lost meanwhile.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Never going to work for this email: a `5xx` answer about it.
     #[error("{0}")]
     Rejected(String),
 }
@@ -55,11 +59,18 @@ pub struct SmtpSetupError {
 impl SmtpMailer {
     pub fn new(settings: &SmtpSettings) -> Result<Self, SmtpSetupError> {
         let relay = format!("{}:{}", settings.host, settings.port);
+        let setup = |reason: String| SmtpSetupError {
+            relay: relay.clone(),
+            reason,
+        };
         let tls = |host: &str| {
-            TlsParameters::new(host.to_string()).map_err(|e| SmtpSetupError {
-                relay: relay.clone(),
-                reason: e.to_string(),
-            })
+            let mut builder = TlsParameters::builder(host.to_string());
+            if let Some(pem) = &settings.ca_pem {
+                let ca = Certificate::from_pem(pem)
+                    .map_err(|e| setup(format!("the CA certificate is not usable: {e}")))?;
+                builder = builder.add_root_certificate(ca);
+            }
+            builder.build().map_err(|e| setup(e.to_string()))
         };
         let tls = match settings.tls {
             SmtpTls::StartTls => Tls::Required(tls(&settings.host)?),
@@ -81,20 +92,38 @@ impl SmtpMailer {
     }
 }
 
+/// `5xx` answers about the session rather than the email: authentication required (530,
+/// also "STARTTLS first"), mechanism too weak (534), credentials refused (535), encryption
+/// required for the mechanism (538). Configuration to mend, not emails to give up on.
+const SESSION_REFUSALS: [&str; 4] = ["530", "534", "535", "538"];
+
 /// What an SMTP failure is. The reason names the status code and kind only: the relay's
 /// own text often quotes the recipient's address.
 fn classify(err: &lettre::transport::smtp::Error) -> MailError {
-    let code = err.status().map_or_else(String::new, |c| format!(" {c}"));
-    if err.is_permanent() {
-        MailError::Rejected(format!("the relay refused the email for good (SMTP{code})"))
+    let code = err.status().map(|c| c.to_string());
+    let shown = code
+        .as_deref()
+        .map_or_else(String::new, |c| format!(" {c}"));
+    if err.is_permanent()
+        && code
+            .as_deref()
+            .is_some_and(|c| SESSION_REFUSALS.contains(&c))
+    {
+        MailError::Unavailable(format!(
+            "the relay refused the session (SMTP{shown}): check smtp_username, smtp_password and smtp_tls"
+        ))
+    } else if err.is_permanent() {
+        MailError::Rejected(format!(
+            "the relay refused the email for good (SMTP{shown})"
+        ))
     } else if err.is_transient() {
-        MailError::Retry(format!("the relay deferred the email (SMTP{code})"))
+        MailError::Retry(format!("the relay deferred the email (SMTP{shown})"))
     } else if err.is_timeout() {
-        MailError::Retry("the relay did not answer in time".into())
+        MailError::Unavailable("the relay did not answer in time".into())
     } else if err.is_tls() {
-        MailError::Retry("TLS with the relay failed".into())
+        MailError::Unavailable("TLS with the relay failed".into())
     } else {
-        MailError::Retry("the relay cannot be reached".into())
+        MailError::Unavailable("the relay cannot be reached".into())
     }
 }
 
@@ -134,7 +163,9 @@ impl Mailer for OutboxMailer {
             std::fs::rename(&partial, &path)
         })
         .await
-        .map_err(|e| MailError::Retry(format!("outbox writer stopped: {e}")))?;
-        written.map_err(|e| MailError::Retry(format!("cannot write to the outbox: {}", e.kind())))
+        .map_err(|e| MailError::Unavailable(format!("outbox writer stopped: {e}")))?;
+        written.map_err(|e| {
+            MailError::Unavailable(format!("cannot write to the outbox: {}", e.kind()))
+        })
     }
 }

@@ -66,6 +66,7 @@ impl EmailStage {
                     after: None,
                 }),
             ),
+            Err(MailError::Unavailable(reason)) => (None, Err(StageError::Unavailable(reason))),
             // Recorded FAILED when the runner reports it dead-lettered.
             Err(MailError::Rejected(reason)) => (None, Err(StageError::Permanent(reason))),
         }

@@ -49,6 +49,64 @@ fn job(to: &str, language: Language) -> EmailJob {
     job
 }
 
+/// Stores the message of each job, publishes the jobs, and runs the email stage sending
+/// through `mailer`; stop it with the sender.
+async fn run_stage(
+    jobs: &[EmailJob],
+    mailer: SmtpMailer,
+    cfg: StageConfig,
+) -> (
+    Arc<dyn Store>,
+    Arc<dyn Bus>,
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<Result<(), bus::BusError>>,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+    let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
+    for j in jobs {
+        let record = sample_record(&fresh_fiscal_code(), 1, MessageStatus::Processed);
+        let record = store::MessageRecord {
+            message: model::pipeline::AcceptedMessage {
+                id: j.message_id,
+                ..record.message
+            },
+            ..record
+        };
+        store.deliver(vec![record]).await.expect("deliver");
+    }
+    let records = jobs
+        .iter()
+        .map(|j| Record::new(b"citizen".to_vec(), encode(j)))
+        .collect();
+    bus.publish(topics::DELIVERIES_EMAIL, records)
+        .await
+        .expect("publish");
+    let (stop, stopped) = watch::channel(false);
+    let stage = EmailStage::new(Arc::clone(&store), Arc::new(mailer), from(), 4);
+    let runner = tokio::spawn(stage::run(
+        Arc::clone(&bus),
+        topics::DELIVERIES_EMAIL,
+        GROUP,
+        Arc::new(stage),
+        cfg,
+        stopped,
+    ));
+    (store, bus, stop, runner, dir)
+}
+
+/// The message's email status.
+async fn email_status(store: &Arc<dyn Store>, id: ulid::Ulid) -> Option<ChannelStatus> {
+    store
+        .get_message(&id)
+        .await
+        .expect("get")
+        .expect("there")
+        .notification
+        .email
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_email_arrives_multipart_in_the_citizens_language_and_sanitised() {
     let sink_dir = tempfile::tempdir().expect("tempdir");
@@ -140,6 +198,7 @@ async fn deferrals_refusals_and_a_relay_that_is_down_are_told_apart() {
         port,
         tls: SmtpTls::None,
         credentials: None,
+        ca_pem: None,
         pool_size: 1,
         timeout: Duration::from_secs(5),
     })
@@ -149,17 +208,187 @@ async fn deferrals_refusals_and_a_relay_that_is_down_are_told_apart() {
         .send(j.message_id, &compose(&j, &from()).expect("compose"))
         .await
         .expect_err("nobody listens");
-    assert!(matches!(err, MailError::Retry(_)), "{err:?}");
+    assert!(matches!(err, MailError::Unavailable(_)), "{err:?}");
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, made with openssl.
+fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success());
+    (cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_and_implicit_tls_with_auth_reach_the_relay_and_a_wrong_password_waits() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = certificate(keys.path());
+    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+    let ca_pem = std::fs::read(&cert).expect("cert");
+    for (mode, tls) in [
+        ("starttls", SmtpTls::StartTls),
+        ("implicit", SmtpTls::Implicit),
+    ] {
+        let sink_dir = tempfile::tempdir().expect("tempdir");
+        let sink = SmtpSink::start_with(
+            sink_dir.path(),
+            &[
+                "--tls-cert",
+                &cert_arg,
+                "--tls-key",
+                &key_arg,
+                "--tls",
+                mode,
+                "--auth",
+                "postino:s3cret",
+            ],
+        );
+        let settings = |password: &str| SmtpSettings {
+            host: "localhost".into(),
+            tls,
+            credentials: Some(("postino".into(), password.into())),
+            ca_pem: Some(ca_pem.clone()),
+            ..sink.settings()
+        };
+        let j = job("mario@example.org", Language::Italian);
+        let email = compose(&j, &from()).expect("compose");
+        SmtpMailer::new(&settings("s3cret"))
+            .expect("mailer")
+            .send(j.message_id, &email)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert_eq!(sink.received().len(), 1, "{mode}");
+
+        let refused = SmtpMailer::new(&settings("wrong"))
+            .expect("mailer")
+            .send(j.message_id, &email)
+            .await
+            .expect_err("wrong password");
+        assert!(
+            matches!(&refused, MailError::Unavailable(r) if r.contains("535")),
+            "{mode}: a refused login holds the emails, it does not fail them: {refused:?}"
+        );
+
+        // Without the private CA the relay's certificate is not trusted: nothing is sent.
+        let untrusted = SmtpMailer::new(&SmtpSettings {
+            ca_pem: None,
+            ..settings("s3cret")
+        })
+        .expect("mailer")
+        .send(j.message_id, &email)
+        .await
+        .expect_err("untrusted certificate");
+        assert!(
+            matches!(untrusted, MailError::Unavailable(_)),
+            "{mode}: {untrusted:?}"
+        );
+        assert_eq!(sink.received().len(), 1, "{mode}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_is_down_holds_the_emails_until_it_is_back_and_loses_none() {
+    // Something that accepts connections and hangs up at once: a relay that is down, which
+    // also counts how often the stage tried it.
+    let down = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = down.local_addr().expect("addr").port();
+    let (tried_tx, tried) = std::sync::mpsc::channel();
+    let hang_up = std::thread::spawn(move || {
+        for _ in 0..4 {
+            let Ok((socket, _)) = down.accept() else {
+                return;
+            };
+            drop(socket);
+            let _ = tried_tx.send(());
+        }
+    });
+
+    let j = job("paola@example.org", Language::Italian);
+    let settings = SmtpSettings {
+        host: "127.0.0.1".into(),
+        port,
+        tls: SmtpTls::None,
+        credentials: None,
+        ca_pem: None,
+        pool_size: 1,
+        timeout: Duration::from_secs(5),
+    };
+    let (store, bus, stop, runner, _dir) = run_stage(
+        std::slice::from_ref(&j),
+        SmtpMailer::new(&settings).expect("mailer"),
+        StageConfig {
+            poll_wait: Duration::from_millis(50),
+            // Two attempts: were the outage counted against them, the email would be lost.
+            max_attempts: 2,
+            backoff_initial: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(50),
+            ..Default::default()
+        },
+    )
+    .await;
+    let tried = tokio::task::spawn_blocking(move || {
+        (0..4)
+            .filter(|_| tried.recv_timeout(Duration::from_secs(60)).is_ok())
+            .count()
+    })
+    .await
+    .expect("join");
+    assert_eq!(tried, 4, "the stage kept trying the relay");
+    hang_up.join().expect("join");
+
+    // The relay is back, on the same port.
+    let sink_dir = tempfile::tempdir().expect("tempdir");
+    let sink = SmtpSink::start_with(sink_dir.path(), &["--listen", &format!("127.0.0.1:{port}")]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no email status after a minute"
+        );
+        let status = email_status(&store, j.message_id).await;
+        if status.is_some() {
+            break status;
+        }
+        tokio::task::yield_now().await;
+    };
+    stop.send(true).expect("stop");
+    runner.await.expect("join").expect("run");
+    assert_eq!(status, Some(ChannelStatus::Sent));
+    assert_eq!(sink.received().len(), 1);
+    let mut dlq = bus
+        .subscribe("deliveries.email.dlq", "t")
+        .await
+        .expect("dlq");
+    assert!(dlq
+        .poll(10, Duration::from_millis(100))
+        .await
+        .expect("poll")
+        .is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stage_sends_retries_dead_letters_and_expires_per_outcome() {
     let sink_dir = tempfile::tempdir().expect("tempdir");
     let sink = SmtpSink::start(sink_dir.path());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
-    let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
-
     let fine = job("giulia@example.org", Language::English);
     let flaky = job("flaky.paolo@example.org", Language::Italian);
     let deferred = job("tempfail.anna@example.org", Language::Italian);
@@ -167,40 +396,9 @@ async fn the_stage_sends_retries_dead_letters_and_expires_per_outcome() {
     let mut expired = job("sara@example.org", Language::Italian);
     expired.expires_at = 1;
     let jobs = [fine, flaky, deferred, refused, expired];
-    for j in &jobs {
-        let record = sample_record(&fresh_fiscal_code(), 1, MessageStatus::Processed);
-        let record = store::MessageRecord {
-            message: model::pipeline::AcceptedMessage {
-                id: j.message_id,
-                ..record.message
-            },
-            ..record
-        };
-        store.deliver(vec![record]).await.expect("deliver");
-    }
-    let records = jobs
-        .iter()
-        .map(|j| Record::new(b"citizen".to_vec(), encode(j)))
-        .collect();
-    bus.publish(topics::DELIVERIES_EMAIL, records)
-        .await
-        .expect("publish");
-    let mut dlq = bus
-        .subscribe("deliveries.email.dlq", "t")
-        .await
-        .expect("dlq");
-    let (stop, stopped) = watch::channel(false);
-    let stage = EmailStage::new(
-        Arc::clone(&store),
-        Arc::new(SmtpMailer::new(&sink.settings()).expect("mailer")),
-        from(),
-        4,
-    );
-    let runner = tokio::spawn(stage::run(
-        Arc::clone(&bus),
-        topics::DELIVERIES_EMAIL,
-        GROUP,
-        Arc::new(stage),
+    let (store, bus, stop, runner, _dir) = run_stage(
+        &jobs,
+        SmtpMailer::new(&sink.settings()).expect("mailer"),
         StageConfig {
             poll_wait: Duration::from_millis(50),
             max_attempts: 3,
@@ -208,8 +406,12 @@ async fn the_stage_sends_retries_dead_letters_and_expires_per_outcome() {
             retry_max: Duration::from_millis(20),
             ..Default::default()
         },
-        stopped,
-    ));
+    )
+    .await;
+    let mut dlq = bus
+        .subscribe("deliveries.email.dlq", "t")
+        .await
+        .expect("dlq");
     // The refused one at once, the always-deferred one after its attempts; by then the
     // flaky one's retry (queued before the deferred one's last attempt) has been sent.
     let dead = bus::conformance::collect(&mut *dlq, 2).await;
@@ -253,19 +455,7 @@ async fn the_stage_sends_retries_dead_letters_and_expires_per_outcome() {
         "each deliverable email exactly once, nothing expired"
     );
 
-    let status = |i: usize| {
-        let store = Arc::clone(&store);
-        let id = jobs[i].message_id;
-        async move {
-            store
-                .get_message(&id)
-                .await
-                .expect("get")
-                .expect("there")
-                .notification
-                .email
-        }
-    };
+    let status = |i: usize| email_status(&store, jobs[i].message_id);
     assert_eq!(status(0).await, Some(ChannelStatus::Sent));
     assert_eq!(
         status(1).await,
