@@ -10,7 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where the HTTP APIs listen.
@@ -166,6 +166,34 @@ impl Default for Config {
             email_max_in_flight: 16,
             email_outbox: None,
         }
+    }
+}
+
+/// Settings whose values never print.
+const SECRET_KEYS: &[&str] = &["manage_key", "secret", "jwt_secret", "smtp_password"];
+
+/// Every setting, with the secrets (and Kafka properties naming a password or secret)
+/// shown as `<redacted>`, so a configuration can be logged whole.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut value = serde_json::to_value(self).map_err(|_| std::fmt::Error)?;
+        let redacted = || serde_json::Value::String("<redacted>".into());
+        for key in SECRET_KEYS {
+            if let Some(v) = value.get_mut(*key).filter(|v| !v.is_null()) {
+                *v = redacted();
+            }
+        }
+        if let Some(properties) = value
+            .get_mut("kafka_properties")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            for (name, v) in properties.iter_mut() {
+                if name.contains("password") || name.contains("secret") {
+                    *v = redacted();
+                }
+            }
+        }
+        write!(f, "Config {value}")
     }
 }
 
@@ -561,6 +589,21 @@ mod tests {
                 .listen
                 .port(),
             9100
+        );
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = load_file(
+            "manage_key = \"manage-key-very-secret-1\"\njwt_secret = \"jwt-very-secret-2\"\nsmtp_password = \"smtp-very-secret-3\"\nsmtp_username = \"postino\"\n[kafka_properties]\n\"sasl.password\" = \"kafka-very-secret-4\"\n\"sasl.username\" = \"kafka-user\"\n",
+        )
+        .expect("load");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(
+            shown.contains("<redacted>")
+                && shown.contains("kafka-user")
+                && shown.contains("postino")
         );
     }
 
