@@ -1,18 +1,86 @@
-//! What the notification stages (push, email) share: each job's outcome is the channel
-//! status it leads to and the runner's verdict; a batch's statuses are recorded in one
-//! store write, after the sends.
+//! What the notification stages (push, email) share: a batch's jobs are sent concurrently,
+//! none past its message's `time_to_live`; each job's outcome is the channel status it leads
+//! to and the runner's verdict; the batch's statuses are recorded in one store write, after
+//! the sends.
+
+use std::future::Future;
 
 use bus::stage::StageError;
+use model::email::EmailJob;
+use model::push::PushJob;
 use model::status::{Channel, ChannelStatus};
 use store::Store;
 use ulid::Ulid;
+
+/// A job about one message, worth sending until the message expires.
+pub(crate) trait Notification {
+    fn message_id(&self) -> Ulid;
+    /// Unix seconds after which the job is not sent.
+    fn expires_at(&self) -> i64;
+}
+
+impl Notification for PushJob {
+    fn message_id(&self) -> Ulid {
+        self.message_id
+    }
+    fn expires_at(&self) -> i64 {
+        self.expires_at
+    }
+}
+
+impl Notification for EmailJob {
+    fn message_id(&self) -> Ulid {
+        self.message_id
+    }
+    fn expires_at(&self) -> i64 {
+        self.expires_at
+    }
+}
 
 /// The status a job leads to (none while it may still be retried) and the verdict for the
 /// stage runner.
 pub(crate) type Outcome = (Option<ChannelStatus>, Result<(), StageError>);
 
+/// Sends each job of a batch with `send`, all at once (the sender bounds its own
+/// concurrency), except those whose message expired: `EXPIRED`, not sent. Records the
+/// statuses on `channel` and hands back the verdicts, in order.
+pub(crate) async fn send_each<'a, J, F, Fut>(
+    store: &dyn Store,
+    channel: Channel,
+    jobs: &[&'a J],
+    send: F,
+) -> Vec<Result<(), StageError>>
+where
+    J: Notification,
+    F: Fn(&'a J) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let results = futures::future::join_all(jobs.iter().map(|&job| {
+        let expired = job.expires_at() <= now;
+        if expired {
+            tracing::debug!(message_id = %job.message_id(), ?channel, "not sent: the message expired");
+        }
+        let sent = (!expired).then(|| send(job));
+        async move {
+            match sent {
+                Some(sent) => sent.await,
+                None => (Some(ChannelStatus::Expired), Ok(())),
+            }
+        }
+    }))
+    .await;
+    settle(
+        store,
+        channel,
+        jobs.iter().map(|job| job.message_id()),
+        results,
+    )
+    .await
+}
+
 /// Records the statuses of a batch on `channel` and hands back the verdicts, in order.
-pub(crate) async fn settle(
+async fn settle(
     store: &dyn Store,
     channel: Channel,
     ids: impl IntoIterator<Item = Ulid>,

@@ -17,12 +17,12 @@ use bus::stage::{self, StageConfig};
 use bus::Bus;
 use citizen::{CitizenState, JwtKey, JwtVerifier};
 use dispatchers::email::mailer::{Mailer, OutboxMailer, SmtpMailer};
-use dispatchers::email::{EmailConfig, EmailStage};
+use dispatchers::email::EmailStage;
 use dispatchers::inbox::{InboxConfig, InboxStage};
 use dispatchers::push::apns::{ApnsCredentials, ApnsProvider};
 use dispatchers::push::fcm::{FcmProvider, ServiceAccount};
 use dispatchers::push::service::{Lane, PushService};
-use dispatchers::push::{PushConfig, PushStage};
+use dispatchers::push::PushStage;
 use ingest::{IngestState, Keys};
 use model::pipeline::topics;
 use model::problem::Problem;
@@ -99,15 +99,12 @@ impl App {
         if roles.push {
             let service = Arc::new(push_service(config)?);
             let stage = Arc::new(PushStage::new(Arc::clone(&store), service));
-            let cfg = PushConfig {
-                stage: config.stage(),
-            };
             stages.push(spawn_stage(
                 &bus,
                 topics::DELIVERIES_PUSH,
                 dispatchers::push::GROUP,
                 stage,
-                cfg.stage,
+                config.stage(),
                 &stopped,
             ));
         }
@@ -132,15 +129,12 @@ impl App {
                 config.email_from()?,
                 config.email_max_in_flight,
             ));
-            let cfg = EmailConfig {
-                stage: config.stage(),
-            };
             stages.push(spawn_stage(
                 &bus,
                 topics::DELIVERIES_EMAIL,
                 dispatchers::email::GROUP,
                 stage,
-                cfg.stage,
+                config.stage(),
                 &stopped,
             ));
         }

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use bus::stage::StageConfig;
-
 /// How the connection to the relay is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SmtpTls {
@@ -55,10 +53,4 @@ impl std::fmt::Debug for SmtpSettings {
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct EmailConfig {
-    /// How records are polled, batched and retried.
-    pub stage: StageConfig,
 }

@@ -11,5 +11,5 @@ mod sink;
 #[cfg(test)]
 mod tests;
 
-pub use config::{EmailConfig, SmtpSettings, SmtpTls};
+pub use config::{SmtpSettings, SmtpTls};
 pub use sink::{EmailStage, GROUP};

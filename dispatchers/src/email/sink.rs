@@ -12,7 +12,7 @@ use model::email::EmailJob;
 use model::pipeline::decode;
 use model::status::{Channel, ChannelStatus};
 
-use crate::outcome::{first_failure, record_failed, settle, Outcome};
+use crate::outcome::{first_failure, record_failed, send_each, Outcome};
 use store::Store;
 use tokio::sync::Semaphore;
 
@@ -46,11 +46,7 @@ impl EmailStage {
         }
     }
 
-    async fn dispatch(&self, job: &EmailJob, now: i64) -> Outcome {
-        if job.expires_at <= now {
-            tracing::debug!(message_id = %job.message_id, "email not sent: the message expired");
-            return (Some(ChannelStatus::Expired), Ok(()));
-        }
+    async fn dispatch(&self, job: &EmailJob) -> Outcome {
         let email = match compose(job, &self.from) {
             Ok(email) => email,
             Err(err) => return (None, Err(StageError::Permanent(err.to_string()))),
@@ -86,16 +82,7 @@ impl Stage for EmailStage {
     }
 
     async fn process_each(&self, jobs: &[&EmailJob]) -> Vec<Result<(), StageError>> {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let results =
-            futures::future::join_all(jobs.iter().map(|job| self.dispatch(job, now))).await;
-        settle(
-            &*self.store,
-            Channel::Email,
-            jobs.iter().map(|job| job.message_id),
-            results,
-        )
-        .await
+        send_each(&*self.store, Channel::Email, jobs, |job| self.dispatch(job)).await
     }
 
     async fn dead_lettered(&self, job: &EmailJob, reason: &str) {

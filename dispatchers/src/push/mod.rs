@@ -4,7 +4,6 @@
 //! limit and in-flight bound; [`sink`] maps outcomes to statuses, removals and retries.
 
 pub mod apns;
-mod config;
 mod credential;
 pub mod fcm;
 mod http;
@@ -14,5 +13,4 @@ mod sink;
 #[cfg(test)]
 mod tests;
 
-pub use config::{ProviderLimits, PushConfig};
 pub use sink::{PushStage, GROUP};

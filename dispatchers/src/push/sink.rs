@@ -11,7 +11,7 @@ use model::pipeline::decode;
 use model::push::PushJob;
 use model::status::{Channel, ChannelStatus};
 
-use crate::outcome::{first_failure, record_failed, settle, Outcome};
+use crate::outcome::{first_failure, record_failed, send_each, Outcome};
 use store::Store;
 
 use super::provider::PushError;
@@ -31,13 +31,8 @@ impl PushStage {
         Self { store, service }
     }
 
-    /// Sends one job, or not if its message expired; the channel status it leads to and
-    /// the stage's verdict.
-    async fn dispatch(&self, job: &PushJob, now: i64) -> Outcome {
-        if job.expires_at <= now {
-            tracing::debug!(message_id = %job.message_id, "push not sent: the message expired");
-            return (Some(ChannelStatus::Expired), Ok(()));
-        }
+    /// Sends one job; the channel status it leads to and the stage's verdict.
+    async fn dispatch(&self, job: &PushJob) -> Outcome {
         match self.service.send(job).await {
             Ok(()) => (Some(ChannelStatus::Sent), Ok(())),
             Err(PushError::TokenGone(reason)) => {
@@ -73,15 +68,9 @@ impl Stage for PushStage {
     }
 
     async fn process_each(&self, jobs: &[&PushJob]) -> Vec<Result<(), StageError>> {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let results =
-            futures::future::join_all(jobs.iter().map(|job| self.dispatch(job, now))).await;
-        settle(
-            &*self.store,
-            Channel::Webhook,
-            jobs.iter().map(|job| job.message_id),
-            results,
-        )
+        send_each(&*self.store, Channel::Webhook, jobs, |job| {
+            self.dispatch(job)
+        })
         .await
     }
 
