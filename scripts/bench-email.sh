@@ -11,42 +11,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MESSAGES=${1:-20000} CITIZENS=${2:-20000}
 PORT=18184 CONNECTIONS=${POSTINO_EMAIL_MAX_IN_FLIGHT:-16}
-export POSTINO_MANAGE_KEY=bench-manage-key-0123456789 POSTINO_JWT_SECRET=bench-jwt-secret-0123456789-abcdefgh POSTINO_LOG=warn
-cargo build -q --release -p postino -p loadtest
-BIN=${CARGO_TARGET_DIR:-target}/release
-DATA=$(mktemp -d) WORK=$(mktemp -d)
-PID= SINK_PID=
-trap '[ -n "$PID" ] && kill $PID 2>/dev/null; [ -n "$SINK_PID" ] && kill $SINK_PID 2>/dev/null; rm -rf "$DATA" "$WORK"' EXIT
+. scripts/bench-common.sh
 
 sink() { # sink DIR: starts the SMTP sink, sets SINK_PID and SINK_PORT
-  python3 scripts/smtp-sink.py "$1" > "$WORK/sink.out" & SINK_PID=$!
-  until grep -q listening "$WORK/sink.out" 2>/dev/null; do sleep 0.1; done
-  SINK_PORT=$(sed -E 's/.*:([0-9]+)$/\1/' "$WORK/sink.out")
+  local out="$1.out"   # one file per sink: a second sink must not read the first one's port
+  python3 scripts/smtp-sink.py "$1" > "$out" & SINK_PID=$!; HELPERS+=($SINK_PID)
+  until grep -q listening "$out" 2>/dev/null; do sleep 0.1; done
+  SINK_PORT=$(sed -E 's/.*:([0-9]+)$/\1/' "$out")
 }
 eml() { find "$1" -name '*.eml' | wc -l; }
 
-start() { "$BIN/postino" serve --data-dir "$DATA" --listen 127.0.0.1:$PORT --roles "$1" & PID=$!
-          until curl -sf http://127.0.0.1:$PORT/health >/dev/null; do sleep 0.1; done; }
-stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
-
-start ingest,citizen,router,inbox
-"$BIN/loadtest" seed --url http://127.0.0.1:$PORT --citizens "$CITIZENS" --services 1 \
-  --no-profile 0 --inbox-disabled 0 --service-blocked 0 --email 100 --devices 0 \
-  --state "$WORK/state.json" | grep seeded
-"$BIN/loadtest" ingest --url http://127.0.0.1:$PORT --state "$WORK/state.json" --rate max \
-  --connections 64 --baseline 0s --messages "$MESSAGES" --out "$WORK" | grep accepted
-queued() { python3 - "$DATA" <<'PY'
-import sqlite3, sys
-log = sqlite3.connect(f"{sys.argv[1]}/log.sqlite")
-try:
-    print(log.execute('SELECT count(*) FROM "log/deliveries.email"').fetchone()[0])
-except sqlite3.OperationalError:
-    print(0)
-PY
-}
-while [ "$(queued)" -lt "$MESSAGES" ]; do sleep 0.5; done
-stop
-echo "email jobs queued: $(queued)"
+queue_jobs deliveries.email "$MESSAGES" "$CITIZENS" --email 100 --devices 0
 
 # The sink's own rate, with a plain client, for mails of the size Postino sends.
 mkdir -p "$WORK/raw" "$WORK/mail"
@@ -68,7 +43,7 @@ for t in threads: t.join()
 d = time.time() - t0
 print(f"the sink alone: {n} mails from a plain client with {k} connections in {d:.1f} s = {n/d:.0f}/s")
 PY
-kill $SINK_PID; wait $SINK_PID 2>/dev/null || true; SINK_PID=
+kill $SINK_PID; wait $SINK_PID 2>/dev/null || true
 echo "(each $(wc -c < "$WORK/raw/1.eml") bytes as stored)"
 
 sink "$WORK/mail"

@@ -13,41 +13,15 @@ cd "$(dirname "$0")/.."
 MESSAGES=${1:-100000} CITIZENS=${2:-100000}
 PORT=18183 FCM_PORT=19011
 FCM=http://127.0.0.1:$FCM_PORT
-export POSTINO_MANAGE_KEY=bench-manage-key-0123456789 POSTINO_JWT_SECRET=bench-jwt-secret-0123456789-abcdefgh POSTINO_LOG=warn
-cargo build -q --release -p postino -p loadtest
-BIN=${CARGO_TARGET_DIR:-target}/release
-DATA=$(mktemp -d) WORK=$(mktemp -d)
-PID= FCM_PID=
-trap '[ -n "$PID" ] && kill $PID 2>/dev/null; [ -n "$FCM_PID" ] && kill $FCM_PID 2>/dev/null; rm -rf "$DATA" "$WORK"' EXIT
+. scripts/bench-common.sh
 
 scripts/stand-in-keys.sh "$WORK/creds" "$FCM/token" >/dev/null
-"$BIN/loadtest" fake-fcm --public-key "$WORK/creds/fcm-public.pem" --listen 127.0.0.1:$FCM_PORT 2>/dev/null & FCM_PID=$!
+"$BIN/loadtest" fake-fcm --public-key "$WORK/creds/fcm-public.pem" --listen 127.0.0.1:$FCM_PORT 2>/dev/null & HELPERS+=($!)
 export POSTINO_FCM_SERVICE_ACCOUNT=$WORK/creds/fcm-service-account.json POSTINO_FCM_BASE_URL=$FCM
 standin() { curl -sf --http2-prior-knowledge "$FCM/_standin/received?from=$1"; }
 until standin 0 >/dev/null; do sleep 0.1; done
 
-start() { "$BIN/postino" serve --data-dir "$DATA" --listen 127.0.0.1:$PORT --roles "$1" & PID=$!
-          until curl -sf http://127.0.0.1:$PORT/health >/dev/null; do sleep 0.1; done; }
-stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
-
-start ingest,citizen,router,inbox
-"$BIN/loadtest" seed --url http://127.0.0.1:$PORT --citizens "$CITIZENS" --services 1 \
-  --no-profile 0 --inbox-disabled 0 --service-blocked 0 --devices 100 --apns 0 \
-  --state "$WORK/state.json" | grep seeded
-"$BIN/loadtest" ingest --url http://127.0.0.1:$PORT --state "$WORK/state.json" --rate max \
-  --connections 64 --baseline 0s --messages "$MESSAGES" --out "$WORK" | grep accepted
-queued() { python3 - "$DATA" <<'PY'
-import sqlite3, sys
-log = sqlite3.connect(f"{sys.argv[1]}/log.sqlite")
-try:
-    print(log.execute('SELECT count(*) FROM "log/deliveries.push"').fetchone()[0])
-except sqlite3.OperationalError:
-    print(0)
-PY
-}
-while [ "$(queued)" -lt "$MESSAGES" ]; do sleep 0.5; done
-stop
-echo "push jobs queued: $(queued)"
+queue_jobs deliveries.push "$MESSAGES" "$CITIZENS" --email 0 --devices 100 --apns 0
 
 t0=$(date +%s.%N)
 start push

@@ -1,0 +1,46 @@
+# Sourced by scripts/bench-push.sh and scripts/bench-email.sh (set PORT first): a release
+# build, fresh data and work directories removed on exit, a Postino to start and stop on
+# them, and `queue_jobs`, which fills one delivery topic through a Postino without the
+# dispatcher that consumes it.
+export POSTINO_MANAGE_KEY=bench-manage-key-0123456789 POSTINO_JWT_SECRET=bench-jwt-secret-0123456789-abcdefgh POSTINO_LOG=warn
+cargo build -q --release -p postino -p loadtest
+BIN=${CARGO_TARGET_DIR:-target}/release
+DATA=$(mktemp -d) WORK=$(mktemp -d)
+PID=
+HELPERS=()   # other processes to stop on exit
+cleanup() {   # runs under `set -e`: a process already gone must not stop the rest
+  if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; fi
+  for helper in "${HELPERS[@]}"; do kill "$helper" 2>/dev/null || true; done
+  rm -rf "$DATA" "$WORK"
+}
+trap cleanup EXIT
+
+start() { "$BIN/postino" serve --data-dir "$DATA" --listen 127.0.0.1:$PORT --roles "$1" & PID=$!
+          until curl -sf http://127.0.0.1:$PORT/health >/dev/null; do sleep 0.1; done; }
+stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
+
+# Records on TOPIC in the embedded log.
+log_count() { python3 - "$DATA" "$1" <<'PY'
+import sqlite3, sys
+log = sqlite3.connect(f"{sys.argv[1]}/log.sqlite")
+try:
+    print(log.execute(f'SELECT count(*) FROM "log/{sys.argv[2]}"').fetchone()[0])
+except sqlite3.OperationalError:
+    print(0)
+PY
+}
+
+# queue_jobs TOPIC MESSAGES CITIZENS SEED-OPTION…: seeds CITIZENS (everyone accepting
+# everything, plus the options given), sends MESSAGES, and waits until TOPIC holds as many.
+queue_jobs() {
+  local topic=$1 messages=$2 citizens=$3; shift 3
+  start ingest,citizen,router,inbox
+  "$BIN/loadtest" seed --url http://127.0.0.1:$PORT --citizens "$citizens" --services 1 \
+    --no-profile 0 --inbox-disabled 0 --service-blocked 0 "$@" \
+    --state "$WORK/state.json" | grep seeded
+  "$BIN/loadtest" ingest --url http://127.0.0.1:$PORT --state "$WORK/state.json" --rate max \
+    --connections 64 --baseline 0s --messages "$messages" --out "$WORK" | grep accepted
+  while [ "$(log_count "$topic")" -lt "$messages" ]; do sleep 0.5; done
+  stop
+  echo "jobs queued on $topic: $(log_count "$topic")"
+}
