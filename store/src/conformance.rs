@@ -81,6 +81,18 @@ pub fn sample_service() -> Service {
 }
 
 /// A message to `fc` whose id sorts by `ms` (so tests control inbox order).
+/// [`sample_record`] under a given message id: the message a notification job is about.
+pub fn sample_record_with_id(id: Ulid, fc: &FiscalCode, status: MessageStatus) -> MessageRecord {
+    let record = sample_record(fc, 1, status);
+    MessageRecord {
+        message: AcceptedMessage {
+            id,
+            ..record.message
+        },
+        ..record
+    }
+}
+
 pub fn sample_record(fc: &FiscalCode, ms: u64, status: MessageStatus) -> MessageRecord {
     MessageRecord {
         message: AcceptedMessage {

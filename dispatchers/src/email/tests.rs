@@ -12,7 +12,7 @@ use model::email::EmailJob;
 use model::language::Language;
 use model::pipeline::{encode, topics};
 use model::status::{ChannelStatus, MessageStatus};
-use store::conformance::{fresh_fiscal_code, sample_record};
+use store::conformance::{fresh_fiscal_code, sample_record, sample_record_with_id};
 use store::sqlite::SqliteStore;
 use store::Store;
 use tokio::sync::watch;
@@ -65,17 +65,13 @@ async fn run_stage(
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
     let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
-    for j in jobs {
-        let record = sample_record(&fresh_fiscal_code(), 1, MessageStatus::Processed);
-        let record = store::MessageRecord {
-            message: model::pipeline::AcceptedMessage {
-                id: j.message_id,
-                ..record.message
-            },
-            ..record
-        };
-        store.deliver(vec![record]).await.expect("deliver");
-    }
+    let records = jobs
+        .iter()
+        .map(|j| {
+            sample_record_with_id(j.message_id, &fresh_fiscal_code(), MessageStatus::Processed)
+        })
+        .collect();
+    store.deliver(records).await.expect("deliver");
     let records = jobs
         .iter()
         .map(|j| Record::new(b"citizen".to_vec(), encode(j)))

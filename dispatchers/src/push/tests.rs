@@ -17,7 +17,7 @@ use model::installation::{DeviceToken, Installation, InstallationId, Platform};
 use model::pipeline::{encode, topics};
 use model::push::PushJob;
 use model::status::{ChannelStatus, MessageStatus};
-use store::conformance::{fresh_fiscal_code, sample_record};
+use store::conformance::{fresh_fiscal_code, sample_record, sample_record_with_id};
 use store::sqlite::SqliteStore;
 use store::Store;
 use tokio::sync::watch;
@@ -376,17 +376,11 @@ async fn the_stage_sends_each_device_once_retries_removes_and_expires_per_its_ou
         (0, j)
     };
     let jobs = [fine, flaky, gone, down, expired, apns];
-    for j in &jobs {
-        let record = sample_record(&j.fiscal_code, 1, MessageStatus::Processed);
-        let record = store::MessageRecord {
-            message: model::pipeline::AcceptedMessage {
-                id: j.message_id,
-                ..record.message
-            },
-            ..record
-        };
-        store.deliver(vec![record]).await.expect("deliver");
-    }
+    let records = jobs
+        .iter()
+        .map(|j| sample_record_with_id(j.message_id, &j.fiscal_code, MessageStatus::Processed))
+        .collect();
+    store.deliver(records).await.expect("deliver");
     store
         .put_installation(&jobs[0].fiscal_code, &fine_device)
         .await
