@@ -511,6 +511,25 @@ mod tests {
         assert!((r.latency_ms.max - 300.0).abs() < 1.0, "{r:?}");
     }
 
+    #[tokio::test]
+    async fn a_missing_stand_in_or_mail_dir_is_named_in_the_error() {
+        // Port 1 on loopback: nothing listens there.
+        let err = Follower::standins(&[(Platform::Fcm, Some("http://127.0.0.1:1".into()))], 0)
+            .await
+            .expect_err("no stand-in");
+        let text = err.to_string();
+        assert!(
+            text.contains("fake-fcm") && text.contains("127.0.0.1:1"),
+            "{text}"
+        );
+        let none = Follower::standins(&[(Platform::Apns, None)], 0)
+            .await
+            .expect("nothing to watch");
+        assert!(none.is_none());
+        let err = Follower::mail_dir(Path::new("/nonexistent/mail"), 0).expect_err("no dir");
+        assert!(err.to_string().contains("smtp-sink.py"), "{err}");
+    }
+
     #[test]
     fn a_push_stamped_before_its_send_counts_as_instant_not_negative() {
         let mut t = Tally::new(1000);

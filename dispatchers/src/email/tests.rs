@@ -490,4 +490,13 @@ async fn without_a_relay_each_email_is_one_eml_file_in_the_outbox() {
         .subject()
         .is_some_and(|s| s.starts_with("Hai un nuovo messaggio")));
     assert!(outbox.join(format!("{}.eml", j.message_id)).exists());
+
+    // An outbox that cannot be written holds the emails: it fails none.
+    std::fs::remove_dir_all(&outbox).expect("remove");
+    std::fs::write(&outbox, b"not a directory").expect("file");
+    let err = mailer
+        .send(j.message_id, &email)
+        .await
+        .expect_err("cannot write");
+    assert!(matches!(err, MailError::Unavailable(_)), "{err:?}");
 }
