@@ -3,7 +3,8 @@
 # Starts a release Postino with only the ingest and citizen roles on a fresh data directory,
 # seeds CITIZENS with `loadtest seed`, fills the log with MESSAGES with `loadtest ingest`,
 # stops it, then starts only the router and inbox roles on the same data and times how long
-# they take to drain the log. Needs python3 (reads the SQLite offsets).
+# they take to drain the log, and prints the CPU time Postino spent per message in each
+# phase. Needs python3 (reads the SQLite offsets).
 # Usage: scripts/bench-pipeline.sh [MESSAGES] [CITIZENS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,10 +20,17 @@ start() { "$BIN/postino" serve --data-dir "$DATA" --listen 127.0.0.1:$PORT --rol
           until curl -sf http://127.0.0.1:$PORT/health >/dev/null; do sleep 0.1; done; }
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
 
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+hz=$(getconf CLK_TCK)
+per_message() { python3 -c "print(f'{($2 - $1) / $hz / $3 * 1e6:.1f}')"; }
+
 start ingest,citizen
 "$BIN/loadtest" seed --url http://127.0.0.1:$PORT --citizens "$CITIZENS" --state "$WORK/state.json" | grep seeded
 "$BIN/loadtest" ingest --url http://127.0.0.1:$PORT --state "$WORK/state.json" --rate max \
-  --connections 64 --baseline 0s --messages "$MESSAGES" --out "$WORK" | grep accepted
+  --connections 64 --baseline 0s --messages "$MESSAGES" --out "$WORK" | grep accepted &
+c0=$(cpu_ticks)
+wait $!
+echo "ingest: $(per_message "$c0" "$(cpu_ticks)" "$MESSAGES") µs CPU/message (Postino)"
 stop
 
 count() { python3 - "$DATA" <<'PY'
@@ -44,8 +52,11 @@ PY
 read -r before _ < <(count)
 t0=$(date +%s.%N)
 start router,inbox
+c0=$(cpu_ticks)
 while read -r _ done < <(count) && [ "$done" != 1 ]; do sleep 0.2; done
 t1=$(date +%s.%N)
+c1=$(cpu_ticks)
 stop
 read -r after _ < <(count)
 python3 -c "d=$t1-$t0; n=$after-$before; print(f'pipeline alone: {n} inbox writes in {d:.1f} s = {n/d:.0f}/s')"
+echo "pipeline: $(per_message "$c0" "$c1" "$MESSAGES") µs CPU/message"

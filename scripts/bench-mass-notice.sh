@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# A mass notice against a fresh all-in-one Postino (embedded defaults, release build), the
+# DESIGN §9 end-to-end scenario: seeds CITIZENS, sends one message each as fast as it goes,
+# and prints loadtest's summary plus the CPU time each process spent per message
+# (utime+stime from /proc over the mass notice alone, not the seeding).
+# Extra arguments go to `loadtest seed` (e.g. `--devices 0 --email 0`).
+# Usage: scripts/bench-mass-notice.sh [CITIZENS] [seed options…]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CITIZENS=${1:-200000}; shift || true
+PORT=18183
+source scripts/bench-common.sh
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+start all
+"$BIN/loadtest" seed --url http://127.0.0.1:$PORT --citizens "$CITIZENS" --services 1 "$@" \
+  --state "$WORK/state.json" | grep seeded
+before=$(cpu_ticks "$PID")
+if [ -n "${PERF_OUT:-}" ]; then perf record ${PERF_ARGS:--F 499 -g} -p "$PID" -o "$PERF_OUT" 2>/dev/null & PERF=$!; fi
+"$BIN/loadtest" mass-notice --url http://127.0.0.1:$PORT --state "$WORK/state.json" --rate max \
+  --connections 64 --baseline 0s --out "$WORK" &
+LOADTEST=$!
+HELPERS+=("$LOADTEST")
+# The generator's own CPU, read just before it exits (it waits for the last inbox).
+gen=0
+while kill -0 "$LOADTEST" 2>/dev/null; do
+  gen=$(cpu_ticks "$LOADTEST" 2>/dev/null || echo "$gen"); sleep 0.2
+done
+wait "$LOADTEST"
+after=$(cpu_ticks "$PID")
+hz=$(getconf CLK_TCK)
+python3 - "$before" "$after" "$gen" "$hz" "$CITIZENS" <<'PY'
+import sys
+before, after, gen, hz, n = (float(x) for x in sys.argv[1:6])
+print(f"postino: {(after - before) / hz / n * 1e6:.1f} µs CPU/message; "
+      f"loadtest: {gen / hz / n * 1e6:.1f} µs CPU/message")
+PY
+stop
+if [ -n "${PERF:-}" ]; then wait "$PERF" || true; fi
