@@ -11,6 +11,7 @@ CITIZENS=${1:-200000}; shift || true
 PORT=18183
 source scripts/bench-common.sh
 
+GENERATOR=${GENERATOR:-$BIN/loadtest}   # another loadtest build, to compare generators
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 start all
@@ -18,7 +19,7 @@ start all
   --state "$WORK/state.json" | grep seeded
 before=$(cpu_ticks "$PID")
 if [ -n "${PERF_OUT:-}" ]; then perf record ${PERF_ARGS:--F 499 -g} -p "$PID" -o "$PERF_OUT" 2>/dev/null & PERF=$!; fi
-"$BIN/loadtest" mass-notice --url http://127.0.0.1:$PORT --state "$WORK/state.json" --rate max \
+"$GENERATOR" mass-notice --url http://127.0.0.1:$PORT --state "$WORK/state.json" --rate max \
   --connections 64 --baseline 0s --out "$WORK" &
 LOADTEST=$!
 HELPERS+=("$LOADTEST")

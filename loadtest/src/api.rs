@@ -18,6 +18,8 @@ pub struct SenderService {
 #[derive(Clone)]
 pub struct Api {
     pub base: String,
+    /// `base` parsed once; the hot requests swap their path into a copy of it.
+    base_url: reqwest::Url,
     pub http: reqwest::Client,
     jwt_key: jsonwebtoken::EncodingKey,
 }
@@ -30,6 +32,8 @@ pub enum ApiError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("{url:?} is not a URL Postino can be reached at: {reason}")]
+    BadUrl { url: String, reason: String },
     #[error("{what}: HTTP {status}: {body}")]
     Status {
         what: String,
@@ -79,11 +83,32 @@ impl Api {
                 what: "cannot build the HTTP client".into(),
                 source,
             })?;
+        let base = base.trim_end_matches('/').to_string();
+        let base_url = reqwest::Url::parse(&base)
+            .map_err(|e| e.to_string())
+            .and_then(|url| match url.scheme() {
+                "http" | "https" if url.has_host() => Ok(url),
+                _ => Err("it needs http:// or https:// and a host".to_string()),
+            })
+            .map_err(|reason| ApiError::BadUrl {
+                url: base.clone(),
+                reason,
+            })?;
         Ok(Self {
-            base: base.trim_end_matches('/').to_string(),
+            base,
+            base_url,
             http,
             jwt_key: jsonwebtoken::EncodingKey::from_secret(jwt_secret.as_bytes()),
         })
+    }
+
+    /// `path` under the base address. Cheaper than formatting the whole address, which
+    /// makes reqwest parse the host again (IDNA included) on every request.
+    fn url(&self, path: &str) -> reqwest::Url {
+        let mut url = self.base_url.clone();
+        let prefix = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{prefix}{path}"));
+        url
     }
 
     /// A citizen token for `fiscal_code`, valid for an hour.
@@ -193,23 +218,25 @@ impl Api {
         &self,
         service: &SenderService,
         fiscal_code: &str,
-        body: &serde_json::Value,
+        body: Vec<u8>,
     ) -> (Outcome, Option<String>) {
         let sent = self
             .http
-            .post(format!("{}/api/v1/messages/{fiscal_code}", self.base))
+            .post(self.url(&format!("/api/v1/messages/{fiscal_code}")))
             .header("Ocp-Apim-Subscription-Key", &service.key)
-            .json(body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
             .send()
             .await;
         match sent {
             Ok(r) if r.status().as_u16() == 201 => {
                 #[derive(Deserialize)]
-                struct Id {
-                    id: String,
+                struct Id<'a> {
+                    id: &'a str,
                 }
-                match r.json::<Id>().await {
-                    Ok(id) => (Outcome::Ok, Some(id.id)),
+                let bytes = r.bytes().await.unwrap_or_default();
+                match serde_json::from_slice::<Id>(&bytes) {
+                    Ok(id) => (Outcome::Ok, Some(id.id.to_string())),
                     Err(_) => (Outcome::Transport("unreadable 201 body".into()), None),
                 }
             }
@@ -221,7 +248,7 @@ impl Api {
     /// Whether the citizen can read the message in the inbox now.
     pub async fn readable(&self, token: &str, message_id: &str) -> bool {
         self.http
-            .get(format!("{}/citizen/v1/messages/{message_id}", self.base))
+            .get(self.url(&format!("/citizen/v1/messages/{message_id}")))
             .bearer_auth(token)
             .send()
             .await
@@ -230,13 +257,43 @@ impl Api {
 
     /// `GET /health`: the no-op endpoint the baseline measures.
     pub async fn health(&self) -> Outcome {
-        match self.http.get(format!("{}/health", self.base)).send().await {
+        match self.http.get(self.url("/health")).send().await {
             Ok(r) if r.status().is_success() => {
                 // Read the body so the connection is reused.
                 let _ = r.bytes().await;
                 Outcome::Ok
             }
             other => outcome(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_go_under_the_base_address_and_its_prefix() {
+        let api = Api::new("http://127.0.0.1:8080/", 1, "secret").expect("api");
+        assert_eq!(
+            api.url("/api/v1/messages/X").as_str(),
+            "http://127.0.0.1:8080/api/v1/messages/X"
+        );
+        let behind_a_proxy = Api::new("https://gw.example.org/postino", 1, "s").expect("api");
+        assert_eq!(
+            behind_a_proxy.url("/health").as_str(),
+            "https://gw.example.org/postino/health"
+        );
+    }
+
+    #[test]
+    fn an_address_that_is_not_http_is_refused_with_the_address() {
+        for bad in ["127.0.0.1:8080", "ftp://host", "not a url"] {
+            let err = Api::new(bad, 1, "secret").expect_err(bad);
+            assert!(
+                matches!(&err, ApiError::BadUrl { url, .. } if url == bad),
+                "{err}"
+            );
         }
     }
 }
