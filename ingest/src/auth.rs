@@ -12,7 +12,7 @@ pub const KEY_HEADER: &str = "Ocp-Apim-Subscription-Key";
 
 /// A request made with one of a service's keys.
 #[derive(Debug)]
-pub struct ServiceCaller(pub Service);
+pub struct ServiceCaller(pub std::sync::Arc<Service>);
 
 /// A request made with the manage key.
 #[derive(Debug)]
@@ -51,7 +51,8 @@ impl FromRequestParts<IngestState> for ServiceCaller {
                     state.store.get_service(&service_id).await?.ok_or_else(|| {
                         Problem::unauthorized("the key's service no longer exists")
                     })?;
-                state.callers.put(hash, service.clone());
+                let service = std::sync::Arc::new(service);
+                state.callers.put(hash, std::sync::Arc::clone(&service));
                 Ok(ServiceCaller(service))
             }
             KeyOwner::Manage => Err(Problem::forbidden(

@@ -95,7 +95,7 @@ pub(crate) async fn submit_for_user(
 
 async fn submit(
     state: IngestState,
-    service: model::service::Service,
+    service: std::sync::Arc<model::service::Service>,
     path_fiscal_code: Option<&str>,
     body: &[u8],
 ) -> Result<Response, Problem> {
