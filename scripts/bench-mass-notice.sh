@@ -3,7 +3,8 @@
 # DESIGN §9 end-to-end scenario: seeds CITIZENS, sends one message each as fast as it goes,
 # and prints loadtest's summary plus the CPU time each process spent per message
 # (utime+stime from /proc over the mass notice alone, not the seeding).
-# Extra arguments go to `loadtest seed` (e.g. `--devices 0 --email 0`).
+# Extra arguments go to `loadtest seed` (e.g. `--devices 0 --email 0`). BASELINE=5s first
+# measures the no-op endpoint with the same generator, for the ratio.
 # Usage: scripts/bench-mass-notice.sh [CITIZENS] [seed options…]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +21,7 @@ start all
 before=$(cpu_ticks "$PID")
 if [ -n "${PERF_OUT:-}" ]; then perf record ${PERF_ARGS:--F 499 -g} -p "$PID" -o "$PERF_OUT" 2>/dev/null & PERF=$!; fi
 "$GENERATOR" mass-notice --url http://127.0.0.1:$PORT --state "$WORK/state.json" --rate max \
-  --connections 64 --baseline 0s --out "$WORK" &
+  --connections 64 --baseline "${BASELINE:-0s}" --out "$WORK" &
 LOADTEST=$!
 HELPERS+=("$LOADTEST")
 # The generator's own CPU, read just before it exits (it waits for the last inbox).
