@@ -1,6 +1,6 @@
-# Sourced by scripts/bench-push.sh and scripts/bench-email.sh (set PORT first): a release
-# build, fresh data and work directories removed on exit, a Postino to start and stop on
-# them, and `queue_jobs`, which fills one delivery topic through a Postino without the
+# Sourced by the scripts/bench-*.sh scripts (set PORT first): a release build, fresh data
+# and work directories removed on exit, a Postino to start and stop on them, CPU time per
+# message, and `queue_jobs`, which fills one delivery topic through a Postino without the
 # dispatcher that consumes it.
 export POSTINO_MANAGE_KEY=bench-manage-key-0123456789 POSTINO_JWT_SECRET=bench-jwt-secret-0123456789-abcdefgh POSTINO_LOG=warn
 cargo build -q --release -p postino -p loadtest
@@ -18,6 +18,11 @@ trap cleanup EXIT
 start() { "$BIN/postino" serve --data-dir "$DATA" --listen 127.0.0.1:$PORT --roles "$1" & PID=$!
           until curl -sf http://127.0.0.1:$PORT/health >/dev/null; do sleep 0.1; done; }
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
+
+# cpu_ticks PID: the process's user + system CPU so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# per_message BEFORE AFTER MESSAGES: µs of CPU per message between two cpu_ticks readings.
+per_message() { python3 -c "print(f'{($2 - $1) / $(getconf CLK_TCK) / $3 * 1e6:.1f}')"; }
 
 # Records on TOPIC in the embedded log.
 log_count() { python3 - "$DATA" "$1" <<'PY'

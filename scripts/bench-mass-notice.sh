@@ -13,7 +13,6 @@ PORT=18183
 source scripts/bench-common.sh
 
 GENERATOR=${GENERATOR:-$BIN/loadtest}   # another loadtest build, to compare generators
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 start all
 "$BIN/loadtest" seed --url http://127.0.0.1:$PORT --citizens "$CITIZENS" --services 1 "$@" \
@@ -31,12 +30,6 @@ while kill -0 "$LOADTEST" 2>/dev/null; do
 done
 wait "$LOADTEST"
 after=$(cpu_ticks "$PID")
-hz=$(getconf CLK_TCK)
-python3 - "$before" "$after" "$gen" "$hz" "$CITIZENS" <<'PY'
-import sys
-before, after, gen, hz, n = (float(x) for x in sys.argv[1:6])
-print(f"postino: {(after - before) / hz / n * 1e6:.1f} µs CPU/message; "
-      f"loadtest: {gen / hz / n * 1e6:.1f} µs CPU/message")
-PY
+echo "postino: $(per_message "$before" "$after" "$CITIZENS") µs CPU/message; loadtest: $(per_message 0 "$gen" "$CITIZENS") µs CPU/message"
 stop
 if [ -n "${PERF:-}" ]; then wait "$PERF" || true; fi

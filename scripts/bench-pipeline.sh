@@ -10,27 +10,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MESSAGES=${1:-100000} CITIZENS=${2:-100000}
 PORT=18182
-export POSTINO_MANAGE_KEY=bench-manage-key-0123456789 POSTINO_JWT_SECRET=bench-jwt-secret-0123456789-abcdefgh POSTINO_LOG=warn
-cargo build -q --release -p postino -p loadtest
-BIN=${CARGO_TARGET_DIR:-target}/release
-DATA=$(mktemp -d) WORK=$(mktemp -d)
-PID=
-trap '[ -n "$PID" ] && kill $PID 2>/dev/null; rm -rf "$DATA" "$WORK"' EXIT
-start() { "$BIN/postino" serve --data-dir "$DATA" --listen 127.0.0.1:$PORT --roles "$1" & PID=$!
-          until curl -sf http://127.0.0.1:$PORT/health >/dev/null; do sleep 0.1; done; }
-stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
-
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
-hz=$(getconf CLK_TCK)
-per_message() { python3 -c "print(f'{($2 - $1) / $hz / $3 * 1e6:.1f}')"; }
+source scripts/bench-common.sh
 
 start ingest,citizen
 "$BIN/loadtest" seed --url http://127.0.0.1:$PORT --citizens "$CITIZENS" --state "$WORK/state.json" | grep seeded
 "$BIN/loadtest" ingest --url http://127.0.0.1:$PORT --state "$WORK/state.json" --rate max \
   --connections 64 --baseline 0s --messages "$MESSAGES" --out "$WORK" | grep accepted &
-c0=$(cpu_ticks)
+c0=$(cpu_ticks "$PID")
 wait $!
-echo "ingest: $(per_message "$c0" "$(cpu_ticks)" "$MESSAGES") µs CPU/message (Postino)"
+echo "ingest: $(per_message "$c0" "$(cpu_ticks "$PID")" "$MESSAGES") µs CPU/message (Postino)"
 stop
 
 count() { python3 - "$DATA" <<'PY'
@@ -52,10 +40,10 @@ PY
 read -r before _ < <(count)
 t0=$(date +%s.%N)
 start router,inbox
-c0=$(cpu_ticks)
+c0=$(cpu_ticks "$PID")
 while read -r _ done < <(count) && [ "$done" != 1 ]; do sleep 0.2; done
 t1=$(date +%s.%N)
-c1=$(cpu_ticks)
+c1=$(cpu_ticks "$PID")
 stop
 read -r after _ < <(count)
 python3 -c "d=$t1-$t0; n=$after-$before; print(f'pipeline alone: {n} inbox writes in {d:.1f} s = {n/d:.0f}/s')"

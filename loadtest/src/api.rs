@@ -20,6 +20,8 @@ pub struct Api {
     pub base: String,
     /// `base` parsed once; the hot requests swap their path into a copy of it.
     base_url: reqwest::Url,
+    /// `base_url`'s path without its trailing `/`, which request paths go under.
+    base_path: String,
     pub http: reqwest::Client,
     jwt_key: jsonwebtoken::EncodingKey,
 }
@@ -94,9 +96,11 @@ impl Api {
                 url: base.clone(),
                 reason,
             })?;
+        let base_path = base_url.path().trim_end_matches('/').to_string();
         Ok(Self {
             base,
             base_url,
+            base_path,
             http,
             jwt_key: jsonwebtoken::EncodingKey::from_secret(jwt_secret.as_bytes()),
         })
@@ -106,8 +110,7 @@ impl Api {
     /// makes reqwest parse the host again (IDNA included) on every request.
     fn url(&self, path: &str) -> reqwest::Url {
         let mut url = self.base_url.clone();
-        let prefix = url.path().trim_end_matches('/').to_string();
-        url.set_path(&format!("{prefix}{path}"));
+        url.set_path(&format!("{}{path}", self.base_path));
         url
     }
 
