@@ -5,6 +5,7 @@
 export POSTINO_MANAGE_KEY=bench-manage-key-0123456789 POSTINO_JWT_SECRET=bench-jwt-secret-0123456789-abcdefgh POSTINO_LOG=warn
 cargo build -q --release -p postino -p loadtest
 BIN=${CARGO_TARGET_DIR:-target}/release
+SERVER=${SERVER:-$BIN/postino}   # another postino build, to compare two builds of it
 DATA=$(mktemp -d) WORK=$(mktemp -d)
 PID=
 HELPERS=()   # other processes to stop on exit
@@ -15,7 +16,7 @@ cleanup() {   # runs under `set -e`: a process already gone must not stop the re
 }
 trap cleanup EXIT
 
-start() { "$BIN/postino" serve --data-dir "$DATA" --listen 127.0.0.1:$PORT --roles "$1" & PID=$!
+start() { "$SERVER" serve --data-dir "$DATA" --listen 127.0.0.1:$PORT --roles "$1" & PID=$!
           until curl -sf http://127.0.0.1:$PORT/health >/dev/null; do sleep 0.1; done; }
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
 
