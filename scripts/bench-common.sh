@@ -50,3 +50,10 @@ queue_jobs() {
   stop
   echo "jobs queued on $topic: $(log_count "$topic")"
 }
+
+# thread_ticks PID: "name ticks" per thread group name (tokio workers summed), for a
+# before/after split of where a process's CPU went.
+thread_ticks() { for t in /proc/"$1"/task/*/stat; do awk '{sub(/^[0-9]+ \(/, ""); split($0, a, ") "); n=split(a[2], f, " "); print a[1], f[12] + f[13]}' "$t" 2>/dev/null; done | awk '{s[$1]+=$2} END {for (k in s) print k, s[k]}' | sort; }
+# per_thread BEFORE-FILE AFTER-FILE MESSAGES: µs of CPU per message by thread name.
+per_thread() { join -a2 -e0 -o 0,1.2,2.2 "$1" "$2" | while read -r name b a; do
+  echo "  $name $(per_message "$b" "$a" "$3")"; done; }

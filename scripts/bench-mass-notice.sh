@@ -17,7 +17,7 @@ GENERATOR=${GENERATOR:-$BIN/loadtest}   # another loadtest build, to compare gen
 start all
 "$BIN/loadtest" seed --url http://127.0.0.1:$PORT --citizens "$CITIZENS" --services 1 "$@" \
   --state "$WORK/state.json" | grep seeded
-before=$(cpu_ticks "$PID")
+before=$(cpu_ticks "$PID"); thread_ticks "$PID" > "$WORK/threads.before"
 if [ -n "${PERF_OUT:-}" ]; then perf record ${PERF_ARGS:--F 499 -g} -p "$PID" -o "$PERF_OUT" 2>/dev/null & PERF=$!; fi
 "$GENERATOR" mass-notice --url http://127.0.0.1:$PORT --state "$WORK/state.json" --rate max \
   --connections 64 --baseline "${BASELINE:-0s}" --out "$WORK" &
@@ -29,7 +29,8 @@ while kill -0 "$LOADTEST" 2>/dev/null; do
   gen=$(cpu_ticks "$LOADTEST" 2>/dev/null || echo "$gen"); sleep 0.2
 done
 wait "$LOADTEST"
-after=$(cpu_ticks "$PID")
+after=$(cpu_ticks "$PID"); thread_ticks "$PID" > "$WORK/threads.after"
 echo "postino: $(per_message "$before" "$after" "$CITIZENS") µs CPU/message; loadtest: $(per_message 0 "$gen" "$CITIZENS") µs CPU/message"
+echo "postino by thread (µs CPU/message):"; per_thread "$WORK/threads.before" "$WORK/threads.after" "$CITIZENS"
 stop
 if [ -n "${PERF:-}" ]; then wait "$PERF" || true; fi

@@ -38,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rows = records(n, n.min(100_000));
     let bytes: usize = rows
         .iter()
-        .map(|r| serde_json::to_vec(r).map(|v| v.len()).unwrap_or(0))
+        .map(|r| serde_json::to_vec(&r.message).map(|v| v.len()).unwrap_or(0))
         .sum::<usize>()
         / n;
     println!("{n} deliveries, batches of {batch}, ~{bytes} bytes of message JSON each");
@@ -49,7 +49,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let conn = rusqlite::Connection::open(dir.path().join("raw.sqlite"))?;
     conn.execute_batch(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
-         CREATE TABLE messages(id TEXT PRIMARY KEY, rank INTEGER NOT NULL, body TEXT NOT NULL) WITHOUT ROWID;
+         CREATE TABLE messages(id TEXT PRIMARY KEY, rank INTEGER NOT NULL, status TEXT NOT NULL,
+             updated_at TEXT NOT NULL, message TEXT NOT NULL) WITHOUT ROWID;
          CREATE TABLE inbox(fc TEXT NOT NULL, id TEXT NOT NULL, is_read INTEGER NOT NULL, body TEXT NOT NULL);
          CREATE UNIQUE INDEX inbox_by_citizen ON inbox(fc, id);",
     )?;
@@ -62,7 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 m.fiscal_code.as_str().to_string(),
                 m.id.to_string(),
                 item,
-                serde_json::to_string(r).unwrap_or_default(),
+                serde_json::to_string(m).unwrap_or_default(),
             )
         })
         .collect();
@@ -74,7 +75,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "INSERT INTO inbox(fc, id, is_read, body) VALUES (?1, ?2, 0, ?3)",
             )?;
             let mut msgs =
-                tx.prepare_cached("INSERT INTO messages(id, rank, body) VALUES (?1, 2, ?2)")?;
+                tx.prepare_cached(
+                    "INSERT INTO messages(id, rank, status, updated_at, message)
+                     VALUES (?1, 2, 'PROCESSED', '2026-01-01T00:00:00.000Z', ?2)",
+                )?;
             for (fc, id, item, body) in chunk {
                 inbox.execute(params![fc, id, item])?;
                 msgs.execute(params![id, body])?;

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use model::installation::{DeviceToken, Installation, InstallationId};
 use model::profile::{Profile, ServicePreference};
 use model::service::Service;
-use model::status::{Channel, ChannelStatus};
+use model::status::{Channel, ChannelStatus, NotificationStatus};
 use model::FiscalCode;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::de::DeserializeOwned;
@@ -31,11 +31,6 @@ CREATE TABLE IF NOT EXISTS profiles(fc TEXT PRIMARY KEY, body TEXT NOT NULL) WIT
 CREATE TABLE IF NOT EXISTS preferences(
     fc TEXT NOT NULL, service_id TEXT NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY(fc, service_id)) WITHOUT ROWID;
--- ULIDs grow with time, so message ids append at the end of this B-tree.
--- Message rows are large (the whole message as JSON): in a rowid table they are appended,
--- and only the narrow index on the id (a ULID, so it grows at its end too) is searched.
-CREATE TABLE IF NOT EXISTS messages(id TEXT NOT NULL, rank INTEGER NOT NULL, body TEXT NOT NULL);
-CREATE UNIQUE INDEX IF NOT EXISTS messages_by_id ON messages(id);
 -- A rowid table with a unique index: cheaper to insert into than a (fc, id) keyed B-tree,
 -- because the table itself is appended to and only the narrow index takes random inserts.
 CREATE TABLE IF NOT EXISTS inbox(
@@ -45,6 +40,82 @@ CREATE TABLE IF NOT EXISTS installations(
     fc TEXT NOT NULL, id TEXT NOT NULL, token TEXT NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY(fc, id)) WITHOUT ROWID;
 ";
+
+/// The message table. ULIDs grow with time, so message ids append at the end of the table
+/// and of its narrow id index. The message itself (JSON) never changes once written; its
+/// status and channel outcomes are columns of their own, so moving a message on rewrites
+/// a few short values instead of serialising the whole message again.
+const MESSAGES: &str = "
+CREATE TABLE IF NOT EXISTS messages(
+    id TEXT NOT NULL, rank INTEGER NOT NULL, status TEXT NOT NULL, rejection_reason TEXT,
+    email TEXT, webhook TEXT, updated_at TEXT NOT NULL, message TEXT NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_id ON messages(id);
+";
+
+/// The layout this build reads and writes, kept in `PRAGMA user_version`. Version 0 (up
+/// to session 5) kept each message row as one JSON body holding the message and its
+/// status; opening such a file moves it to version 1 once.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Version 0 to 1: the status fields move out of the JSON body into their columns.
+const MIGRATE_FROM_0: &str = "
+DROP INDEX IF EXISTS messages_by_id;
+ALTER TABLE messages RENAME TO messages_v0;
+";
+const COPY_FROM_0: &str = "
+INSERT INTO messages(id, rank, status, rejection_reason, email, webhook, updated_at, message)
+SELECT id, rank, json_extract(body, '$.status'), json_extract(body, '$.rejection_reason'),
+       json_extract(body, '$.notification.email'), json_extract(body, '$.notification.webhook'),
+       json_extract(body, '$.updated_at'), json_extract(body, '$.message')
+FROM messages_v0 ORDER BY rowid;
+DROP TABLE messages_v0;
+";
+
+/// Creates the tables, or brings an older file to [`SCHEMA_VERSION`], in one transaction
+/// (several processes may open the file at once; the first one migrates).
+fn prepare_schema(conn: &Connection) -> Result<(), StoreError> {
+    let migrate = || -> Result<(), StoreError> {
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(DbError::from)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Corrupt(format!(
+                "store.sqlite has layout version {version}, written by a newer Postino; \
+                 this build knows versions up to {SCHEMA_VERSION}"
+            )));
+        }
+        let old_messages: bool = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('messages') WHERE name = 'body'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(DbError::from)?
+            > 0;
+        if old_messages {
+            let rows: i64 = conn
+                .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+                .map_err(DbError::from)?;
+            tracing::info!(rows, "moving message statuses to their own columns (store layout 0 -> 1)");
+            conn.execute_batch(MIGRATE_FROM_0).map_err(DbError::from)?;
+            conn.execute_batch(MESSAGES).map_err(DbError::from)?;
+            conn.execute_batch(COPY_FROM_0).map_err(DbError::from)?;
+        }
+        conn.execute_batch(SCHEMA).map_err(DbError::from)?;
+        conn.execute_batch(MESSAGES).map_err(DbError::from)?;
+        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+            .map_err(DbError::from)?;
+        Ok(())
+    };
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(DbError::from)?;
+    match migrate() {
+        Ok(()) => Ok(conn.execute_batch("COMMIT").map_err(DbError::from)?),
+        Err(err) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(err)
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -74,7 +145,7 @@ impl SqliteStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join("store.sqlite");
         let conn = sqlite::open(&path)?;
-        conn.execute_batch(SCHEMA).map_err(DbError::from)?;
+        prepare_schema(&conn)?;
         Ok(Self {
             writer: Writer::spawn(conn, "store", 4096, 512),
             readers: Arc::new(Readers::open(&path, 4)?),
@@ -241,18 +312,104 @@ impl ProfileStore for SqliteStore {
     }
 }
 
+/// A status or channel outcome as its column holds it: the name IO's API gives it.
+fn text_of<T: Serialize>(value: &T) -> Result<String, DbError> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => Ok(text),
+        _ => Err(DbError::Sqlite {
+            message: "a status did not serialise to a name".into(),
+            transient: false,
+        }),
+    }
+}
+
+/// The reverse of [`text_of`].
+fn parse_text<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+    use serde::de::IntoDeserializer;
+    T::deserialize(text.into_deserializer())
+        .map_err(|e: serde::de::value::Error| format!("unreadable status {text:?}: {e}"))
+}
+
+fn parse_column<T: DeserializeOwned>(text: Option<String>) -> Result<Option<T>, String> {
+    text.map(|t| parse_text(&t)).transpose()
+}
+
+fn unreadable(message: String) -> DbError {
+    DbError::Sqlite {
+        message,
+        transient: false,
+    }
+}
+
+/// Moves a message to `record`'s status unless it already stands further on, writing the
+/// message itself only when its row does not exist yet (the pipeline ran ahead of the
+/// ACCEPTED row, or there never was one).
 fn upsert_message(c: &Connection, record: &MessageRecord) -> Result<(), DbError> {
-    c.prepare_cached(
-        "INSERT INTO messages(id, rank, body) VALUES (?1, ?2, ?3)
-         ON CONFLICT(id) DO UPDATE SET rank = excluded.rank, body = excluded.body
-         WHERE excluded.rank >= messages.rank",
-    )?
-    .execute(params![
-        record.message.id.to_string(),
+    let id = record.message.id.to_string();
+    let status = (
         record.status.rank(),
-        to_json(record)?
-    ])?;
+        record.status.as_str(),
+        record.rejection_reason.as_ref().map(text_of).transpose()?,
+        record.notification.email.as_ref().map(text_of).transpose()?,
+        record.notification.webhook.as_ref().map(text_of).transpose()?,
+    );
+    let moved = c
+        .prepare_cached(
+            "UPDATE messages SET rank = ?2, status = ?3, rejection_reason = ?4, email = ?5,
+             webhook = ?6, updated_at = ?7 WHERE id = ?1 AND rank <= ?2",
+        )?
+        .execute(params![
+            id,
+            status.0,
+            status.1,
+            status.2,
+            status.3,
+            status.4,
+            record.updated_at
+        ])?;
+    if moved == 0 {
+        c.prepare_cached(
+            "INSERT INTO messages(id, rank, status, rejection_reason, email, webhook,
+             updated_at, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT(id) DO NOTHING",
+        )?
+        .execute(params![
+            id,
+            status.0,
+            status.1,
+            status.2,
+            status.3,
+            status.4,
+            record.updated_at,
+            to_json(&record.message)?
+        ])?;
+    }
     Ok(())
+}
+
+/// A message row's columns, as read.
+type MessageRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+);
+
+fn decode_message(
+    (status, rejection_reason, email, webhook, updated_at, message): MessageRow,
+) -> Result<MessageRecord, StoreError> {
+    Ok(MessageRecord {
+        message: from_json(&message)?,
+        status: parse_text(&status).map_err(StoreError::Corrupt)?,
+        rejection_reason: parse_column(rejection_reason).map_err(StoreError::Corrupt)?,
+        notification: NotificationStatus {
+            email: parse_column(email).map_err(StoreError::Corrupt)?,
+            webhook: parse_column(webhook).map_err(StoreError::Corrupt)?,
+        },
+        updated_at,
+    })
 }
 
 fn inbox_item(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, bool)> {
@@ -278,11 +435,21 @@ impl MessageStore for SqliteStore {
     }
 
     async fn get_message(&self, id: &Ulid) -> Result<Option<MessageRecord>, StoreError> {
-        self.read_one(
-            "SELECT body FROM messages WHERE id = ?1",
-            vec![id.to_string()],
-        )
-        .await
+        let id = id.to_string();
+        let row: Option<MessageRow> = self
+            .readers
+            .read(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT status, rejection_reason, email, webhook, updated_at, message
+                     FROM messages WHERE id = ?1",
+                )?
+                .query_row([id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                })
+                .optional()?)
+            })
+            .await?;
+        row.map(decode_message).transpose()
     }
 
     async fn deliver(&self, records: Vec<MessageRecord>) -> Result<(), StoreError> {
@@ -382,24 +549,32 @@ impl MessageStore for SqliteStore {
         Ok(self
             .writer
             .write(move |c| {
-                let mut select = c.prepare_cached("SELECT body FROM messages WHERE id = ?1")?;
-                let mut update = c.prepare_cached("UPDATE messages SET body = ?2 WHERE id = ?1")?;
+                let mut select =
+                    c.prepare_cached("SELECT email, webhook FROM messages WHERE id = ?1")?;
+                let mut update = c.prepare_cached(
+                    "UPDATE messages SET email = ?2, webhook = ?3, updated_at = ?4 WHERE id = ?1",
+                )?;
                 for (id, channel, status) in &outcomes {
                     let id = id.to_string();
-                    let Some(body) = select
-                        .query_row([&id], |r| r.get::<_, String>(0))
+                    let Some((email, webhook)) = select
+                        .query_row([&id], |r| {
+                            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<String>>(1)?))
+                        })
                         .optional()?
                     else {
                         continue;
                     };
-                    let mut record: MessageRecord =
-                        serde_json::from_str(&body).map_err(|e| DbError::Sqlite {
-                            message: format!("unreadable message row: {e}"),
-                            transient: false,
-                        })?;
-                    if record.notification.record(*channel, *status) {
-                        record.updated_at = model::message::now_timestamp();
-                        update.execute(params![id, to_json(&record)?])?;
+                    let mut notification = NotificationStatus {
+                        email: parse_column(email).map_err(unreadable)?,
+                        webhook: parse_column(webhook).map_err(unreadable)?,
+                    };
+                    if notification.record(*channel, *status) {
+                        update.execute(params![
+                            id,
+                            notification.email.as_ref().map(text_of).transpose()?,
+                            notification.webhook.as_ref().map(text_of).transpose()?,
+                            model::message::now_timestamp()
+                        ])?;
                     }
                 }
                 Ok(())
