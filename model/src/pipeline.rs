@@ -82,6 +82,34 @@ pub struct DeliveryPlan {
     pub email: Option<String>,
 }
 
+/// What the router decided for one message: a [`DeliveryPlan`] without the message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoutingDecision {
+    pub channels: ChannelPlan,
+    pub push_content: PushContent,
+    pub preferred_languages: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+impl RoutingDecision {
+    /// The `deliveries.inbox` record (a [`DeliveryPlan`]) for the message whose `messages`
+    /// record is `message_json`. The message goes in as the bytes it arrived in, not
+    /// decoded and serialised again: the router passes on every message, and writing it
+    /// out anew was most of the router's own work. `message_json` must be one JSON value,
+    /// which it is whenever it decoded as an [`AcceptedMessage`].
+    pub fn plan_record(&self, message_json: &[u8]) -> Vec<u8> {
+        // Always an object with at least `channels`, so `{` opens it and a field follows.
+        let rest = encode(self);
+        let mut out = Vec::with_capacity(message_json.len() + rest.len() + 12);
+        out.extend_from_slice(b"{\"message\":");
+        out.extend_from_slice(message_json);
+        out.push(b',');
+        out.extend_from_slice(rest.get(1..).unwrap_or_default());
+        out
+    }
+}
+
 /// Serialises a record for the bus.
 pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     // Serialising these plain structs to a Vec cannot fail: no maps with non-string keys,
@@ -140,6 +168,36 @@ pub(crate) mod tests {
             preferred_languages: vec!["it_IT".into()],
             email: Some("a@b.it".into()),
         }
+    }
+
+    #[test]
+    fn a_plan_record_carries_the_message_bytes_and_decodes_as_the_plan() {
+        let plan = sample();
+        let decision = RoutingDecision {
+            channels: plan.channels.clone(),
+            push_content: plan.push_content,
+            preferred_languages: plan.preferred_languages.clone(),
+            email: plan.email.clone(),
+        };
+        // As a producer other than Postino may have written it: spaced out, with a field
+        // this version does not know.
+        let message = encode(&plan.message);
+        let spaced = format!(
+            "  {{\"added_later\": [1, 2],{} \n",
+            String::from_utf8_lossy(&message[1..])
+        );
+        for bytes in [message.clone(), spaced.into_bytes()] {
+            let record = decision.plan_record(&bytes);
+            let back: DeliveryPlan = decode(&record).unwrap();
+            assert_eq!(back, plan);
+        }
+        let without_email = RoutingDecision {
+            email: None,
+            ..decision
+        };
+        let back: DeliveryPlan = decode(&without_email.plan_record(&message)).unwrap();
+        assert_eq!(back.email, None);
+        assert_eq!(back.message, plan.message);
     }
 
     #[test]

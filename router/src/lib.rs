@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use bus::stage::{Stage, StageError};
 use bus::{Bus, Record};
 use model::channels::{decide, ChannelChoice, Verdict};
-use model::pipeline::{decode, encode, topics, AcceptedMessage, DeliveryPlan};
+use model::pipeline::{decode, topics, AcceptedMessage, RoutingDecision};
 use model::profile::{PreferencesMode, PushContent};
 use model::status::{MessageStatus, RejectionReason};
 use store::{MessageRecord, Routing, Store};
@@ -56,8 +56,7 @@ fn route(message: &AcceptedMessage, routing: Routing) -> Routed {
                 ChannelChoice::Send => profile.email.clone(),
                 ChannelChoice::Skip(_) => None,
             };
-            Ok(DeliveryPlan {
-                message: message.clone(),
+            Ok(RoutingDecision {
                 channels,
                 push_content: profile
                     .push_notifications_content_type
@@ -73,7 +72,7 @@ fn route(message: &AcceptedMessage, routing: Routing) -> Routed {
 }
 
 /// Where one message goes: on to the inbox with its plan, or rejected for a reason.
-type Routed = Result<DeliveryPlan, RejectionReason>;
+type Routed = Result<RoutingDecision, RejectionReason>;
 
 /// The store or the log failing: every record needs them, so the stage holds.
 fn unavailable(err: impl std::fmt::Display) -> StageError {
@@ -82,17 +81,18 @@ fn unavailable(err: impl std::fmt::Display) -> StageError {
 
 #[async_trait]
 impl Stage for RouterStage {
-    type Item = (Vec<u8>, AcceptedMessage);
+    /// The record's key, the message, and the record's bytes, which the plan carries on.
+    type Item = (Vec<u8>, AcceptedMessage, Vec<u8>);
 
     fn decode(&self, record: &Record) -> Result<Self::Item, String> {
         let message = decode::<AcceptedMessage>(&record.payload).map_err(|e| e.to_string())?;
-        Ok((record.key.clone(), message))
+        Ok((record.key.clone(), message, record.payload.clone()))
     }
 
     async fn process(&self, items: &[&Self::Item]) -> Result<(), StageError> {
         let pairs: Vec<_> = items
             .iter()
-            .map(|(_, m)| (m.fiscal_code.clone(), m.sender_service_id.clone()))
+            .map(|(_, m, _)| (m.fiscal_code.clone(), m.sender_service_id.clone()))
             .collect();
         let routings = self
             .store
@@ -101,10 +101,12 @@ impl Stage for RouterStage {
             .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
         let mut rejected = Vec::new();
         let mut deliveries = Vec::new();
-        for ((key, message), routing) in items.iter().zip(routings) {
+        for ((key, message, bytes), routing) in items.iter().zip(routings) {
             match route(message, routing) {
                 Err(reason) => rejected.push(MessageRecord::rejected(message.clone(), reason)),
-                Ok(plan) => deliveries.push(Record::new(key.clone(), encode(&plan))),
+                Ok(decision) => {
+                    deliveries.push(Record::new(key.clone(), decision.plan_record(bytes)))
+                }
             }
         }
         self.store
@@ -120,7 +122,7 @@ impl Stage for RouterStage {
         Ok(())
     }
 
-    async fn dead_lettered(&self, (_, message): &Self::Item, reason: &str) {
+    async fn dead_lettered(&self, (_, message, _): &Self::Item, reason: &str) {
         tracing::error!(message_id = %message.id, reason, "message could not be routed");
         let failed = MessageRecord::new(message.clone(), MessageStatus::Failed);
         if let Err(err) = self.store.put_messages(vec![failed]).await {

@@ -74,11 +74,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut inbox = tx.prepare_cached(
                 "INSERT INTO inbox(fc, id, is_read, body) VALUES (?1, ?2, 0, ?3)",
             )?;
-            let mut msgs =
-                tx.prepare_cached(
-                    "INSERT INTO messages(id, rank, status, updated_at, message)
+            let mut msgs = tx.prepare_cached(
+                "INSERT INTO messages(id, rank, status, updated_at, message)
                      VALUES (?1, 2, 'PROCESSED', '2026-01-01T00:00:00.000Z', ?2)",
-                )?;
+            )?;
             for (fc, id, item, body) in chunk {
                 inbox.execute(params![fc, id, item])?;
                 msgs.execute(params![id, body])?;

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use model::installation::{DeviceToken, Installation, InstallationId};
 use model::profile::{Profile, ServicePreference};
 use model::service::Service;
-use model::status::{Channel, ChannelStatus, NotificationStatus};
+use model::status::{Channel, ChannelStatus, MessageStatus, NotificationStatus};
 use model::FiscalCode;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::de::DeserializeOwned;
@@ -96,7 +96,10 @@ fn prepare_schema(conn: &Connection) -> Result<(), StoreError> {
             let rows: i64 = conn
                 .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
                 .map_err(DbError::from)?;
-            tracing::info!(rows, "moving message statuses to their own columns (store layout 0 -> 1)");
+            tracing::info!(
+                rows,
+                "moving message statuses to their own columns (store layout 0 -> 1)"
+            );
             conn.execute_batch(MIGRATE_FROM_0).map_err(DbError::from)?;
             conn.execute_batch(MESSAGES).map_err(DbError::from)?;
             conn.execute_batch(COPY_FROM_0).map_err(DbError::from)?;
@@ -107,7 +110,8 @@ fn prepare_schema(conn: &Connection) -> Result<(), StoreError> {
             .map_err(DbError::from)?;
         Ok(())
     };
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(DbError::from)?;
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(DbError::from)?;
     match migrate() {
         Ok(()) => Ok(conn.execute_batch("COMMIT").map_err(DbError::from)?),
         Err(err) => {
@@ -350,11 +354,25 @@ fn upsert_message(c: &Connection, record: &MessageRecord) -> Result<(), DbError>
         record.status.rank(),
         record.status.as_str(),
         record.rejection_reason.as_ref().map(text_of).transpose()?,
-        record.notification.email.as_ref().map(text_of).transpose()?,
-        record.notification.webhook.as_ref().map(text_of).transpose()?,
+        record
+            .notification
+            .email
+            .as_ref()
+            .map(text_of)
+            .transpose()?,
+        record
+            .notification
+            .webhook
+            .as_ref()
+            .map(text_of)
+            .transpose()?,
     );
-    let moved = c
-        .prepare_cached(
+    // ACCEPTED ranks lowest, so it only ever writes a row that is not there yet: no need
+    // to try moving an existing one first (ingest writes one such row per message).
+    let moved = if record.status.rank() == MessageStatus::Accepted.rank() {
+        0
+    } else {
+        c.prepare_cached(
             "UPDATE messages SET rank = ?2, status = ?3, rejection_reason = ?4, email = ?5,
              webhook = ?6, updated_at = ?7 WHERE id = ?1 AND rank <= ?2",
         )?
@@ -366,7 +384,8 @@ fn upsert_message(c: &Connection, record: &MessageRecord) -> Result<(), DbError>
             status.3,
             status.4,
             record.updated_at
-        ])?;
+        ])?
+    };
     if moved == 0 {
         c.prepare_cached(
             "INSERT INTO messages(id, rank, status, rejection_reason, email, webhook,
@@ -444,7 +463,14 @@ impl MessageStore for SqliteStore {
                      FROM messages WHERE id = ?1",
                 )?
                 .query_row([id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
                 })
                 .optional()?)
             })
@@ -558,7 +584,10 @@ impl MessageStore for SqliteStore {
                     let id = id.to_string();
                     let Some((email, webhook)) = select
                         .query_row([&id], |r| {
-                            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<String>>(1)?))
+                            Ok((
+                                r.get::<_, Option<String>>(0)?,
+                                r.get::<_, Option<String>>(1)?,
+                            ))
                         })
                         .optional()?
                     else {

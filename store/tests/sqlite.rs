@@ -78,7 +78,12 @@ async fn a_store_of_the_old_layout_keeps_every_message_and_status_when_opened() 
     let store = SqliteStore::open(dir.path()).expect("open migrates");
     for record in &old {
         let read = store.get_message(&record.message.id).await.expect("read");
-        assert_eq!(read.as_ref(), Some(record), "{:?} after migration", record.status);
+        assert_eq!(
+            read.as_ref(),
+            Some(record),
+            "{:?} after migration",
+            record.status
+        );
     }
     // Migrated rows move on like new ones.
     store
@@ -104,14 +109,18 @@ async fn a_store_of_the_old_layout_keeps_every_message_and_status_when_opened() 
         .get_message(&processed.message.id)
         .await
         .expect("read");
-    assert_eq!(read.map(|r| r.notification.webhook), Some(Some(ChannelStatus::Sent)));
+    assert_eq!(
+        read.map(|r| r.notification.webhook),
+        Some(Some(ChannelStatus::Sent))
+    );
 }
 
 #[test]
 fn a_store_written_by_a_newer_postino_is_refused_by_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     let conn = rusqlite::Connection::open(dir.path().join("store.sqlite")).expect("create");
-    conn.execute_batch("PRAGMA user_version = 7").expect("version");
+    conn.execute_batch("PRAGMA user_version = 7")
+        .expect("version");
     drop(conn);
     let err = SqliteStore::open(dir.path()).expect_err("a newer layout is not guessed at");
     let text = err.to_string();
