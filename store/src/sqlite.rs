@@ -350,23 +350,29 @@ fn unreadable(message: String) -> DbError {
 /// ACCEPTED row, or there never was one).
 fn upsert_message(c: &Connection, record: &MessageRecord) -> Result<(), DbError> {
     let id = record.message.id.to_string();
-    let status = (
-        record.status.rank(),
-        record.status.as_str(),
-        record.rejection_reason.as_ref().map(text_of).transpose()?,
-        record
-            .notification
-            .email
-            .as_ref()
-            .map(text_of)
-            .transpose()?,
-        record
-            .notification
-            .webhook
-            .as_ref()
-            .map(text_of)
-            .transpose()?,
-    );
+    let reason = record.rejection_reason.as_ref().map(text_of).transpose()?;
+    let email = record
+        .notification
+        .email
+        .as_ref()
+        .map(text_of)
+        .transpose()?;
+    let webhook = record
+        .notification
+        .webhook
+        .as_ref()
+        .map(text_of)
+        .transpose()?;
+    // ?1 to ?7 in both statements below.
+    let columns: [&dyn rusqlite::ToSql; 7] = [
+        &id,
+        &record.status.rank(),
+        &record.status.as_str(),
+        &reason,
+        &email,
+        &webhook,
+        &record.updated_at,
+    ];
     // ACCEPTED ranks lowest, so it only ever writes a row that is not there yet: no need
     // to try moving an existing one first (ingest writes one such row per message).
     let moved = if record.status.rank() == MessageStatus::Accepted.rank() {
@@ -376,32 +382,18 @@ fn upsert_message(c: &Connection, record: &MessageRecord) -> Result<(), DbError>
             "UPDATE messages SET rank = ?2, status = ?3, rejection_reason = ?4, email = ?5,
              webhook = ?6, updated_at = ?7 WHERE id = ?1 AND rank <= ?2",
         )?
-        .execute(params![
-            id,
-            status.0,
-            status.1,
-            status.2,
-            status.3,
-            status.4,
-            record.updated_at
-        ])?
+        .execute(&columns[..])?
     };
     if moved == 0 {
+        let message = to_json(&record.message)?;
         c.prepare_cached(
             "INSERT INTO messages(id, rank, status, rejection_reason, email, webhook,
              updated_at, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT(id) DO NOTHING",
         )?
-        .execute(params![
-            id,
-            status.0,
-            status.1,
-            status.2,
-            status.3,
-            status.4,
-            record.updated_at,
-            to_json(&record.message)?
-        ])?;
+        .execute(rusqlite::params_from_iter(
+            columns.iter().chain([&(&message as &dyn rusqlite::ToSql)]),
+        ))?;
     }
     Ok(())
 }
