@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use model::html::escape;
 use serde::{Deserialize, Serialize};
 
 use crate::arrivals::ArrivalReport;
@@ -253,13 +254,6 @@ fn arrival_summary(out: &mut String, what: &str, push: &ArrivalReport) {
 fn counts<K: std::fmt::Display>(by: &BTreeMap<K, u64>) -> String {
     let list: Vec<String> = by.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     list.join(", ")
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// A line chart of `series` over `xs`, as an inline SVG with axes, ticks and a legend.

@@ -7,6 +7,7 @@
 pub mod channels;
 pub mod email;
 pub mod fiscal_code;
+pub mod html;
 pub mod installation;
 pub mod language;
 pub mod message;

@@ -6,6 +6,7 @@ use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::{Address, Message};
 use model::email::EmailJob;
+use model::html::escape;
 use model::language::Language;
 
 /// The header that names the Postino message an email is about.
@@ -108,22 +109,6 @@ pub fn render(job: &EmailJob) -> Rendered {
         text,
         html,
     }
-}
-
-/// Text from outside (service names, subjects) made safe to place in HTML.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bus::embedded::EmbeddedBus;
-use bus::stage::{self, StageConfig};
+use bus::stage::StageConfig;
 use bus::{Bus, Record};
 use mail_parser::MessageParser;
 use model::email::EmailJob;
 use model::language::Language;
 use model::pipeline::{encode, topics};
-use model::status::{ChannelStatus, MessageStatus};
+use model::status::{Channel, ChannelStatus, MessageStatus};
 use store::conformance::{fresh_fiscal_code, sample_record, sample_record_with_id};
 use store::sqlite::SqliteStore;
 use store::Store;
@@ -20,7 +20,9 @@ use tokio::sync::watch;
 use super::mailer::{MailError, Mailer, OutboxMailer, SmtpMailer};
 use super::render::compose;
 use super::{EmailStage, SmtpSettings, SmtpTls, GROUP};
-use crate::test_support::{emails_in, SmtpSink};
+use crate::test_support::{
+    channel_status, dead_lettered, emails_in, sorted_ids, spawn_stage, SmtpSink,
+};
 
 fn from() -> lettre::Address {
     "notifiche@postino.example".parse().expect("from")
@@ -79,28 +81,9 @@ async fn run_stage(
     bus.publish(topics::DELIVERIES_EMAIL, records)
         .await
         .expect("publish");
-    let (stop, stopped) = watch::channel(false);
     let stage = EmailStage::new(Arc::clone(&store), Arc::new(mailer), from(), 4);
-    let runner = tokio::spawn(stage::run(
-        Arc::clone(&bus),
-        topics::DELIVERIES_EMAIL,
-        GROUP,
-        Arc::new(stage),
-        cfg,
-        stopped,
-    ));
+    let (stop, runner) = spawn_stage(&bus, topics::DELIVERIES_EMAIL, GROUP, stage, cfg);
     (store, bus, stop, runner, dir)
-}
-
-/// The message's email status.
-async fn email_status(store: &Arc<dyn Store>, id: ulid::Ulid) -> Option<ChannelStatus> {
-    store
-        .get_message(&id)
-        .await
-        .expect("get")
-        .expect("there")
-        .notification
-        .email
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,7 +343,7 @@ async fn a_relay_that_is_down_holds_the_emails_until_it_is_back_and_loses_none()
             tokio::time::Instant::now() < deadline,
             "no email status after a minute"
         );
-        let status = email_status(&store, j.message_id).await;
+        let status = channel_status(&store, j.message_id, Channel::Email).await;
         if status.is_some() {
             break status;
         }
@@ -414,44 +397,27 @@ async fn the_stage_sends_retries_dead_letters_and_expires_per_outcome() {
     stop.send(true).expect("stop");
     runner.await.expect("join").expect("run");
 
-    let mut dead_ids: Vec<_> = dead
-        .iter()
-        .map(|d| {
-            model::pipeline::decode::<EmailJob>(&d.record.payload)
-                .expect("job")
-                .message_id
-        })
-        .collect();
-    dead_ids.sort();
+    let dead_ids = dead_lettered(&dead, |j: &EmailJob| j.message_id);
     let mut expected_dead = vec![jobs[2].message_id, jobs[3].message_id];
     expected_dead.sort();
     assert_eq!(dead_ids, expected_dead);
 
-    let mut delivered: Vec<String> = sink
-        .received()
-        .iter()
-        .map(|raw| {
-            MessageParser::default()
-                .parse(raw)
-                .and_then(|m| {
-                    m.header_raw("X-Postino-Message-Id")
-                        .map(|v| v.trim().to_string())
-                })
-                .expect("message id header")
-        })
-        .collect();
-    delivered.sort();
-    let mut expected = vec![
-        jobs[0].message_id.to_string(),
-        jobs[1].message_id.to_string(),
-    ];
-    expected.sort();
+    let delivered = sorted_ids(sink.received().iter().map(|raw| {
+        MessageParser::default()
+            .parse(raw)
+            .and_then(|m| {
+                m.header_raw("X-Postino-Message-Id")
+                    .map(|v| v.trim().to_string())
+            })
+            .expect("message id header")
+    }));
     assert_eq!(
-        delivered, expected,
+        delivered,
+        sorted_ids([jobs[0].message_id, jobs[1].message_id]),
         "each deliverable email exactly once, nothing expired"
     );
 
-    let status = |i: usize| email_status(&store, jobs[i].message_id);
+    let status = |i: usize| channel_status(&store, jobs[i].message_id, Channel::Email);
     assert_eq!(status(0).await, Some(ChannelStatus::Sent));
     assert_eq!(
         status(1).await,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bus::embedded::EmbeddedBus;
-use bus::stage::{self, StageConfig};
+use bus::stage::StageConfig;
 use bus::{Bus, Record};
 use loadtest::standins::apns::FakeApns;
 use loadtest::standins::faults::{self, FaultArgs, Faults};
@@ -16,17 +16,17 @@ use loadtest::standins::recorder::Page;
 use model::installation::{DeviceToken, Installation, InstallationId, Platform};
 use model::pipeline::{encode, topics};
 use model::push::PushJob;
-use model::status::{ChannelStatus, MessageStatus};
+use model::status::{Channel, ChannelStatus, MessageStatus};
 use store::conformance::{fresh_fiscal_code, sample_record, sample_record_with_id};
 use store::sqlite::SqliteStore;
 use store::Store;
-use tokio::sync::watch;
 
 use super::apns::{ApnsCredentials, ApnsProvider};
 use super::fcm::{FcmProvider, ServiceAccount};
 use super::provider::{PushError, PushProvider};
 use super::service::{Lane, PushService};
 use super::{PushStage, GROUP};
+use crate::test_support::{channel_status, dead_lettered, sorted_ids, spawn_stage};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const TOPIC: &str = "it.pagopa.app.io";
@@ -401,12 +401,11 @@ async fn the_stage_sends_each_device_once_retries_removes_and_expires_per_its_ou
         .subscribe("deliveries.push.dlq", "t")
         .await
         .expect("dlq");
-    let (stop, stopped) = watch::channel(false);
-    let runner = tokio::spawn(stage::run(
-        Arc::clone(&bus),
+    let (stop, runner) = spawn_stage(
+        &bus,
         topics::DELIVERIES_PUSH,
         GROUP,
-        Arc::new(PushStage::new(Arc::clone(&store), service)),
+        PushStage::new(Arc::clone(&store), service),
         StageConfig {
             poll_wait: Duration::from_millis(50),
             max_attempts: 2,
@@ -414,8 +413,7 @@ async fn the_stage_sends_each_device_once_retries_removes_and_expires_per_its_ou
             retry_max: Duration::from_millis(20),
             ..Default::default()
         },
-        stopped,
-    ));
+    );
     // The always-503 device after its attempts, and the platform with no provider at once.
     let dead = bus::conformance::collect(&mut *dlq, 2).await;
     // The flaky device's retry is behind the 503 one's last attempt in the retry lane.
@@ -429,40 +427,15 @@ async fn the_stage_sends_each_device_once_retries_removes_and_expires_per_its_ou
     stop.send(true).expect("stop");
     runner.await.expect("join").expect("run");
 
-    let mut sent: Vec<_> = page.received.iter().map(|r| r.message_id.clone()).collect();
-    sent.sort();
-    let mut expected = vec![
-        jobs[0].message_id.to_string(),
-        jobs[1].message_id.to_string(),
-    ];
-    expected.sort();
     assert_eq!(
-        sent, expected,
+        sorted_ids(page.received.iter().map(|r| &r.message_id)),
+        sorted_ids([jobs[0].message_id, jobs[1].message_id]),
         "each reachable device exactly once; nothing expired sent"
     );
-    let dead_ids: Vec<_> = dead
-        .iter()
-        .map(|d| {
-            model::pipeline::decode::<PushJob>(&d.record.payload)
-                .expect("job")
-                .message_id
-        })
-        .collect();
+    let dead_ids = dead_lettered(&dead, |j: &PushJob| j.message_id);
     assert!(dead_ids.contains(&jobs[3].message_id) && dead_ids.contains(&jobs[5].message_id));
 
-    let status = |i: usize| {
-        let store = Arc::clone(&store);
-        let id = jobs[i].message_id;
-        async move {
-            store
-                .get_message(&id)
-                .await
-                .expect("get")
-                .expect("there")
-                .notification
-                .webhook
-        }
-    };
+    let status = |i: usize| channel_status(&store, jobs[i].message_id, Channel::Webhook);
     assert_eq!(status(0).await, Some(ChannelStatus::Sent));
     assert_eq!(
         status(1).await,
