@@ -320,10 +320,7 @@ impl ProfileStore for SqliteStore {
 fn text_of<T: Serialize>(value: &T) -> Result<String, DbError> {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(text)) => Ok(text),
-        _ => Err(DbError::Sqlite {
-            message: "a status did not serialise to a name".into(),
-            transient: false,
-        }),
+        _ => Err(unreadable("a status did not serialise to a name".into())),
     }
 }
 
@@ -338,6 +335,7 @@ fn parse_column<T: DeserializeOwned>(text: Option<String>) -> Result<Option<T>, 
     text.map(|t| parse_text(&t)).transpose()
 }
 
+/// A value that cannot be written or read back as its column holds it: never retried.
 fn unreadable(message: String) -> DbError {
     DbError::Sqlite {
         message,
