@@ -1,12 +1,20 @@
 //! The parts of Postino's APIs the load tool speaks: the manage API to create services, the
 //! citizen API to seed profiles and read inboxes, the senders' API to submit messages.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::http1::{Http1Pool, Reply};
 use crate::stats::Outcome;
+
+/// How long one request may take before it counts as a `timeout` error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A service the tool created, with the key it sends with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +31,8 @@ pub struct Api {
     /// `base_url`'s path without its trailing `/`, which request paths go under.
     base_path: String,
     pub http: reqwest::Client,
+    /// The lean path the load's own requests (submits, the baseline) take over plain http.
+    load: Option<Arc<Http1Pool>>,
     jwt_key: jsonwebtoken::EncodingKey,
 }
 
@@ -79,7 +89,7 @@ impl Api {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(connections)
             .tcp_nodelay(true)
-            .timeout(Duration::from_secs(60))
+            .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|source| ApiError::Transport {
                 what: "cannot build the HTTP client".into(),
@@ -97,11 +107,13 @@ impl Api {
                 reason,
             })?;
         let base_path = base_url.path().trim_end_matches('/').to_string();
+        let load = lean_pool(&base_url, connections).map(Arc::new);
         Ok(Self {
             base,
             base_url,
             base_path,
             http,
+            load,
             jwt_key: jsonwebtoken::EncodingKey::from_secret(jwt_secret.as_bytes()),
         })
     }
@@ -223,28 +235,43 @@ impl Api {
         fiscal_code: &str,
         body: Vec<u8>,
     ) -> (Outcome, Option<String>) {
-        let sent = self
-            .http
-            .post(self.url(&format!("/api/v1/messages/{fiscal_code}")))
-            .header("Ocp-Apim-Subscription-Key", &service.key)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status().as_u16() == 201 => {
+        let path = format!("/api/v1/messages/{fiscal_code}");
+        let replied = match &self.load {
+            Some(pool) => {
+                let request = hyper::Request::post(format!("{}{path}", self.base_path))
+                    .header("Ocp-Apim-Subscription-Key", &service.key)
+                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                    .body(Full::new(Bytes::from(body)));
+                match request {
+                    Ok(request) => pool.send(request).await.map_err(|e| e.kind().to_string()),
+                    Err(_) => Err("unsendable request".to_string()),
+                }
+            }
+            None => {
+                let sent = self
+                    .http
+                    .post(self.url(&path))
+                    .header("Ocp-Apim-Subscription-Key", &service.key)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                whole(sent).await
+            }
+        };
+        match replied {
+            Ok(reply) if reply.status.as_u16() == 201 => {
                 #[derive(Deserialize)]
                 struct Id<'a> {
                     id: &'a str,
                 }
-                let bytes = r.bytes().await.unwrap_or_default();
-                match serde_json::from_slice::<Id>(&bytes) {
+                match serde_json::from_slice::<Id>(&reply.body) {
                     Ok(id) => (Outcome::Ok, Some(id.id.to_string())),
                     Err(_) => (Outcome::Transport("unreadable 201 body".into()), None),
                 }
             }
-            Ok(r) => (Outcome::Status(r.status().as_u16()), None),
-            Err(err) => (Outcome::Transport(transport_kind(&err)), None),
+            Ok(reply) => (Outcome::Status(reply.status.as_u16()), None),
+            Err(kind) => (Outcome::Transport(kind), None),
         }
     }
 
@@ -258,17 +285,52 @@ impl Api {
             .is_ok_and(|r| r.status().is_success())
     }
 
-    /// `GET /health`: the no-op endpoint the baseline measures.
+    /// `GET /health`: the no-op endpoint the baseline measures, over the same path as the
+    /// submits so the two rates compare.
     pub async fn health(&self) -> Outcome {
-        match self.http.get(self.url("/health")).send().await {
-            Ok(r) if r.status().is_success() => {
-                // Read the body so the connection is reused.
-                let _ = r.bytes().await;
-                Outcome::Ok
-            }
-            other => outcome(other),
+        let replied = match &self.load {
+            Some(pool) => match hyper::Request::get(format!("{}/health", self.base_path))
+                .body(Full::default())
+            {
+                Ok(request) => pool.send(request).await.map_err(|e| e.kind().to_string()),
+                Err(_) => Err("unsendable request".to_string()),
+            },
+            None => whole(self.http.get(self.url("/health")).send().await).await,
+        };
+        match replied {
+            Ok(reply) if reply.status.is_success() => Outcome::Ok,
+            Ok(reply) => Outcome::Status(reply.status.as_u16()),
+            Err(kind) => Outcome::Transport(kind),
         }
     }
+}
+
+/// The lean client for a plain-http `base`; `https` stays on reqwest.
+fn lean_pool(base: &reqwest::Url, connections: usize) -> Option<Http1Pool> {
+    if base.scheme() != "http" {
+        return None;
+    }
+    let host = base.host_str()?;
+    let port = base.port_or_known_default()?;
+    let authority = match base.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    let host_header = HeaderValue::from_str(&authority).ok()?;
+    Some(Http1Pool::new(
+        format!("{host}:{port}"),
+        host_header,
+        connections,
+        REQUEST_TIMEOUT,
+    ))
+}
+
+/// A reqwest answer read whole, in the lean path's terms.
+async fn whole(sent: Result<reqwest::Response, reqwest::Error>) -> Result<Reply, String> {
+    let response = sent.map_err(|err| transport_kind(&err))?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|err| transport_kind(&err))?;
+    Ok(Reply { status, body })
 }
 
 #[cfg(test)]

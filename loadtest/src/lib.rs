@@ -9,6 +9,7 @@ pub mod api;
 pub mod arrivals;
 pub mod cli;
 pub mod engine;
+pub mod http1;
 pub mod pacing;
 pub mod population;
 pub mod report;

@@ -404,3 +404,40 @@ async fn a_mass_notice_reaches_every_seeded_phone_and_mailbox_once_and_reports_b
         .expect("json");
     assert_eq!(status["notification"]["webhook"], "SENT", "{status}");
 }
+
+/// The load's own requests (the lean plain-http path) count each answer as a sender would
+/// see it: the id of an accepted message, a refused key's 401, a malformed body's 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_submit_is_counted_by_what_postino_answered() {
+    use loadtest::api::{Api, SenderService};
+    use loadtest::population::fiscal_code;
+    use loadtest::scenarios::Scenario;
+    use loadtest::stats::Outcome;
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let app = postino(data.path()).await;
+    let api = Api::new(&format!("http://{}/", app.addr), 4, JWT_SECRET).expect("api");
+    let service = api
+        .create_service(MANAGE_KEY, "counted")
+        .await
+        .expect("service");
+    let fiscal_code = &fiscal_code(7);
+    let body = Scenario::MassNotice.body(7);
+
+    let (accepted, id) = api.submit(&service, fiscal_code, body.clone()).await;
+    assert_eq!(accepted, Outcome::Ok);
+    let id = id.expect("the 201's id");
+    assert_eq!(id.len(), 26, "a ULID: {id}");
+
+    let impostor = SenderService {
+        id: service.id.clone(),
+        key: "not-a-key-of-this-service".into(),
+    };
+    let (refused, none) = api.submit(&impostor, fiscal_code, body).await;
+    assert_eq!((refused, none), (Outcome::Status(401), None));
+
+    let (malformed, none) = api.submit(&service, fiscal_code, b"{".to_vec()).await;
+    assert_eq!((malformed, none), (Outcome::Status(400), None));
+
+    assert_eq!(api.health().await, Outcome::Ok);
+}
