@@ -2,7 +2,7 @@
 # A mass notice against a fresh all-in-one Postino (embedded defaults, release build), the
 # DESIGN §9 end-to-end scenario: seeds CITIZENS, sends one message each as fast as it goes,
 # and prints loadtest's summary plus the CPU time each process spent per message
-# (utime+stime from /proc over the mass notice alone, not the seeding).
+# (utime+stime from /proc over the mass notice alone, not the seeding), and Postino's peak RSS.
 # Extra arguments go to `loadtest seed` (e.g. `--devices 0 --email 0`). BASELINE=5s first
 # measures the no-op endpoint with the same generator, for the ratio.
 # Usage: scripts/bench-mass-notice.sh [CITIZENS] [seed options…]
@@ -32,5 +32,6 @@ wait "$LOADTEST"
 after=$(cpu_ticks "$PID"); thread_ticks "$PID" > "$WORK/threads.after"
 echo "postino: $(per_message "$before" "$after" "$CITIZENS") µs CPU/message; loadtest: $(per_message 0 "$gen" "$CITIZENS") µs CPU/message"
 echo "postino by thread (µs CPU/message):"; per_thread "$WORK/threads.before" "$WORK/threads.after" "$CITIZENS"
+echo "postino peak RSS (seeding included): $(awk '/^VmHWM/ {printf "%.0f MiB", $2 / 1024}' "/proc/$PID/status")"
 stop
 if [ -n "${PERF:-}" ]; then wait "$PERF" || true; fi
