@@ -25,28 +25,31 @@ pub struct CitizenState {
     pub jwt: Arc<JwtVerifier>,
 }
 
-/// The routes, to be nested at `/citizen/v1`.
+/// The routes, under `/citizen/v1` (written out whole, not nested: see `ingest::router`).
 pub fn router(state: CitizenState) -> Router {
     Router::new()
         .route(
-            "/profile",
+            "/citizen/v1/profile",
             get(profile::get_profile).put(profile::put_profile),
         )
         .route(
-            "/services/{service_id}/preferences",
+            "/citizen/v1/services/{service_id}/preferences",
             get(preferences::get_preference).put(preferences::put_preference),
         )
         .route(
-            "/installations",
+            "/citizen/v1/installations",
             get(installations::list_installations).delete(installations::delete_all_installations),
         )
         .route(
-            "/installations/{installation_id}",
+            "/citizen/v1/installations/{installation_id}",
             put(installations::put_installation).delete(installations::delete_installation),
         )
-        .route("/messages", get(inbox::list_messages))
-        .route("/messages/{id}", get(inbox::get_message))
-        .route("/messages/{id}/message-status", put(inbox::change_status))
+        .route("/citizen/v1/messages", get(inbox::list_messages))
+        .route("/citizen/v1/messages/{id}", get(inbox::get_message))
+        .route(
+            "/citizen/v1/messages/{id}/message-status",
+            put(inbox::change_status),
+        )
         .with_state(state)
 }
 

@@ -82,24 +82,38 @@ impl IngestState {
     }
 }
 
-/// The routes of the senders' and manage APIs, to be nested at `/api/v1`.
+/// The routes of the senders' and manage APIs, under `/api/v1`. Written out whole rather
+/// than nested: a nested router strips its prefix from every request's URI (a new URI per
+/// request), which showed in profiles of the submit path.
 pub fn router(state: IngestState) -> Router {
     Router::new()
-        .route("/messages", post(messages::submit_with_fiscal_code_in_body))
-        .route("/messages/{fiscal_code}", post(messages::submit_for_user))
-        .route("/messages/{fiscal_code}/{id}", get(messages::get_message))
-        .route("/profiles", post(profiles::get_profile_by_post))
-        .route("/profiles/{fiscal_code}", get(profiles::get_profile))
-        .route("/manage/services", post(manage::create_service))
         .route(
-            "/manage/services/{service_id}",
+            "/api/v1/messages",
+            post(messages::submit_with_fiscal_code_in_body),
+        )
+        .route(
+            "/api/v1/messages/{fiscal_code}",
+            post(messages::submit_for_user),
+        )
+        .route(
+            "/api/v1/messages/{fiscal_code}/{id}",
+            get(messages::get_message),
+        )
+        .route("/api/v1/profiles", post(profiles::get_profile_by_post))
+        .route("/api/v1/profiles/{fiscal_code}", get(profiles::get_profile))
+        .route("/api/v1/manage/services", post(manage::create_service))
+        .route(
+            "/api/v1/manage/services/{service_id}",
             get(manage::get_service)
                 .put(manage::update_service)
                 .delete(manage::delete_service),
         )
-        .route("/manage/services/{service_id}/keys", get(manage::get_keys))
         .route(
-            "/manage/services/{service_id}/keys/{key_type}",
+            "/api/v1/manage/services/{service_id}/keys",
+            get(manage::get_keys),
+        )
+        .route(
+            "/api/v1/manage/services/{service_id}/keys/{key_type}",
             put(manage::regenerate_key),
         )
         .with_state(state)

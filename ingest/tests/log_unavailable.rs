@@ -45,7 +45,7 @@ async fn a_message_the_log_cannot_take_is_refused_with_503_and_retry_after() {
         IngestState::new(Arc::clone(&store), Arc::new(DownLog), keys, [4; 32]);
     let app = ingest::router(state);
     let body = r#"{"content":{"subject":"Bollo auto in scadenza","markdown":"mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm"}}"#;
-    let request = Request::post("/messages/RSSMRA85T10A562S")
+    let request = Request::post("/api/v1/messages/RSSMRA85T10A562S")
         .header("Ocp-Apim-Subscription-Key", key)
         .header("content-type", "application/json")
         .body(Body::from(body))

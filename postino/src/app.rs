@@ -154,11 +154,11 @@ impl App {
                 Keys::partition_key(&secret),
             );
             background.push(accepted_rows);
-            routes = routes.nest("/api/v1", ingest::router(ingest));
+            routes = routes.merge(ingest::router(ingest));
         }
         if roles.citizen {
             let jwt = Arc::new(jwt_verifier(config)?);
-            routes = routes.nest("/citizen/v1", citizen::router(CitizenState { store, jwt }));
+            routes = routes.merge(citizen::router(CitizenState { store, jwt }));
         }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
