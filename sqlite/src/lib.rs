@@ -89,6 +89,15 @@ impl Writer {
         let (tx, rx) = mpsc::channel::<Job>(queue);
         let thread_name = format!("{name}-writer");
         let checkpoints = Checkpointer::spawn(&conn, name);
+        if checkpoints.is_some() {
+            // The background thread does the copying; the writer's own checkpoint stays only
+            // as the bound on the WAL should that thread fall behind.
+            if let Err(err) = conn.execute_batch(&format!(
+                "PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}"
+            )) {
+                tracing::warn!(error = %err, "cannot move the writer's checkpoint back");
+            }
+        }
         let spawned = std::thread::Builder::new()
             .name(thread_name)
             .spawn(move || {
@@ -127,14 +136,20 @@ impl Writer {
 }
 
 /// Copies the WAL back into the database file from a thread of its own, so the writer's
-/// commits (and the requests waiting on them) rarely pause for it: when the writer's own
-/// checkpoint comes due (SQLite's default, every 1000 pages) most frames are already
-/// copied, and the WAL starts over small.
+/// commits (and the requests waiting on them) rarely pause for it. With the writer's own
+/// checkpoint at SQLite's default of 1000 pages, a busy log reached it between two
+/// background passes and the writer did the copying itself: 1.5–3 µs of writer CPU per
+/// message in a mass notice (BENCHMARKS.md, session 7). It now comes due only at
+/// [`WRITER_CHECKPOINT_PAGES`].
 #[derive(Debug)]
 struct Checkpointer {
     /// Dropped when the writer stops; the checkpointer then does a last pass and ends.
     _stop: std::sync::mpsc::Sender<()>,
 }
+
+/// The WAL size (pages of 4 KiB) at which the writer checkpoints by itself: the most disk
+/// the WAL takes if the background checkpoint falls behind.
+const WRITER_CHECKPOINT_PAGES: u32 = 10_000;
 
 /// How often the background checkpoint runs.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
