@@ -4,7 +4,8 @@
 # and prints loadtest's summary plus the CPU time each process spent per message
 # (utime+stime from /proc over the mass notice alone, not the seeding), and Postino's peak RSS.
 # Extra arguments go to `loadtest seed` (e.g. `--devices 0 --email 0`). BASELINE=5s first
-# measures the no-op endpoint with the same generator, for the ratio.
+# measures the no-op endpoint with the same generator, for the ratio. RATE=10000 offers that
+# many messages/s (open model) instead of as fast as it goes.
 # Usage: scripts/bench-mass-notice.sh [CITIZENS] [seed options…]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,7 @@ start all
   --state "$WORK/state.json" | grep seeded
 before=$(cpu_ticks "$PID"); thread_ticks "$PID" > "$WORK/threads.before"
 if [ -n "${PERF_OUT:-}" ]; then perf record ${PERF_ARGS:--F 499 -g} -p "$PID" -o "$PERF_OUT" 2>/dev/null & PERF=$!; fi
-"$GENERATOR" mass-notice --url http://127.0.0.1:$PORT --state "$WORK/state.json" --rate max \
+"$GENERATOR" mass-notice --url http://127.0.0.1:$PORT --state "$WORK/state.json" --rate "${RATE:-max}" \
   --connections "${CONNECTIONS:-64}" --baseline "${BASELINE:-0s}" --out "$WORK" &
 LOADTEST=$!
 HELPERS+=("$LOADTEST")
