@@ -10,6 +10,7 @@ use anyhow::Context;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use bus::embedded::EmbeddedBus;
 use bus::kafka::KafkaBus;
@@ -164,6 +165,13 @@ impl App {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        // Answers go out at once: with Nagle's algorithm an answer written while the
+        // previous one is still unacknowledged waits for the client's delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "cannot set TCP_NODELAY on a connection");
+            }
+        });
         let mut server_stop = stopped.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, http(routes))
