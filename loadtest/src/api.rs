@@ -13,6 +13,9 @@ use serde_json::json;
 use crate::http1::{Http1Pool, Reply};
 use crate::stats::Outcome;
 
+/// The header a service key travels in.
+const KEY_HEADER: &str = "Ocp-Apim-Subscription-Key";
+
 /// How long one request may take before it counts as a `timeout` error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -168,7 +171,7 @@ impl Api {
             what,
             self.http
                 .post(format!("{}/api/v1/manage/services", self.base))
-                .header("Ocp-Apim-Subscription-Key", manage_key)
+                .header(KEY_HEADER, manage_key)
                 .json(&json!({
                     "name": name,
                     "description": "Created by loadtest",
@@ -197,7 +200,7 @@ impl Api {
             what,
             self.http
                 .get(format!("{}/api/v1/manage/services/{id}/keys", self.base))
-                .header("Ocp-Apim-Subscription-Key", manage_key)
+                .header(KEY_HEADER, manage_key)
                 .send()
                 .await,
         )
@@ -236,29 +239,9 @@ impl Api {
         body: Vec<u8>,
     ) -> (Outcome, Option<String>) {
         let path = format!("/api/v1/messages/{fiscal_code}");
-        let replied = match &self.load {
-            Some(pool) => {
-                let request = hyper::Request::post(format!("{}{path}", self.base_path))
-                    .header("Ocp-Apim-Subscription-Key", &service.key)
-                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                    .body(Full::new(Bytes::from(body)));
-                match request {
-                    Ok(request) => pool.send(request).await.map_err(|e| e.kind().to_string()),
-                    Err(_) => Err("unsendable request".to_string()),
-                }
-            }
-            None => {
-                let sent = self
-                    .http
-                    .post(self.url(&path))
-                    .header("Ocp-Apim-Subscription-Key", &service.key)
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body)
-                    .send()
-                    .await;
-                whole(sent).await
-            }
-        };
+        let replied = self
+            .load_request(hyper::Method::POST, &path, Some(&service.key), body)
+            .await;
         match replied {
             Ok(reply) if reply.status.as_u16() == 201 => {
                 #[derive(Deserialize)]
@@ -285,18 +268,47 @@ impl Api {
             .is_ok_and(|r| r.status().is_success())
     }
 
+    /// One of the load's own requests: by the lean path over plain http, else by reqwest.
+    /// `key` is the service key to send, a non-empty `body` goes as JSON. A transport
+    /// failure comes back as its name in the error counts.
+    async fn load_request(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<Reply, String> {
+        let Some(pool) = &self.load else {
+            let mut request = self.http.request(method, self.url(path));
+            if let Some(key) = key {
+                request = request.header(KEY_HEADER, key);
+            }
+            if !body.is_empty() {
+                request = request.header(CONTENT_TYPE, "application/json").body(body);
+            }
+            return whole(request.send().await).await;
+        };
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base_path));
+        if let Some(key) = key {
+            request = request.header(KEY_HEADER, key);
+        }
+        if !body.is_empty() {
+            request = request.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|_| "unsendable request".to_string())?;
+        pool.send(request).await.map_err(|e| e.kind().to_string())
+    }
+
     /// `GET /health`: the no-op endpoint the baseline measures, over the same path as the
     /// submits so the two rates compare.
     pub async fn health(&self) -> Outcome {
-        let replied = match &self.load {
-            Some(pool) => match hyper::Request::get(format!("{}/health", self.base_path))
-                .body(Full::default())
-            {
-                Ok(request) => pool.send(request).await.map_err(|e| e.kind().to_string()),
-                Err(_) => Err("unsendable request".to_string()),
-            },
-            None => whole(self.http.get(self.url("/health")).send().await).await,
-        };
+        let replied = self
+            .load_request(hyper::Method::GET, "/health", None, Vec::new())
+            .await;
         match replied {
             Ok(reply) if reply.status.is_success() => Outcome::Ok,
             Ok(reply) => Outcome::Status(reply.status.as_u16()),
@@ -348,6 +360,27 @@ mod tests {
         assert_eq!(
             behind_a_proxy.url("/health").as_str(),
             "https://gw.example.org/postino/health"
+        );
+    }
+
+    #[test]
+    fn plain_http_takes_the_lean_client_and_https_keeps_reqwest() {
+        assert!(Api::new("http://127.0.0.1:8080", 1, "s")
+            .expect("api")
+            .load
+            .is_some());
+        assert!(Api::new("https://gw.example.org", 1, "s")
+            .expect("api")
+            .load
+            .is_none());
+        let url = |u: &str| reqwest::Url::parse(u).expect("url");
+        let pool = lean_pool(&url("http://postino.internal/"), 1).expect("pool");
+        assert_eq!(pool.address(), "postino.internal:80");
+        assert_eq!(pool.host(), "postino.internal", "no port it was not given");
+        let pool = lean_pool(&url("http://127.0.0.1:8080/x"), 1).expect("pool");
+        assert_eq!(
+            (pool.address(), pool.host()),
+            ("127.0.0.1:8080", "127.0.0.1:8080")
         );
     }
 

@@ -149,6 +149,16 @@ impl Http1Pool {
         Ok(sender)
     }
 
+    /// Where it connects (`host:port`).
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The `Host` header it sends.
+    pub fn host(&self) -> &str {
+        self.host.to_str().unwrap_or_default()
+    }
+
     /// Idle connections kept now.
     pub fn idle_connections(&self) -> usize {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
