@@ -43,14 +43,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         / n;
     println!("{n} deliveries, batches of {batch}, ~{bytes} bytes of message JSON each");
 
-    // (1) Plain SQLite: the same tables, the same rows, prepared statements, one
-    // transaction per batch, WAL with synchronous=FULL.
+    // (1) Plain SQLite: the store's tables (layout 1) and settings (WAL, synchronous=FULL,
+    // its page cache), the same rows, prepared statements, one transaction per batch.
     let dir = tempfile::tempdir()?;
-    let conn = rusqlite::Connection::open(dir.path().join("raw.sqlite"))?;
+    // Opened as the store opens its file: the same WAL, fsync and page cache settings.
+    let conn = sqlite::open(&dir.path().join("raw.sqlite"))?;
     conn.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
-         CREATE TABLE messages(id TEXT PRIMARY KEY, rank INTEGER NOT NULL, status TEXT NOT NULL,
-             updated_at TEXT NOT NULL, message TEXT NOT NULL) WITHOUT ROWID;
+        "CREATE TABLE messages(id TEXT NOT NULL, rank INTEGER NOT NULL, status TEXT NOT NULL,
+             rejection_reason TEXT, email TEXT, webhook TEXT, updated_at TEXT NOT NULL,
+             message TEXT NOT NULL);
+         CREATE UNIQUE INDEX messages_by_id ON messages(id);
          CREATE TABLE inbox(fc TEXT NOT NULL, id TEXT NOT NULL, is_read INTEGER NOT NULL, body TEXT NOT NULL);
          CREATE UNIQUE INDEX inbox_by_citizen ON inbox(fc, id);",
     )?;
