@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use model::message::PaymentData;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -159,8 +160,10 @@ impl Scenario {
             Self::Mixed { payment_share } => {
                 let draw = (spread(i ^ 0xA5A5) % 10_000) as f64 / 10_000.0;
                 (draw < *payment_share).then(|| PaymentData {
-                    amount: 1 + (i % 50_000),
+                    amount: 1 + (i % 50_000) as i64,
                     notice_number: format!("3{:017}", i % 100_000_000_000_000_000),
+                    invalid_after_due_date: false,
+                    payee: None,
                 })
             }
             Self::MassNotice | Self::Ingest => None,
@@ -189,12 +192,6 @@ struct Content<'a> {
     markdown: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     payment_data: Option<PaymentData>,
-}
-
-#[derive(Serialize)]
-struct PaymentData {
-    amount: u64,
-    notice_number: String,
 }
 
 /// Where a run follows its messages' notifications to.
