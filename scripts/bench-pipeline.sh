@@ -21,21 +21,12 @@ wait $!
 echo "ingest: $(per_message "$c0" "$(cpu_ticks "$PID")" "$MESSAGES") µs CPU/message (Postino)"
 stop
 
-count() { python3 - "$DATA" <<'PY'
-import sqlite3, sys
-log = sqlite3.connect(f"{sys.argv[1]}/log.sqlite")
-def committed(topic, group):
-    row = log.execute("SELECT committed FROM offsets WHERE topic=? AND grp=?", (topic, group)).fetchone()
-    return row[0] if row else 0
-def last(topic):
-    try:
-        return log.execute(f'SELECT coalesce(max(seq), 0) FROM "log/{topic}"').fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-inbox = sqlite3.connect(f"{sys.argv[1]}/store.sqlite").execute("SELECT count(*) FROM inbox").fetchone()[0]
-done = committed("messages", "router") >= last("messages") and committed("deliveries.inbox", "inbox") >= last("deliveries.inbox")
-print(inbox, int(done))
-PY
+# Inbox rows so far, and 1 once the router and the inbox have committed everything.
+count() {
+  local inbox done
+  inbox=$(python3 -c "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM inbox').fetchone()[0])" "$DATA/store.sqlite")
+  done=$("$BIN/postino" log status --data-dir "$DATA" | awk '($1 == "messages" && $4 == "router") || ($1 == "deliveries.inbox" && $4 == "inbox") {n++; if ($6 != 0) busy = 1} END {print (n == 2 && !busy) ? 1 : 0}')
+  echo "$inbox $done"
 }
 read -r before _ < <(count)
 t0=$(date +%s.%N)

@@ -151,9 +151,20 @@ pub async fn concurrent_publishers_all_land_once_in_per_key_order(bus: Arc<dyn B
 }
 
 pub async fn invalid_topic_names_are_refused(bus: Arc<dyn Bus>) {
-    for bad in ["", "has space", "quote\"", "semi;colon"] {
+    for bad in ["", "has space", "quote\"", "semi;colon", ".", "..", "a/b"] {
         let err = bus.publish(bad, records("k", 1, "m")).await.expect_err(bad);
         assert!(!err.is_retryable(), "{bad}: {err}");
+    }
+}
+
+pub async fn invalid_group_names_are_refused(bus: Arc<dyn Bus>) {
+    let topic = fresh_topic("groups");
+    for bad in [String::new(), "g".repeat(256)] {
+        let err = bus.subscribe(&topic, &bad).await.expect_err("refused");
+        assert!(
+            matches!(err, crate::BusError::InvalidGroup(_)) && !err.is_retryable(),
+            "{err}"
+        );
     }
 }
 
@@ -300,6 +311,7 @@ macro_rules! bus_conformance {
         $crate::bus_conformance!(@one $make, a_waiting_poll_wakes_for_a_new_record);
         $crate::bus_conformance!(@one $make, concurrent_publishers_all_land_once_in_per_key_order);
         $crate::bus_conformance!(@one $make, invalid_topic_names_are_refused);
+        $crate::bus_conformance!(@one $make, invalid_group_names_are_refused);
         $crate::bus_conformance!(@one $make, failing_records_go_through_the_retry_topic_without_blocking_their_partition);
     };
     (@one $make:expr, $name:ident) => {

@@ -357,6 +357,7 @@ impl Bus for KafkaBus {
     }
 
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError> {
+        crate::check_group(group)?;
         self.ensure_topic(topic).await?;
         let mut defaults = vec![
             ("group.id", group.to_string()),

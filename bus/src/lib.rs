@@ -58,6 +58,11 @@ pub enum BusError {
     Unavailable(String),
     #[error("invalid topic name {0:?}: use letters, digits, '.', '_' and '-'")]
     InvalidTopic(String),
+    #[error("invalid consumer group name {0:?}: use 1 to 255 bytes")]
+    InvalidGroup(String),
+    /// A record the log cannot hold (too large, too many headers); sending it again fails too.
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
     #[error("the log is closed")]
     Closed,
     /// This consumer no longer owns the partitions it tried to commit (the group rebalanced,
@@ -70,7 +75,13 @@ pub enum BusError {
 impl BusError {
     /// Whether the same call may succeed later.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, Self::InvalidTopic(_) | Self::Revoked(_))
+        !matches!(
+            self,
+            Self::InvalidTopic(_)
+                | Self::InvalidGroup(_)
+                | Self::InvalidRecord(_)
+                | Self::Revoked(_)
+        )
     }
 }
 
@@ -97,10 +108,13 @@ pub trait Subscription: Send + std::fmt::Debug {
     async fn commit(&mut self, done: &[Delivered]) -> Result<(), BusError>;
 }
 
-/// Topic names become table names or broker topics: keep them to a safe alphabet.
+/// Topic names become directory names or broker topics: keep them to a safe alphabet (and,
+/// as Kafka does, refuse `.` and `..`).
 pub fn check_topic(topic: &str) -> Result<(), BusError> {
     let ok = !topic.is_empty()
         && topic.len() <= 200
+        && topic != "."
+        && topic != ".."
         && topic
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
@@ -109,4 +123,12 @@ pub fn check_topic(topic: &str) -> Result<(), BusError> {
     } else {
         Err(BusError::InvalidTopic(topic.to_string()))
     }
+}
+
+/// Group names are stored with each commit: keep them short and non-empty.
+pub fn check_group(group: &str) -> Result<(), BusError> {
+    if group.is_empty() || group.len() > 255 {
+        return Err(BusError::InvalidGroup(group.to_string()));
+    }
+    Ok(())
 }

@@ -1,5 +1,7 @@
 //! The embedded log against the bus conformance suite, plus what only a local log can show:
-//! records survive closing and reopening the files, and the stage runner's failure paths.
+//! records survive closing and reopening the files, a crash's torn tail, segments rolling and
+//! being trimmed, one process at a time, the move from `log.sqlite`, and the stage runner's
+//! failure paths.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +39,203 @@ async fn published_records_survive_reopening_the_log() {
     assert_eq!(got.len(), 70);
     assert_eq!(got[0].record.payload, b"30");
     assert_eq!(got[69].record.payload, b"99");
+}
+
+fn numbered(n: std::ops::Range<usize>) -> Vec<Record> {
+    n.map(|i| Record::new(format!("k{i}").into_bytes(), format!("{i}")))
+        .collect()
+}
+
+fn payloads(got: &[bus::Delivered]) -> Vec<String> {
+    got.iter()
+        .map(|d| String::from_utf8_lossy(&d.record.payload).into_owned())
+        .collect()
+}
+
+fn segment_files(dir: &std::path::Path, topic: &str) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("log").join(topic))
+        .expect("topic dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_record_left_by_a_crash_is_cut_off_and_the_log_goes_on_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let bus = EmbeddedBus::open(dir.path()).expect("open");
+        bus.publish("t", numbered(0..10)).await.expect("publish");
+    }
+    // A crash mid-append: half a frame after the last whole record.
+    let newest = segment_files(dir.path(), "t").pop().expect("segment");
+    let mut bytes = std::fs::read(&newest).expect("read");
+    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, b'h', b'a']);
+    std::fs::write(&newest, &bytes).expect("tear");
+
+    let bus = EmbeddedBus::open(dir.path()).expect("reopen");
+    bus.publish("t", numbered(10..12))
+        .await
+        .expect("publish after");
+    let mut sub = bus.subscribe("t", "g").await.expect("subscribe");
+    let got = bus::conformance::collect(&mut *sub, 12).await;
+    assert_eq!(
+        payloads(&got),
+        (0..12).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
+    assert_eq!(got[11].offset, 12, "offsets go on from the intact records");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_roll_and_go_only_once_every_group_has_committed_past_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bus = EmbeddedBus::open_with_segment_bytes(dir.path(), 256).expect("open");
+    let mut fast = bus.subscribe("t", "fast").await.expect("subscribe");
+    let mut slow = bus.subscribe("t", "slow").await.expect("subscribe");
+    for chunk in 0..20 {
+        bus.publish("t", numbered(chunk * 10..chunk * 10 + 10))
+            .await
+            .expect("publish");
+    }
+    let segments = segment_files(dir.path(), "t").len();
+    assert!(segments > 5, "200 records in 256-byte segments: {segments}");
+
+    // Read across every segment boundary, in order.
+    let all = bus::conformance::collect(&mut *fast, 200).await;
+    assert_eq!(
+        payloads(&all),
+        (0..200).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
+    fast.commit(&all).await.expect("commit");
+    assert_eq!(
+        segment_files(dir.path(), "t").len(),
+        segments,
+        "the slow group still needs them"
+    );
+
+    let first_half = bus::conformance::collect(&mut *slow, 100).await;
+    slow.commit(&first_half).await.expect("commit");
+    let left = segment_files(dir.path(), "t").len();
+    assert!(left < segments && left > 1, "{left} of {segments}");
+
+    // A group that joins now starts at the oldest record kept, and loses none of it.
+    let mut late = bus.subscribe("t", "late").await.expect("subscribe");
+    let kept = late.poll(500, Duration::from_secs(5)).await.expect("poll");
+    let first_kept: usize = payloads(&kept)[0].parse().expect("number");
+    assert!(
+        first_kept <= 100,
+        "nothing the slow group still needed is gone"
+    );
+    assert_eq!(kept[0].offset, first_kept as i64 + 1);
+
+    // The slow group's restart resumes at its commit, reading the rest across segments.
+    drop(slow);
+    let mut slow = bus.subscribe("t", "slow").await.expect("resubscribe");
+    let rest = bus::conformance::collect(&mut *slow, 100).await;
+    assert_eq!(
+        payloads(&rest),
+        (100..200).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_cannot_open_a_log_in_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bus = EmbeddedBus::open(dir.path()).expect("open");
+    let sub = bus.subscribe("t", "g").await.expect("subscribe");
+    let err = EmbeddedBus::open(dir.path()).expect_err("in use");
+    assert!(
+        err.to_string()
+            .contains("in use by another Postino process"),
+        "{err}"
+    );
+    drop(bus);
+    assert!(
+        EmbeddedBus::open(dir.path()).is_err(),
+        "a subscription still holds it"
+    );
+    drop(sub);
+    EmbeddedBus::open(dir.path()).expect("free once every handle is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_record_in_a_sealed_segment_stops_its_reader_after_the_records_before_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        // Tiny segments: each publish fills one, so the first is sealed by the second.
+        let bus = EmbeddedBus::open_with_segment_bytes(dir.path(), 32).expect("open");
+        bus.publish("t", numbered(0..3)).await.expect("publish");
+        bus.publish("t", numbered(3..6)).await.expect("publish");
+    }
+    // Flip a byte in the sealed segment's second record (magic 8, then frames of 8 + 4 +
+    // 2 key + 2 + 1 payload bytes).
+    let path = segment_files(dir.path(), "t").remove(0);
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[8 + 17 + 16] ^= 0xff;
+    std::fs::write(&path, &bytes).expect("damage");
+
+    let bus = EmbeddedBus::open(dir.path()).expect("reopen");
+    let mut sub = bus.subscribe("t", "g").await.expect("subscribe");
+    let before = sub.poll(10, Duration::from_secs(5)).await.expect("poll");
+    assert_eq!(payloads(&before), ["0"]);
+    let err = sub
+        .poll(10, Duration::from_secs(5))
+        .await
+        .expect_err("damaged");
+    assert!(
+        err.is_retryable() && err.to_string().contains(".seg"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_sqlite_from_before_is_moved_over_with_each_groups_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let old = rusqlite::Connection::open(dir.path().join("log.sqlite")).expect("old log");
+        old.execute_batch(
+            "CREATE TABLE offsets(topic TEXT NOT NULL, grp TEXT NOT NULL, committed INTEGER NOT NULL,
+                PRIMARY KEY(topic, grp)) WITHOUT ROWID;
+             CREATE TABLE \"log/messages\"(seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                key BLOB NOT NULL, headers TEXT, payload BLOB NOT NULL);
+             INSERT INTO offsets VALUES ('messages', 'router', 7), ('messages', 'audit', 5);",
+        )
+        .expect("old schema");
+        for i in 1..=10 {
+            let headers = (i == 9).then_some(r#"[["postino-error","429"]]"#);
+            old.execute(
+                "INSERT INTO \"log/messages\"(seq, key, headers, payload) VALUES (?1, X'6b', ?2, ?3)",
+                rusqlite::params![i, headers, format!("m{i}").into_bytes()],
+            )
+            .expect("old record");
+        }
+    }
+
+    let bus = EmbeddedBus::open(dir.path()).expect("open migrates");
+    assert!(
+        !dir.path().join("log.sqlite").exists(),
+        "the old file is gone"
+    );
+    let mut router = bus
+        .subscribe("messages", "router")
+        .await
+        .expect("subscribe");
+    let got = bus::conformance::collect(&mut *router, 3).await;
+    assert_eq!(payloads(&got), ["m8", "m9", "m10"]);
+    assert_eq!(got[1].record.header("postino-error"), Some("429"));
+    let mut audit = bus.subscribe("messages", "audit").await.expect("subscribe");
+    let got = bus::conformance::collect(&mut *audit, 5).await;
+    assert_eq!(payloads(&got), ["m6", "m7", "m8", "m9", "m10"]);
+
+    let status = bus::embedded::status::read(dir.path()).expect("status");
+    assert_eq!(status.len(), 1);
+    assert_eq!((status[0].first, status[0].last), (1, 5));
+    assert_eq!(
+        status[0].groups,
+        vec![("audit".to_string(), 0), ("router".to_string(), 2)]
+    );
 }
 
 /// A stage that records what it processed, fails transiently a few times, and refuses

@@ -52,8 +52,27 @@ enum Command {
         #[command(subcommand)]
         command: KafkaCommand,
     },
+    /// The embedded log.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
     /// Prints the OpenAPI document of every API served.
     Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+enum LogCommand {
+    /// Prints each topic's oldest and newest offsets and each consumer group's committed
+    /// offset and lag. Reads the files only, so it is safe while Postino runs.
+    Status {
+        /// Configuration file (TOML).
+        #[arg(long, env = "POSTINO_CONFIG")]
+        config: Option<PathBuf>,
+        /// Data directory [default: ./data]
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +129,17 @@ async fn main() -> anyhow::Result<()> {
                 ..Overrides::default()
             };
             postino::topics::init(&Config::load(config.as_deref(), overrides)?).await
+        }
+        Command::Log {
+            command: LogCommand::Status { config, data_dir },
+        } => {
+            let overrides = Overrides {
+                data_dir,
+                ..Overrides::default()
+            };
+            let config = Config::load(config.as_deref(), overrides)?;
+            print!("{}", postino::logstatus::render(&config.data_dir)?);
+            Ok(())
         }
         Command::Openapi => {
             print!("{}", postino::openapi::json());

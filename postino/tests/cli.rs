@@ -203,3 +203,45 @@ fn serve_refuses_a_bad_configuration_and_says_why() {
         .to_lowercase()
         .contains("listen"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_status_shows_each_stages_group_while_postino_runs() {
+    let (_app, dir) = running().await;
+    let data_dir = dir.path().to_str().expect("utf-8 path");
+    let out = postino(&["log", "status", "--data-dir", data_dir], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["topic", "first", "last", "group", "committed", "lag"]
+    );
+    assert!(
+        rows.contains(&vec!["messages", "1", "0", "router", "0", "0"]),
+        "{text}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r[0] == "deliveries.inbox" && r[3] == "inbox"),
+        "{text}"
+    );
+
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = postino(
+        &[
+            "log",
+            "status",
+            "--data-dir",
+            empty.path().to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("no embedded log under"));
+}

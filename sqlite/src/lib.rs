@@ -1,6 +1,6 @@
-//! SQLite plumbing shared by Postino's two embedded backends (the log in `bus`, the state in
-//! `store`): how a database file is opened, one writer thread per file that commits many
-//! callers' writes in one transaction (group commit), and a small pool of reader connections.
+//! SQLite plumbing of Postino's embedded store: how a database file is opened, one writer
+//! thread per file that commits many callers' writes in one transaction (group commit), and a
+//! small pool of reader connections.
 //!
 //! Group commit is what makes "accepted means durable" affordable: every caller waits for an
 //! fsync'd commit, but one commit serves all the callers that queued while the previous one
