@@ -117,7 +117,13 @@ async fn segments_roll_and_go_only_once_every_group_has_committed_past_them() {
 
     let first_half = bus::conformance::collect(&mut *slow, 100).await;
     slow.commit(&first_half).await.expect("commit");
-    let left = segment_files(dir.path(), "t").len();
+    // Files are deleted off the writer's path, so their going is waited for.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut left = segment_files(dir.path(), "t").len();
+    while left == segments && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        left = segment_files(dir.path(), "t").len();
+    }
     assert!(left < segments && left > 1, "{left} of {segments}");
 
     // A group that joins now starts at the oldest record kept, and loses none of it.

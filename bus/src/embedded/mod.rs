@@ -124,7 +124,8 @@ impl EmbeddedBus {
         }
 
         let (jobs, queued) = mpsc::channel(QUEUE);
-        let writer = Writer::new(journal, segment_bytes.max(segment::START + 1));
+        let writer = Writer::new(journal, segment_bytes.max(segment::START + 1))
+            .map_err(|e| BusError::Unavailable(format!("cannot start the log's writer: {e}")))?;
         let thread = std::thread::Builder::new()
             .name("log-writer".into())
             .spawn(move || writer.run(queued))

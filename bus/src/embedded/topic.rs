@@ -156,20 +156,17 @@ impl Topic {
             .push(segment);
     }
 
-    /// Deletes the segments whose every record is at or below `floor`, except the newest.
-    /// Readers still holding one keep reading it; the file goes when they let go.
-    pub fn trim(&self, floor: i64) -> io::Result<usize> {
-        let gone: Vec<Arc<Segment>> = {
+    /// Takes out of the topic the segments whose every record is at or below `floor`, except
+    /// the newest, and returns them for their files to be deleted. Readers still holding one
+    /// keep reading it; the file's space goes when they let go.
+    pub fn trim(&self, floor: i64) -> Vec<Arc<Segment>> {
+        {
             let mut segments = self.segments.write().unwrap_or_else(|p| p.into_inner());
             let keep_from = (1..segments.len())
                 .take_while(|&i| segments[i].base - 1 <= floor)
                 .last()
                 .unwrap_or(0);
             segments.drain(..keep_from).collect()
-        };
-        for segment in &gone {
-            std::fs::remove_file(&segment.path)?;
         }
-        Ok(gone.len())
     }
 }

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -48,6 +49,10 @@ pub enum Job {
 #[derive(Debug)]
 pub struct Writer {
     journal: Journal,
+    /// Paths of trimmed segments, for the thread that deletes them: unlinking a large file
+    /// takes the file system a while, and the writer's round must not wait for it.
+    trimmed: Option<std::sync::mpsc::Sender<PathBuf>>,
+    deleter: Option<std::thread::JoinHandle<()>>,
     segment_bytes: u64,
     /// Set when a write or sync failed: the state of the files is then unknown until a
     /// restart recovers them, so nothing more is written.
@@ -62,14 +67,28 @@ struct Appends {
 }
 
 impl Writer {
-    pub fn new(journal: Journal, segment_bytes: u64) -> Self {
-        Self {
+    pub fn new(journal: Journal, segment_bytes: u64) -> io::Result<Self> {
+        let (trimmed, to_delete) = std::sync::mpsc::channel::<PathBuf>();
+        let deleter = std::thread::Builder::new()
+            .name("log-trim".into())
+            .spawn(move || {
+                for path in to_delete {
+                    if let Err(err) = std::fs::remove_file(&path) {
+                        tracing::warn!(path = %path.display(), error = %err, "cannot delete a trimmed log segment");
+                    }
+                }
+            })?;
+        Ok(Self {
             journal,
+            trimmed: Some(trimmed),
+            deleter: Some(deleter),
             segment_bytes,
             failed: None,
-        }
+        })
     }
 
+    /// Runs rounds until every sender is gone, then waits for the deletions it asked for,
+    /// so a log reopened after it finds no file half deleted.
     pub fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         let mut round = Vec::new();
         while let Some(first) = jobs.blocking_recv() {
@@ -81,6 +100,10 @@ impl Writer {
                 }
             }
             self.round(&mut round);
+        }
+        self.trimmed.take();
+        if let Some(deleter) = self.deleter.take() {
+            let _ = deleter.join();
         }
     }
 
@@ -235,7 +258,11 @@ impl Writer {
             }
             seen.push(Arc::as_ptr(topic));
             if let Some(floor) = self.journal.floor(&topic.name) {
-                topic.trim(floor)?;
+                for segment in topic.trim(floor) {
+                    if let Some(trimmed) = &self.trimmed {
+                        let _ = trimmed.send(segment.path.clone());
+                    }
+                }
             }
         }
         self.journal.compact_if_large()
