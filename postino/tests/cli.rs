@@ -214,15 +214,12 @@ async fn log_status_shows_each_stages_group_while_postino_runs() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The table's layout has its unit test; here, what the running stages wrote.
     let text = String::from_utf8_lossy(&out.stdout);
     let rows: Vec<Vec<&str>> = text
         .lines()
         .map(|l| l.split_whitespace().collect())
         .collect();
-    assert_eq!(
-        rows[0],
-        ["topic", "first", "last", "group", "committed", "lag"]
-    );
     assert!(
         rows.contains(&vec!["messages", "1", "0", "router", "0", "0"]),
         "{text}"
