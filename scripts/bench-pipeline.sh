@@ -4,7 +4,7 @@
 # seeds CITIZENS with `loadtest seed`, fills the log with MESSAGES with `loadtest ingest`,
 # stops it, then starts only the router and inbox roles on the same data and times how long
 # they take to drain the log, and prints the CPU time Postino spent per message in each
-# phase. Needs python3 (reads the SQLite offsets).
+# phase. Needs python3 (counts the inbox rows in store.sqlite).
 # Usage: scripts/bench-pipeline.sh [MESSAGES] [CITIZENS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
