@@ -46,6 +46,8 @@ pub const SEGMENT_BYTES: u64 = 64 << 20;
 const QUEUE: usize = 4096;
 /// The log's directory under the data directory.
 pub const DIR: &str = "log";
+/// The lock file under the data directory that keeps a second process off the log.
+const LOCK: &str = "log.lock";
 
 #[derive(Debug)]
 pub struct EmbeddedBus {
@@ -95,9 +97,9 @@ impl EmbeddedBus {
     /// [`open`](Self::open) with segments of `segment_bytes`: smaller segments trim sooner.
     pub fn open_with_segment_bytes(dir: &Path, segment_bytes: u64) -> Result<Arc<Self>, BusError> {
         let root = dir.join(DIR);
-        migrate::from_sqlite(dir, &root)?;
-        std::fs::create_dir_all(&root).map_err(|e| unavailable("create", &root, e))?;
-        let lock_path = root.join("LOCK");
+        // Taken before anything else, the move from log.sqlite included; it lives beside
+        // `log/` because that directory may not exist yet.
+        let lock_path = dir.join(LOCK);
         let lock = File::create(&lock_path).map_err(|e| unavailable("create", &lock_path, e))?;
         match lock.try_lock() {
             Ok(()) => {}
@@ -109,6 +111,8 @@ impl EmbeddedBus {
             }
             Err(TryLockError::Error(e)) => return Err(unavailable("lock", &lock_path, e)),
         }
+        migrate::from_sqlite(dir, &root)?;
+        std::fs::create_dir_all(&root).map_err(|e| unavailable("create", &root, e))?;
         let journal = journal::Journal::open(&root).map_err(|e| unavailable("open", &root, e))?;
         let mut topics = HashMap::new();
         for entry in std::fs::read_dir(&root).map_err(|e| unavailable("read", &root, e))? {
@@ -157,10 +161,11 @@ impl EmbeddedBus {
 #[async_trait]
 impl Bus for EmbeddedBus {
     async fn publish(&self, topic: &str, records: Vec<crate::Record>) -> Result<(), BusError> {
-        let topic = self.topic(topic)?;
+        check_topic(topic)?;
         if records.is_empty() {
             return Ok(());
         }
+        let topic = self.topic(topic)?;
         let size: usize = records
             .iter()
             .map(|r| r.key.len() + r.payload.len() + 16)
