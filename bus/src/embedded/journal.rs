@@ -10,10 +10,13 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::frame::{self, Fields, Parsed};
+use super::zeroed;
 
 pub const FILE: &str = "offsets";
 /// Past this size the journal is rewritten compactly.
 const COMPACT_AT: u64 = 4 << 20;
+/// Zeros kept written ahead of the journal's data (see [`zeroed`](super::zeroed)).
+const AHEAD: u64 = 256 << 10;
 
 /// Committed offsets by topic, then group.
 pub type Committed = HashMap<String, HashMap<String, i64>>;
@@ -23,6 +26,7 @@ pub struct Journal {
     dir: PathBuf,
     file: File,
     len: u64,
+    allocated: u64,
     committed: Committed,
 }
 
@@ -82,7 +86,8 @@ pub fn write_new(dir: &Path, committed: &Committed) -> io::Result<()> {
 }
 
 impl Journal {
-    /// Opens the journal in `dir`, cutting off a torn last frame.
+    /// Opens the journal in `dir`; whatever follows the intact frames (a torn last write,
+    /// never acknowledged) is wiped to zeros.
     pub fn open(dir: &Path) -> io::Result<Self> {
         let path = dir.join(FILE);
         let file = OpenOptions::new()
@@ -93,18 +98,18 @@ impl Journal {
             .open(&path)?;
         let bytes = std::fs::read(&path)?;
         let (committed, intact) = replay(&bytes);
-        if intact < bytes.len() {
+        let wiped = zeroed::wipe_tail(&file, intact as u64, bytes.len() as u64)?;
+        if wiped > 0 {
             tracing::warn!(
-                bytes = bytes.len() - intact,
-                "cutting a torn commit off the end of the log's offsets"
+                bytes = wiped,
+                "wiped a torn commit off the end of the log's offsets"
             );
-            file.set_len(intact as u64)?;
-            file.sync_all()?;
         }
         Ok(Self {
             dir: dir.to_path_buf(),
             file,
             len: intact as u64,
+            allocated: bytes.len() as u64,
             committed,
         })
     }
@@ -126,6 +131,7 @@ impl Journal {
         }
         self.file.write_all_at(&bytes, self.len)?;
         self.len += bytes.len() as u64;
+        self.allocated = zeroed::keep_ahead(&self.file, self.len, self.allocated, AHEAD)?;
         Ok(())
     }
 
@@ -183,13 +189,17 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_last_commit_is_cut_off_and_later_commits_land_after_the_intact_ones() {
+    fn a_torn_last_commit_is_wiped_and_later_commits_land_after_the_intact_ones() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut journal = Journal::open(dir.path()).expect("open");
         journal.append(&[commit("t", "g", 7)]).expect("append");
         let intact = journal.len;
         journal.append(&[commit("t", "g", 8)]).expect("append");
-        journal.file.set_len(journal.len - 3).expect("tear");
+        // Torn: the last frame's final bytes never reached the disk.
+        journal
+            .file
+            .write_all_at(&[0xff; 3], journal.len - 3)
+            .expect("tear");
 
         let mut journal = Journal::open(dir.path()).expect("reopen");
         assert_eq!(journal.get("t", "g"), Some(7));

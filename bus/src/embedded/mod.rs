@@ -35,6 +35,7 @@ mod segment;
 pub mod status;
 mod topic;
 mod writer;
+mod zeroed;
 
 use segment::Segment;
 use topic::Topic;

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use tokio::sync::watch;
 
 use super::segment::{self, Segment};
+use super::zeroed;
 
 /// Where the writer appends next. Only the writer thread locks it.
 #[derive(Debug)]
@@ -17,6 +18,8 @@ pub struct Active {
     pub segment: Arc<Segment>,
     /// Bytes written to the segment so far, synced or not.
     pub len: u64,
+    /// Where the zeros written ahead of the data end (see [`zeroed`](super::zeroed)).
+    pub allocated: u64,
     /// Offset the next record gets.
     pub next: i64,
 }
@@ -51,9 +54,9 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<(i64, PathBuf)>> {
 }
 
 impl Topic {
-    /// Opens the topic stored in `dir`, creating it if the directory has no segment. A torn
-    /// record at the end of the newest segment (a crash mid-append) is cut off: it was never
-    /// acknowledged.
+    /// Opens the topic stored in `dir`, creating it if the directory has no segment. The
+    /// newest segment's data ends at its first zero or broken frame; whatever a crash
+    /// mid-append left after it (never acknowledged) is wiped to zeros.
     pub fn open(name: &str, dir: PathBuf) -> io::Result<Arc<Self>> {
         if !dir.exists() {
             std::fs::create_dir(&dir)?;
@@ -75,30 +78,31 @@ impl Topic {
                 vec![Arc::clone(&first)],
                 first,
                 segment::START,
+                segment::START,
                 1,
             ));
         };
+        let file_len = newest.end();
         let walked = newest.walk(
             segment::START,
-            newest.end(),
+            file_len,
             usize::MAX,
             &mut Vec::new(),
             |_| Ok(()),
         )?;
-        if let Some(why) = &walked.stopped {
+        let wiped = zeroed::wipe_tail(&newest.file, walked.pos, file_len)?;
+        if wiped > 0 {
             tracing::warn!(
                 topic = name,
-                bytes = newest.end() - walked.pos,
-                reason = %why,
-                "cutting an unacknowledged torn record off the end of the log"
+                bytes = wiped,
+                reason = walked.stopped.as_deref().unwrap_or(""),
+                "wiped an unacknowledged torn write off the end of the log"
             );
-            newest.file.set_len(walked.pos)?;
-            newest.file.sync_all()?;
-            newest.set_end(walked.pos);
         }
+        newest.set_end(walked.pos);
         let next = newest.base + walked.frames as i64;
         Ok(Self::assemble(
-            name, dir, segments, newest, walked.pos, next,
+            name, dir, segments, newest, walked.pos, file_len, next,
         ))
     }
 
@@ -108,6 +112,7 @@ impl Topic {
         segments: Vec<Arc<Segment>>,
         newest: Arc<Segment>,
         len: u64,
+        allocated: u64,
         next: i64,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -118,6 +123,7 @@ impl Topic {
             active: Mutex::new(Active {
                 segment: newest,
                 len,
+                allocated,
                 next,
             }),
         })

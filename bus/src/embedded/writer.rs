@@ -14,10 +14,13 @@ use tokio::sync::{mpsc, oneshot};
 use super::journal::Journal;
 use super::segment::{self, Segment};
 use super::topic::{sync_dir, Topic};
+use super::zeroed;
 use crate::BusError;
 
 /// Most jobs one round takes.
 const MAX_JOBS: usize = 4096;
+/// Zeros kept written ahead of a segment's data (see [`zeroed`](super::zeroed)).
+const SEGMENT_AHEAD: u64 = 1 << 20;
 
 pub type Reply<T> = oneshot::Sender<Result<T, BusError>>;
 
@@ -212,14 +215,24 @@ impl Writer {
         for a in &appends {
             let mut active = a.topic.active();
             if active.len >= self.segment_bytes && active.next > active.segment.base {
+                // Sealed, the segment ends at its data: readers take its length as its end.
+                active.segment.file.set_len(active.len)?;
+                active.segment.file.sync_data()?;
                 let fresh = Segment::create(&a.topic.dir, active.next)?;
                 sync_dir(&a.topic.dir)?;
                 active.segment = Arc::clone(&fresh);
                 active.len = segment::START;
+                active.allocated = segment::START;
                 created.push((Arc::clone(&a.topic), fresh));
             }
             active.segment.file.write_all_at(&a.bytes, active.len)?;
             active.len += a.bytes.len() as u64;
+            active.allocated = zeroed::keep_ahead(
+                &active.segment.file,
+                active.len,
+                active.allocated,
+                SEGMENT_AHEAD,
+            )?;
             active.next += a.count;
             written.push((Arc::clone(&active.segment), active.len));
         }
