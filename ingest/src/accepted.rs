@@ -21,6 +21,10 @@ use ulid::Ulid;
 const QUEUE: usize = 8192;
 /// Rows written in one store job.
 const BATCH: usize = 512;
+/// How long the writer waits for more rows when fewer than a batch are queued. Each batch is
+/// a store commit (an fsync); at a steady rate without it a commit carried only the handful
+/// of rows that arrived during the previous one.
+const LINGER: Duration = Duration::from_millis(5);
 /// Tries for a batch while the store is unavailable, before its rows are left to the
 /// pipeline's next status.
 const ATTEMPTS: u32 = 5;
@@ -65,6 +69,15 @@ impl AcceptedRows {
 async fn write_rows(store: Arc<dyn Store>, mut queued: mpsc::Receiver<Ulid>, pending: Pending) {
     let mut ids = Vec::with_capacity(BATCH);
     while queued.recv_many(&mut ids, BATCH).await > 0 {
+        if ids.len() < BATCH {
+            tokio::time::sleep(LINGER).await;
+            while ids.len() < BATCH {
+                match queued.try_recv() {
+                    Ok(id) => ids.push(id),
+                    Err(_) => break,
+                }
+            }
+        }
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=ATTEMPTS {
             let batch: Vec<MessageRecord> = {
