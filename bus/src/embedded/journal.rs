@@ -118,6 +118,11 @@ impl Journal {
         self.committed.get(topic)?.get(group).copied()
     }
 
+    /// The highest offset any group of `topic` has committed.
+    pub fn highest(&self, topic: &str) -> Option<i64> {
+        self.committed.get(topic)?.values().copied().max()
+    }
+
     /// The lowest offset every group of `topic` has committed.
     pub fn floor(&self, topic: &str) -> Option<i64> {
         self.committed.get(topic)?.values().copied().min()

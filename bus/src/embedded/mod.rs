@@ -124,6 +124,11 @@ impl EmbeddedBus {
             if entry.path().is_dir() && check_topic(&name).is_ok() {
                 let topic = Topic::open(&name, entry.path())
                     .map_err(|e| unavailable("open", &entry.path(), e))?;
+                if let Some(highest) = journal.highest(&name) {
+                    topic
+                        .skip_to(highest + 1)
+                        .map_err(|e| unavailable("repair", &entry.path(), e))?;
+                }
                 topics.insert(name, topic);
             }
         }
@@ -267,7 +272,7 @@ impl Cursor {
                 if self.pos < self.segment.end() {
                     continue; // the writer finished this segment meanwhile
                 }
-                if after.base != self.next {
+                if after.base < self.next {
                     return Err(damaged(
                         &self.segment,
                         self.pos,
@@ -277,6 +282,8 @@ impl Cursor {
                         ),
                     ));
                 }
+                // A gap is offsets lost to a damaged segment and skipped at open (Topic::skip_to).
+                self.next = after.base;
                 self.segment = after;
                 self.pos = segment::START;
                 continue;

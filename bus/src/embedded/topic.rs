@@ -154,6 +154,36 @@ impl Topic {
         self.segments().iter().find(|s| s.base > base).cloned()
     }
 
+    /// Moves the topic on to a new segment starting at `base`, past offsets the newest
+    /// segment no longer holds. Only at open: when a damaged newest segment lost records a
+    /// consumer group had already committed, so that no offset is ever handed out twice.
+    pub fn skip_to(&self, base: i64) -> io::Result<()> {
+        let mut active = self.active();
+        if base <= active.next {
+            return Ok(());
+        }
+        tracing::warn!(
+            topic = %self.name,
+            lost_from = active.next,
+            lost_to = base - 1,
+            "records a consumer group had committed are gone from the log's newest segment; \
+             new records start after the group's commit"
+        );
+        active.segment.file.set_len(active.len)?;
+        active.segment.file.sync_data()?;
+        let fresh = Segment::create(&self.dir, base)?;
+        sync_dir(&self.dir)?;
+        *active = Active {
+            segment: Arc::clone(&fresh),
+            len: segment::START,
+            allocated: segment::START,
+            next: base,
+        };
+        self.push_segment(fresh);
+        self.synced_next.send_replace(base);
+        Ok(())
+    }
+
     /// Makes a new segment readable; its predecessor's end must be final before.
     pub fn push_segment(&self, segment: Arc<Segment>) {
         self.segments
