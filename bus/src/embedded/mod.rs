@@ -10,7 +10,8 @@
 //!
 //! Each topic is a single partition (total order, so per-key order holds trivially), meant for
 //! one process, which a lock file enforces, with one consumer per group. A crash can leave at
-//! most a torn last record, never acknowledged; opening the log cuts it off.
+//! most a torn last write, never acknowledged; opening the log wipes it. Files are kept
+//! written with zeros ahead of their data ([`zeroed`]).
 //!
 //! Data directories written before this format held the log in `log.sqlite`; opening one
 //! moves its unconsumed records over ([`migrate`]).

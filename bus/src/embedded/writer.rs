@@ -215,7 +215,7 @@ impl Writer {
         for a in &appends {
             let mut active = a.topic.active();
             if active.len >= self.segment_bytes && active.next > active.segment.base {
-                // Sealed, the segment ends at its data: readers take its length as its end.
+                // Sealed, the segment ends at its data: a reopened log takes its length as its end.
                 active.segment.file.set_len(active.len)?;
                 active.segment.file.sync_data()?;
                 let fresh = Segment::create(&a.topic.dir, active.next)?;
