@@ -147,6 +147,33 @@ async fn segments_roll_and_go_only_once_every_group_has_committed_past_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_log_reads_across_its_sealed_segments_and_appends_after_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let bus = EmbeddedBus::open_with_segment_bytes(dir.path(), 256).expect("open");
+        for chunk in 0..10 {
+            bus.publish("t", numbered(chunk * 10..chunk * 10 + 10))
+                .await
+                .expect("publish");
+        }
+    }
+    assert!(segment_files(dir.path(), "t").len() > 3, "segments rolled");
+    // Sealed segments must end at their data (not at the zeros written ahead of it), and
+    // the newest must take appends right after its last record.
+    let bus = EmbeddedBus::open_with_segment_bytes(dir.path(), 256).expect("reopen");
+    bus.publish("t", numbered(100..105))
+        .await
+        .expect("publish after");
+    let mut sub = bus.subscribe("t", "g").await.expect("subscribe");
+    let got = bus::conformance::collect(&mut *sub, 105).await;
+    assert_eq!(
+        payloads(&got),
+        (0..105).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
+    assert_eq!(got[104].offset, 105);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_cannot_open_a_log_in_use() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bus = EmbeddedBus::open(dir.path()).expect("open");

@@ -173,11 +173,7 @@ impl Bus for EmbeddedBus {
             return Ok(());
         }
         let topic = self.topic(topic)?;
-        let size: usize = records
-            .iter()
-            .map(|r| r.key.len() + r.payload.len() + 16)
-            .sum();
-        let mut frames = Vec::with_capacity(size);
+        let mut frames = Vec::new();
         record::encode_all(&records, &mut frames)?;
         let count = records.len();
         drop(records);
@@ -242,9 +238,7 @@ impl Cursor {
         let segment = topic.segment_for(target);
         let skip = usize::try_from(target - segment.base).unwrap_or(0);
         let walked = segment
-            .walk(segment::START, segment.end(), skip, &mut Vec::new(), |_| {
-                Ok(())
-            })
+            .skip(skip)
             .map_err(|e| unavailable("read", &segment.path, e))?;
         if let Some(why) = &walked.stopped {
             return Err(damaged(&segment, walked.pos, why));

@@ -8,9 +8,11 @@ use crate::{BusError, Record};
 
 /// Appends `records` to `out` as frames.
 pub fn encode_all(records: &[Record], out: &mut Vec<u8>) -> Result<(), BusError> {
+    let mut size = 0;
     for record in records {
-        check(record)?;
+        size += frame::HEADER + check(record)?;
     }
+    out.reserve(size);
     for record in records {
         frame::push(out, |body| {
             body.extend_from_slice(&(record.key.len() as u32).to_le_bytes());
@@ -27,8 +29,9 @@ pub fn encode_all(records: &[Record], out: &mut Vec<u8>) -> Result<(), BusError>
     Ok(())
 }
 
-/// Refuses what the format cannot hold, before anything is written.
-fn check(record: &Record) -> Result<(), BusError> {
+/// Refuses what the format cannot hold, before anything is written; returns the size of the
+/// record's frame body.
+fn check(record: &Record) -> Result<usize, BusError> {
     let too_many = record.headers.len() > usize::from(u16::MAX);
     let long_name = record
         .headers
@@ -54,7 +57,7 @@ fn check(record: &Record) -> Result<(), BusError> {
             frame::MAX_BODY
         )));
     }
-    Ok(())
+    Ok(size)
 }
 
 /// Reads a record back from a frame body.

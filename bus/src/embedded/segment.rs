@@ -62,8 +62,8 @@ impl Segment {
         }))
     }
 
-    /// Opens an existing segment whose intact part ends at `end`.
-    pub fn open(path: PathBuf, base: i64, writable: bool) -> io::Result<(Arc<Self>, u64)> {
+    /// Opens an existing segment; its end is the file's length until recovery says otherwise.
+    pub fn open(path: PathBuf, base: i64, writable: bool) -> io::Result<Arc<Self>> {
         let file = OpenOptions::new().read(true).write(writable).open(&path)?;
         let mut magic = [0; MAGIC.len()];
         let len = file.metadata()?.len();
@@ -86,16 +86,12 @@ impl Segment {
                 ));
             }
         }
-        let len = len.max(START);
-        Ok((
-            Arc::new(Self {
-                base,
-                path,
-                file,
-                end: AtomicU64::new(len),
-            }),
-            len,
-        ))
+        Ok(Arc::new(Self {
+            base,
+            path,
+            file,
+            end: AtomicU64::new(len.max(START)),
+        }))
     }
 
     pub fn end(&self) -> u64 {
@@ -105,6 +101,12 @@ impl Segment {
     /// Publishes bytes up to `end` to readers; the writer calls it once they are synced.
     pub fn set_end(&self, end: u64) {
         self.end.store(end, Ordering::Release);
+    }
+
+    /// Steps over up to `max` frames from the segment's start, up to its end: where a
+    /// record's offset is found, and where the newest segment's data ends.
+    pub fn skip(&self, max: usize) -> io::Result<Walked> {
+        self.walk(START, self.end(), max, &mut Vec::new(), |_| Ok(()))
     }
 
     /// Walks the frames from `pos` up to `limit` bytes, visiting at most `max` of them.
@@ -275,8 +277,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(file_name(5));
         std::fs::write(&path, b"PST").expect("write");
-        let (seg, end) = Segment::open(path, 5, true).expect("open");
-        assert_eq!(end, START);
-        assert_eq!(bodies_walked(&seg, end, usize::MAX).0.len(), 0);
+        let seg = Segment::open(path, 5, true).expect("open");
+        assert_eq!(seg.end(), START);
+        assert_eq!(bodies_walked(&seg, seg.end(), usize::MAX).0.len(), 0);
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::segment::{self, Segment};
+use super::segment::Segment;
 use super::topic::list_segments;
 use super::{journal, unavailable, DIR};
 use crate::{check_topic, BusError};
@@ -41,13 +41,14 @@ pub fn read(dir: &Path) -> Result<Vec<TopicStatus>, BusError> {
             continue;
         }
         let segments = list_segments(&path).map_err(|e| unavailable("read", &path, e))?;
-        let (Some((first, _)), Some((base, newest))) = (segments.first(), segments.last()) else {
+        let (Some((first, _)), Some((base, newest_path))) = (segments.first(), segments.last())
+        else {
             continue;
         };
-        let (newest, end) = Segment::open(newest.clone(), *base, false)
-            .map_err(|e| unavailable("read", newest, e))?;
+        let newest = Segment::open(newest_path.clone(), *base, false)
+            .map_err(|e| unavailable("read", newest_path, e))?;
         let walked = newest
-            .walk(segment::START, end, usize::MAX, &mut Vec::new(), |_| Ok(()))
+            .skip(usize::MAX)
             .map_err(|e| unavailable("read", &newest.path, e))?;
         let mut groups: Vec<(String, i64)> = committed
             .get(&name)

@@ -67,7 +67,7 @@ impl Topic {
         let found = list_segments(&dir)?;
         let mut segments = Vec::with_capacity(found.len().max(1));
         for (base, path) in found {
-            segments.push(Segment::open(path, base, true)?.0);
+            segments.push(Segment::open(path, base, true)?);
         }
         let Some(newest) = segments.last().cloned() else {
             let first = Segment::create(&dir, 1)?;
@@ -83,13 +83,7 @@ impl Topic {
             ));
         };
         let file_len = newest.end();
-        let walked = newest.walk(
-            segment::START,
-            file_len,
-            usize::MAX,
-            &mut Vec::new(),
-            |_| Ok(()),
-        )?;
+        let walked = newest.skip(usize::MAX)?;
         let wiped = zeroed::wipe_tail(&newest.file, walked.pos, file_len)?;
         if wiped > 0 {
             tracing::warn!(

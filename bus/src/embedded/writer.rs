@@ -62,6 +62,16 @@ pub struct Writer {
     failed: Option<String>,
 }
 
+/// What a written and synced round leaves to do.
+struct Synced {
+    /// The commits journaled, for the offsets in memory.
+    commits: Vec<(String, String, i64)>,
+    /// Topics a group committed on, which may now be trimmed (each once).
+    trim: Vec<Arc<Topic>>,
+    /// Per job, where a joining group resumes (0 for the other jobs).
+    resumes: Vec<i64>,
+}
+
 /// One topic's share of a round.
 struct Appends {
     topic: Arc<Topic>,
@@ -119,17 +129,12 @@ impl Writer {
             return;
         }
         match self.write_and_sync(jobs) {
-            Ok((commits, answers)) => {
-                let trim: Vec<Arc<Topic>> = commits
-                    .iter()
-                    .filter_map(|(topic, _)| topic.clone())
-                    .collect();
-                self.journal
-                    .apply(commits.into_iter().map(|(_, c)| c).collect());
-                for (job, resumes_at) in jobs.drain(..).zip(answers) {
+            Ok(synced) => {
+                self.journal.apply(synced.commits);
+                for (job, resumes_at) in jobs.drain(..).zip(synced.resumes) {
                     answer(job, Ok(()), resumes_at);
                 }
-                if let Err(err) = self.housekeep(&trim) {
+                if let Err(err) = self.housekeep(&synced.trim) {
                     tracing::warn!(error = %err, "cannot trim the log");
                 }
             }
@@ -148,16 +153,12 @@ impl Writer {
         }
     }
 
-    /// Writes a round and syncs it. Returns the commits it journaled (with the topic to trim
-    /// after a commit) and, per job, where a joining group resumes.
-    #[allow(clippy::type_complexity)]
-    fn write_and_sync(
-        &mut self,
-        jobs: &[Job],
-    ) -> io::Result<(Vec<(Option<Arc<Topic>>, (String, String, i64))>, Vec<i64>)> {
+    /// Writes a round and syncs it.
+    fn write_and_sync(&mut self, jobs: &[Job]) -> io::Result<Synced> {
         let mut appends: Vec<Appends> = Vec::new();
         let mut by_topic: HashMap<*const Topic, usize> = HashMap::new();
-        let mut commits = Vec::new();
+        let mut commits: Vec<(String, String, i64)> = Vec::new();
+        let mut trim: Vec<Arc<Topic>> = Vec::new();
         let mut resumes = Vec::with_capacity(jobs.len());
         for job in jobs {
             let mut resumes_at = 0;
@@ -184,23 +185,23 @@ impl Writer {
                 } => {
                     let known = self.journal.get(&topic.name, group).unwrap_or(i64::MIN);
                     if *upto > known {
-                        commits.push((
-                            Some(Arc::clone(topic)),
-                            (topic.name.clone(), group.clone(), *upto),
-                        ));
+                        commits.push((topic.name.clone(), group.clone(), *upto));
+                        if !trim.iter().any(|t| Arc::ptr_eq(t, topic)) {
+                            trim.push(Arc::clone(topic));
+                        }
                     }
                 }
                 Job::Join { topic, group, .. } => {
                     let staged = commits
                         .iter()
                         .rev()
-                        .find(|(_, (t, g, _))| *t == topic.name && g == group);
-                    let staged = staged.map(|(_, (_, _, offset))| *offset);
+                        .find(|(t, g, _)| *t == topic.name && g == group)
+                        .map(|(_, _, offset)| *offset);
                     resumes_at = match staged.or_else(|| self.journal.get(&topic.name, group)) {
                         Some(offset) => offset,
                         None => {
                             let start = topic.first() - 1;
-                            commits.push((None, (topic.name.clone(), group.clone(), start)));
+                            commits.push((topic.name.clone(), group.clone(), start));
                             start
                         }
                     };
@@ -236,15 +237,13 @@ impl Writer {
             active.next += a.count;
             written.push((Arc::clone(&active.segment), active.len));
         }
-        let fresh_commits: Vec<(String, String, i64)> =
-            commits.iter().map(|(_, c)| c.clone()).collect();
-        if !fresh_commits.is_empty() {
-            self.journal.append(&fresh_commits)?;
+        if !commits.is_empty() {
+            self.journal.append(&commits)?;
         }
         for (segment, _) in &written {
             segment.file.sync_data()?;
         }
-        if !fresh_commits.is_empty() {
+        if !commits.is_empty() {
             self.journal.sync()?;
         }
 
@@ -259,17 +258,16 @@ impl Writer {
             let next = a.topic.active().next;
             a.topic.synced_next.send_replace(next);
         }
-        Ok((commits, resumes))
+        Ok(Synced {
+            commits,
+            trim,
+            resumes,
+        })
     }
 
     /// After a round: deletes segments every group has passed, and compacts the journal.
     fn housekeep(&mut self, committed: &[Arc<Topic>]) -> io::Result<()> {
-        let mut seen: Vec<*const Topic> = Vec::new();
         for topic in committed {
-            if seen.contains(&Arc::as_ptr(topic)) {
-                continue;
-            }
-            seen.push(Arc::as_ptr(topic));
             if let Some(floor) = self.journal.floor(&topic.name) {
                 for segment in topic.trim(floor) {
                     if let Some(trimmed) = &self.trimmed {
