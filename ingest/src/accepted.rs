@@ -66,18 +66,27 @@ impl AcceptedRows {
     }
 }
 
-async fn write_rows(store: Arc<dyn Store>, mut queued: mpsc::Receiver<Ulid>, pending: Pending) {
-    let mut ids = Vec::with_capacity(BATCH);
-    while queued.recv_many(&mut ids, BATCH).await > 0 {
-        if ids.len() < BATCH {
-            tokio::time::sleep(LINGER).await;
-            while ids.len() < BATCH {
-                match queued.try_recv() {
-                    Ok(id) => ids.push(id),
-                    Err(_) => break,
-                }
+/// Waits for the next batch of ids: what is queued, and, short of a full batch, what comes
+/// within [`LINGER`]. Returns 0 once the queue is closed and empty.
+async fn gather(queued: &mut mpsc::Receiver<Ulid>, ids: &mut Vec<Ulid>) -> usize {
+    if queued.recv_many(ids, BATCH).await == 0 {
+        return 0;
+    }
+    if ids.len() < BATCH {
+        tokio::time::sleep(LINGER).await;
+        while ids.len() < BATCH {
+            match queued.try_recv() {
+                Ok(id) => ids.push(id),
+                Err(_) => break,
             }
         }
+    }
+    ids.len()
+}
+
+async fn write_rows(store: Arc<dyn Store>, mut queued: mpsc::Receiver<Ulid>, pending: Pending) {
+    let mut ids = Vec::with_capacity(BATCH);
+    while gather(&mut queued, &mut ids).await > 0 {
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=ATTEMPTS {
             let batch: Vec<MessageRecord> = {
@@ -136,6 +145,43 @@ mod tests {
             let stored = store.get_message(&r.message.id).await.expect("read");
             assert_eq!(stored.map(|s| s.status), Some(MessageStatus::Accepted));
         }
+    }
+
+    /// On a paused clock the gathering task sleeps until this test has queued everything and
+    /// waits, so the test needs no timing of its own.
+    #[tokio::test(start_paused = true)]
+    async fn rows_queued_while_a_batch_gathers_join_it_and_a_full_batch_does_not_wait() {
+        let (queue, mut queued) = mpsc::channel(QUEUE);
+        queue.send(Ulid::new()).await.expect("send");
+        let gathering = tokio::spawn(async move {
+            let mut ids = Vec::new();
+            let n = gather(&mut queued, &mut ids).await;
+            (n, queued)
+        });
+        // Let it take the first id; then more arrive while it lingers.
+        tokio::task::yield_now().await;
+        for _ in 0..9 {
+            queue.send(Ulid::new()).await.expect("send");
+        }
+        let (n, mut queued) = gathering.await.expect("join");
+        assert_eq!(n, 10, "one batch, not a batch for the first row alone");
+
+        for _ in 0..BATCH + 3 {
+            queue.send(Ulid::new()).await.expect("send");
+        }
+        let started = tokio::time::Instant::now();
+        let mut ids = Vec::new();
+        assert_eq!(gather(&mut queued, &mut ids).await, BATCH);
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "a full batch goes at once"
+        );
+        drop(queue);
+        ids.clear();
+        assert_eq!(gather(&mut queued, &mut ids).await, 3);
+        ids.clear();
+        assert_eq!(gather(&mut queued, &mut ids).await, 0, "closed and empty");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
