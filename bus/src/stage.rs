@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use crate::{Bus, BusError, Delivered, Record};
+use crate::{Bus, BusError, Delivered, Record, Subscription};
 
 /// How a stage's processing failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -229,16 +229,26 @@ struct Lane {
     delayed: bool,
 }
 
-/// Runs `stage` on `topic` (and its retry topic) as consumer group `group` until
-/// `shutdown` turns true.
-pub async fn run<S: Stage>(
-    bus: Arc<dyn Bus>,
-    topic: &str,
-    group: &str,
-    stage: Arc<S>,
-    cfg: StageConfig,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), BusError> {
+/// A stage's two lanes, each joined to its consumer group: from the moment [`join`]
+/// returns, the groups exist and hold their place in the log, so nothing published after
+/// it is missed even before the stage starts polling.
+pub struct Joined {
+    main: (Lane, Box<dyn Subscription>),
+    retry: (Lane, Box<dyn Subscription>),
+}
+
+impl std::fmt::Debug for Joined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Joined")
+            .field("topic", &self.main.0.topic)
+            .field("group", &self.main.0.group)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Joins `topic` (and its retry topic) as consumer group `group`, so that a process can
+/// refuse to start when its stages cannot subscribe, and report ready only once they have.
+pub async fn join(bus: &dyn Bus, topic: &str, group: &str) -> Result<Joined, BusError> {
     let main = Lane {
         topic: topic.to_string(),
         source: topic.to_string(),
@@ -251,17 +261,52 @@ pub async fn run<S: Stage>(
         group: format!("{group}.retry"),
         delayed: true,
     };
-    tokio::try_join!(
-        consume(
-            Arc::clone(&bus),
-            main,
-            Arc::clone(&stage),
-            &cfg,
-            shutdown.clone()
-        ),
-        consume(bus, retry, stage, &cfg, shutdown),
-    )?;
-    Ok(())
+    let main_sub = bus.subscribe(&main.source, &main.group).await?;
+    let retry_sub = bus.subscribe(&retry.source, &retry.group).await?;
+    Ok(Joined {
+        main: (main, main_sub),
+        retry: (retry, retry_sub),
+    })
+}
+
+impl Joined {
+    /// Runs `stage` on both lanes until `shutdown` turns true.
+    pub async fn run<S: Stage>(
+        self,
+        bus: Arc<dyn Bus>,
+        stage: Arc<S>,
+        cfg: StageConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), BusError> {
+        let Joined { main, retry } = self;
+        tokio::try_join!(
+            consume(
+                Arc::clone(&bus),
+                main,
+                Arc::clone(&stage),
+                &cfg,
+                shutdown.clone()
+            ),
+            consume(bus, retry, stage, &cfg, shutdown),
+        )?;
+        Ok(())
+    }
+}
+
+/// Runs `stage` on `topic` (and its retry topic) as consumer group `group` until
+/// `shutdown` turns true: [`join`], then [`Joined::run`].
+pub async fn run<S: Stage>(
+    bus: Arc<dyn Bus>,
+    topic: &str,
+    group: &str,
+    stage: Arc<S>,
+    cfg: StageConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), BusError> {
+    join(&*bus, topic, group)
+        .await?
+        .run(bus, stage, cfg, shutdown)
+        .await
 }
 
 /// What becomes of one record that did not simply succeed.
@@ -275,12 +320,11 @@ enum Failure {
 
 async fn consume<S: Stage>(
     bus: Arc<dyn Bus>,
-    lane: Lane,
+    (lane, mut sub): (Lane, Box<dyn Subscription>),
     stage: Arc<S>,
     cfg: &StageConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), BusError> {
-    let mut sub = bus.subscribe(&lane.source, &lane.group).await?;
     let source = lane.source.as_str();
     tracing::info!(topic = source, group = lane.group, "stage started");
     let mut poll_backoff = Backoff::new(cfg);

@@ -73,41 +73,50 @@ impl App {
         let mut stages = Vec::new();
         if roles.router {
             let stage = Arc::new(RouterStage::new(Arc::clone(&store), Arc::clone(&bus)));
-            stages.push(spawn_stage(
-                &bus,
-                topics::MESSAGES,
-                router::GROUP,
-                stage,
-                config.stage(),
-                &stopped,
-            ));
+            stages.push(
+                spawn_stage(
+                    &bus,
+                    topics::MESSAGES,
+                    router::GROUP,
+                    stage,
+                    config.stage(),
+                    &stopped,
+                )
+                .await?,
+            );
         }
         if roles.inbox {
             let stage = Arc::new(InboxStage::new(Arc::clone(&store), Arc::clone(&bus)));
             let cfg = InboxConfig {
                 stage: config.stage(),
             };
-            stages.push(spawn_stage(
-                &bus,
-                topics::DELIVERIES_INBOX,
-                dispatchers::inbox::GROUP,
-                stage,
-                cfg.stage,
-                &stopped,
-            ));
+            stages.push(
+                spawn_stage(
+                    &bus,
+                    topics::DELIVERIES_INBOX,
+                    dispatchers::inbox::GROUP,
+                    stage,
+                    cfg.stage,
+                    &stopped,
+                )
+                .await?,
+            );
         }
 
         if roles.push {
             let service = Arc::new(push_service(config)?);
             let stage = Arc::new(PushStage::new(Arc::clone(&store), service));
-            stages.push(spawn_stage(
-                &bus,
-                topics::DELIVERIES_PUSH,
-                dispatchers::push::GROUP,
-                stage,
-                config.stage(),
-                &stopped,
-            ));
+            stages.push(
+                spawn_stage(
+                    &bus,
+                    topics::DELIVERIES_PUSH,
+                    dispatchers::push::GROUP,
+                    stage,
+                    config.stage(),
+                    &stopped,
+                )
+                .await?,
+            );
         }
 
         if roles.email {
@@ -130,14 +139,17 @@ impl App {
                 config.email_from()?,
                 config.email_max_in_flight,
             ));
-            stages.push(spawn_stage(
-                &bus,
-                topics::DELIVERIES_EMAIL,
-                dispatchers::email::GROUP,
-                stage,
-                config.stage(),
-                &stopped,
-            ));
+            stages.push(
+                spawn_stage(
+                    &bus,
+                    topics::DELIVERIES_EMAIL,
+                    dispatchers::email::GROUP,
+                    stage,
+                    config.stage(),
+                    &stopped,
+                )
+                .await?,
+            );
         }
 
         // Every process serves /health and /openapi.json; the APIs only where their role runs.
@@ -311,17 +323,22 @@ async fn shutdown_signal() {
     }
 }
 
-/// Runs one pipeline stage until shutdown.
-fn spawn_stage<S: stage::Stage>(
+/// Joins one pipeline stage's consumer groups, then runs it until shutdown. The join is
+/// awaited here so that start-up fails when a stage cannot subscribe, and so that once
+/// `start` returns every stage's group holds its place in the log.
+async fn spawn_stage<S: stage::Stage>(
     bus: &Arc<dyn Bus>,
     topic: &'static str,
     group: &'static str,
     stage: Arc<S>,
     cfg: StageConfig,
     stopped: &watch::Receiver<bool>,
-) -> JoinHandle<Result<(), bus::BusError>> {
+) -> anyhow::Result<JoinHandle<Result<(), bus::BusError>>> {
+    let joined = stage::join(&**bus, topic, group)
+        .await
+        .with_context(|| format!("cannot subscribe to {topic} as group {group}"))?;
     let (bus, stopped) = (Arc::clone(bus), stopped.clone());
-    tokio::spawn(async move { stage::run(bus, topic, group, stage, cfg, stopped).await })
+    Ok(tokio::spawn(joined.run(bus, stage, cfg, stopped)))
 }
 
 fn deployment_secret(config: &Config) -> anyhow::Result<[u8; 32]> {
