@@ -229,9 +229,10 @@ struct Lane {
     delayed: bool,
 }
 
-/// A stage's two lanes, each joined to its consumer group: from the moment [`join`]
-/// returns, the groups exist and hold their place in the log, so nothing published after
-/// it is missed even before the stage starts polling.
+/// A stage's two lanes, each subscribed as its consumer group. On the embedded log the
+/// groups are journaled by the time [`join`] returns; on Kafka the consumers join on their
+/// first poll. Either way a new group starts from the oldest record, so nothing published
+/// before the stage polls is missed.
 pub struct Joined {
     main: (Lane, Box<dyn Subscription>),
     retry: (Lane, Box<dyn Subscription>),
