@@ -2,7 +2,8 @@
 //! real SMTP server (`scripts/smtp-sink.py`, aiosmtpd) on a free port, keeping what it
 //! receives as `.eml` files (see that script for the failures it answers on demand), and
 //! what the push and email stage tests both do: run a stage, read back a channel's
-//! outcome, and name the messages that were dead-lettered or received.
+//! outcome, name the messages that were dead-lettered or received, and make the
+//! certificate a TLS stand-in presents.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -20,6 +21,34 @@ use tokio::task::JoinHandle;
 use ulid::Ulid;
 
 use crate::email::{SmtpSettings, SmtpTls};
+
+/// A self-signed certificate for `localhost` and 127.0.0.1 (its PEM file, and its key's),
+/// made with openssl: what a TLS stand-in presents and its client is told to trust.
+pub fn self_signed_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success());
+    (cert, key)
+}
 
 /// A file of the repository, by its path from the root (`scripts/smtp-sink.py`).
 ///

@@ -444,12 +444,12 @@ fn read_pem(file: &Path) -> anyhow::Result<String> {
 /// The push providers the configuration names; a platform without one has its pushes
 /// dead-lettered as FAILED with the reason.
 fn push_service(config: &Config) -> anyhow::Result<PushService> {
-    let timeout = std::time::Duration::from_millis(config.push_timeout_ms);
+    let http = config.push_client()?;
     let per_minute = |n: u32| std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN);
     let mut service = PushService::default();
     if let Some(path) = &config.fcm_service_account {
         let account = ServiceAccount::from_file(path)?;
-        let provider = FcmProvider::new(account, &config.fcm_base_url, timeout)?;
+        let provider = FcmProvider::new(account, &config.fcm_base_url, &http)?;
         service.fcm = Some(Lane::new(
             Arc::new(provider),
             per_minute(config.fcm_per_minute),
@@ -466,7 +466,7 @@ fn push_service(config: &Config) -> anyhow::Result<PushService> {
     ) {
         let credentials =
             ApnsCredentials::from_key_file(path, key_id.clone(), team_id.clone(), topic.clone())?;
-        let provider = ApnsProvider::new(credentials, &config.apns_base_url, timeout)?;
+        let provider = ApnsProvider::new(credentials, &config.apns_base_url, &http)?;
         service.apns = Some(Lane::new(
             Arc::new(provider),
             per_minute(config.apns_per_minute),

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use dispatchers::email::{SmtpSettings, SmtpTls};
+use dispatchers::push::ClientSettings;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -97,6 +98,9 @@ pub struct Config {
     pub push_max_in_flight: usize,
     /// How long one push request may take before it is retried.
     pub push_timeout_ms: u64,
+    /// CA certificates (PEM) the push client trusts besides the system's: for an egress
+    /// proxy that re-signs TLS on its way to FCM and APNs.
+    pub push_ca_file: Option<PathBuf>,
     /// The SMTP relay's host. Without it, emails are written as `.eml` files to
     /// `email_outbox` instead of being sent.
     pub smtp_host: Option<String>,
@@ -160,6 +164,7 @@ impl Default for Config {
             apns_per_minute: 600_000,
             push_max_in_flight: 100,
             push_timeout_ms: 10_000,
+            push_ca_file: None,
             smtp_host: None,
             smtp_port: None,
             smtp_tls: "starttls".into(),
@@ -252,6 +257,7 @@ const ENV_KEYS: &[&str] = &[
     "apns_per_minute",
     "push_max_in_flight",
     "push_timeout_ms",
+    "push_ca_file",
     "smtp_host",
     "smtp_port",
     "smtp_tls",
@@ -388,6 +394,21 @@ impl Config {
     }
 
     /// The SMTP relay, when one is configured.
+    /// How the push providers' client connects: `push_timeout_ms`, and `push_ca_file`'s
+    /// certificates trusted besides the system's.
+    pub fn push_client(&self) -> Result<ClientSettings, ConfigError> {
+        let settings = ClientSettings::new(std::time::Duration::from_millis(self.push_timeout_ms));
+        let Some(path) = &self.push_ca_file else {
+            return Ok(settings);
+        };
+        let pem = std::fs::read(path).map_err(|e| {
+            ConfigError(format!("push_ca_file: cannot read {}: {e}", path.display()))
+        })?;
+        settings
+            .trusting_pem(&pem)
+            .map_err(|e| ConfigError(format!("push_ca_file: {}: {e}", path.display())))
+    }
+
     pub fn smtp(&self) -> Result<Option<SmtpSettings>, ConfigError> {
         let tls = match self.smtp_tls.as_str() {
             "starttls" => SmtpTls::StartTls,
@@ -495,6 +516,7 @@ impl Config {
                 "apns_key_file needs apns_key_id, apns_team_id and apns_topic (the app's bundle id)".into(),
             ));
         }
+        self.push_client()?;
         self.smtp()?;
         self.email_from()?;
         if self.email_max_in_flight < 1 {
@@ -700,6 +722,17 @@ mod tests {
             load_file("smtp_host = \"relay.example\"\nsmtp_ca_file = \"/nonexistent/ca.pem\"\n")
                 .expect_err("no CA file");
         assert!(err.to_string().contains("smtp_ca_file"), "{err}");
+        let err = load_file("push_ca_file = \"/nonexistent/ca.pem\"\n").expect_err("no CA file");
+        assert!(err.to_string().contains("push_ca_file"), "{err}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "not a certificate").expect("write");
+        let err = load_file(&format!(
+            "push_ca_file = {:?}\n",
+            not_pem.display().to_string()
+        ))
+        .expect_err("not a certificate");
+        assert!(err.to_string().contains("push_ca_file"), "{err}");
         let err = load_file("email_max_in_flight = 0\n").expect_err("none in flight");
         assert!(err.to_string().contains("email_max_in_flight"), "{err}");
         let err = Config::load(

@@ -190,37 +190,10 @@ async fn deferrals_refusals_and_a_relay_that_is_down_are_told_apart() {
     assert!(matches!(err, MailError::Unavailable(_)), "{err:?}");
 }
 
-/// A self-signed certificate for `localhost` and 127.0.0.1, made with openssl.
-fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("run openssl");
-    assert!(status.success());
-    (cert, key)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starttls_and_implicit_tls_with_auth_reach_the_relay_and_a_wrong_password_waits() {
     let keys = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = certificate(keys.path());
+    let (cert, key) = crate::test_support::self_signed_certificate(keys.path());
     let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
     let ca_pem = std::fs::read(&cert).expect("cert");
     for (mode, tls) in [

@@ -112,7 +112,7 @@ impl ApnsProvider {
     pub fn new(
         credentials: ApnsCredentials,
         base_url: &str,
-        timeout: Duration,
+        http: &super::ClientSettings,
     ) -> Result<Self, ApnsSetupError> {
         let key = EncodingKey::from_ec_pem(credentials.key_pem.as_bytes()).map_err(|e| {
             ApnsSetupError::Key {
@@ -122,7 +122,7 @@ impl ApnsProvider {
         })?;
         let base_url = base_url.trim_end_matches('/').to_string();
         Ok(Self {
-            client: super::http::client(&base_url, timeout)?,
+            client: http.client(&base_url)?,
             credentials,
             key,
             base_url,

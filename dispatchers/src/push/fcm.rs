@@ -157,7 +157,7 @@ impl FcmProvider {
     pub fn new(
         account: ServiceAccount,
         base_url: &str,
-        timeout: Duration,
+        http: &super::ClientSettings,
     ) -> Result<Self, FcmSetupError> {
         let key = EncodingKey::from_rsa_pem(account.private_key.as_bytes()).map_err(|e| {
             FcmSetupError::Parse {
@@ -167,7 +167,7 @@ impl FcmProvider {
         })?;
         let base = base_url.trim_end_matches('/');
         Ok(Self {
-            client: super::http::client(base, timeout)?,
+            client: http.client(base)?,
             send_url: format!("{base}/v1/projects/{}/messages:send", account.project_id),
             account,
             key,

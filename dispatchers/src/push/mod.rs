@@ -13,4 +13,5 @@ mod sink;
 #[cfg(test)]
 mod tests;
 
+pub use http::{CaError, ClientSettings};
 pub use sink::{PushStage, GROUP};

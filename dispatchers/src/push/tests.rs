@@ -25,7 +25,7 @@ use super::apns::{ApnsCredentials, ApnsProvider};
 use super::fcm::{FcmProvider, ServiceAccount};
 use super::provider::{PushError, PushProvider};
 use super::service::{Lane, PushService};
-use super::{PushStage, GROUP};
+use super::{ClientSettings, PushStage, GROUP};
 use crate::test_support::{channel_status, dead_lettered, sorted_ids, spawn_stage};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,13 +58,45 @@ fn standin_client() -> reqwest::Client {
         .expect("client")
 }
 
+/// How a stand-in is reached: plain HTTP/2 by prior knowledge, or as the real providers
+/// are, over TLS with HTTP/2 chosen by ALPN, presenting a certificate that only the
+/// configured CA file makes trusted.
+#[derive(Clone, Copy)]
+enum Reached {
+    Plain,
+    Tls,
+}
+
+/// Serves a stand-in's `router` as `reached` says; its base URL, and the client settings
+/// that reach it.
+async fn expose(router: axum::Router, dir: &Path, reached: Reached) -> (String, ClientSettings) {
+    match reached {
+        Reached::Plain => (serve(router).await, ClientSettings::new(TIMEOUT)),
+        Reached::Tls => {
+            let (cert, key) = crate::test_support::self_signed_certificate(dir);
+            let url = tls::serve(router, &cert, &key).await;
+            let ca = std::fs::read(&cert).expect("certificate");
+            let http = ClientSettings::new(TIMEOUT)
+                .trusting_pem(&ca)
+                .expect("CA file");
+            (url, http)
+        }
+    }
+}
+
 struct Fcm {
     provider: FcmProvider,
     url: String,
+    /// What reaches the stand-in (its CA, when it is served over TLS).
+    http: ClientSettings,
     _dir: tempfile::TempDir,
 }
 
 async fn fake_fcm(token_ttl: Duration) -> Fcm {
+    fake_fcm_reached(token_ttl, Reached::Plain).await
+}
+
+async fn fake_fcm_reached(token_ttl: Duration, reached: Reached) -> Fcm {
     let dir = tempfile::tempdir().expect("tempdir");
     keys(dir.path());
     let public = std::fs::read(dir.path().join("fcm-public.pem")).expect("public key");
@@ -74,14 +106,15 @@ async fn fake_fcm(token_ttl: Duration) -> Fcm {
         Faults::new(FaultArgs::default(), faults::FCM),
     )
     .expect("stand-in");
-    let url = serve(Arc::new(fake).router()).await;
+    let (url, http) = expose(Arc::new(fake).router(), dir.path(), reached).await;
     let mut account =
         ServiceAccount::from_file(&dir.path().join("fcm-service-account.json")).expect("account");
     account.token_uri = format!("{url}/token");
-    let provider = FcmProvider::new(account, &url, TIMEOUT).expect("provider");
+    let provider = FcmProvider::new(account, &url, &http).expect("provider");
     Fcm {
         provider,
         url,
+        http,
         _dir: dir,
     }
 }
@@ -89,10 +122,15 @@ async fn fake_fcm(token_ttl: Duration) -> Fcm {
 struct Apns {
     provider: ApnsProvider,
     url: String,
+    http: ClientSettings,
     _dir: tempfile::TempDir,
 }
 
 async fn fake_apns(topic: &str) -> Apns {
+    fake_apns_reached(topic, Reached::Plain).await
+}
+
+async fn fake_apns_reached(topic: &str, reached: Reached) -> Apns {
     let dir = tempfile::tempdir().expect("tempdir");
     keys(dir.path());
     let public = std::fs::read(dir.path().join("apns-public.pem")).expect("public key");
@@ -104,7 +142,7 @@ async fn fake_apns(topic: &str) -> Apns {
         Faults::new(FaultArgs::default(), faults::APNS),
     )
     .expect("stand-in");
-    let url = serve(Arc::new(fake).router()).await;
+    let (url, http) = expose(Arc::new(fake).router(), dir.path(), reached).await;
     let credentials = ApnsCredentials::from_key_file(
         &dir.path().join("apns-key.p8"),
         "KEY1234567".into(),
@@ -112,16 +150,21 @@ async fn fake_apns(topic: &str) -> Apns {
         topic.into(),
     )
     .expect("credentials");
-    let provider = ApnsProvider::new(credentials, &url, TIMEOUT).expect("provider");
+    let provider = ApnsProvider::new(credentials, &url, &http).expect("provider");
     Apns {
         provider,
         url,
+        http,
         _dir: dir,
     }
 }
 
 async fn received(url: &str) -> Page {
-    standin_client()
+    received_via(&standin_client(), url).await
+}
+
+async fn received_via(client: &reqwest::Client, url: &str) -> Page {
+    client
         .get(format!("{url}/_standin/received"))
         .send()
         .await
@@ -253,7 +296,7 @@ async fn fcm_errors_map_to_removal_retry_or_refusal() {
         ServiceAccount::from_file(&fcm._dir.path().join("fcm-service-account.json"))
             .expect("account"),
         "http://127.0.0.1:9",
-        TIMEOUT,
+        &ClientSettings::new(TIMEOUT),
     )
     .expect("provider");
     assert!(matches!(
@@ -319,8 +362,12 @@ async fn apns_errors_map_to_removal_retry_or_refusal() {
         TOPIC.into(),
     )
     .expect("credentials");
-    let unreachable =
-        ApnsProvider::new(credentials, "http://127.0.0.1:9", TIMEOUT).expect("provider");
+    let unreachable = ApnsProvider::new(
+        credentials,
+        "http://127.0.0.1:9",
+        &ClientSettings::new(TIMEOUT),
+    )
+    .expect("provider");
     match unreachable.send(&job(Platform::Apns, APNS_TOKEN)).await {
         Err(PushError::Retry { reason, .. }) => {
             assert!(!reason.contains(APNS_TOKEN), "{reason}")
@@ -470,4 +517,125 @@ async fn the_stage_sends_each_device_once_retries_removes_and_expires_per_its_ou
             .len(),
         1
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_both_providers_speak_http2_by_alpn_and_trust_the_configured_ca() {
+    // The stand-ins answer 505 to anything but HTTP/2 here, as APNs does.
+    let fcm = fake_fcm_reached(Duration::from_secs(3600), Reached::Tls).await;
+    let j = job(Platform::Fcm, "device-tls");
+    fcm.provider.send(&j).await.expect("sent to FCM over TLS");
+    let fcm_client = fcm.http.client(&fcm.url).expect("client");
+    let page = received_via(&fcm_client, &fcm.url).await;
+    assert_eq!(page.accepted, 1);
+    assert_eq!(page.received[0].message_id, j.message_id.to_string());
+
+    let apns = fake_apns_reached(TOPIC, Reached::Tls).await;
+    apns.provider
+        .send(&job(Platform::Apns, APNS_TOKEN))
+        .await
+        .expect("sent to APNs over TLS");
+    let apns_client = apns.http.client(&apns.url).expect("client");
+    assert_eq!(received_via(&apns_client, &apns.url).await.accepted, 1);
+
+    // Without the CA file the stand-in's certificate is not trusted: nothing is sent, and
+    // the push is kept to be tried again.
+    let untrusting = FcmProvider::new(
+        ServiceAccount::from_file(&fcm._dir.path().join("fcm-service-account.json"))
+            .map(|mut account| {
+                account.token_uri = format!("{}/token", fcm.url);
+                account
+            })
+            .expect("account"),
+        &fcm.url,
+        &ClientSettings::new(TIMEOUT),
+    )
+    .expect("provider");
+    let refused = untrusting.send(&job(Platform::Fcm, "device-tls")).await;
+    assert!(
+        matches!(refused, Err(PushError::Retry { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(received_via(&fcm_client, &fcm.url).await.accepted, 1);
+}
+
+/// A TLS front for the stand-ins, as FCM's and APNs' own: HTTP/2 chosen by ALPN, and
+/// only HTTP/2 served.
+mod tls {
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::pin::Pin;
+    use std::sync::Arc;
+
+    use axum::extract::Request;
+    use axum::http::{StatusCode, Version};
+    use axum::middleware::Next;
+    use axum::response::{IntoResponse, Response};
+    use openssl::ssl::{AlpnError, Ssl, SslAcceptor, SslFiletype, SslMethod};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_openssl::SslStream;
+
+    /// Serves `router` over TLS on a free port with `cert` and `key`; its base URL.
+    pub async fn serve(router: axum::Router, cert: &Path, key: &Path) -> String {
+        let mut acceptor =
+            SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("acceptor");
+        acceptor
+            .set_certificate_chain_file(cert)
+            .expect("certificate");
+        acceptor
+            .set_private_key_file(key, SslFiletype::PEM)
+            .expect("key");
+        acceptor.set_alpn_select_callback(|_, offered| {
+            openssl::ssl::select_next_proto(b"\x02h2", offered).ok_or(AlpnError::NOACK)
+        });
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("listen");
+        let port = tcp.local_addr().expect("address").port();
+        let listener = Listener {
+            tcp,
+            acceptor: Arc::new(acceptor.build()),
+        };
+        let router = router.layer(axum::middleware::from_fn(http2_only));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        format!("https://localhost:{port}")
+    }
+
+    async fn http2_only(request: Request, next: Next) -> Response {
+        if request.version() != Version::HTTP_2 {
+            return StatusCode::HTTP_VERSION_NOT_SUPPORTED.into_response();
+        }
+        next.run(request).await
+    }
+
+    struct Listener {
+        tcp: TcpListener,
+        acceptor: Arc<SslAcceptor>,
+    }
+
+    impl axum::serve::Listener for Listener {
+        type Io = SslStream<TcpStream>;
+        type Addr = SocketAddr;
+
+        async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+            loop {
+                // A client that fails its handshake (one that does not trust the
+                // certificate) is dropped; the next is served.
+                let Ok((tcp, addr)) = self.tcp.accept().await else {
+                    continue;
+                };
+                let Ok(ssl) = Ssl::new(self.acceptor.context()) else {
+                    continue;
+                };
+                let Ok(mut stream) = SslStream::new(ssl, tcp) else {
+                    continue;
+                };
+                if Pin::new(&mut stream).accept().await.is_ok() {
+                    return (stream, addr);
+                }
+            }
+        }
+
+        fn local_addr(&self) -> std::io::Result<Self::Addr> {
+            self.tcp.local_addr()
+        }
+    }
 }
