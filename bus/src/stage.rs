@@ -19,6 +19,11 @@
 //!
 //! A record in the dead-letter topic carries the error, the attempt count, the source topic
 //! and offset, and the stage in its headers.
+//!
+//! The log's own failures are retried with the same growing delay while they may pass. One
+//! that never can (the log refusing a record outright) ends the stage with that error and
+//! its batch uncommitted, for the process to stop and be restarted rather than run on
+//! without the stage.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -449,7 +454,11 @@ async fn consume<S: Stage>(
                     .after_failure(&err, "publish", source, &mut shutdown)
                     .await
                 {
-                    break 'batches;
+                    if err.is_retryable() {
+                        break 'batches; // shutting down
+                    }
+                    // The batch stays uncommitted: it is delivered again after a restart.
+                    return Err(err);
                 }
             }
         }
@@ -466,7 +475,10 @@ async fn consume<S: Stage>(
                 .after_failure(&err, "commit", source, &mut shutdown)
                 .await
             {
-                break 'batches;
+                if err.is_retryable() {
+                    break 'batches; // shutting down
+                }
+                return Err(err);
             }
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bus::embedded::EmbeddedBus;
 use bus::stage::{self, Stage, StageConfig, StageError};
-use bus::{Bus, Record};
+use bus::{Bus, BusError, Record, Subscription};
 use tokio::sync::{watch, Mutex};
 
 async fn embedded() -> (Arc<dyn Bus>, tempfile::TempDir) {
@@ -417,4 +417,63 @@ async fn the_stage_runner_retries_transient_failures_and_dead_letters_only_the_c
         .await
         .expect("poll")
         .is_empty());
+}
+
+/// The embedded log, except that it refuses every dead letter as a record it cannot take.
+#[derive(Debug)]
+struct RefusesDeadLetters(Arc<dyn Bus>);
+
+#[async_trait]
+impl Bus for RefusesDeadLetters {
+    async fn publish(&self, topic: &str, records: Vec<Record>) -> Result<(), BusError> {
+        if topic.ends_with(".dlq") {
+            return Err(BusError::InvalidRecord("too large for the topic".into()));
+        }
+        self.0.publish(topic, records).await
+    }
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError> {
+        self.0.subscribe(topic, group).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_that_cannot_hand_a_record_on_stops_with_the_error_and_commits_nothing() {
+    let (log, _dir) = embedded().await;
+    let recs = [&b"a"[..], b"poison-1", b"b"]
+        .into_iter()
+        .map(|p| Record::new(b"k".to_vec(), p.to_vec()))
+        .collect();
+    log.publish("work", recs).await.expect("publish");
+    let bus: Arc<dyn Bus> = Arc::new(RefusesDeadLetters(Arc::clone(&log)));
+
+    let (_stop, stopped) = watch::channel(false);
+    let cfg = StageConfig {
+        backoff_initial: Duration::from_millis(1),
+        poll_wait: Duration::from_millis(50),
+        ..Default::default()
+    };
+    // Without the error the stage's other lane would run on alone; the guard turns that
+    // into a failure instead of a test that never ends.
+    let ended = tokio::time::timeout(
+        Duration::from_secs(60),
+        stage::run(
+            bus,
+            "work",
+            "g",
+            Arc::new(Recorder::default()),
+            cfg,
+            stopped,
+        ),
+    )
+    .await
+    .expect("the stage ends by itself");
+    assert!(
+        matches!(ended, Err(BusError::InvalidRecord(_))),
+        "the stage ends with the error, not as if shut down: {ended:?}"
+    );
+
+    // Nothing was committed: the group gets the whole batch again.
+    let mut sub = log.subscribe("work", "g").await.expect("subscribe");
+    let again = bus::conformance::collect(&mut *sub, 3).await;
+    assert_eq!(payloads(&again), ["a", "poison-1", "b"]);
 }

@@ -30,7 +30,7 @@ use model::problem::Problem;
 use router::RouterStage;
 use store::sqlite::SqliteStore;
 use store::{KeyOwner, Store};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{BusChoice, Config};
@@ -51,6 +51,8 @@ pub struct App {
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     stages: Vec<JoinHandle<Result<(), bus::BusError>>>,
+    /// Why a stage ended before shutdown was asked for.
+    stage_failures: mpsc::UnboundedReceiver<String>,
     /// Tasks that finish their queued work once the server is gone (ACCEPTED rows).
     background: Vec<JoinHandle<()>>,
     grace: Duration,
@@ -70,6 +72,11 @@ impl App {
         };
 
         let (stop, stopped) = watch::channel(false);
+        let (stage_failed, stage_failures) = mpsc::unbounded_channel();
+        let supervisor = Supervisor {
+            stopped: stopped.clone(),
+            failed: stage_failed,
+        };
         let mut stages = Vec::new();
         if roles.router {
             let stage = Arc::new(RouterStage::new(Arc::clone(&store), Arc::clone(&bus)));
@@ -80,7 +87,7 @@ impl App {
                     router::GROUP,
                     stage,
                     config.stage(),
-                    &stopped,
+                    &supervisor,
                 )
                 .await?,
             );
@@ -97,7 +104,7 @@ impl App {
                     dispatchers::inbox::GROUP,
                     stage,
                     cfg.stage,
-                    &stopped,
+                    &supervisor,
                 )
                 .await?,
             );
@@ -113,7 +120,7 @@ impl App {
                     dispatchers::push::GROUP,
                     stage,
                     config.stage(),
-                    &stopped,
+                    &supervisor,
                 )
                 .await?,
             );
@@ -146,7 +153,7 @@ impl App {
                     dispatchers::email::GROUP,
                     stage,
                     config.stage(),
-                    &stopped,
+                    &supervisor,
                 )
                 .await?,
             );
@@ -199,6 +206,7 @@ impl App {
             stop,
             server,
             stages,
+            stage_failures,
             background,
             grace: Duration::from_secs(config.shutdown_grace_secs),
         })
@@ -209,6 +217,7 @@ impl App {
         let failed = tokio::select! {
             _ = shutdown_signal() => None,
             r = &mut self.server => Some(format!("HTTP server stopped: {r:?}")),
+            Some(why) = self.stage_failures.recv() => Some(why),
         };
         if let Some(why) = &failed {
             tracing::error!("{why}");
@@ -332,13 +341,44 @@ async fn spawn_stage<S: stage::Stage>(
     group: &'static str,
     stage: Arc<S>,
     cfg: StageConfig,
-    stopped: &watch::Receiver<bool>,
+    supervisor: &Supervisor,
 ) -> anyhow::Result<JoinHandle<Result<(), bus::BusError>>> {
     let joined = stage::join(&**bus, topic, group)
         .await
         .with_context(|| format!("cannot subscribe to {topic} as group {group}"))?;
-    let (bus, stopped) = (Arc::clone(bus), stopped.clone());
-    Ok(tokio::spawn(joined.run(bus, stage, cfg, stopped)))
+    let run = joined.run(Arc::clone(bus), stage, cfg, supervisor.stopped.clone());
+    Ok(supervisor.spawn(format!("the stage on {topic} ({group})"), run))
+}
+
+/// What every stage's task shares: the shutdown signal, and where it reports ending early.
+#[derive(Debug, Clone)]
+struct Supervisor {
+    stopped: watch::Receiver<bool>,
+    failed: mpsc::UnboundedSender<String>,
+}
+
+impl Supervisor {
+    /// Runs `stage` as a task. Should it end before shutdown was asked for (an error it
+    /// cannot retry), it reports why, so that the process stops (and is restarted) instead
+    /// of running on without it.
+    fn spawn(
+        &self,
+        name: String,
+        stage: impl std::future::Future<Output = Result<(), bus::BusError>> + Send + 'static,
+    ) -> JoinHandle<Result<(), bus::BusError>> {
+        let (stopped, failed) = (self.stopped.clone(), self.failed.clone());
+        tokio::spawn(async move {
+            let ended = stage.await;
+            if !*stopped.borrow() {
+                let why = match &ended {
+                    Err(err) => format!("{name} stopped: {err}"),
+                    Ok(()) => format!("{name} stopped before shutdown"),
+                };
+                let _ = failed.send(why);
+            }
+            ended
+        })
+    }
 }
 
 fn deployment_secret(config: &Config) -> anyhow::Result<[u8; 32]> {
@@ -476,4 +516,34 @@ fn push_service(config: &Config) -> anyhow::Result<PushService> {
         tracing::warn!("no apns_key_file: pushes to APNs devices will fail");
     }
     Ok(service)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stage_ending_before_shutdown_is_reported_and_one_ended_by_shutdown_is_not() {
+        let (stop, stopped) = watch::channel(false);
+        let (failed, mut failures) = mpsc::unbounded_channel();
+        let supervisor = Supervisor { stopped, failed };
+
+        let broken = supervisor.spawn("the stage on work (g)".into(), async {
+            Err(bus::BusError::InvalidRecord(
+                "too large for the topic".into(),
+            ))
+        });
+        assert!(broken.await.expect("join").is_err());
+        let why = failures.recv().await.expect("reported");
+        assert!(
+            why.contains("the stage on work (g)") && why.contains("too large for the topic"),
+            "{why}"
+        );
+
+        stop.send(true).expect("stop");
+        let drained = supervisor.spawn("the stage on work (g)".into(), async { Ok(()) });
+        drained.await.expect("join").expect("ended cleanly");
+        drop(supervisor);
+        assert_eq!(failures.recv().await, None, "nothing more was reported");
+    }
 }
