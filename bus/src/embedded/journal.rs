@@ -10,6 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::frame::{self, Fields, Parsed};
+use super::topic::sync_dir;
 use super::zeroed;
 
 pub const FILE: &str = "offsets";
@@ -82,7 +83,7 @@ pub fn write_new(dir: &Path, committed: &Committed) -> io::Result<()> {
     file.write_all_at(&bytes, 0)?;
     file.sync_all()?;
     std::fs::rename(&tmp, dir.join(FILE))?;
-    File::open(dir)?.sync_all()
+    sync_dir(dir)
 }
 
 impl Journal {

@@ -86,8 +86,7 @@ fn copy(old: &Path, staging: &Path) -> Result<u64, Failure> {
             "SELECT seq, key, headers, payload FROM \"log/{topic}\" WHERE seq > ?1 ORDER BY seq"
         ))?;
         let mut rows = stmt.query([floor])?;
-        let (mut frames, mut len, mut count, mut seqs) =
-            (Vec::new(), segment::START, 0i64, Vec::new());
+        let (mut frames, mut len, mut seqs) = (Vec::new(), segment::START, Vec::new());
         while let Some(row) = rows.next()? {
             let headers: Option<String> = row.get(2)?;
             let record = Record {
@@ -99,7 +98,6 @@ fn copy(old: &Path, staging: &Path) -> Result<u64, Failure> {
             };
             record::encode_all(std::slice::from_ref(&record), &mut frames)?;
             seqs.push(row.get::<_, i64>(0)?);
-            count += 1;
             if frames.len() >= 1 << 20 {
                 segment.file.write_all_at(&frames, len)?;
                 len += frames.len() as u64;
@@ -117,9 +115,8 @@ fn copy(old: &Path, staging: &Path) -> Result<u64, Failure> {
                 .or_default()
                 .insert(group, done);
         }
-        moved += count as u64;
+        moved += seqs.len() as u64;
     }
     journal::write_new(staging, &committed)?;
-    sync_dir(staging)?;
     Ok(moved)
 }

@@ -117,21 +117,16 @@ impl EmbeddedBus {
         std::fs::create_dir_all(&root).map_err(|e| unavailable("create", &root, e))?;
         let journal = journal::Journal::open(&root).map_err(|e| unavailable("open", &root, e))?;
         let mut topics = HashMap::new();
-        for entry in std::fs::read_dir(&root).map_err(|e| unavailable("read", &root, e))? {
-            let entry = entry.map_err(|e| unavailable("read", &root, e))?;
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            if entry.path().is_dir() && check_topic(&name).is_ok() {
-                let topic = Topic::open(&name, entry.path())
-                    .map_err(|e| unavailable("open", &entry.path(), e))?;
-                if let Some(highest) = journal.highest(&name) {
-                    topic
-                        .skip_to(highest + 1)
-                        .map_err(|e| unavailable("repair", &entry.path(), e))?;
-                }
-                topics.insert(name, topic);
+        let found = topic::list_topics(&root).map_err(|e| unavailable("read", &root, e))?;
+        for (name, path) in found {
+            let topic =
+                Topic::open(&name, path.clone()).map_err(|e| unavailable("open", &path, e))?;
+            if let Some(highest) = journal.highest(&name) {
+                topic
+                    .skip_to(highest + 1)
+                    .map_err(|e| unavailable("repair", &path, e))?;
             }
+            topics.insert(name, topic);
         }
 
         let (jobs, queued) = mpsc::channel(QUEUE);

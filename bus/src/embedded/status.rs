@@ -5,9 +5,9 @@
 use std::path::Path;
 
 use super::segment::Segment;
-use super::topic::list_segments;
+use super::topic::{list_segments, list_topics};
 use super::{journal, unavailable, DIR};
-use crate::{check_topic, BusError};
+use crate::BusError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicStatus {
@@ -28,18 +28,7 @@ pub fn read(dir: &Path) -> Result<Vec<TopicStatus>, BusError> {
     }
     let committed = journal::read(&root).map_err(|e| unavailable("read", &root, e))?;
     let mut topics = Vec::new();
-    for entry in std::fs::read_dir(&root).map_err(|e| unavailable("read", &root, e))? {
-        let path = entry.map_err(|e| unavailable("read", &root, e))?.path();
-        let Some(name) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_string)
-        else {
-            continue;
-        };
-        if !path.is_dir() || check_topic(&name).is_err() {
-            continue;
-        }
+    for (name, path) in list_topics(&root).map_err(|e| unavailable("read", &root, e))? {
         let segments = list_segments(&path).map_err(|e| unavailable("read", &path, e))?;
         let (Some((first, _)), Some((base, newest_path))) = (segments.first(), segments.last())
         else {

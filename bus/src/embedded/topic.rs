@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::segment::{self, Segment};
 use super::zeroed;
+use crate::check_topic;
 
 /// Where the writer appends next. Only the writer thread locks it.
 #[derive(Debug)]
@@ -35,9 +36,44 @@ pub struct Topic {
     active: Mutex<Active>,
 }
 
+impl Active {
+    /// Seals the segment written so far and moves on to a new one starting at `base`,
+    /// returned for the caller to make readable when its predecessor's end is final. A
+    /// sealed segment ends at its data: a reopened log takes its length as its end, so the
+    /// zeros written ahead must not stay.
+    pub fn roll(&mut self, dir: &Path, base: i64) -> io::Result<Arc<Segment>> {
+        self.segment.file.set_len(self.len)?;
+        self.segment.file.sync_data()?;
+        let fresh = Segment::create(dir, base)?;
+        sync_dir(dir)?;
+        *self = Active {
+            segment: Arc::clone(&fresh),
+            len: segment::START,
+            allocated: segment::START,
+            next: base,
+        };
+        Ok(fresh)
+    }
+}
+
 /// Syncs a directory, so the files created or renamed in it survive a power cut.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// The topics under the log's directory `root`: each subdirectory named as a topic may be.
+pub fn list_topics(root: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(root)? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if path.is_dir() && check_topic(name).is_ok() {
+            found.push((name.to_string(), path));
+        }
+    }
+    Ok(found)
 }
 
 /// The segment files in a topic's directory, oldest first.
@@ -163,16 +199,7 @@ impl Topic {
             "records a consumer group had committed are gone from the log's newest segment; \
              new records start after the group's commit"
         );
-        active.segment.file.set_len(active.len)?;
-        active.segment.file.sync_data()?;
-        let fresh = Segment::create(&self.dir, base)?;
-        sync_dir(&self.dir)?;
-        *active = Active {
-            segment: Arc::clone(&fresh),
-            len: segment::START,
-            allocated: segment::START,
-            next: base,
-        };
+        let fresh = active.roll(&self.dir, base)?;
         self.push_segment(fresh);
         self.synced_next.send_replace(base);
         Ok(())
@@ -190,13 +217,11 @@ impl Topic {
     /// the newest, and returns them for their files to be deleted. Readers still holding one
     /// keep reading it; the file's space goes when they let go.
     pub fn trim(&self, floor: i64) -> Vec<Arc<Segment>> {
-        {
-            let mut segments = self.segments.write().unwrap_or_else(|p| p.into_inner());
-            let keep_from = (1..segments.len())
-                .take_while(|&i| segments[i].base - 1 <= floor)
-                .last()
-                .unwrap_or(0);
-            segments.drain(..keep_from).collect()
-        }
+        let mut segments = self.segments.write().unwrap_or_else(|p| p.into_inner());
+        let keep_from = (1..segments.len())
+            .take_while(|&i| segments[i].base - 1 <= floor)
+            .last()
+            .unwrap_or(0);
+        segments.drain(..keep_from).collect()
     }
 }

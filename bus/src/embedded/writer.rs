@@ -12,8 +12,8 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::journal::Journal;
-use super::segment::{self, Segment};
-use super::topic::{sync_dir, Topic};
+use super::segment::Segment;
+use super::topic::Topic;
 use super::zeroed;
 use crate::BusError;
 
@@ -216,14 +216,8 @@ impl Writer {
         for a in &appends {
             let mut active = a.topic.active();
             if active.len >= self.segment_bytes && active.next > active.segment.base {
-                // Sealed, the segment ends at its data: a reopened log takes its length as its end.
-                active.segment.file.set_len(active.len)?;
-                active.segment.file.sync_data()?;
-                let fresh = Segment::create(&a.topic.dir, active.next)?;
-                sync_dir(&a.topic.dir)?;
-                active.segment = Arc::clone(&fresh);
-                active.len = segment::START;
-                active.allocated = segment::START;
+                let next = active.next;
+                let fresh = active.roll(&a.topic.dir, next)?;
                 created.push((Arc::clone(&a.topic), fresh));
             }
             active.segment.file.write_all_at(&a.bytes, active.len)?;
