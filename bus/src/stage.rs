@@ -198,17 +198,21 @@ impl Backoff {
         sleep_unless_shutdown(delay, shutdown).await
     }
 
-    /// After a failed log operation: logs it and waits the next delay. False when the
-    /// error is permanent or shutdown came first, i.e. when the caller must give up.
+    /// After a failed log operation: an error that can never pass ends the stage (`Err`,
+    /// its batch left uncommitted, to be delivered again after a restart); any other is
+    /// logged and waited out. `Ok(false)` when shutdown came first.
     async fn after_failure(
         &mut self,
-        err: &BusError,
+        err: BusError,
         what: &str,
         topic: &str,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> bool {
+    ) -> Result<bool, BusError> {
+        if !err.is_retryable() {
+            return Err(err);
+        }
         tracing::warn!(topic, error = %err, "{what} failed; retrying");
-        err.is_retryable() && self.wait(shutdown).await
+        Ok(self.wait(shutdown).await)
     }
 }
 
@@ -357,15 +361,12 @@ async fn consume<S: Stage>(
             }
             Err(err) => {
                 if poll_backoff
-                    .after_failure(&err, "poll", source, &mut shutdown)
-                    .await
+                    .after_failure(err, "poll", source, &mut shutdown)
+                    .await?
                 {
                     continue;
                 }
-                if err.is_retryable() {
-                    break; // shutting down
-                }
-                return Err(err);
+                break; // shutting down
             }
         };
 
@@ -451,14 +452,10 @@ async fn consume<S: Stage>(
             let mut backoff = Backoff::new(cfg);
             while let Err(err) = bus.publish(&target, records.clone()).await {
                 if !backoff
-                    .after_failure(&err, "publish", source, &mut shutdown)
-                    .await
+                    .after_failure(err, "publish", source, &mut shutdown)
+                    .await?
                 {
-                    if err.is_retryable() {
-                        break 'batches; // shutting down
-                    }
-                    // The batch stays uncommitted: it is delivered again after a restart.
-                    return Err(err);
+                    break 'batches; // shutting down
                 }
             }
         }
@@ -472,13 +469,10 @@ async fn consume<S: Stage>(
                 break;
             }
             if !backoff
-                .after_failure(&err, "commit", source, &mut shutdown)
-                .await
+                .after_failure(err, "commit", source, &mut shutdown)
+                .await?
             {
-                if err.is_retryable() {
-                    break 'batches; // shutting down
-                }
-                return Err(err);
+                break 'batches; // shutting down
             }
         }
     }
