@@ -74,6 +74,7 @@ impl App {
         let (stop, stopped) = watch::channel(false);
         let (stage_failed, stage_failures) = mpsc::unbounded_channel();
         let supervisor = Supervisor {
+            bus: Arc::clone(&bus),
             stopped: stopped.clone(),
             failed: stage_failed,
         };
@@ -81,15 +82,9 @@ impl App {
         if roles.router {
             let stage = Arc::new(RouterStage::new(Arc::clone(&store), Arc::clone(&bus)));
             stages.push(
-                spawn_stage(
-                    &bus,
-                    topics::MESSAGES,
-                    router::GROUP,
-                    stage,
-                    config.stage(),
-                    &supervisor,
-                )
-                .await?,
+                supervisor
+                    .start(topics::MESSAGES, router::GROUP, stage, config.stage())
+                    .await?,
             );
         }
         if roles.inbox {
@@ -98,15 +93,14 @@ impl App {
                 stage: config.stage(),
             };
             stages.push(
-                spawn_stage(
-                    &bus,
-                    topics::DELIVERIES_INBOX,
-                    dispatchers::inbox::GROUP,
-                    stage,
-                    cfg.stage,
-                    &supervisor,
-                )
-                .await?,
+                supervisor
+                    .start(
+                        topics::DELIVERIES_INBOX,
+                        dispatchers::inbox::GROUP,
+                        stage,
+                        cfg.stage,
+                    )
+                    .await?,
             );
         }
 
@@ -114,15 +108,14 @@ impl App {
             let service = Arc::new(push_service(config)?);
             let stage = Arc::new(PushStage::new(Arc::clone(&store), service));
             stages.push(
-                spawn_stage(
-                    &bus,
-                    topics::DELIVERIES_PUSH,
-                    dispatchers::push::GROUP,
-                    stage,
-                    config.stage(),
-                    &supervisor,
-                )
-                .await?,
+                supervisor
+                    .start(
+                        topics::DELIVERIES_PUSH,
+                        dispatchers::push::GROUP,
+                        stage,
+                        config.stage(),
+                    )
+                    .await?,
             );
         }
 
@@ -147,15 +140,14 @@ impl App {
                 config.email_max_in_flight,
             ));
             stages.push(
-                spawn_stage(
-                    &bus,
-                    topics::DELIVERIES_EMAIL,
-                    dispatchers::email::GROUP,
-                    stage,
-                    config.stage(),
-                    &supervisor,
-                )
-                .await?,
+                supervisor
+                    .start(
+                        topics::DELIVERIES_EMAIL,
+                        dispatchers::email::GROUP,
+                        stage,
+                        config.stage(),
+                    )
+                    .await?,
             );
         }
 
@@ -332,32 +324,33 @@ async fn shutdown_signal() {
     }
 }
 
-/// Joins one pipeline stage's consumer groups, then runs it until shutdown. The join is
-/// awaited here so that start-up fails when a stage cannot subscribe, and so that once
-/// `start` returns every stage's group holds its place in the log.
-async fn spawn_stage<S: stage::Stage>(
-    bus: &Arc<dyn Bus>,
-    topic: &'static str,
-    group: &'static str,
-    stage: Arc<S>,
-    cfg: StageConfig,
-    supervisor: &Supervisor,
-) -> anyhow::Result<JoinHandle<Result<(), bus::BusError>>> {
-    let joined = stage::join(&**bus, topic, group)
-        .await
-        .with_context(|| format!("cannot subscribe to {topic} as group {group}"))?;
-    let run = joined.run(Arc::clone(bus), stage, cfg, supervisor.stopped.clone());
-    Ok(supervisor.spawn(format!("the stage on {topic} ({group})"), run))
-}
-
-/// What every stage's task shares: the shutdown signal, and where it reports ending early.
+/// Runs the pipeline's stages: each joins its consumer groups first, and each reports
+/// ending before shutdown was asked for.
 #[derive(Debug, Clone)]
 struct Supervisor {
+    bus: Arc<dyn Bus>,
     stopped: watch::Receiver<bool>,
     failed: mpsc::UnboundedSender<String>,
 }
 
 impl Supervisor {
+    /// Joins `stage`'s consumer groups on `topic`, then runs it until shutdown. The join is
+    /// awaited here so that start-up fails when a stage cannot subscribe, and so that once
+    /// `App::start` returns every stage's group holds its place in the log.
+    async fn start<S: stage::Stage>(
+        &self,
+        topic: &'static str,
+        group: &'static str,
+        stage: Arc<S>,
+        cfg: StageConfig,
+    ) -> anyhow::Result<JoinHandle<Result<(), bus::BusError>>> {
+        let joined = stage::join(&*self.bus, topic, group)
+            .await
+            .with_context(|| format!("cannot subscribe to {topic} as group {group}"))?;
+        let run = joined.run(Arc::clone(&self.bus), stage, cfg, self.stopped.clone());
+        Ok(self.spawn(format!("the stage on {topic} ({group})"), run))
+    }
+
     /// Runs `stage` as a task. Should it end before shutdown was asked for (an error it
     /// cannot retry), it reports why, so that the process stops (and is restarted) instead
     /// of running on without it.
@@ -524,9 +517,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_stage_ending_before_shutdown_is_reported_and_one_ended_by_shutdown_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("log");
         let (stop, stopped) = watch::channel(false);
         let (failed, mut failures) = mpsc::unbounded_channel();
-        let supervisor = Supervisor { stopped, failed };
+        let supervisor = Supervisor {
+            bus,
+            stopped,
+            failed,
+        };
 
         let broken = supervisor.spawn("the stage on work (g)".into(), async {
             Err(bus::BusError::InvalidRecord(

@@ -393,7 +393,6 @@ impl Config {
         Ok(BusChoice::Kafka(kafka))
     }
 
-    /// The SMTP relay, when one is configured.
     /// How the push providers' client connects: `push_timeout_ms`, and `push_ca_file`'s
     /// certificates trusted besides the system's.
     pub fn push_client(&self) -> Result<ClientSettings, ConfigError> {
@@ -409,6 +408,7 @@ impl Config {
             .map_err(|e| ConfigError(format!("push_ca_file: {}: {e}", path.display())))
     }
 
+    /// The SMTP relay, when one is configured.
     pub fn smtp(&self) -> Result<Option<SmtpSettings>, ConfigError> {
         let tls = match self.smtp_tls.as_str() {
             "starttls" => SmtpTls::StartTls,

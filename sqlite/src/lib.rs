@@ -138,9 +138,9 @@ impl Writer {
 /// Copies the WAL back into the database file from a thread of its own, so the writer's
 /// commits (and the requests waiting on them) rarely pause for it. With the writer's own
 /// checkpoint at SQLite's default of 1000 pages, a busy file (the log, when it was kept in
-/// SQLite) reached it between two background passes and the writer did the copying itself: 1.5–3 µs of writer CPU per
-/// message in a mass notice (BENCHMARKS.md, session 7). It now comes due only at
-/// [`WRITER_CHECKPOINT_PAGES`].
+/// SQLite) reached it between two background passes and the writer did the copying itself:
+/// 1.5–3 µs of writer CPU per message in a mass notice (BENCHMARKS.md, session 7). It now
+/// comes due only at [`WRITER_CHECKPOINT_PAGES`].
 #[derive(Debug)]
 struct Checkpointer {
     /// Dropped when the writer stops; the checkpointer then does a last pass and ends.
