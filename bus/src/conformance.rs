@@ -39,6 +39,53 @@ pub async fn collect(sub: &mut dyn crate::Subscription, n: usize) -> Vec<Deliver
     got
 }
 
+/// A log that refuses, as records it can never take, every publish to topics `refused`
+/// picks, and passes everything else to the log it wraps: how tests plant a permanent log
+/// error in a stage.
+pub struct Refuses {
+    inner: Arc<dyn Bus>,
+    refused: Box<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+impl Refuses {
+    pub fn new(
+        inner: Arc<dyn Bus>,
+        refused: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            inner,
+            refused: Box::new(refused),
+        }
+    }
+}
+
+impl std::fmt::Debug for Refuses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refuses")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl Bus for Refuses {
+    async fn publish(&self, topic: &str, records: Vec<Record>) -> Result<(), crate::BusError> {
+        if (self.refused)(topic) {
+            return Err(crate::BusError::InvalidRecord(format!(
+                "too large for {topic}"
+            )));
+        }
+        self.inner.publish(topic, records).await
+    }
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<Box<dyn crate::Subscription>, crate::BusError> {
+        self.inner.subscribe(topic, group).await
+    }
+}
+
 fn payloads(d: &[Delivered]) -> Vec<String> {
     d.iter()
         .map(|d| String::from_utf8_lossy(&d.record.payload).into_owned())

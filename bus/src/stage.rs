@@ -62,6 +62,14 @@ impl StageError {
     }
 }
 
+/// A stage's own publish (to the next topic) failing: the log being down holds the stage;
+/// the log refusing the record for good (too large, say) dead-letters it.
+impl From<BusError> for StageError {
+    fn from(err: BusError) -> Self {
+        Self::from_dependency(err.is_retryable(), err)
+    }
+}
+
 /// One pipeline stage: how to read its records and what to do with them.
 #[async_trait]
 pub trait Stage: Send + Sync + 'static {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bus::embedded::EmbeddedBus;
 use bus::stage::{self, Stage, StageConfig, StageError};
-use bus::{Bus, BusError, Record, Subscription};
+use bus::{Bus, BusError, Record};
 use tokio::sync::{watch, Mutex};
 
 async fn embedded() -> (Arc<dyn Bus>, tempfile::TempDir) {
@@ -419,23 +419,6 @@ async fn the_stage_runner_retries_transient_failures_and_dead_letters_only_the_c
         .is_empty());
 }
 
-/// The embedded log, except that it refuses every dead letter as a record it cannot take.
-#[derive(Debug)]
-struct RefusesDeadLetters(Arc<dyn Bus>);
-
-#[async_trait]
-impl Bus for RefusesDeadLetters {
-    async fn publish(&self, topic: &str, records: Vec<Record>) -> Result<(), BusError> {
-        if topic.ends_with(".dlq") {
-            return Err(BusError::InvalidRecord("too large for the topic".into()));
-        }
-        self.0.publish(topic, records).await
-    }
-    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError> {
-        self.0.subscribe(topic, group).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stage_that_cannot_hand_a_record_on_stops_with_the_error_and_commits_nothing() {
     let (log, _dir) = embedded().await;
@@ -444,7 +427,10 @@ async fn a_stage_that_cannot_hand_a_record_on_stops_with_the_error_and_commits_n
         .map(|p| Record::new(b"k".to_vec(), p.to_vec()))
         .collect();
     log.publish("work", recs).await.expect("publish");
-    let bus: Arc<dyn Bus> = Arc::new(RefusesDeadLetters(Arc::clone(&log)));
+    // The embedded log, except that it refuses every dead letter as a record it cannot take.
+    let bus: Arc<dyn Bus> = Arc::new(bus::conformance::Refuses::new(Arc::clone(&log), |t| {
+        t.ends_with(".dlq")
+    }));
 
     let (_stop, stopped) = watch::channel(false);
     let cfg = StageConfig {

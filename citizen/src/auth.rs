@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::CitizenState;
 
-/// Which key verifies citizen tokens.
-#[derive(Debug, Clone)]
+/// Which key verifies citizen tokens. Its `Debug` never shows the HS256 secret (the public
+/// keys are public, but long, so they are not shown either).
+#[derive(Clone)]
 pub enum JwtKey {
     /// HS256 with a shared secret: development and tests.
     Hs256Secret(String),
@@ -21,6 +22,19 @@ pub enum JwtKey {
     Rs256PublicKeyPem(String),
     /// ES256 with a PEM public key.
     Es256PublicKeyPem(String),
+}
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (variant, shown) = match self {
+            Self::Hs256Secret(_) => ("Hs256Secret", "<redacted>"),
+            Self::Rs256PublicKeyPem(_) => ("Rs256PublicKeyPem", "<PEM>"),
+            Self::Es256PublicKeyPem(_) => ("Es256PublicKeyPem", "<PEM>"),
+        };
+        f.debug_tuple(variant)
+            .field(&format_args!("{shown}"))
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +163,14 @@ mod tests {
             JwtVerifier::new(&JwtKey::Hs256Secret(SECRET.into()), None, None).expect("verifier");
         let token = mint_hs256(SECRET, &fc(), 60).expect("mint");
         assert_eq!(v.verify(&token), Ok(fc()));
+    }
+
+    #[test]
+    fn the_hs256_secret_never_prints() {
+        let key = JwtKey::Hs256Secret(SECRET.into());
+        let shown = format!("{key:?} {key:#?}");
+        assert!(!shown.contains("development secret"), "{shown}");
+        assert!(shown.contains("Hs256Secret") && shown.contains("<redacted>"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use bus::stage::StageError;
 use model::email::EmailJob;
 use model::push::PushJob;
 use model::status::{Channel, ChannelStatus};
-use store::Store;
+use store::{NotificationKey, Store};
 use ulid::Ulid;
 
 /// A job about one message, worth sending until the message expires.
@@ -17,6 +17,17 @@ pub(crate) trait Notification {
     fn message_id(&self) -> Ulid;
     /// Unix seconds after which the job is not sent.
     fn expires_at(&self) -> i64;
+    /// Who within the message it goes to: at most one notification per message, channel
+    /// and target is sent.
+    fn target(&self) -> &str;
+
+    fn key(&self, channel: Channel) -> NotificationKey {
+        NotificationKey {
+            message_id: self.message_id(),
+            channel,
+            target: self.target().to_string(),
+        }
+    }
 }
 
 impl Notification for PushJob {
@@ -25,6 +36,10 @@ impl Notification for PushJob {
     }
     fn expires_at(&self) -> i64 {
         self.expires_at
+    }
+    /// One push per device.
+    fn target(&self) -> &str {
+        self.installation_id.as_str()
     }
 }
 
@@ -35,6 +50,10 @@ impl Notification for EmailJob {
     fn expires_at(&self) -> i64 {
         self.expires_at
     }
+    /// One email per message.
+    fn target(&self) -> &str {
+        ""
+    }
 }
 
 /// The status a job leads to (none while it may still be retried) and the verdict for the
@@ -42,8 +61,9 @@ impl Notification for EmailJob {
 pub(crate) type Outcome = (Option<ChannelStatus>, Result<(), StageError>);
 
 /// Sends each job of a batch with `send`, all at once (the sender bounds its own
-/// concurrency), except those whose message expired: `EXPIRED`, not sent. Records the
-/// statuses on `channel` and hands back the verdicts, in order.
+/// concurrency), except those already sent (a job published or delivered twice: not sent
+/// again) and those whose message expired (`EXPIRED`, not sent). Records what went out and
+/// the statuses on `channel`, and hands back the verdicts, in order.
 pub(crate) async fn send_each<'a, J, F, Fut>(
     store: &dyn Store,
     channel: Channel,
@@ -55,44 +75,77 @@ where
     F: Fn(&'a J) -> Fut,
     Fut: Future<Output = Outcome>,
 {
+    let keys: Vec<NotificationKey> = jobs.iter().map(|job| job.key(channel)).collect();
+    let already_sent = match store.notifications_sent(&keys).await {
+        Ok(sent) => sent,
+        // Sending without knowing could send twice: the batch waits for the store.
+        Err(err) => {
+            let err = StageError::from_dependency(err.is_retryable(), err);
+            return jobs.iter().map(|_| Err(err.clone())).collect();
+        }
+    };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let results = futures::future::join_all(jobs.iter().map(|&job| {
-        let expired = job.expires_at() <= now;
-        if expired {
-            tracing::debug!(message_id = %job.message_id(), ?channel, "not sent: the message expired");
-        }
-        let sent = (!expired).then(|| send(job));
-        async move {
-            match sent {
-                Some(sent) => sent.await,
-                None => (Some(ChannelStatus::Expired), Ok(())),
+    let send = &send;
+    let results = futures::future::join_all(jobs.iter().zip(&already_sent).map(
+        |(&job, &sent)| async move {
+            if sent {
+                tracing::debug!(message_id = %job.message_id(), ?channel, "already sent; not sent again");
+                (Some(ChannelStatus::Sent), Ok(()))
+            } else if job.expires_at() <= now {
+                tracing::debug!(message_id = %job.message_id(), ?channel, "not sent: the message expired");
+                (Some(ChannelStatus::Expired), Ok(()))
+            } else {
+                send(job).await
             }
-        }
-    }))
+        },
+    ))
     .await;
+    let newly_sent = keys
+        .into_iter()
+        .zip(&already_sent)
+        .zip(&results)
+        .filter(|((_, &before), (status, _))| !before && *status == Some(ChannelStatus::Sent))
+        .map(|((key, _), _)| key)
+        .collect();
     settle(
         store,
         channel,
+        newly_sent,
         jobs.iter().map(|job| job.message_id()),
         results,
     )
     .await
 }
 
-/// Records the statuses of a batch on `channel` and hands back the verdicts, in order.
+/// Records what went out and the statuses of a batch on `channel` (`THROTTLED` for a job
+/// that will be tried again), and hands back the verdicts, in order.
 async fn settle(
     store: &dyn Store,
     channel: Channel,
+    newly_sent: Vec<NotificationKey>,
     ids: impl IntoIterator<Item = Ulid>,
     results: Vec<Outcome>,
 ) -> Vec<Result<(), StageError>> {
+    // The notifications are out: a store failure here must not make them go out again, so
+    // it costs the record (a redelivery of the same job could then repeat one) and the
+    // status report, not a resend now.
+    if let Err(err) = store.record_notifications_sent(newly_sent).await {
+        tracing::warn!(?channel, error = %err, "cannot record which notifications went out");
+    }
     let statuses: Vec<_> = ids
         .into_iter()
         .zip(&results)
-        .filter_map(|(id, (status, _))| status.map(|s| (id, channel, s)))
+        .filter_map(|(id, (status, verdict))| {
+            let status = match (status, verdict) {
+                (Some(status), _) => *status,
+                (None, Err(StageError::Retry { .. } | StageError::Unavailable(_))) => {
+                    ChannelStatus::Throttled
+                }
+                (None, _) => return None,
+            };
+            Some((id, channel, status))
+        })
         .collect();
-    // The notifications are out: a store failure here must not make them go out again, so
-    // it costs the status report, not a resend.
     if let Err(err) = store.record_channel_outcomes(statuses).await {
         tracing::warn!(?channel, error = %err, "cannot record notification outcomes");
     }

@@ -149,6 +149,47 @@ pub fn emails_in(dir: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The emails in the outbox's mailbox files (`*.mbox` in `dir`, mboxrd), oldest file
+/// first, each as the bytes of one email (line ends `\n`).
+pub fn outbox_emails(dir: &Path) -> Vec<Vec<u8>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "mbox"))
+        .collect();
+    paths.sort();
+    let mut emails: Vec<Vec<u8>> = Vec::new();
+    for path in paths {
+        let text = std::fs::read(&path).expect("read");
+        let text = text.strip_suffix(b"\n").unwrap_or(&text);
+        for line in text.split(|&b| b == b'\n') {
+            if line.starts_with(b"From ") {
+                emails.push(Vec::new());
+                continue;
+            }
+            let email = emails
+                .last_mut()
+                .expect("a mailbox starts with a From line");
+            let quoted = line.iter().take_while(|&&b| b == b'>').count();
+            let line = if quoted > 0 && line[quoted..].starts_with(b"From ") {
+                &line[1..]
+            } else {
+                line
+            };
+            email.extend_from_slice(line);
+            email.push(b'\n');
+        }
+    }
+    for email in &mut emails {
+        // The blank line that ends each entry is the mailbox's, not the email's.
+        if email.ends_with(b"\n\n") {
+            email.pop();
+        }
+    }
+    emails
+}
+
 /// Runs `stage` on `topic` until `true` is sent on the returned sender.
 pub fn spawn_stage<S: Stage + 'static>(
     bus: &Arc<dyn Bus>,
@@ -169,7 +210,8 @@ pub fn spawn_stage<S: Stage + 'static>(
     (stop, runner)
 }
 
-/// What `channel`'s dispatcher recorded for message `id`.
+/// What `channel`'s dispatcher recorded for message `id` (IO's status: none while the
+/// channel has no outcome or was not used).
 ///
 /// # Panics
 /// When the store fails or does not hold the message.
@@ -188,6 +230,7 @@ pub async fn channel_status(
         Channel::Email => notification.email,
         Channel::Webhook => notification.webhook,
     }
+    .and_then(model::status::ChannelOutcome::status)
 }
 
 /// The messages of the jobs (of type `J`) in `dead`, sorted.

@@ -9,7 +9,7 @@ use bus::Record;
 use model::message::{NewMessage, NewMessageBody, NewMessageContent, Payee};
 use model::pipeline::{encode, topics, AcceptedMessage, SenderMetadata};
 use model::problem::{doc, Problem};
-use model::status::{MessageStatus, NotificationStatus, RejectionReason};
+use model::status::{IoNotificationStatus, MessageStatus, RejectionReason, SkippedChannels};
 use model::{FiscalCode, ValidationError};
 use serde::Serialize;
 use store::MessageRecord;
@@ -26,14 +26,23 @@ pub struct CreatedMessage {
     pub id: String,
 }
 
-/// IO `ExternalMessageResponseWithContent`, plus `rejection_reason` when REJECTED.
+/// IO `ExternalMessageResponseWithContent`, plus two fields of Postino's own:
+/// `rejection_reason` when REJECTED, and `skipped_channels`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExternalMessageResponse {
     pub message: ExternalCreatedMessage,
-    pub notification: NotificationStatus,
+    /// IO's: the status of each channel used (`THROTTLED` while it is being retried); a
+    /// channel not used is absent.
+    pub notification: IoNotificationStatus,
     pub status: MessageStatus,
+    /// Postino's extension: why a REJECTED message was not delivered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejection_reason: Option<RejectionReason>,
+    /// Postino's extension, not in IO's contract: the channels not used for this message
+    /// and why (the citizen's or the service's choice, no device, no validated address, no
+    /// push provider). Absent when every channel was used or is still pending.
+    #[serde(skip_serializing_if = "SkippedChannels::is_empty")]
+    pub skipped_channels: SkippedChannels,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -209,8 +218,9 @@ pub(crate) async fn get_message(
             sender_service_id: m.sender_service_id,
             feature_level_type: m.feature_level_type,
         },
-        notification: record.notification,
+        notification: record.notification.io(),
         status: record.status,
         rejection_reason: record.rejection_reason,
+        skipped_channels: record.notification.skipped(),
     }))
 }

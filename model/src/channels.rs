@@ -27,15 +27,7 @@ pub enum ChannelChoice {
     Skip(SkipReason),
 }
 
-/// Why a channel is not used; recorded so a sender can see it was a choice, not a failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SkipReason {
-    BlockedForService,
-    DisabledInProfile,
-    NoValidatedEmail,
-    SecureChannelRequired,
-}
+pub use crate::status::SkipReason;
 
 /// Applies IO's rules. `preference` is the stored preference of this citizen for the
 /// sending service, if any; `secure` is true when the service or the message requires

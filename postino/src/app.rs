@@ -88,7 +88,13 @@ impl App {
             );
         }
         if roles.inbox {
-            let stage = Arc::new(InboxStage::new(Arc::clone(&store), Arc::clone(&bus)));
+            let push = config.push_platforms();
+            if !push.any() {
+                tracing::warn!(
+                    "no push provider is configured: pushes are skipped (no_push_provider)"
+                );
+            }
+            let stage = Arc::new(InboxStage::new(Arc::clone(&store), Arc::clone(&bus), push));
             let cfg = InboxConfig {
                 stage: config.stage(),
             };
@@ -474,8 +480,9 @@ fn read_pem(file: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("cannot read jwt_public_key_file {}", file.display()))
 }
 
-/// The push providers the configuration names; a platform without one has its pushes
-/// dead-lettered as FAILED with the reason.
+/// The push providers the configuration names ([`Config::push_platforms`]); the inbox
+/// role makes no job for a platform without one (such a job would be dead-lettered as FAILED
+/// with the reason).
 fn push_service(config: &Config) -> anyhow::Result<PushService> {
     let http = config.push_client()?;
     let per_minute = |n: u32| std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN);
@@ -489,7 +496,7 @@ fn push_service(config: &Config) -> anyhow::Result<PushService> {
             config.push_max_in_flight,
         ));
     } else {
-        tracing::warn!("no fcm_service_account: pushes to FCM devices will fail");
+        tracing::warn!("no fcm_service_account: FCM devices get no push");
     }
     if let (Some(path), Some(key_id), Some(team_id), Some(topic)) = (
         &config.apns_key_file,
@@ -506,7 +513,7 @@ fn push_service(config: &Config) -> anyhow::Result<PushService> {
             config.push_max_in_flight,
         ));
     } else {
-        tracing::warn!("no apns_key_file: pushes to APNs devices will fail");
+        tracing::warn!("no apns_key_file: APNs devices get no push");
     }
     Ok(service)
 }

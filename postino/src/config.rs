@@ -270,6 +270,9 @@ const ENV_KEYS: &[&str] = &[
     "email_outbox",
 ];
 
+/// Every role `--roles` takes, in pipeline order.
+pub const ROLE_NAMES: [&str; 6] = ["ingest", "citizen", "router", "inbox", "push", "email"];
+
 /// The roles one process can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Roles {
@@ -304,7 +307,8 @@ impl Roles {
                 "email" => roles.email = true,
                 other => {
                     return Err(ConfigError(format!(
-                        "roles: unknown role {other:?}; use all, or a comma-separated subset of ingest, citizen, router, inbox, push, email"
+                        "roles: unknown role {other:?}; use all, or a comma-separated subset of {}",
+                        ROLE_NAMES.join(", ")
                     )))
                 }
             }
@@ -352,6 +356,16 @@ impl Config {
             .map_err(|e| ConfigError(format!("invalid configuration: {e}")))?;
         config.check()?;
         Ok(config)
+    }
+
+    /// The platforms with a push provider configured. The inbox role reads this too, to
+    /// make push jobs only for devices some provider can reach: give it the same provider
+    /// keys as the push role.
+    pub fn push_platforms(&self) -> dispatchers::push::PushPlatforms {
+        dispatchers::push::PushPlatforms {
+            fcm: self.fcm_service_account.is_some(),
+            apns: self.apns_key_file.is_some(),
+        }
     }
 
     pub fn roles(&self) -> Result<Roles, ConfigError> {
@@ -592,6 +606,8 @@ mod tests {
         );
         assert_eq!(Config::default().bus().expect("bus"), BusChoice::Embedded);
         assert!(Config::default().roles().expect("roles").ingest);
+        let every = Roles::parse(&ROLE_NAMES.join(",")).expect("every named role parses");
+        assert_eq!(every, Roles::parse("all").expect("all"));
     }
 
     #[test]
@@ -675,6 +691,11 @@ mod tests {
         assert!(err.to_string().contains("listen"), "{err}");
         let err = load_file("secret = \"abc\"\n").expect_err("short secret");
         assert!(err.to_string().contains("secret"), "{err}");
+        // 64 bytes with a two-byte character among them: an error naming the key, not a
+        // panic slicing through the character.
+        let accented = format!("{}é{}", "a".repeat(31), "b".repeat(31));
+        let err = load_file(&format!("secret = \"{accented}\"\n")).expect_err("not hex");
+        assert!(err.to_string().contains("secret: must be hex"), "{err}");
         let err = load_file("jwt_public_key_file = \"/k.pem\"\n").expect_err("no algorithm");
         assert!(err.to_string().contains("jwt_algorithm"), "{err}");
         let err = load_file("listen = [1, 2\n").expect_err("not TOML");

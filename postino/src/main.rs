@@ -38,8 +38,10 @@ enum Command {
         /// Address to listen on [default: 127.0.0.1:8080]
         #[arg(long)]
         listen: Option<SocketAddr>,
-        /// Roles to run: all, or a comma-separated subset of ingest,citizen,router,inbox [default: all]
-        #[arg(long)]
+        #[arg(long, help = format!(
+            "Roles to run: all, or a comma-separated subset of {} [default: all]",
+            postino::config::ROLE_NAMES.join(",")
+        ))]
         roles: Option<String>,
         /// The log: embedded, or kafka://host:port[,host:port…] [default: embedded]
         #[arg(long)]

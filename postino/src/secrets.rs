@@ -8,16 +8,20 @@ use std::path::Path;
 
 use rand::RngCore;
 
-/// Parses 64 hex characters into 32 bytes.
+/// Parses 64 hex characters into 32 bytes. Any other character, a multi-byte one included,
+/// is refused (never sliced through).
 pub fn parse_secret(text: &str) -> Result<[u8; 32], String> {
     let text = text.trim();
+    if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("must be hex characters (0-9, a-f)".into());
+    }
     if text.len() != 64 {
         return Err(format!("must be 64 hex characters, got {}", text.len()));
     }
+    let digit = |b: u8| char::from(b).to_digit(16).unwrap_or(0) as u8;
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[i * 2..i * 2 + 2], 16)
-            .map_err(|_| "must be hex characters (0-9, a-f)".to_string())?;
+    for (byte, pair) in out.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+        *byte = digit(pair[0]) << 4 | digit(pair[1]);
     }
     Ok(out)
 }
@@ -71,6 +75,15 @@ mod tests {
         assert!(parse_secret(&"ab".repeat(32)).is_ok());
         assert!(parse_secret("abc").is_err());
         assert!(parse_secret(&"zz".repeat(32)).is_err());
+        assert_eq!(
+            parse_secret(&format!("{}0a", "00".repeat(31))).map(|s| s[31]),
+            Ok(10)
+        );
+        // 64 bytes, but not 64 hex characters: refused, not sliced mid-character.
+        let accented = format!("{}é{}", "a".repeat(31), "b".repeat(31));
+        assert_eq!(accented.len(), 64);
+        assert!(parse_secret(&accented).is_err());
+        assert!(parse_secret(&"€".repeat(21)).is_err());
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s");
         let first = read_or_create(&path, || random_hex(32)).expect("create");

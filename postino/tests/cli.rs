@@ -204,6 +204,21 @@ fn serve_refuses_a_bad_configuration_and_says_why() {
         .contains("listen"));
 }
 
+#[test]
+fn serve_help_names_every_role_it_takes() {
+    let help = postino(&["serve", "--help"], &[]);
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("Roles to run"))
+        .unwrap_or_else(|| panic!("no --roles help in {text}"));
+    for role in postino::config::ROLE_NAMES {
+        assert!(line.contains(role), "--roles help lacks {role}: {line}");
+    }
+    assert!(line.contains("push") && line.contains("email"), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_status_shows_each_stages_group_while_postino_runs() {
     let (_app, dir) = running().await;

@@ -74,11 +74,6 @@ fn route(message: &AcceptedMessage, routing: Routing) -> Routed {
 /// Where one message goes: on to the inbox with its plan, or rejected for a reason.
 type Routed = Result<RoutingDecision, RejectionReason>;
 
-/// The store or the log failing: every record needs them, so the stage holds.
-fn unavailable(err: impl std::fmt::Display) -> StageError {
-    StageError::Unavailable(err.to_string())
-}
-
 #[async_trait]
 impl Stage for RouterStage {
     /// The record's key, the message, and the record's bytes, which the plan carries on.
@@ -109,15 +104,16 @@ impl Stage for RouterStage {
                 }
             }
         }
+        // A store or log that is down holds the stage; one that refuses this data for good
+        // dead-letters the culprit (the runner tries the batch's items one by one).
         self.store
             .put_messages(rejected)
             .await
-            .map_err(unavailable)?;
+            .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
         if !deliveries.is_empty() {
             self.bus
                 .publish(topics::DELIVERIES_INBOX, deliveries)
-                .await
-                .map_err(unavailable)?;
+                .await?;
         }
         Ok(())
     }

@@ -115,3 +115,75 @@ async fn messages_are_rejected_or_planned_as_io_decides() {
     );
     assert_eq!(plan.push_content, PushContent::Full);
 }
+
+/// A log that refuses the plans for good (a record it can never take) is a permanent error:
+/// the message goes to `messages.dlq` and is FAILED, and the router moves on, instead of
+/// holding the partition forever as if the log were down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_the_log_refuses_for_good_is_dead_lettered_not_held() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+    let log: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
+    let bus: Arc<dyn Bus> = Arc::new(bus::conformance::Refuses::new(Arc::clone(&log), |t| {
+        t == topics::DELIVERIES_INBOX
+    }));
+
+    let nobody = fresh_fiscal_code();
+    let citizen = fresh_fiscal_code();
+    store
+        .put_profile(&citizen, &Profile::new_default())
+        .await
+        .expect("put");
+    let messages: Vec<_> = [&nobody, &citizen]
+        .iter()
+        .enumerate()
+        .map(|(i, fc)| sample_record(fc, i as u64 + 1, MessageStatus::Accepted).message)
+        .collect();
+    let records = messages
+        .iter()
+        .map(|m| Record::new(b"k".to_vec(), encode(m)))
+        .collect();
+    log.publish(topics::MESSAGES, records)
+        .await
+        .expect("publish");
+
+    let (stop, stopped) = watch::channel(false);
+    let cfg = StageConfig {
+        poll_wait: Duration::from_millis(50),
+        backoff_initial: Duration::from_millis(1),
+        ..Default::default()
+    };
+    let stage = Arc::new(RouterStage::new(Arc::clone(&store), Arc::clone(&bus)));
+    let runner = tokio::spawn(stage::run(
+        Arc::clone(&bus),
+        topics::MESSAGES,
+        GROUP,
+        stage,
+        cfg,
+        stopped,
+    ));
+    let mut dlq = log.subscribe("messages.dlq", "t").await.expect("subscribe");
+    let dead = bus::conformance::collect(&mut *dlq, 1).await;
+    stop.send(true).expect("stop");
+    runner.await.expect("join").expect("run");
+
+    assert_eq!(dead.len(), 1, "the refused plan is dead-lettered");
+    let reason = dead[0].record.header(stage::headers::ERROR).unwrap_or("");
+    assert!(reason.contains("too large for"), "{reason}");
+    let failed = store
+        .get_message(&messages[1].id)
+        .await
+        .expect("get")
+        .expect("status written");
+    assert_eq!(failed.status, MessageStatus::Failed);
+    let rejected = store
+        .get_message(&messages[0].id)
+        .await
+        .expect("get")
+        .expect("status written");
+    assert_eq!(
+        rejected.rejection_reason,
+        Some(RejectionReason::UserNotFound),
+        "its batch-mate was routed as usual"
+    );
+}

@@ -20,6 +20,10 @@ pub enum DbError {
     /// succeed if tried again later.
     #[error("sqlite: {message}")]
     Sqlite { message: String, transient: bool },
+    /// SQLite refuses this data for good (a value too large, a constraint it breaks), or
+    /// the data cannot be put in its columns: writing it again fails again.
+    #[error("sqlite refused the data: {0}")]
+    Refused(String),
     /// The writer thread is gone (shutting down).
     #[error("database writer is closed")]
     Closed,
@@ -29,6 +33,7 @@ impl DbError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Sqlite { transient, .. } => *transient,
+            Self::Refused(_) => false,
             Self::Closed => true,
         }
     }
@@ -37,6 +42,12 @@ impl DbError {
 impl From<rusqlite::Error> for DbError {
     fn from(err: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode::*;
+        if matches!(
+            err.sqlite_error_code(),
+            Some(TooBig | ConstraintViolation | TypeMismatch)
+        ) {
+            return Self::Refused(err.to_string());
+        }
         let transient = matches!(
             err.sqlite_error_code(),
             Some(DatabaseBusy | DatabaseLocked | SystemIoFailure | DiskFull | OutOfMemory)

@@ -17,7 +17,7 @@ use model::status::{Channel, ChannelStatus, MessageStatus, NotificationStatus, R
 use model::FiscalCode;
 use ulid::Ulid;
 
-use crate::{KeyOwner, MessageRecord, Routing, Store};
+use crate::{KeyOwner, MessageRecord, NotificationKey, Routing, Store};
 
 static COUNTER: AtomicU64 = AtomicU64::new(1);
 
@@ -526,11 +526,58 @@ pub async fn channel_outcomes_keep_the_best_per_channel(store: Arc<dyn Store>) {
     assert_eq!(
         stored.notification,
         NotificationStatus {
-            email: Some(ChannelStatus::Failed),
-            webhook: Some(ChannelStatus::Sent),
+            email: Some(ChannelStatus::Failed.into()),
+            webhook: Some(ChannelStatus::Sent.into()),
         }
     );
     assert_eq!(stored.status, MessageStatus::Processed);
+}
+
+pub async fn a_sent_notification_is_known_by_message_channel_and_target(store: Arc<dyn Store>) {
+    let fc = fresh_fiscal_code();
+    let id = sample_record(&fc, 1, MessageStatus::Processed).message.id;
+    let key = |channel, target: &str| NotificationKey {
+        message_id: id,
+        channel,
+        target: target.into(),
+    };
+    let phone = key(Channel::Webhook, "phone");
+    let tablet = key(Channel::Webhook, "tablet");
+    let email = key(Channel::Email, "");
+    let elsewhere = NotificationKey {
+        message_id: Ulid::new(),
+        ..phone.clone()
+    };
+    let asked = [
+        phone.clone(),
+        tablet.clone(),
+        email.clone(),
+        elsewhere.clone(),
+    ];
+    assert_eq!(
+        store.notifications_sent(&asked).await.expect("read"),
+        [false; 4],
+        "nothing recorded yet"
+    );
+    store
+        .record_notifications_sent(vec![phone.clone(), email.clone()])
+        .await
+        .expect("record");
+    // Recording again changes nothing.
+    store
+        .record_notifications_sent(vec![phone.clone()])
+        .await
+        .expect("record again");
+    assert_eq!(
+        store.notifications_sent(&asked).await.expect("read"),
+        [true, false, true, false],
+        "per message, channel and device"
+    );
+    assert!(store
+        .notifications_sent(&[])
+        .await
+        .expect("nothing asked")
+        .is_empty());
 }
 
 /// Instantiates every check as a `#[tokio::test]`. `$make` is an async expression giving
@@ -551,7 +598,8 @@ macro_rules! store_conformance {
             settings_are_set_once,
             installations_are_per_citizen_and_replace_by_id,
             installations_are_removed_one_stale_token_or_all,
-            channel_outcomes_keep_the_best_per_channel);
+            channel_outcomes_keep_the_best_per_channel,
+            a_sent_notification_is_known_by_message_channel_and_target);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(

@@ -29,6 +29,10 @@ pub enum StoreError {
     /// A stored value could not be read back: a bug or a damaged row, never retried.
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    /// The store refuses this data for good (too large, breaks a constraint): writing it
+    /// again fails again, so a stage dead-letters the record instead of holding.
+    #[error("the store refused the data: {0}")]
+    Rejected(String),
 }
 
 impl StoreError {
@@ -45,7 +49,7 @@ impl From<StoreError> for model::problem::Problem {
         if err.is_retryable() {
             Self::unavailable("the store is unavailable; retry later", 1)
         } else {
-            Self::internal("the store returned unreadable data")
+            Self::internal("the store could not read or write this data")
         }
     }
 }
@@ -212,12 +216,41 @@ pub trait MessageStore: Send + Sync {
         -> Result<bool, StoreError>;
 
     /// Records what a channel did with messages. An outcome replaces the stored one only if
-    /// it ranks higher ([`ChannelStatus::rank`]): one device reached makes the push SENT
+    /// it ranks higher ([`model::status::ChannelOutcome::rank`]): one device reached makes the push SENT
     /// whatever its citizen's other devices did. Unknown message ids are ignored.
     async fn record_channel_outcomes(
         &self,
         outcomes: Vec<(Ulid, Channel, ChannelStatus)>,
     ) -> Result<(), StoreError>;
+}
+
+/// One notification: a message on a channel to one target (the device's installation id
+/// for push; empty for email, which goes once per message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationKey {
+    pub message_id: Ulid,
+    pub channel: Channel,
+    pub target: String,
+}
+
+/// How long a record of a sent notification is kept: past the longest `time_to_live`
+/// (7 days), no job of its message is sent anyway, so none needs checking.
+pub const SENT_NOTIFICATION_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(8 * 24 * 3600);
+
+/// Which notifications went out (partition: message id). A dispatcher checks before it
+/// sends and records right after the provider's answer, so a job published or delivered
+/// twice (a replayed batch, a redelivery after a crash) is not sent twice: only a crash
+/// between the provider's answer and the record can repeat one.
+#[async_trait]
+pub trait NotificationStore: Send + Sync {
+    /// For each key, in order: whether it was recorded sent.
+    async fn notifications_sent(&self, keys: &[NotificationKey]) -> Result<Vec<bool>, StoreError>;
+
+    /// Records notifications as sent. Idempotent. Records older than
+    /// [`SENT_NOTIFICATION_RETENTION`] (by their message's id) may be dropped.
+    async fn record_notifications_sent(&self, keys: Vec<NotificationKey>)
+        -> Result<(), StoreError>;
 }
 
 /// Citizens' devices (partition: fiscal code, clustered by installation id).
@@ -272,13 +305,20 @@ pub trait SettingStore: Send + Sync {
 
 /// Everything Postino keeps.
 pub trait Store:
-    ServiceStore + ProfileStore + MessageStore + InstallationStore + SettingStore + std::fmt::Debug
+    ServiceStore
+    + ProfileStore
+    + MessageStore
+    + NotificationStore
+    + InstallationStore
+    + SettingStore
+    + std::fmt::Debug
 {
 }
 impl<
         T: ServiceStore
             + ProfileStore
             + MessageStore
+            + NotificationStore
             + InstallationStore
             + SettingStore
             + std::fmt::Debug,

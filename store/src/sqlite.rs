@@ -19,8 +19,8 @@ use sqlite::{DbError, Readers, Writer};
 use ulid::Ulid;
 
 use crate::{
-    InboxItem, InstallationStore, KeyOwner, MessageRecord, MessageStore, ProfileStore, Routing,
-    ServiceStore, SettingStore, StoreError,
+    InboxItem, InstallationStore, KeyOwner, MessageRecord, MessageStore, NotificationKey,
+    NotificationStore, ProfileStore, Routing, ServiceStore, SettingStore, StoreError,
 };
 
 const SCHEMA: &str = "
@@ -36,6 +36,11 @@ CREATE TABLE IF NOT EXISTS preferences(
 CREATE TABLE IF NOT EXISTS inbox(
     fc TEXT NOT NULL, id TEXT NOT NULL, is_read INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS inbox_by_citizen ON inbox(fc, id);
+-- Notifications that went out, so a job delivered twice is not sent twice. Message ids
+-- grow with time, so rows append, and old ones go by a range delete on the key.
+CREATE TABLE IF NOT EXISTS sent_notifications(
+    message_id TEXT NOT NULL, channel TEXT NOT NULL, target TEXT NOT NULL,
+    PRIMARY KEY(message_id, channel, target)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS installations(
     fc TEXT NOT NULL, id TEXT NOT NULL, token TEXT NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY(fc, id)) WITHOUT ROWID;
@@ -125,19 +130,25 @@ fn prepare_schema(conn: &Connection) -> Result<(), StoreError> {
 pub struct SqliteStore {
     writer: Writer,
     readers: Arc<Readers>,
+    /// When sent-notification records past their retention were last dropped (Unix
+    /// seconds): once an hour is plenty.
+    last_purge: Arc<std::sync::atomic::AtomicI64>,
 }
 
+/// Data SQLite refuses for good is `Rejected`; anything else about the database (busy, a
+/// full disk, a file it cannot open or write) is the store being unavailable, which holds
+/// the stages until it is mended rather than dead-letter every record meanwhile.
 impl From<DbError> for StoreError {
     fn from(err: DbError) -> Self {
-        StoreError::Unavailable(err.to_string())
+        match err {
+            DbError::Refused(_) => StoreError::Rejected(err.to_string()),
+            _ => StoreError::Unavailable(err.to_string()),
+        }
     }
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<String, DbError> {
-    serde_json::to_string(value).map_err(|e| DbError::Sqlite {
-        message: format!("cannot serialise: {e}"),
-        transient: false,
-    })
+    serde_json::to_string(value).map_err(|e| DbError::Refused(format!("cannot serialise: {e}")))
 }
 
 fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, StoreError> {
@@ -153,6 +164,7 @@ impl SqliteStore {
         Ok(Self {
             writer: Writer::spawn(conn, "store", 4096, 512),
             readers: Arc::new(Readers::open(&path, 4)?),
+            last_purge: Arc::default(),
         })
     }
 
@@ -337,10 +349,7 @@ fn parse_column<T: DeserializeOwned>(text: Option<String>) -> Result<Option<T>, 
 
 /// A value that cannot be written or read back as its column holds it: never retried.
 fn unreadable(message: String) -> DbError {
-    DbError::Sqlite {
-        message,
-        transient: false,
-    }
+    DbError::Refused(message)
 }
 
 /// Moves a message to `record`'s status unless it already stands further on, writing the
@@ -595,6 +604,99 @@ impl MessageStore for SqliteStore {
                             model::message::now_timestamp()
                         ])?;
                     }
+                }
+                Ok(())
+            })
+            .await?)
+    }
+}
+
+fn channel_name(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Email => "email",
+        Channel::Webhook => "webhook",
+    }
+}
+
+/// How often records of sent notifications past their retention are dropped.
+const PURGE_EVERY_SECS: i64 = 3600;
+
+#[async_trait]
+impl NotificationStore for SqliteStore {
+    async fn notifications_sent(&self, keys: &[NotificationKey]) -> Result<Vec<bool>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                (
+                    k.message_id.to_string(),
+                    channel_name(k.channel),
+                    k.target.clone(),
+                )
+            })
+            .collect();
+        Ok(self
+            .readers
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT 1 FROM sent_notifications
+                     WHERE message_id = ?1 AND channel = ?2 AND target = ?3",
+                )?;
+                keys.iter()
+                    .map(|(id, channel, target)| Ok(stmt.exists(params![id, channel, target])?))
+                    .collect()
+            })
+            .await?)
+    }
+
+    async fn record_notifications_sent(
+        &self,
+        keys: Vec<NotificationKey>,
+    ) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let now = std::time::SystemTime::now();
+        let now_secs = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let last = self.last_purge.load(std::sync::atomic::Ordering::Relaxed);
+        let purge = now_secs - last >= PURGE_EVERY_SECS
+            && self
+                .last_purge
+                .compare_exchange(
+                    last,
+                    now_secs,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok();
+        // Message ids are ULIDs: every id below this one was made before the retention.
+        let cutoff = purge.then(|| {
+            let oldest = now
+                .checked_sub(crate::SENT_NOTIFICATION_RETENTION)
+                .unwrap_or(std::time::UNIX_EPOCH);
+            Ulid::from_datetime(oldest).to_string()
+        });
+        Ok(self
+            .writer
+            .write(move |c| {
+                if let Some(cutoff) = &cutoff {
+                    c.prepare_cached("DELETE FROM sent_notifications WHERE message_id < ?1")?
+                        .execute([cutoff])?;
+                }
+                let mut insert = c.prepare_cached(
+                    "INSERT OR IGNORE INTO sent_notifications(message_id, channel, target)
+                     VALUES (?1, ?2, ?3)",
+                )?;
+                for k in &keys {
+                    insert.execute(params![
+                        k.message_id.to_string(),
+                        channel_name(k.channel),
+                        k.target
+                    ])?;
                 }
                 Ok(())
             })

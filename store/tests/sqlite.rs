@@ -58,7 +58,9 @@ fn layout_0_file(dir: &std::path::Path, records: &[store::MessageRecord]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_of_the_old_layout_keeps_every_message_and_status_when_opened() {
-    use model::status::{Channel, ChannelStatus, MessageStatus, RejectionReason};
+    use model::status::{
+        Channel, ChannelOutcome, ChannelStatus, MessageStatus, RejectionReason, SkipReason,
+    };
     use store::conformance::{fresh_fiscal_code, sample_record};
     use store::{MessageRecord, MessageStore};
 
@@ -70,8 +72,8 @@ async fn a_store_of_the_old_layout_keeps_every_message_and_status_when_opened() 
         RejectionReason::ServiceNotAllowed,
     );
     let mut processed = sample_record(&fc, 3, MessageStatus::Processed);
-    processed.notification.email = Some(ChannelStatus::Sent);
-    processed.notification.webhook = Some(ChannelStatus::Skipped);
+    processed.notification.email = Some(ChannelStatus::Sent.into());
+    processed.notification.webhook = Some(ChannelOutcome::Skipped(SkipReason::NoDevice));
     let old = [accepted, rejected, processed.clone()];
     layout_0_file(dir.path(), &old);
 
@@ -99,8 +101,8 @@ async fn a_store_of_the_old_layout_keeps_every_message_and_status_when_opened() 
         .await
         .expect("read")
         .expect("there");
-    assert_eq!(read.notification.webhook, Some(ChannelStatus::Sent));
-    assert_eq!(read.notification.email, Some(ChannelStatus::Sent));
+    assert_eq!(read.notification.webhook, Some(ChannelStatus::Sent.into()));
+    assert_eq!(read.notification.email, Some(ChannelStatus::Sent.into()));
     drop(store);
 
     // Opening again finds the new layout and leaves it alone.
@@ -111,7 +113,7 @@ async fn a_store_of_the_old_layout_keeps_every_message_and_status_when_opened() 
         .expect("read");
     assert_eq!(
         read.map(|r| r.notification.webhook),
-        Some(Some(ChannelStatus::Sent))
+        Some(Some(ChannelStatus::Sent.into()))
     );
 }
 

@@ -138,33 +138,120 @@ impl Mailer for SmtpMailer {
     }
 }
 
-/// `<outbox>/<message id>.eml`: written whole (to a temporary name, then renamed), so a
-/// reader never sees half an email, and written again by a retry without a second copy.
+/// The embedded default's outbox: every email appended to a mailbox file of the hour it
+/// was written in, `<outbox>/<YYYY-MM-DD>T<HH>.mbox` (UTC, mboxrd), which any mail reader
+/// opens (`mutt -f`, Thunderbird, Python's `mailbox`). One append per email into a handful
+/// of files, where a file per email made a million-message campaign create hundreds of
+/// thousands of files in one directory. Each email is written whole in one call, so a
+/// reader never sees half of one.
 #[derive(Debug)]
 pub struct OutboxMailer {
     dir: PathBuf,
+    /// The hour's file, kept open between emails.
+    current: std::sync::Mutex<Option<(String, std::fs::File)>>,
 }
 
 impl OutboxMailer {
     pub fn new(dir: PathBuf) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            current: std::sync::Mutex::new(None),
+        })
     }
+
+    /// Appends `entry` to the file named `name`, opening it when the hour turned or when
+    /// the file open is no longer the one at that path (moved or deleted, as a person
+    /// reading the outbox may do): an email written to a deleted file would be lost.
+    fn append(&self, name: String, entry: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut current = self
+            .current
+            .lock()
+            .map_err(|_| std::io::Error::other("the outbox lock was poisoned"))?;
+        let path = self.dir.join(&name);
+        let stale = match current.as_ref() {
+            Some((open, file)) => *open != name || !same_file(file, &path),
+            None => true,
+        };
+        if stale {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            *current = Some((name, file));
+        }
+        let Some((_, file)) = current.as_mut() else {
+            return Err(std::io::Error::other("no outbox file open"));
+        };
+        let written = file.write_all(entry);
+        if written.is_err() {
+            // Opened afresh next time: the directory may have been mended meanwhile.
+            *current = None;
+        }
+        written
+    }
+}
+
+/// Whether `file` is the file now at `path`.
+fn same_file(file: &std::fs::File, path: &std::path::Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        path.exists()
+    }
+}
+
+/// One mboxrd entry: the `From ` separator line, the email with line ends made `\n` and
+/// every line that reads `From ` (after any `>`s) quoted with one more `>`, and a blank
+/// line.
+pub fn mbox_entry(email: &[u8], at: time::OffsetDateTime) -> Vec<u8> {
+    let stamp = at
+        .format(time::macros::format_description!(
+            "[weekday repr:short] [month repr:short] [day padding:space] [hour]:[minute]:[second] [year]"
+        ))
+        .unwrap_or_default();
+    let mut entry = Vec::with_capacity(email.len() + 64);
+    entry.extend_from_slice(format!("From postino@localhost {stamp}\n").as_bytes());
+    let email = email.strip_suffix(b"\n").unwrap_or(email);
+    for line in email.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let unquoted = line.iter().position(|&b| b != b'>').map(|i| &line[i..]);
+        if unquoted.is_some_and(|rest| rest.starts_with(b"From ")) {
+            entry.push(b'>');
+        }
+        entry.extend_from_slice(line);
+        entry.push(b'\n');
+    }
+    // A blank line ends the entry.
+    entry.push(b'\n');
+    entry
+}
+
+/// The outbox file an email written at `at` goes to.
+pub fn outbox_file_name(at: time::OffsetDateTime) -> String {
+    at.format(time::macros::format_description!(
+        "[year]-[month]-[day]T[hour].mbox"
+    ))
+    .unwrap_or_else(|_| "outbox.mbox".into())
 }
 
 #[async_trait]
 impl Mailer for OutboxMailer {
-    async fn send(&self, id: Ulid, email: &Message) -> Result<(), MailError> {
-        let path = self.dir.join(format!("{id}.eml"));
-        let partial = self.dir.join(format!(".{id}.eml.part"));
-        let bytes = email.formatted();
-        let written = tokio::task::spawn_blocking(move || {
-            std::fs::write(&partial, bytes)?;
-            std::fs::rename(&partial, &path)
-        })
-        .await
-        .map_err(|e| MailError::Unavailable(format!("outbox writer stopped: {e}")))?;
-        written.map_err(|e| {
+    async fn send(&self, _id: Ulid, email: &Message) -> Result<(), MailError> {
+        let now = time::OffsetDateTime::now_utc();
+        let entry = mbox_entry(&email.formatted(), now);
+        // A few kilobytes appended to the page cache: cheaper done here than handed to a
+        // blocking thread, as a log line is.
+        self.append(outbox_file_name(now), &entry).map_err(|e| {
             MailError::Unavailable(format!("cannot write to the outbox: {}", e.kind()))
         })
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bus::embedded::EmbeddedBus;
-use bus::stage::StageConfig;
+use bus::stage::{Stage, StageConfig};
 use bus::{Bus, Record};
 use mail_parser::MessageParser;
 use model::email::EmailJob;
@@ -17,11 +17,12 @@ use store::sqlite::SqliteStore;
 use store::Store;
 use tokio::sync::watch;
 
-use super::mailer::{MailError, Mailer, OutboxMailer, SmtpMailer};
+use super::mailer::{mbox_entry, outbox_file_name, MailError, Mailer, OutboxMailer, SmtpMailer};
 use super::render::compose;
+use super::render::MESSAGE_ID_HEADER;
 use super::{EmailStage, SmtpSettings, SmtpTls, GROUP};
 use crate::test_support::{
-    channel_status, dead_lettered, emails_in, sorted_ids, spawn_stage, SmtpSink,
+    channel_status, dead_lettered, outbox_emails, sorted_ids, spawn_stage, SmtpSink,
 };
 
 fn from() -> lettre::Address {
@@ -306,6 +307,11 @@ async fn a_relay_that_is_down_holds_the_emails_until_it_is_back_and_loses_none()
     .expect("join");
     assert_eq!(tried, 4, "the stage kept trying the relay");
     hang_up.join().expect("join");
+    assert_eq!(
+        channel_status(&store, j.message_id, Channel::Email).await,
+        Some(ChannelStatus::Throttled),
+        "while the relay is down the sender sees IO's THROTTLED"
+    );
 
     // The relay is back, on the same port.
     let sink_dir = tempfile::tempdir().expect("tempdir");
@@ -317,7 +323,7 @@ async fn a_relay_that_is_down_holds_the_emails_until_it_is_back_and_loses_none()
             "no email status after a minute"
         );
         let status = channel_status(&store, j.message_id, Channel::Email).await;
-        if status.is_some() {
+        if status != Some(ChannelStatus::Throttled) {
             break status;
         }
         tokio::task::yield_now().await;
@@ -411,31 +417,116 @@ async fn the_stage_sends_retries_dead_letters_and_expires_per_outcome() {
 }
 
 #[tokio::test]
-async fn without_a_relay_each_email_is_one_eml_file_in_the_outbox() {
+async fn without_a_relay_emails_are_appended_to_the_hours_mailbox_in_the_outbox() {
     let dir = tempfile::tempdir().expect("tempdir");
     let outbox = dir.path().join("outbox");
     let mailer = OutboxMailer::new(outbox.clone()).expect("outbox");
-    let j = job("mario@example.org", Language::Italian);
-    let email = compose(&j, &from()).expect("compose");
-    mailer.send(j.message_id, &email).await.expect("written");
-    mailer
-        .send(j.message_id, &email)
-        .await
-        .expect("written again");
-    let files = emails_in(&outbox);
-    assert_eq!(files.len(), 1, "a retry rewrites the same file");
-    let mail = MessageParser::default().parse(&files[0]).expect("parsable");
-    assert!(mail
-        .subject()
-        .is_some_and(|s| s.starts_with("Hai un nuovo messaggio")));
-    assert!(outbox.join(format!("{}.eml", j.message_id)).exists());
+    let mut jobs = [
+        job("mario@example.org", Language::Italian),
+        job("anna@example.org", Language::English),
+    ];
+    // A line a mailbox would take for the start of the next email.
+    jobs[1].markdown = "From the office of the comune:\n\n>From here on, pay online.".into();
+    for j in &jobs {
+        let email = compose(j, &from()).expect("compose");
+        mailer.send(j.message_id, &email).await.expect("written");
+    }
+    let files: Vec<_> = std::fs::read_dir(&outbox)
+        .expect("outbox")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 1, "one mailbox for the hour: {files:?}");
+    assert!(files[0].ends_with(".mbox"), "{files:?}");
+
+    let emails = outbox_emails(&outbox);
+    assert_eq!(
+        emails.len(),
+        2,
+        "two emails, the quoted From line split none"
+    );
+    let parsed: Vec<_> = emails
+        .iter()
+        .map(|e| MessageParser::default().parse(e).expect("parsable"))
+        .collect();
+    let ids: Vec<_> = parsed
+        .iter()
+        .map(|m| {
+            m.header(MESSAGE_ID_HEADER)
+                .and_then(|h| h.as_text())
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        jobs.iter()
+            .map(|j| Some(j.message_id.to_string()))
+            .collect::<Vec<_>>()
+    );
+    let text = parsed[1].body_text(0).expect("text part");
+    assert!(
+        text.contains("From the office") && text.contains(">From here on"),
+        "the From lines come back as written: {text}"
+    );
 
     // An outbox that cannot be written holds the emails: it fails none.
     std::fs::remove_dir_all(&outbox).expect("remove");
     std::fs::write(&outbox, b"not a directory").expect("file");
+    let email = compose(&jobs[0], &from()).expect("compose");
     let err = mailer
-        .send(j.message_id, &email)
+        .send(jobs[0].message_id, &email)
         .await
         .expect_err("cannot write");
     assert!(matches!(err, MailError::Unavailable(_)), "{err:?}");
+}
+
+#[test]
+fn a_mailbox_entry_quotes_from_lines_and_ends_with_a_blank_line() {
+    let at = time::macros::datetime!(2026-11-29 14:05:09 UTC);
+    let entry = mbox_entry(
+        b"Subject: x\r\n\r\nFrom here\r\n>From there\r\nFromage\r\n",
+        at,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&entry),
+        "From postino@localhost Sun Nov 29 14:05:09 2026\nSubject: x\n\n>From here\n>>From there\nFromage\n\n"
+    );
+    assert_eq!(outbox_file_name(at), "2026-11-29T14.mbox");
+}
+
+/// An email job published or delivered twice (a replayed batch, a redelivery after a
+/// crash) reaches the relay once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_job_delivered_twice_is_sent_once() {
+    let sink_dir = tempfile::tempdir().expect("tempdir");
+    let sink = SmtpSink::start(sink_dir.path());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+    let j = job("lucia@example.org", Language::Italian);
+    store
+        .deliver(vec![sample_record_with_id(
+            j.message_id,
+            &fresh_fiscal_code(),
+            MessageStatus::Processed,
+        )])
+        .await
+        .expect("deliver");
+    let stage = EmailStage::new(
+        Arc::clone(&store),
+        Arc::new(SmtpMailer::new(&sink.settings()).expect("mailer")),
+        from(),
+        4,
+    );
+    for round in 0..2 {
+        let verdicts = stage.process_each(&[&j]).await;
+        assert!(
+            verdicts.iter().all(Result::is_ok),
+            "round {round}: {verdicts:?}"
+        );
+    }
+    assert_eq!(sink.received().len(), 1, "sent once");
+    assert_eq!(
+        channel_status(&store, j.message_id, Channel::Email).await,
+        Some(ChannelStatus::Sent)
+    );
 }

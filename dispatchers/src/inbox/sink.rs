@@ -5,13 +5,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bus::stage::{Stage, StageError};
 use bus::{Bus, Record};
-use model::channels::ChannelChoice;
+use model::channels::{ChannelChoice, SkipReason};
 use model::email::EmailJob;
 use model::installation::Installation;
 use model::pipeline::{decode, encode, topics, DeliveryPlan};
 use model::push::{expires_at, notification_text, PushJob};
-use model::status::{ChannelStatus, MessageStatus, NotificationStatus};
+use model::status::{ChannelOutcome, MessageStatus, NotificationStatus};
 use store::{MessageRecord, Store};
+
+use crate::push::PushPlatforms;
 
 /// Consumer group of the inbox dispatcher.
 pub const GROUP: &str = "inbox";
@@ -20,40 +22,45 @@ pub const GROUP: &str = "inbox";
 pub struct InboxStage {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
+    push: PushPlatforms,
 }
 
 impl InboxStage {
-    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Self {
-        Self { store, bus }
+    /// `push` says which platforms this deployment has a push provider for: a device on
+    /// any other gets no job (it could only fail), and the message says why.
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, push: PushPlatforms) -> Self {
+        Self { store, bus, push }
     }
 }
 
-/// A channel the plan skips is reported SKIPPED at once; one it sends on is reported by its
-/// dispatcher.
-fn initial_status(choice: &ChannelChoice) -> Option<ChannelStatus> {
+/// A channel the plan skips is recorded with its reason at once; one it sends on is
+/// reported by its dispatcher.
+fn initial_outcome(choice: &ChannelChoice) -> Option<ChannelOutcome> {
     match choice {
         ChannelChoice::Send => None,
-        ChannelChoice::Skip(_) => Some(ChannelStatus::Skipped),
+        ChannelChoice::Skip(reason) => Some(ChannelOutcome::Skipped(*reason)),
     }
 }
 
 fn record(plan: &DeliveryPlan, status: MessageStatus) -> MessageRecord {
     MessageRecord {
         notification: NotificationStatus {
-            email: initial_status(&plan.channels.email),
-            webhook: initial_status(&plan.channels.push),
+            email: initial_outcome(&plan.channels.email),
+            webhook: initial_outcome(&plan.channels.push),
         },
         ..MessageRecord::new(plan.message.clone(), status)
     }
 }
 
 /// One push job per device of the citizen.
-fn push_jobs(plan: &DeliveryPlan, devices: &[Installation]) -> Vec<PushJob> {
+fn push_jobs<'a>(
+    plan: &DeliveryPlan,
+    devices: impl Iterator<Item = &'a Installation>,
+) -> Vec<PushJob> {
     let (title, body) = notification_text(plan);
     let message = &plan.message;
     let expires_at = expires_at(&message.created_at, message.time_to_live);
     devices
-        .iter()
         .map(|device| PushJob {
             message_id: message.id,
             fiscal_code: message.fiscal_code.clone(),
@@ -67,10 +74,6 @@ fn push_jobs(plan: &DeliveryPlan, devices: &[Installation]) -> Vec<PushJob> {
         .collect()
 }
 
-fn unavailable(err: impl std::fmt::Display) -> StageError {
-    StageError::Unavailable(err.to_string())
-}
-
 #[async_trait]
 impl Stage for InboxStage {
     /// The record's key (the citizen's partition key, kept for the push topic) and the plan.
@@ -82,9 +85,12 @@ impl Stage for InboxStage {
     }
 
     async fn process(&self, items: &[&Self::Item]) -> Result<(), StageError> {
+        // With no push provider at all, no device is worth looking up.
+        let pushes =
+            |plan: &DeliveryPlan| self.push.any() && plan.channels.push == ChannelChoice::Send;
         let citizens: Vec<_> = items
             .iter()
-            .filter(|(_, plan)| plan.channels.push == ChannelChoice::Send)
+            .filter(|(_, plan)| pushes(plan))
             .map(|(_, plan)| plan.message.fiscal_code.clone())
             .collect();
         let devices = self
@@ -100,23 +106,34 @@ impl Stage for InboxStage {
         let mut devices = devices.iter();
         for (key, plan) in items.iter().copied() {
             let mut record = record(plan, MessageStatus::Processed);
-            if plan.channels.push == ChannelChoice::Send {
+            if pushes(plan) {
                 let found = devices.next().map(Vec::as_slice).unwrap_or_default();
-                if found.is_empty() {
-                    // Nothing to push to: the channel was allowed but has no device.
-                    record.notification.webhook = Some(ChannelStatus::Skipped);
+                let reachable =
+                    push_jobs(plan, found.iter().filter(|d| self.push.serves(d.platform)));
+                if reachable.is_empty() {
+                    // Allowed, but nothing to push to, or no provider for what there is.
+                    let why = if found.is_empty() {
+                        SkipReason::NoDevice
+                    } else {
+                        SkipReason::NoPushProvider
+                    };
+                    record.notification.webhook = Some(ChannelOutcome::Skipped(why));
                 }
                 jobs.extend(
-                    push_jobs(plan, found)
+                    reachable
                         .iter()
                         .map(|job| Record::new(key.clone(), encode(job))),
                 );
+            } else if plan.channels.push == ChannelChoice::Send {
+                record.notification.webhook =
+                    Some(ChannelOutcome::Skipped(SkipReason::NoPushProvider));
             }
             match EmailJob::for_plan(plan) {
                 Some(email) => emails.push(Record::new(key.clone(), encode(&email))),
                 // Chosen, but no address came with the plan: nothing to send to.
                 None if plan.channels.email == ChannelChoice::Send => {
-                    record.notification.email = Some(ChannelStatus::Skipped);
+                    record.notification.email =
+                        Some(ChannelOutcome::Skipped(SkipReason::NoValidatedEmail));
                 }
                 None => {}
             }
@@ -133,10 +150,9 @@ impl Stage for InboxStage {
             (topics::DELIVERIES_EMAIL, emails),
         ] {
             if !records.is_empty() {
-                self.bus
-                    .publish(topic, records)
-                    .await
-                    .map_err(unavailable)?;
+                // A log that refuses the jobs for good dead-letters the plan, as any
+                // permanent error does; a log that is down holds the stage.
+                self.bus.publish(topic, records).await?;
             }
         }
         Ok(())

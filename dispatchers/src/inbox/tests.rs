@@ -12,13 +12,14 @@ use model::installation::{DeviceToken, Installation, InstallationId, Platform};
 use model::pipeline::{encode, topics, DeliveryPlan};
 use model::profile::PushContent;
 use model::push::PushJob;
-use model::status::{ChannelStatus, MessageStatus};
+use model::status::{ChannelOutcome, MessageStatus};
 use store::conformance::{fresh_fiscal_code, sample_record};
 use store::sqlite::SqliteStore;
 use store::Store;
 use tokio::sync::watch;
 
 use super::{InboxConfig, InboxStage, GROUP};
+use crate::push::PushPlatforms;
 
 fn plan(fc: &model::FiscalCode, ms: u64, email: ChannelChoice) -> DeliveryPlan {
     let address = (email == ChannelChoice::Send).then(|| "citizen@example.org".to_string());
@@ -65,7 +66,11 @@ async fn routed_messages_land_in_the_inbox_once_as_processed() {
         Arc::clone(&bus),
         topics::DELIVERIES_INBOX,
         GROUP,
-        Arc::new(InboxStage::new(Arc::clone(&store), Arc::clone(&bus))),
+        Arc::new(InboxStage::new(
+            Arc::clone(&store),
+            Arc::clone(&bus),
+            PushPlatforms::ALL,
+        )),
         cfg.stage,
         stopped,
     ));
@@ -119,10 +124,14 @@ async fn routed_messages_land_in_the_inbox_once_as_processed() {
         .await
         .expect("get")
         .expect("record");
-    assert_eq!(second.notification.email, Some(ChannelStatus::Skipped));
+    assert_eq!(
+        second.notification.email,
+        Some(ChannelOutcome::Skipped(SkipReason::NoValidatedEmail)),
+        "the plan's reason is recorded"
+    );
     assert_eq!(
         second.notification.webhook,
-        Some(ChannelStatus::Skipped),
+        Some(ChannelOutcome::Skipped(SkipReason::NoDevice)),
         "push allowed but no device: nothing to send"
     );
 }
@@ -137,12 +146,14 @@ fn device(id: &str, platform: Platform, token: &str) -> Installation {
     }
 }
 
-/// Runs the inbox stage until `n` push jobs are published; returns them.
+/// Runs the inbox stage (pushing to `platforms`) until `n` push jobs are published and
+/// every plan is in the inbox; returns the jobs.
 async fn push_jobs_for(
     store: &Arc<dyn Store>,
     bus: &Arc<dyn Bus>,
     plans: &[DeliveryPlan],
     n: usize,
+    platforms: PushPlatforms,
 ) -> Vec<PushJob> {
     let records = plans
         .iter()
@@ -165,7 +176,11 @@ async fn push_jobs_for(
         Arc::clone(bus),
         topics::DELIVERIES_INBOX,
         GROUP,
-        Arc::new(InboxStage::new(Arc::clone(store), Arc::clone(bus))),
+        Arc::new(InboxStage::new(
+            Arc::clone(store),
+            Arc::clone(bus),
+            platforms,
+        )),
         StageConfig {
             poll_wait: Duration::from_millis(50),
             ..Default::default()
@@ -173,6 +188,18 @@ async fn push_jobs_for(
         stopped,
     ));
     let published = bus::conformance::collect(&mut *pushes, n).await;
+    let last = plans.last().map(|p| p.message.clone());
+    if let Some(last) = last {
+        // Plans are processed in order: once the last is readable, every one is.
+        while store
+            .get_inbox_item(&last.fiscal_code, &last.id)
+            .await
+            .expect("read")
+            .is_none()
+        {
+            tokio::task::yield_now().await;
+        }
+    }
     stop.send(true).expect("stop");
     runner.await.expect("join").expect("run");
     let mut jobs = Vec::new();
@@ -222,7 +249,14 @@ async fn each_device_of_a_citizen_gets_one_push_job_after_the_inbox_write() {
     no_push.channels.push = ChannelChoice::Skip(SkipReason::BlockedForService);
     let anonymous = plan(&two_devices, 3, ChannelChoice::Send);
 
-    let jobs = push_jobs_for(&store, &bus, &[full.clone(), no_push, anonymous.clone()], 4).await;
+    let jobs = push_jobs_for(
+        &store,
+        &bus,
+        &[full.clone(), no_push, anonymous.clone()],
+        4,
+        PushPlatforms::ALL,
+    )
+    .await;
     let summary: Vec<_> = jobs
         .iter()
         .map(|j| {
@@ -254,4 +288,144 @@ async fn each_device_of_a_citizen_gets_one_push_job_after_the_inbox_write() {
     assert_eq!(jobs[0].platform, Platform::Apns);
     assert_eq!(jobs[1].token.expose(), "fcm-1");
     assert_eq!(jobs[0].body, full.message.content.subject);
+}
+
+/// The webhook outcome the inbox dispatcher recorded for `plan`'s message.
+async fn push_outcome(store: &Arc<dyn Store>, plan: &DeliveryPlan) -> Option<ChannelOutcome> {
+    store
+        .get_message(&plan.message.id)
+        .await
+        .expect("get")
+        .expect("record")
+        .notification
+        .webhook
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_job_is_made_for_a_device_no_provider_can_reach_and_the_message_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+    let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
+    let (both, iphone_only, none) = (
+        fresh_fiscal_code(),
+        fresh_fiscal_code(),
+        fresh_fiscal_code(),
+    );
+    let apns = "a3f1c2d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    for (fc, d) in [
+        (&both, device("phone", Platform::Fcm, "fcm-1")),
+        (&both, device("ipad", Platform::Apns, apns)),
+        (&iphone_only, device("iphone", Platform::Apns, apns)),
+    ] {
+        store.put_installation(fc, &d).await.expect("put");
+    }
+    let plans = [
+        plan(&both, 1, ChannelChoice::Send),
+        plan(&iphone_only, 2, ChannelChoice::Send),
+        plan(&none, 3, ChannelChoice::Send),
+    ];
+
+    // Only FCM is configured: the iPad and the iPhone get no job.
+    let fcm_only = PushPlatforms {
+        fcm: true,
+        apns: false,
+    };
+    let jobs = push_jobs_for(&store, &bus, &plans, 1, fcm_only).await;
+    let devices: Vec<_> = jobs
+        .iter()
+        .map(|j| (j.message_id, j.installation_id.to_string()))
+        .collect();
+    assert_eq!(devices, vec![(plans[0].message.id, "phone".to_string())]);
+    assert_eq!(
+        push_outcome(&store, &plans[0]).await,
+        None,
+        "its dispatcher reports it"
+    );
+    assert_eq!(
+        push_outcome(&store, &plans[1]).await,
+        Some(ChannelOutcome::Skipped(SkipReason::NoPushProvider))
+    );
+    assert_eq!(
+        push_outcome(&store, &plans[2]).await,
+        Some(ChannelOutcome::Skipped(SkipReason::NoDevice))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_any_push_provider_no_push_job_is_published() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+    let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
+    let fc = fresh_fiscal_code();
+    store
+        .put_installation(&fc, &device("phone", Platform::Fcm, "fcm-1"))
+        .await
+        .expect("put");
+    let plans = [plan(&fc, 1, ChannelChoice::Send)];
+    let jobs = push_jobs_for(&store, &bus, &plans, 0, PushPlatforms::default()).await;
+    assert!(jobs.is_empty());
+    let mut pushes = bus
+        .subscribe(topics::DELIVERIES_PUSH, "check")
+        .await
+        .expect("subscribe");
+    let none = pushes
+        .poll(10, Duration::from_millis(100))
+        .await
+        .expect("poll");
+    assert!(
+        none.is_empty(),
+        "nothing was published to {}",
+        topics::DELIVERIES_PUSH
+    );
+    assert_eq!(
+        push_outcome(&store, &plans[0]).await,
+        Some(ChannelOutcome::Skipped(SkipReason::NoPushProvider))
+    );
+}
+
+/// A log that refuses the email jobs for good is a permanent error: the plan is
+/// dead-lettered instead of holding the partition forever as if the log were down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_the_log_refuses_for_good_dead_letter_their_plan_instead_of_holding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+    let log: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
+    let bus: Arc<dyn Bus> = Arc::new(bus::conformance::Refuses::new(Arc::clone(&log), |t| {
+        t == topics::DELIVERIES_EMAIL
+    }));
+    let fc = fresh_fiscal_code();
+    let emailed = plan(&fc, 1, ChannelChoice::Send);
+    log.publish(
+        topics::DELIVERIES_INBOX,
+        vec![Record::new(b"k".to_vec(), encode(&emailed))],
+    )
+    .await
+    .expect("publish");
+    let (stop, stopped) = watch::channel(false);
+    let runner = tokio::spawn(stage::run(
+        Arc::clone(&bus),
+        topics::DELIVERIES_INBOX,
+        GROUP,
+        Arc::new(InboxStage::new(
+            Arc::clone(&store),
+            Arc::clone(&bus),
+            PushPlatforms::default(),
+        )),
+        StageConfig {
+            poll_wait: Duration::from_millis(50),
+            backoff_initial: Duration::from_millis(1),
+            ..Default::default()
+        },
+        stopped,
+    ));
+    let mut dlq = log
+        .subscribe("deliveries.inbox.dlq", "t")
+        .await
+        .expect("dlq");
+    let dead = bus::conformance::collect(&mut *dlq, 1).await;
+    stop.send(true).expect("stop");
+    runner.await.expect("join").expect("run");
+    assert_eq!(dead.len(), 1, "the plan is dead-lettered, not held");
+    let reason = dead[0].record.header(stage::headers::ERROR).unwrap_or("");
+    assert!(reason.contains("too large for"), "{reason}");
 }

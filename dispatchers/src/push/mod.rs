@@ -14,4 +14,5 @@ mod sink;
 mod tests;
 
 pub use http::{CaError, ClientSettings};
+pub use service::PushPlatforms;
 pub use sink::{PushStage, GROUP};

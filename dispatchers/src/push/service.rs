@@ -44,6 +44,32 @@ impl Lane {
     }
 }
 
+/// The platforms a deployment has a push provider for. The inbox dispatcher makes jobs only
+/// for devices on these: a job for any other could only be dead-lettered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PushPlatforms {
+    pub fcm: bool,
+    pub apns: bool,
+}
+
+impl PushPlatforms {
+    pub const ALL: Self = Self {
+        fcm: true,
+        apns: true,
+    };
+
+    pub fn serves(self, platform: Platform) -> bool {
+        match platform {
+            Platform::Fcm => self.fcm,
+            Platform::Apns => self.apns,
+        }
+    }
+
+    pub fn any(self) -> bool {
+        self.fcm || self.apns
+    }
+}
+
 /// The providers Postino is configured with, by platform.
 #[derive(Debug, Default)]
 pub struct PushService {
@@ -52,6 +78,13 @@ pub struct PushService {
 }
 
 impl PushService {
+    pub fn platforms(&self) -> PushPlatforms {
+        PushPlatforms {
+            fcm: self.fcm.is_some(),
+            apns: self.apns.is_some(),
+        }
+    }
+
     pub async fn send(&self, job: &PushJob) -> Result<(), PushError> {
         let lane = match job.platform {
             Platform::Fcm => self.fcm.as_ref(),

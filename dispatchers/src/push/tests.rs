@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bus::embedded::EmbeddedBus;
-use bus::stage::StageConfig;
+use bus::stage::{Stage, StageConfig, StageError};
 use bus::{Bus, Record};
 use loadtest::standins::apns::FakeApns;
 use loadtest::standins::faults::{self, FaultArgs, Faults};
@@ -638,4 +638,67 @@ mod tls {
             self.tcp.local_addr()
         }
     }
+}
+
+/// A job published or delivered twice (the inbox stage's batch replayed, a redelivery
+/// after a crash) reaches its device once; a device being retried shows IO's THROTTLED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_delivered_twice_is_pushed_once_and_one_being_retried_is_throttled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+    let fcm = fake_fcm(Duration::from_secs(3600)).await;
+    let service = Arc::new(PushService {
+        fcm: Some(Lane::new(
+            Arc::new(fcm.provider),
+            NonZeroU32::new(600_000).expect("nonzero"),
+            4,
+        )),
+        apns: None,
+    });
+    let (_, fine) = device("fine-7");
+    let (_, down) = device("status-503-c");
+    // A second device of the same message: pushed on its own, not taken for the first.
+    let mut tablet = fine.clone();
+    tablet.installation_id = InstallationId::parse("id", "tablet").expect("id");
+    for j in [&fine, &down] {
+        store
+            .deliver(vec![sample_record_with_id(
+                j.message_id,
+                &j.fiscal_code,
+                MessageStatus::Processed,
+            )])
+            .await
+            .expect("deliver");
+    }
+    let stage = PushStage::new(Arc::clone(&store), service);
+
+    let first = stage.process_each(&[&fine, &down]).await;
+    assert!(first[0].is_ok());
+    assert!(
+        matches!(first[1], Err(StageError::Retry { .. })),
+        "{first:?}"
+    );
+    assert_eq!(
+        channel_status(&store, down.message_id, Channel::Webhook).await,
+        Some(ChannelStatus::Throttled)
+    );
+    // The same job again, as a replayed batch delivers it, and the tablet's.
+    let again = stage.process_each(&[&fine, &tablet]).await;
+    assert!(again.iter().all(Result::is_ok), "{again:?}");
+
+    let page = received(&fcm.url).await;
+    let tokens: Vec<_> = page
+        .received
+        .iter()
+        .filter(|r| r.message_id == fine.message_id.to_string())
+        .collect();
+    assert_eq!(
+        tokens.len(),
+        2,
+        "the phone once and the tablet once: {tokens:?}"
+    );
+    assert_eq!(
+        channel_status(&store, fine.message_id, Channel::Webhook).await,
+        Some(ChannelStatus::Sent)
+    );
 }
