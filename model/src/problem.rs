@@ -1,5 +1,10 @@
 //! `application/problem+json` (RFC 9457, IO `ProblemJson`): the one shape of every error
 //! answer of every API.
+//!
+//! A problem's `type` is an absolute URI, as IO declares it: a base the deployment chooses
+//! ([`DEFAULT_TYPE_BASE`] unless configured) followed by the kind (`validation-error`).
+//! Handlers make a [`Problem`] knowing only its kind; the app's outermost layer calls
+//! [`with_type_base`] to write it out with the configured base.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -8,10 +13,31 @@ use utoipa::ToSchema;
 
 use crate::ValidationError;
 
+/// The `type` base when none is configured: an absolute URI that names Postino's problem
+/// kinds without pretending to be a page.
+pub const DEFAULT_TYPE_BASE: &str = "urn:postino:problem:";
+
+/// Whether `text` is an absolute URI: a scheme (`letter *(letter / digit / + / - / .)`),
+/// then `:` and something after it.
+pub fn is_absolute_uri(text: &str) -> bool {
+    match text.split_once(':') {
+        Some((scheme, rest)) => {
+            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+                && !rest.is_empty()
+                && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    }
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Problem {
-    /// A URI reference naming the kind of problem.
+    /// An absolute URI naming the kind of problem: the deployment's base, then the kind.
     #[serde(rename = "type")]
+    #[schema(format = "uri", example = "urn:postino:problem:validation-error")]
     pub kind: String,
     pub title: String,
     pub status: u16,
@@ -26,7 +52,7 @@ pub struct Problem {
 impl Problem {
     pub fn new(status: StatusCode, kind: &str, detail: impl Into<String>) -> Self {
         Self {
-            kind: format!("/problems/{kind}"),
+            kind: format!("{DEFAULT_TYPE_BASE}{kind}"),
             title: status.canonical_reason().unwrap_or("Error").to_string(),
             status: status.as_u16(),
             detail: detail.into(),
@@ -78,11 +104,40 @@ impl From<ValidationError> for Problem {
     }
 }
 
+/// The problem in an answer, kept beside its body so the outermost layer can write the body
+/// again with the deployment's `type` base.
+#[derive(Debug, Clone)]
+struct Answered(Problem);
+
+/// Writes the problem in `response` (if it is one of ours) with `base` instead of the
+/// default `type` base. Other answers pass unchanged.
+pub fn with_type_base(response: Response, base: &str) -> Response {
+    if base == DEFAULT_TYPE_BASE {
+        return response;
+    }
+    let Some(Answered(mut problem)) = response.extensions().get::<Answered>().cloned() else {
+        return response;
+    };
+    if let Some(kind) = problem.kind.strip_prefix(DEFAULT_TYPE_BASE) {
+        problem.kind = format!("{base}{kind}");
+    }
+    let mut rewritten = problem.into_response();
+    // Whatever else was set on the answer (Location, rate headers) stays.
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_LENGTH {
+            rewritten.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rewritten
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let retry_after = self.retry_after;
+        let answered = Answered(self.clone());
         let mut response = (status, axum::Json(self)).into_response();
+        response.extensions_mut().insert(answered);
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -131,4 +186,68 @@ pub mod doc {
     #[derive(Debug, IntoResponses)]
     #[response(status = 503, content_type = "application/problem+json")]
     pub struct Unavailable(pub Problem);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_uris_are_told_from_relative_ones() {
+        for good in [
+            DEFAULT_TYPE_BASE,
+            "https://docs.example.org/problems/",
+            "about:blank",
+            "urn:x:y",
+        ] {
+            assert!(is_absolute_uri(good), "{good}");
+        }
+        for bad in [
+            "",
+            "/problems/",
+            "problems",
+            ":x",
+            "1http://x",
+            "https:",
+            "ht tp://x",
+            "https://a b/",
+        ] {
+            assert!(!is_absolute_uri(bad), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_type_is_the_configured_base_and_the_kind() {
+        let problem = Problem::not_found("no such message");
+        assert_eq!(problem.kind, "urn:postino:problem:not-found");
+        let response = with_type_base(
+            Problem::unavailable("later", 3).into_response(),
+            "https://docs.example.org/problems/",
+        );
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.as_bytes()),
+            Some(&b"3"[..])
+        );
+        assert_eq!(
+            response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+            Some(&b"application/problem+json"[..])
+        );
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(
+            json["type"],
+            "https://docs.example.org/problems/unavailable"
+        );
+        assert_eq!(json["status"], 503);
+        assert_eq!(json["detail"], "later");
+    }
 }

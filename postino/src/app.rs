@@ -190,8 +190,9 @@ impl App {
             }
         });
         let mut server_stop = stopped.clone();
+        let problem_type_base = config.problem_type_base.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, http(routes))
+            axum::serve(listener, http(routes, &problem_type_base))
                 .with_graceful_shutdown(async move {
                     let _ = server_stop.wait_for(|s| *s).await;
                 })
@@ -264,7 +265,7 @@ impl App {
 /// The largest request body taken: ten times the largest valid message.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
-fn http(apis: Router) -> Router {
+fn http(apis: Router, problem_type_base: &str) -> Router {
     apis.route(
         "/openapi.json",
         get(|| async { Json(crate::openapi::document()) }),
@@ -279,19 +280,29 @@ fn http(apis: Router) -> Router {
         )
     })
     .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-    .layer(axum::middleware::map_response(plain_errors_as_problems))
+    .layer(axum::middleware::map_response_with_state(
+        Arc::<str>::from(problem_type_base),
+        every_error_a_problem,
+    ))
 }
 
-/// Rejections produced by the framework itself (a body over the limit, a path that is not
-/// valid UTF-8…) come as plain text; this turns them into problem+json like every other
-/// error, keeping the framework's explanation as the detail.
-async fn plain_errors_as_problems(response: Response) -> Response {
+/// Every error answer as problem+json with the deployment's `type` base. Rejections
+/// produced by the framework itself (a body over the limit, a path that is not valid
+/// UTF-8…) come as plain text: they become problems like every other error, keeping the
+/// framework's explanation as the detail.
+async fn every_error_a_problem(
+    axum::extract::State(base): axum::extract::State<Arc<str>>,
+    response: Response,
+) -> Response {
     let status = response.status();
     let is_problem = response
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+    if is_problem {
+        return model::problem::with_type_base(response, &base);
+    }
+    if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
     let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024)
@@ -305,7 +316,7 @@ async fn plain_errors_as_problems(response: Response) -> Response {
         text
     };
     let kind = reason.to_ascii_lowercase().replace(' ', "-");
-    Problem::new(status, &kind, detail).into_response()
+    model::problem::with_type_base(Problem::new(status, &kind, detail).into_response(), &base)
 }
 
 async fn shutdown_signal() {

@@ -123,6 +123,10 @@ pub struct Config {
     pub email_max_in_flight: usize,
     /// Where emails go when no SMTP relay is configured (default `<data_dir>/outbox`).
     pub email_outbox: Option<PathBuf>,
+    /// What every problem+json `type` starts with: an absolute URI, as IO's `ProblemJson`
+    /// declares it; the kind of problem (`validation-error`) follows. Point it at the
+    /// deployment's documentation of its errors.
+    pub problem_type_base: String,
 }
 
 impl Default for Config {
@@ -175,6 +179,7 @@ impl Default for Config {
             email_from: "notifiche@postino.localhost".into(),
             email_max_in_flight: 16,
             email_outbox: None,
+            problem_type_base: model::problem::DEFAULT_TYPE_BASE.into(),
         }
     }
 }
@@ -268,6 +273,7 @@ const ENV_KEYS: &[&str] = &[
     "email_from",
     "email_max_in_flight",
     "email_outbox",
+    "problem_type_base",
 ];
 
 /// Every role `--roles` takes, in pipeline order.
@@ -541,6 +547,13 @@ impl Config {
                 "kafka_prefetch_kbytes must be at least 1024 (1 MiB)".into(),
             ));
         }
+        if !model::problem::is_absolute_uri(&self.problem_type_base) {
+            return Err(ConfigError(format!(
+                "problem_type_base must be an absolute URI (scheme:…), such as https://docs.example.org/problems/ or {}; got {:?}",
+                model::problem::DEFAULT_TYPE_BASE,
+                self.problem_type_base
+            )));
+        }
         if let Some(secret) = &self.secret {
             crate::secrets::parse_secret(secret)
                 .map_err(|e| ConfigError(format!("secret: {e}")))?;
@@ -754,6 +767,8 @@ mod tests {
         ))
         .expect_err("not a certificate");
         assert!(err.to_string().contains("push_ca_file"), "{err}");
+        let err = load_file("problem_type_base = \"/problems/\"\n").expect_err("relative");
+        assert!(err.to_string().contains("problem_type_base"), "{err}");
         let err = load_file("email_max_in_flight = 0\n").expect_err("none in flight");
         assert!(err.to_string().contains("email_max_in_flight"), "{err}");
         let err = Config::load(

@@ -4,6 +4,7 @@
 mod citizen_api;
 mod email;
 mod helpers;
+mod io_contract;
 mod manage;
 mod messages;
 mod openapi;

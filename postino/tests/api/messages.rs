@@ -37,8 +37,14 @@ async fn a_message_is_accepted_processed_and_readable_in_the_inbox() {
         "Bollo auto in scadenza"
     );
     assert_eq!(
-        status["notification"]["email"], "SKIPPED",
-        "no validated email"
+        status["notification"],
+        serde_json::json!({}),
+        "IO's shape: a channel not used is absent"
+    );
+    assert_eq!(
+        status["skipped_channels"],
+        serde_json::json!({"email": "no_validated_email", "webhook": "no_push_provider"}),
+        "Postino's extension says why"
     );
 
     let inbox = json_of(
