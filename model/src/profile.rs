@@ -21,6 +21,17 @@ pub enum PreferencesMode {
     Manual,
 }
 
+impl PreferencesMode {
+    /// IO's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Legacy => "LEGACY",
+            Self::Auto => "AUTO",
+            Self::Manual => "MANUAL",
+        }
+    }
+}
+
 /// IO `ServicePreferencesSettings`; `version` counts mode changes, and a service preference
 /// only counts while its `settings_version` equals it (IO keeps that rule so switching mode
 /// makes every earlier choice void at once).
@@ -109,6 +120,11 @@ pub enum ProfileConflict {
     Version { given: Option<u32>, current: u32 },
     #[error("service_preferences_settings.mode cannot go back to LEGACY")]
     BackToLegacy,
+    /// `blocked_inbox_or_channels` counts only in LEGACY mode; accepted on any other
+    /// profile, it would be ignored, and a citizen who blocked a service would still hear
+    /// from it (invariant 4).
+    #[error("blocked_inbox_or_channels applies only to profiles in LEGACY mode; this profile is in {mode} mode: set per-service preferences with PUT /citizen/v1/services/{{service_id}}/preferences instead")]
+    BlockedOutsideLegacy { mode: &'static str },
 }
 
 impl ProfileUpdate {
@@ -188,6 +204,15 @@ impl ProfileUpdate {
                     version: old.version + 1,
                 };
             }
+        }
+        let blocks = self
+            .blocked_inbox_or_channels
+            .as_ref()
+            .is_some_and(|blocked| blocked.values().any(|channels| !channels.is_empty()));
+        if blocks && p.service_preferences_settings.mode != PreferencesMode::Legacy {
+            return Err(ProfileConflict::BlockedOutsideLegacy {
+                mode: p.service_preferences_settings.mode.as_str(),
+            });
         }
         set(&mut p.is_email_enabled, self.is_email_enabled);
         set(&mut p.is_email_validated, self.is_email_validated);
@@ -420,6 +445,45 @@ mod tests {
         .unwrap()
         .apply(Some(&manual));
         assert_eq!(back, Err(ProfileConflict::BackToLegacy));
+    }
+
+    #[test]
+    fn blocked_inbox_or_channels_is_refused_outside_legacy_and_honoured_in_it() {
+        let blocking = br#"{"blocked_inbox_or_channels":{"svc":["INBOX"]},"version":0}"#;
+        let auto = Profile::new_default();
+        assert_eq!(
+            ProfileUpdate::parse(blocking).unwrap().apply(Some(&auto)),
+            Err(ProfileConflict::BlockedOutsideLegacy { mode: "AUTO" })
+        );
+        let created = ProfileUpdate::parse(br#"{"blocked_inbox_or_channels":{"svc":["EMAIL"]}}"#)
+            .unwrap()
+            .apply(None);
+        assert_eq!(
+            created,
+            Err(ProfileConflict::BlockedOutsideLegacy { mode: "AUTO" }),
+            "a new profile is AUTO"
+        );
+        // Nothing blocked is nothing ignored: apps that send the field empty are fine.
+        let empty =
+            ProfileUpdate::parse(br#"{"blocked_inbox_or_channels":{"svc":[]},"version":0}"#)
+                .unwrap()
+                .apply(Some(&auto));
+        assert!(empty.is_ok(), "{empty:?}");
+        let mut legacy = Profile::new_default();
+        legacy.service_preferences_settings.mode = PreferencesMode::Legacy;
+        let blocked = ProfileUpdate::parse(blocking)
+            .unwrap()
+            .apply(Some(&legacy))
+            .unwrap();
+        assert_eq!(
+            blocked.blocked_inbox_or_channels.get("svc"),
+            Some(&[BlockedChannel::Inbox].into())
+        );
+        let err = ProfileConflict::BlockedOutsideLegacy { mode: "MANUAL" }.to_string();
+        assert!(
+            err.contains("MANUAL") && err.contains("preferences"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -97,6 +97,20 @@ async fn the_profile_is_created_then_updated_with_its_version() {
         .await
         .expect("put");
     problem(legacy, StatusCode::CONFLICT).await;
+    // Blocking a service the LEGACY way on an AUTO profile would be ignored: refused.
+    let ignored = app
+        .as_citizen(Method::PUT, "/profile", &fc)
+        .json(&json!({"blocked_inbox_or_channels": {"some-service": ["INBOX"]}, "version": 1}))
+        .send()
+        .await
+        .expect("put");
+    let refused = problem(ignored, StatusCode::CONFLICT).await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("AUTO mode")),
+        "{refused}"
+    );
     let bad = app
         .as_citizen(Method::PUT, "/profile", &fc)
         .json(&json!({"email": "nope", "version": 1}))
