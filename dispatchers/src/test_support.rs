@@ -134,16 +134,21 @@ impl SmtpSink {
     }
 }
 
-/// The `.eml` files in `dir`, in the order of their names.
-pub fn emails_in(dir: &Path) -> Vec<Vec<u8>> {
+/// The files in `dir` ending `.<extension>`, in the order of their names.
+fn files_ending(dir: &Path, extension: &str) -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("dir")
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+        .filter(|p| p.extension().is_some_and(|x| x == extension))
         .collect();
     paths.sort();
     paths
+}
+
+/// The `.eml` files in `dir`, in the order of their names.
+pub fn emails_in(dir: &Path) -> Vec<Vec<u8>> {
+    files_ending(dir, "eml")
         .iter()
         .map(|p| std::fs::read(p).expect("read"))
         .collect()
@@ -152,15 +157,8 @@ pub fn emails_in(dir: &Path) -> Vec<Vec<u8>> {
 /// The emails in the outbox's mailbox files (`*.mbox` in `dir`, mboxrd), oldest file
 /// first, each as the bytes of one email (line ends `\n`).
 pub fn outbox_emails(dir: &Path) -> Vec<Vec<u8>> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("dir")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "mbox"))
-        .collect();
-    paths.sort();
     let mut emails: Vec<Vec<u8>> = Vec::new();
-    for path in paths {
+    for path in files_ending(dir, "mbox") {
         let text = std::fs::read(&path).expect("read");
         let text = text.strip_suffix(b"\n").unwrap_or(&text);
         for line in text.split(|&b| b == b'\n') {

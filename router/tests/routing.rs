@@ -19,6 +19,26 @@ use store::sqlite::SqliteStore;
 use store::Store;
 use tokio::sync::watch;
 
+/// One message to each citizen, in order, published to `messages`.
+async fn publish_messages(
+    bus: &Arc<dyn Bus>,
+    citizens: &[&model::FiscalCode],
+) -> Vec<model::pipeline::AcceptedMessage> {
+    let messages: Vec<_> = citizens
+        .iter()
+        .enumerate()
+        .map(|(i, fc)| sample_record(fc, i as u64 + 1, MessageStatus::Accepted).message)
+        .collect();
+    let records = messages
+        .iter()
+        .map(|m| Record::new(b"k".to_vec(), encode(m)))
+        .collect();
+    bus.publish(topics::MESSAGES, records)
+        .await
+        .expect("publish");
+    messages
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_are_rejected_or_planned_as_io_decides() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -56,18 +76,7 @@ async fn messages_are_rejected_or_planned_as_io_decides() {
         .await
         .expect("pref");
 
-    let messages: Vec<_> = [&nobody, &inbox_off, &manual_no_pref, &happy]
-        .iter()
-        .enumerate()
-        .map(|(i, fc)| sample_record(fc, i as u64 + 1, MessageStatus::Accepted).message)
-        .collect();
-    let records = messages
-        .iter()
-        .map(|m| Record::new(b"k".to_vec(), encode(m)))
-        .collect();
-    bus.publish(topics::MESSAGES, records)
-        .await
-        .expect("publish");
+    let messages = publish_messages(&bus, &[&nobody, &inbox_off, &manual_no_pref, &happy]).await;
 
     let (stop, stopped) = watch::channel(false);
     let cfg = StageConfig {
@@ -134,18 +143,7 @@ async fn a_plan_the_log_refuses_for_good_is_dead_lettered_not_held() {
         .put_profile(&citizen, &Profile::new_default())
         .await
         .expect("put");
-    let messages: Vec<_> = [&nobody, &citizen]
-        .iter()
-        .enumerate()
-        .map(|(i, fc)| sample_record(fc, i as u64 + 1, MessageStatus::Accepted).message)
-        .collect();
-    let records = messages
-        .iter()
-        .map(|m| Record::new(b"k".to_vec(), encode(m)))
-        .collect();
-    log.publish(topics::MESSAGES, records)
-        .await
-        .expect("publish");
+    let messages = publish_messages(&log, &[&nobody, &citizen]).await;
 
     let (stop, stopped) = watch::channel(false);
     let cfg = StageConfig {
