@@ -10,7 +10,7 @@ use model::email::EmailJob;
 use model::installation::Installation;
 use model::pipeline::{decode, encode, topics, DeliveryPlan};
 use model::push::{expires_at, notification_text, PushJob};
-use model::status::{ChannelOutcome, MessageStatus, NotificationStatus};
+use model::status::{Channel, ChannelOutcome, ChannelStatus, MessageStatus, NotificationStatus};
 use store::{MessageRecord, Store};
 
 use crate::push::PushPlatforms;
@@ -159,13 +159,34 @@ impl Stage for InboxStage {
     }
 
     async fn dead_lettered(&self, (_, plan): &Self::Item, reason: &str) {
-        tracing::error!(message_id = %plan.message.id, reason, "message could not be written to the inbox");
-        if let Err(err) = self
-            .store
-            .put_messages(vec![record(plan, MessageStatus::Failed)])
-            .await
-        {
-            tracing::error!(message_id = %plan.message.id, error = %err, "cannot record FAILED status");
+        let message = &plan.message;
+        // The inbox write may have succeeded and only the jobs after it failed: then the
+        // message is readable and stays PROCESSED, and what failed are its notifications
+        // still pending (a channel skipped keeps its reason).
+        let stored = self.store.get_message(&message.id).await;
+        let written = match stored {
+            Ok(Some(stored)) if stored.status == MessageStatus::Processed => {
+                tracing::error!(message_id = %message.id, reason, "the notifications of a message in the inbox could not be queued");
+                let pending = [
+                    (Channel::Webhook, stored.notification.webhook),
+                    (Channel::Email, stored.notification.email),
+                ];
+                let failed = pending
+                    .into_iter()
+                    .filter(|(_, outcome)| outcome.is_none())
+                    .map(|(channel, _)| (message.id, channel, ChannelStatus::Failed))
+                    .collect();
+                self.store.record_channel_outcomes(failed).await
+            }
+            _ => {
+                tracing::error!(message_id = %message.id, reason, "message could not be written to the inbox");
+                self.store
+                    .put_messages(vec![record(plan, MessageStatus::Failed)])
+                    .await
+            }
+        };
+        if let Err(err) = written {
+            tracing::error!(message_id = %message.id, error = %err, "cannot record the failure");
         }
     }
 }

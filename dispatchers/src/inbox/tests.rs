@@ -428,4 +428,26 @@ async fn jobs_the_log_refuses_for_good_dead_letter_their_plan_instead_of_holding
     assert_eq!(dead.len(), 1, "the plan is dead-lettered, not held");
     let reason = dead[0].record.header(stage::headers::ERROR).unwrap_or("");
     assert!(reason.contains("too large for"), "{reason}");
+    // The inbox write had happened: the message stays readable and PROCESSED, and the
+    // email it could not queue is what failed.
+    let record = store
+        .get_message(&emailed.message.id)
+        .await
+        .expect("get")
+        .expect("record");
+    assert_eq!(record.status, MessageStatus::Processed);
+    assert_eq!(
+        record.notification.email,
+        Some(model::status::ChannelStatus::Failed.into())
+    );
+    assert_eq!(
+        record.notification.webhook,
+        Some(ChannelOutcome::Skipped(SkipReason::NoPushProvider)),
+        "a channel skipped keeps its reason"
+    );
+    assert!(store
+        .get_inbox_item(&fc, &emailed.message.id)
+        .await
+        .expect("read")
+        .is_some());
 }
