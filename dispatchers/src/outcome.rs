@@ -126,12 +126,6 @@ async fn settle(
     ids: impl IntoIterator<Item = Ulid>,
     results: Vec<Outcome>,
 ) -> Vec<Result<(), StageError>> {
-    // The notifications are out: a store failure here must not make them go out again, so
-    // it costs the record (a redelivery of the same job could then repeat one) and the
-    // status report, not a resend now.
-    if let Err(err) = store.record_notifications_sent(newly_sent).await {
-        tracing::warn!(?channel, error = %err, "cannot record which notifications went out");
-    }
     let statuses: Vec<_> = ids
         .into_iter()
         .zip(&results)
@@ -146,8 +140,11 @@ async fn settle(
             Some((id, channel, status))
         })
         .collect();
-    if let Err(err) = store.record_channel_outcomes(statuses).await {
-        tracing::warn!(?channel, error = %err, "cannot record notification outcomes");
+    // The notifications are out: a store failure here must not make them go out again, so
+    // it costs the record (a redelivery of the same job could then repeat one) and the
+    // status report, not a resend now.
+    if let Err(err) = store.settle_notifications(newly_sent, statuses).await {
+        tracing::warn!(?channel, error = %err, "cannot record which notifications went out and how");
     }
     results.into_iter().map(|(_, verdict)| verdict).collect()
 }

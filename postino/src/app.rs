@@ -133,7 +133,7 @@ impl App {
                 }
                 None => {
                     let outbox = config.email_outbox();
-                    tracing::warn!(outbox = %outbox.display(), "no smtp_host: emails are written as .eml files, not sent");
+                    tracing::warn!(outbox = %outbox.display(), "no smtp_host: emails are appended to the outbox's hourly .mbox files, not sent");
                     Arc::new(OutboxMailer::new(outbox.clone()).with_context(|| {
                         format!("cannot create the email outbox {}", outbox.display())
                     })?)

@@ -77,8 +77,8 @@ pub struct Config {
     /// processes the batch: fewer, fuller batches (each costs a few fsyncs) under a steady
     /// stream, for that much more latency per stage.
     pub stage_linger_ms: u64,
-    /// FCM: the Google service-account key file (JSON). Without it, pushes to FCM devices
-    /// fail with "no fcm provider is configured".
+    /// FCM: the Google service-account key file (JSON). Without it, FCM devices get no
+    /// push (the message shows `skipped_channels.webhook = no_push_provider`).
     pub fcm_service_account: Option<PathBuf>,
     /// FCM's base URL (a stand-in's in tests).
     pub fcm_base_url: String,
@@ -101,7 +101,7 @@ pub struct Config {
     /// CA certificates (PEM) the push client trusts besides the system's: for an egress
     /// proxy that re-signs TLS on its way to FCM and APNs.
     pub push_ca_file: Option<PathBuf>,
-    /// The SMTP relay's host. Without it, emails are written as `.eml` files to
+    /// The SMTP relay's host. Without it, emails are appended to hourly `.mbox` files in
     /// `email_outbox` instead of being sent.
     pub smtp_host: Option<String>,
     /// The relay's port (default: 587 with `starttls`, 465 with `tls`, 25 with `none`).

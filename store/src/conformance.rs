@@ -578,6 +578,42 @@ pub async fn a_sent_notification_is_known_by_message_channel_and_target(store: A
         .await
         .expect("nothing asked")
         .is_empty());
+
+    // After a batch's sends, both records in one call.
+    let record = sample_record(&fc, 2, MessageStatus::Processed);
+    let batch = record.message.id;
+    store.deliver(vec![record]).await.expect("deliver");
+    let pushed = NotificationKey {
+        message_id: batch,
+        channel: Channel::Webhook,
+        target: "phone".into(),
+    };
+    store
+        .settle_notifications(
+            vec![pushed.clone()],
+            vec![
+                (batch, Channel::Webhook, ChannelStatus::Sent),
+                (batch, Channel::Email, ChannelStatus::Throttled),
+            ],
+        )
+        .await
+        .expect("settle");
+    assert_eq!(
+        store.notifications_sent(&[pushed]).await.expect("read"),
+        [true]
+    );
+    let stored = store
+        .get_message(&batch)
+        .await
+        .expect("get")
+        .expect("there");
+    assert_eq!(
+        stored.notification,
+        NotificationStatus {
+            email: Some(ChannelStatus::Throttled.into()),
+            webhook: Some(ChannelStatus::Sent.into()),
+        }
+    );
 }
 
 /// Instantiates every check as a `#[tokio::test]`. `$make` is an async expression giving

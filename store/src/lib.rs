@@ -243,7 +243,7 @@ pub const SENT_NOTIFICATION_RETENTION: std::time::Duration =
 /// twice (a replayed batch, a redelivery after a crash) is not sent twice: only a crash
 /// between the provider's answer and the record can repeat one.
 #[async_trait]
-pub trait NotificationStore: Send + Sync {
+pub trait NotificationStore: MessageStore {
     /// For each key, in order: whether it was recorded sent.
     async fn notifications_sent(&self, keys: &[NotificationKey]) -> Result<Vec<bool>, StoreError>;
 
@@ -251,6 +251,19 @@ pub trait NotificationStore: Send + Sync {
     /// [`SENT_NOTIFICATION_RETENTION`] (by their message's id) may be dropped.
     async fn record_notifications_sent(&self, keys: Vec<NotificationKey>)
         -> Result<(), StoreError>;
+
+    /// What a dispatcher records after a batch's sends: the notifications that went out
+    /// ([`Self::record_notifications_sent`]), then the channel outcomes
+    /// ([`MessageStore::record_channel_outcomes`]). A store that can do both in one write
+    /// does (one commit per batch instead of two).
+    async fn settle_notifications(
+        &self,
+        sent: Vec<NotificationKey>,
+        outcomes: Vec<(Ulid, Channel, ChannelStatus)>,
+    ) -> Result<(), StoreError> {
+        self.record_notifications_sent(sent).await?;
+        self.record_channel_outcomes(outcomes).await
+    }
 }
 
 /// Citizens' devices (partition: fiscal code, clustered by installation id).

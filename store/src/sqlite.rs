@@ -573,42 +573,47 @@ impl MessageStore for SqliteStore {
         }
         Ok(self
             .writer
-            .write(move |c| {
-                let mut select =
-                    c.prepare_cached("SELECT email, webhook FROM messages WHERE id = ?1")?;
-                let mut update = c.prepare_cached(
-                    "UPDATE messages SET email = ?2, webhook = ?3, updated_at = ?4 WHERE id = ?1",
-                )?;
-                for (id, channel, status) in &outcomes {
-                    let id = id.to_string();
-                    let Some((email, webhook)) = select
-                        .query_row([&id], |r| {
-                            Ok((
-                                r.get::<_, Option<String>>(0)?,
-                                r.get::<_, Option<String>>(1)?,
-                            ))
-                        })
-                        .optional()?
-                    else {
-                        continue;
-                    };
-                    let mut notification = NotificationStatus {
-                        email: parse_column(email).map_err(unreadable)?,
-                        webhook: parse_column(webhook).map_err(unreadable)?,
-                    };
-                    if notification.record(*channel, *status) {
-                        update.execute(params![
-                            id,
-                            notification.email.as_ref().map(text_of).transpose()?,
-                            notification.webhook.as_ref().map(text_of).transpose()?,
-                            model::message::now_timestamp()
-                        ])?;
-                    }
-                }
-                Ok(())
-            })
+            .write(move |c| record_outcomes(c, &outcomes))
             .await?)
     }
+}
+
+/// Records channel outcomes, each replacing the stored one only if it ranks higher.
+fn record_outcomes(
+    c: &Connection,
+    outcomes: &[(Ulid, Channel, ChannelStatus)],
+) -> Result<(), DbError> {
+    let mut select = c.prepare_cached("SELECT email, webhook FROM messages WHERE id = ?1")?;
+    let mut update = c.prepare_cached(
+        "UPDATE messages SET email = ?2, webhook = ?3, updated_at = ?4 WHERE id = ?1",
+    )?;
+    for (id, channel, status) in outcomes {
+        let id = id.to_string();
+        let Some((email, webhook)) = select
+            .query_row([&id], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                ))
+            })
+            .optional()?
+        else {
+            continue;
+        };
+        let mut notification = NotificationStatus {
+            email: parse_column(email).map_err(unreadable)?,
+            webhook: parse_column(webhook).map_err(unreadable)?,
+        };
+        if notification.record(*channel, *status) {
+            update.execute(params![
+                id,
+                notification.email.as_ref().map(text_of).transpose()?,
+                notification.webhook.as_ref().map(text_of).transpose()?,
+                model::message::now_timestamp()
+            ])?;
+        }
+    }
+    Ok(())
 }
 
 fn channel_name(channel: Channel) -> &'static str {
@@ -655,15 +660,38 @@ impl NotificationStore for SqliteStore {
         &self,
         keys: Vec<NotificationKey>,
     ) -> Result<(), StoreError> {
-        if keys.is_empty() {
+        self.settle_notifications(keys, Vec::new()).await
+    }
+
+    async fn settle_notifications(
+        &self,
+        sent: Vec<NotificationKey>,
+        outcomes: Vec<(Ulid, Channel, ChannelStatus)>,
+    ) -> Result<(), StoreError> {
+        if sent.is_empty() && outcomes.is_empty() {
             return Ok(());
         }
+        let cutoff = self.purge_cutoff();
+        Ok(self
+            .writer
+            .write(move |c| {
+                insert_sent(c, &sent, cutoff.as_deref())?;
+                record_outcomes(c, &outcomes)
+            })
+            .await?)
+    }
+}
+
+impl SqliteStore {
+    /// Once an hour, the message id below which sent-notification records are past their
+    /// retention (message ids are ULIDs: every id below it was made before); else none.
+    fn purge_cutoff(&self) -> Option<String> {
         let now = std::time::SystemTime::now();
         let now_secs = now
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         let last = self.last_purge.load(std::sync::atomic::Ordering::Relaxed);
-        let purge = now_secs - last >= PURGE_EVERY_SECS
+        let due = now_secs - last >= PURGE_EVERY_SECS
             && self
                 .last_purge
                 .compare_exchange(
@@ -673,35 +701,37 @@ impl NotificationStore for SqliteStore {
                     std::sync::atomic::Ordering::Relaxed,
                 )
                 .is_ok();
-        // Message ids are ULIDs: every id below this one was made before the retention.
-        let cutoff = purge.then(|| {
+        due.then(|| {
             let oldest = now
                 .checked_sub(crate::SENT_NOTIFICATION_RETENTION)
                 .unwrap_or(std::time::UNIX_EPOCH);
             Ulid::from_datetime(oldest).to_string()
-        });
-        Ok(self
-            .writer
-            .write(move |c| {
-                if let Some(cutoff) = &cutoff {
-                    c.prepare_cached("DELETE FROM sent_notifications WHERE message_id < ?1")?
-                        .execute([cutoff])?;
-                }
-                let mut insert = c.prepare_cached(
-                    "INSERT OR IGNORE INTO sent_notifications(message_id, channel, target)
-                     VALUES (?1, ?2, ?3)",
-                )?;
-                for k in &keys {
-                    insert.execute(params![
-                        k.message_id.to_string(),
-                        channel_name(k.channel),
-                        k.target
-                    ])?;
-                }
-                Ok(())
-            })
-            .await?)
+        })
     }
+}
+
+/// Records notifications as sent, after dropping the records older than `cutoff`.
+fn insert_sent(
+    c: &Connection,
+    keys: &[NotificationKey],
+    cutoff: Option<&str>,
+) -> Result<(), DbError> {
+    if let Some(cutoff) = cutoff {
+        c.prepare_cached("DELETE FROM sent_notifications WHERE message_id < ?1")?
+            .execute([cutoff])?;
+    }
+    let mut insert = c.prepare_cached(
+        "INSERT OR IGNORE INTO sent_notifications(message_id, channel, target)
+         VALUES (?1, ?2, ?3)",
+    )?;
+    for k in keys {
+        insert.execute(params![
+            k.message_id.to_string(),
+            channel_name(k.channel),
+            k.target
+        ])?;
+    }
+    Ok(())
 }
 
 #[async_trait]

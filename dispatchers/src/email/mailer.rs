@@ -1,6 +1,6 @@
 //! Where an email goes: the seam between the email stage and the outside world. An SMTP
-//! relay through lettre's pooled async transport, or an outbox directory of `.eml` files
-//! (the embedded default, so a person can open what would have been sent).
+//! relay through lettre's pooled async transport, or an outbox directory of hourly `.mbox`
+//! files (the embedded default, so a person can open what would have been sent).
 
 use std::path::PathBuf;
 

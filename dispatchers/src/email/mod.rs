@@ -1,8 +1,8 @@
 //! The email dispatcher (DESIGN §6): consumes `deliveries.email`, written by the inbox
 //! dispatcher only after the inbox write, renders each message as a multipart text + HTML
 //! email in the citizen's language ([`render`]), and hands it to a [`mailer::Mailer`]: an
-//! SMTP relay through lettre's pooled async transport, or, with no relay configured, `.eml`
-//! files in an outbox directory. [`sink`] maps outcomes to statuses and retries.
+//! SMTP relay through lettre's pooled async transport, or, with no relay configured, hourly
+//! mailbox files in an outbox directory. [`sink`] maps outcomes to statuses and retries.
 
 mod config;
 pub mod mailer;
