@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A mass notice against a fresh all-in-one Postino (embedded defaults, release build), the
-# DESIGN §9 end-to-end scenario: seeds CITIZENS, sends one message each as fast as it goes,
+# ARCHITECTURE.md §9 end-to-end scenario: seeds CITIZENS, sends one message each as fast as it goes,
 # and prints loadtest's summary plus the CPU time each process spent per message
 # (utime+stime from /proc over the mass notice alone, not the seeding), and Postino's peak RSS.
 # Extra arguments go to `loadtest seed` (e.g. `--devices 0 --email 0`). BASELINE=5s first

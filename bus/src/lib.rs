@@ -1,4 +1,4 @@
-//! The log between Postino's stages (DESIGN §2): what a stage publishes is durable when
+//! The log between Postino's stages (ARCHITECTURE.md §2): what a stage publishes is durable when
 //! `publish` returns, and a consumer group sees every record of a topic, in order per key,
 //! until it commits past it.
 //!

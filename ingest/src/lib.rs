@@ -1,4 +1,4 @@
-//! The senders' API under `/api/v1`, compatible with IO's (DESIGN §4): submit a message,
+//! The senders' API under `/api/v1`, compatible with IO's (ARCHITECTURE.md §4): submit a message,
 //! follow its status, look up a citizen's profile, and the manage API for services and
 //! their keys.
 //!

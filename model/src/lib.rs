@@ -1,7 +1,7 @@
 //! Postino's domain: the values that cross its edges (HTTP bodies, bus records, store rows),
 //! each parsed into a type that cannot hold an invalid value.
 //!
-//! Parsing is where the rules of IO's specification live (DESIGN §4); everything past the
+//! Parsing is where the rules of IO's specification live (ARCHITECTURE.md §4); everything past the
 //! edge works with the parsed types and never re-validates.
 
 pub mod channels;

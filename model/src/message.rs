@@ -1,5 +1,5 @@
 //! A sender's message: IO's `NewMessage` as it arrives, and the validated form the pipeline
-//! carries. Every rule of DESIGN §4 is checked in [`NewMessage::parse`].
+//! carries. Every rule of ARCHITECTURE.md §4 is checked in [`NewMessage::parse`].
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

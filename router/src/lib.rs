@@ -1,4 +1,4 @@
-//! The router stage (DESIGN §2): reads `messages`, joins each with the citizen's profile and
+//! The router stage (ARCHITECTURE.md §2): reads `messages`, joins each with the citizen's profile and
 //! the preference for the sending service, and applies IO's rules
 //! ([`model::channels::decide`]). A rejected message gets its REJECTED status here; every
 //! other one goes on to `deliveries.inbox` with its channel plan.

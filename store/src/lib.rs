@@ -1,4 +1,4 @@
-//! Postino's state (DESIGN §7): services and their keys, citizens' profiles and
+//! Postino's state (ARCHITECTURE.md §7): services and their keys, citizens' profiles and
 //! preferences, messages with their status, and each citizen's inbox.
 //!
 //! The traits are shaped for ScyllaDB: every operation names its partition (service id,

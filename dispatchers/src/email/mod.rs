@@ -1,4 +1,4 @@
-//! The email dispatcher (DESIGN §6): consumes `deliveries.email`, written by the inbox
+//! The email dispatcher (ARCHITECTURE.md §6): consumes `deliveries.email`, written by the inbox
 //! dispatcher only after the inbox write, renders each message as a multipart text + HTML
 //! email in the citizen's language ([`render`]), and hands it to a [`mailer::Mailer`]: an
 //! SMTP relay through lettre's pooled async transport, or, with no relay configured, hourly

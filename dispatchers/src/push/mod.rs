@@ -1,4 +1,4 @@
-//! The push dispatcher (DESIGN §6): consumes `deliveries.push`, written by the inbox
+//! The push dispatcher (ARCHITECTURE.md §6): consumes `deliveries.push`, written by the inbox
 //! dispatcher only after the inbox write, and sends each job to its device through FCM or
 //! APNs. Each provider sits behind [`provider::PushProvider`]; [`service`] adds its rate
 //! limit and in-flight bound; [`sink`] maps outcomes to statuses, removals and retries.
