@@ -392,23 +392,10 @@ async fn consume<S: Stage>(
         }
 
         let outcomes = if lane.delayed {
-            // One at a time, each when it is due: retries are few, and a due time only
-            // means "not before".
-            let mut outcomes = Vec::new();
-            for (i, (d, item)) in good.iter().enumerate() {
-                let wait = due(&d.record)
-                    .and_then(|at| at.duration_since(SystemTime::now()).ok())
-                    .unwrap_or_default();
-                if !sleep_unless_shutdown(wait, &mut shutdown).await {
-                    break 'batches;
-                }
-                let Some(one) = process_all(&*stage, &[item], cfg, &mut shutdown, source).await
-                else {
-                    break 'batches;
-                };
-                outcomes.extend(one.into_iter().map(|(_, f)| (i, f)));
+            match process_when_due(&*stage, &good, cfg, &mut shutdown, source).await {
+                Some(outcomes) => outcomes,
+                None => break, // shutting down: leave the batch uncommitted
             }
-            outcomes
         } else {
             let items: Vec<&S::Item> = good.iter().map(|(_, item)| item).collect();
             match process_all(&*stage, &items, cfg, &mut shutdown, source).await {
@@ -486,6 +473,44 @@ async fn consume<S: Stage>(
     }
     tracing::info!(topic = source, group = lane.group, "stage stopped");
     Ok(())
+}
+
+/// The retry lane's batch: every record that is due is processed together, then the stage
+/// sleeps until the earliest of the others is due, and so on. A record due later never
+/// holds back one already due, and a storm of retries drains in batches, not one round
+/// trip each. Returns what [`process_all`] does, with indices into `good`.
+async fn process_when_due<S: Stage>(
+    stage: &S,
+    good: &[(&Delivered, S::Item)],
+    cfg: &StageConfig,
+    shutdown: &mut watch::Receiver<bool>,
+    topic: &str,
+) -> Option<Vec<(usize, Failure)>> {
+    let mut waiting: Vec<usize> = (0..good.len()).collect();
+    let mut outcomes = Vec::new();
+    while !waiting.is_empty() {
+        let now = SystemTime::now();
+        let (ready, later): (Vec<usize>, Vec<usize>) = waiting
+            .iter()
+            .partition(|&&i| due(&good[i].0.record).is_none_or(|at| at <= now));
+        if ready.is_empty() {
+            let earliest = later
+                .iter()
+                .filter_map(|&i| due(&good[i].0.record))
+                .min()
+                .unwrap_or(now);
+            let wait = earliest.duration_since(now).unwrap_or_default();
+            if !sleep_unless_shutdown(wait, shutdown).await {
+                return None;
+            }
+            continue;
+        }
+        let items: Vec<&S::Item> = ready.iter().map(|&i| &good[i].1).collect();
+        let done = process_all(stage, &items, cfg, shutdown, topic).await?;
+        outcomes.extend(done.into_iter().map(|(j, failure)| (ready[j], failure)));
+        waiting = later;
+    }
+    Some(outcomes)
 }
 
 /// Processes the items in order; returns the indices that failed with what becomes of them,

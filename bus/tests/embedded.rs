@@ -463,3 +463,104 @@ async fn a_stage_that_cannot_hand_a_record_on_stops_with_the_error_and_commits_n
     let again = bus::conformance::collect(&mut *sub, 3).await;
     assert_eq!(payloads(&again), ["a", "poison-1", "b"]);
 }
+
+/// Counts how often it is called and what it processed.
+#[derive(Debug, Default)]
+struct Counter {
+    calls: std::sync::atomic::AtomicUsize,
+    seen: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Stage for Counter {
+    type Item = String;
+    fn decode(&self, record: &Record) -> Result<String, String> {
+        String::from_utf8(record.payload.clone()).map_err(|e| e.to_string())
+    }
+    async fn process(&self, items: &[&String]) -> Result<(), StageError> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.seen
+            .lock()
+            .await
+            .extend(items.iter().map(|s| s.to_string()));
+        Ok(())
+    }
+}
+
+/// A record waiting on `work.retry`, due at `at` (milliseconds since the Unix epoch).
+fn waiting(payload: &str, at: u128) -> Record {
+    let mut record = Record::new(b"k".to_vec(), payload.as_bytes().to_vec());
+    record
+        .headers
+        .push((stage::headers::RETRY_AT.into(), at.to_string()));
+    record
+        .headers
+        .push((stage::headers::ATTEMPTS.into(), "1".into()));
+    record
+}
+
+fn unix_millis_now() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// Runs `stage` on `work` until it has seen `n` records (or a minute passes).
+async fn run_until_seen(bus: &Arc<dyn Bus>, stage: &Arc<Counter>, n: usize) {
+    let (stop, stopped) = watch::channel(false);
+    let runner = tokio::spawn(stage::run(
+        Arc::clone(bus),
+        "work",
+        "g",
+        Arc::clone(stage),
+        StageConfig {
+            poll_wait: Duration::from_millis(50),
+            ..Default::default()
+        },
+        stopped,
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while stage.seen.lock().await.len() < n && tokio::time::Instant::now() < deadline {
+        tokio::task::yield_now().await;
+    }
+    stop.send(true).expect("stop");
+    runner.await.expect("join").expect("run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_due_retries_drains_in_batches_not_one_round_trip_each() {
+    let (bus, _dir) = embedded().await;
+    let due = unix_millis_now().saturating_sub(1000);
+    for chunk in 0..10 {
+        let records = (0..1000)
+            .map(|i| waiting(&format!("r-{chunk}-{i}"), due))
+            .collect();
+        bus.publish("work.retry", records).await.expect("publish");
+    }
+    let stage = Arc::new(Counter::default());
+    run_until_seen(&bus, &stage, 10_000).await;
+    assert_eq!(
+        stage.seen.lock().await.len(),
+        10_000,
+        "every due retry processed"
+    );
+    let calls = stage.calls.load(std::sync::atomic::Ordering::Relaxed);
+    // Batches of 512 need 20 calls; one record at a time would take 10,000.
+    assert!(calls <= 40, "{calls} calls for 10,000 due retries");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_due_later_does_not_hold_back_the_ones_already_due() {
+    let (bus, _dir) = embedded().await;
+    let now = unix_millis_now();
+    let mut records = vec![waiting("in-an-hour", now + 3_600_000)];
+    records.extend((0..100).map(|i| waiting(&format!("due-{i}"), now.saturating_sub(1000))));
+    bus.publish("work.retry", records).await.expect("publish");
+    let stage = Arc::new(Counter::default());
+    run_until_seen(&bus, &stage, 100).await;
+    let seen = stage.seen.lock().await;
+    assert_eq!(seen.len(), 100, "the due ones, while the later one waits");
+    assert!(!seen.iter().any(|s| s == "in-an-hour"));
+}
