@@ -226,7 +226,7 @@ pub async fn channel_status(
         .notification;
     match channel {
         Channel::Email => notification.email,
-        Channel::Webhook => notification.webhook,
+        Channel::Push => notification.webhook,
     }
     .and_then(model::status::ChannelOutcome::status)
 }

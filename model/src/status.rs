@@ -201,8 +201,9 @@ fn parse_name<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     Email,
-    /// Push (IO calls it `webhook`).
-    Webhook,
+    /// Push notifications; `webhook` on the wire, as IO names it.
+    #[serde(rename = "webhook")]
+    Push,
 }
 
 /// What each notification channel came to for one message, as Postino records it.
@@ -221,7 +222,7 @@ impl NotificationStatus {
         let outcome = outcome.into();
         let slot = match channel {
             Channel::Email => &mut self.email,
-            Channel::Webhook => &mut self.webhook,
+            Channel::Push => &mut self.webhook,
         };
         if slot.is_some_and(|current| current.rank() >= outcome.rank()) {
             return false;
@@ -331,10 +332,7 @@ mod tests {
     #[test]
     fn io_sees_only_used_channels_and_postino_says_why_the_others_were_not() {
         let mut n = NotificationStatus::default();
-        assert!(n.record(
-            Channel::Webhook,
-            ChannelOutcome::Skipped(SkipReason::NoDevice)
-        ));
+        assert!(n.record(Channel::Push, ChannelOutcome::Skipped(SkipReason::NoDevice)));
         assert!(n.record(Channel::Email, ChannelStatus::Throttled));
         assert_eq!(
             n.io(),

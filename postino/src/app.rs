@@ -22,7 +22,7 @@ use dispatchers::email::EmailStage;
 use dispatchers::inbox::{InboxConfig, InboxStage};
 use dispatchers::push::apns::{ApnsCredentials, ApnsProvider};
 use dispatchers::push::fcm::{FcmProvider, ServiceAccount};
-use dispatchers::push::service::{Lane, PushService};
+use dispatchers::push::service::{ProviderLane, PushService};
 use dispatchers::push::PushStage;
 use ingest::{IngestState, Keys};
 use model::pipeline::topics;
@@ -501,7 +501,7 @@ fn push_service(config: &Config) -> anyhow::Result<PushService> {
     if let Some(path) = &config.fcm_service_account {
         let account = ServiceAccount::from_file(path)?;
         let provider = FcmProvider::new(account, &config.fcm_base_url, &http)?;
-        service.fcm = Some(Lane::new(
+        service.fcm = Some(ProviderLane::new(
             Arc::new(provider),
             per_minute(config.fcm_per_minute),
             config.push_max_in_flight,
@@ -518,7 +518,7 @@ fn push_service(config: &Config) -> anyhow::Result<PushService> {
         let credentials =
             ApnsCredentials::from_key_file(path, key_id.clone(), team_id.clone(), topic.clone())?;
         let provider = ApnsProvider::new(credentials, &config.apns_base_url, &http)?;
-        service.apns = Some(Lane::new(
+        service.apns = Some(ProviderLane::new(
             Arc::new(provider),
             per_minute(config.apns_per_minute),
             config.push_max_in_flight,

@@ -4,7 +4,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod kafka_init;
 pub mod logstatus;
 pub mod openapi;
 pub mod secrets;
-pub mod topics;

@@ -130,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
                 bus,
                 ..Overrides::default()
             };
-            postino::topics::init(&Config::load(config.as_deref(), overrides)?).await
+            postino::kafka_init::init(&Config::load(config.as_deref(), overrides)?).await
         }
         Command::Log {
             command: LogCommand::Status { config, data_dir },

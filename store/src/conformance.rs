@@ -514,9 +514,9 @@ pub async fn channel_outcomes_keep_the_best_per_channel(store: Arc<dyn Store>) {
     store.deliver(vec![record]).await.expect("deliver");
     store
         .record_channel_outcomes(vec![
-            (id, Channel::Webhook, ChannelStatus::Failed),
-            (id, Channel::Webhook, ChannelStatus::Sent),
-            (id, Channel::Webhook, ChannelStatus::Expired),
+            (id, Channel::Push, ChannelStatus::Failed),
+            (id, Channel::Push, ChannelStatus::Sent),
+            (id, Channel::Push, ChannelStatus::Expired),
             (id, Channel::Email, ChannelStatus::Failed),
             (Ulid::new(), Channel::Email, ChannelStatus::Sent),
         ])
@@ -541,8 +541,8 @@ pub async fn a_sent_notification_is_known_by_message_channel_and_target(store: A
         channel,
         target: target.into(),
     };
-    let phone = key(Channel::Webhook, "phone");
-    let tablet = key(Channel::Webhook, "tablet");
+    let phone = key(Channel::Push, "phone");
+    let tablet = key(Channel::Push, "tablet");
     let email = key(Channel::Email, "");
     let elsewhere = NotificationKey {
         message_id: Ulid::new(),
@@ -585,14 +585,14 @@ pub async fn a_sent_notification_is_known_by_message_channel_and_target(store: A
     store.deliver(vec![record]).await.expect("deliver");
     let pushed = NotificationKey {
         message_id: batch,
-        channel: Channel::Webhook,
+        channel: Channel::Push,
         target: "phone".into(),
     };
     store
         .settle_notifications(
             vec![pushed.clone()],
             vec![
-                (batch, Channel::Webhook, ChannelStatus::Sent),
+                (batch, Channel::Push, ChannelStatus::Sent),
                 (batch, Channel::Email, ChannelStatus::Throttled),
             ],
         )

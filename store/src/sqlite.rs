@@ -619,7 +619,7 @@ fn record_outcomes(
 fn channel_name(channel: Channel) -> &'static str {
     match channel {
         Channel::Email => "email",
-        Channel::Webhook => "webhook",
+        Channel::Push => "webhook",
     }
 }
 

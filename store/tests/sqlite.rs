@@ -91,7 +91,7 @@ async fn a_store_of_the_old_layout_keeps_every_message_and_status_when_opened() 
     store
         .record_channel_outcomes(vec![(
             processed.message.id,
-            Channel::Webhook,
+            Channel::Push,
             ChannelStatus::Sent,
         )])
         .await

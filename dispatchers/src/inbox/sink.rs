@@ -168,7 +168,7 @@ impl Stage for InboxStage {
             Ok(Some(stored)) if stored.status == MessageStatus::Processed => {
                 tracing::error!(message_id = %message.id, reason, "the notifications of a message in the inbox could not be queued");
                 let pending = [
-                    (Channel::Webhook, stored.notification.webhook),
+                    (Channel::Push, stored.notification.webhook),
                     (Channel::Email, stored.notification.email),
                 ];
                 let failed = pending

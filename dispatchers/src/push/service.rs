@@ -14,13 +14,13 @@ use super::provider::{PushError, PushProvider};
 
 /// One provider with its limits.
 #[derive(Debug)]
-pub struct Lane {
+pub struct ProviderLane {
     provider: Arc<dyn PushProvider>,
     limiter: DefaultDirectRateLimiter,
     in_flight: Semaphore,
 }
 
-impl Lane {
+impl ProviderLane {
     /// `per_minute` is the provider's quota (FCM: 600,000 a minute per project); bursts are
     /// held to one second's share of it. `max_in_flight` bounds concurrent requests.
     pub fn new(
@@ -73,8 +73,8 @@ impl PushPlatforms {
 /// The providers Postino is configured with, by platform.
 #[derive(Debug, Default)]
 pub struct PushService {
-    pub fcm: Option<Lane>,
-    pub apns: Option<Lane>,
+    pub fcm: Option<ProviderLane>,
+    pub apns: Option<ProviderLane>,
 }
 
 impl PushService {

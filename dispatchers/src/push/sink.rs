@@ -68,13 +68,10 @@ impl Stage for PushStage {
     }
 
     async fn process_each(&self, jobs: &[&PushJob]) -> Vec<Result<(), StageError>> {
-        send_each(&*self.store, Channel::Webhook, jobs, |job| {
-            self.dispatch(job)
-        })
-        .await
+        send_each(&*self.store, Channel::Push, jobs, |job| self.dispatch(job)).await
     }
 
     async fn dead_lettered(&self, job: &PushJob, reason: &str) {
-        record_failed(&*self.store, Channel::Webhook, job.message_id, reason).await;
+        record_failed(&*self.store, Channel::Push, job.message_id, reason).await;
     }
 }

@@ -24,7 +24,7 @@ use store::Store;
 use super::apns::{ApnsCredentials, ApnsProvider};
 use super::fcm::{FcmProvider, ServiceAccount};
 use super::provider::{PushError, PushProvider};
-use super::service::{Lane, PushService};
+use super::service::{ProviderLane, PushService};
 use super::{ClientSettings, PushStage, GROUP};
 use crate::test_support::{channel_status, dead_lettered, sorted_ids, spawn_stage};
 
@@ -403,7 +403,7 @@ async fn the_stage_sends_each_device_once_retries_removes_and_expires_per_its_ou
     let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
     let fcm = fake_fcm(Duration::from_secs(3600)).await;
     let service = Arc::new(PushService {
-        fcm: Some(Lane::new(
+        fcm: Some(ProviderLane::new(
             Arc::new(fcm.provider),
             NonZeroU32::new(600_000).expect("nonzero"),
             1,
@@ -482,7 +482,7 @@ async fn the_stage_sends_each_device_once_retries_removes_and_expires_per_its_ou
     let dead_ids = dead_lettered(&dead, |j: &PushJob| j.message_id);
     assert!(dead_ids.contains(&jobs[3].message_id) && dead_ids.contains(&jobs[5].message_id));
 
-    let status = |i: usize| channel_status(&store, jobs[i].message_id, Channel::Webhook);
+    let status = |i: usize| channel_status(&store, jobs[i].message_id, Channel::Push);
     assert_eq!(status(0).await, Some(ChannelStatus::Sent));
     assert_eq!(
         status(1).await,
@@ -648,7 +648,7 @@ async fn a_job_delivered_twice_is_pushed_once_and_one_being_retried_is_throttled
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
     let fcm = fake_fcm(Duration::from_secs(3600)).await;
     let service = Arc::new(PushService {
-        fcm: Some(Lane::new(
+        fcm: Some(ProviderLane::new(
             Arc::new(fcm.provider),
             NonZeroU32::new(600_000).expect("nonzero"),
             4,
@@ -679,7 +679,7 @@ async fn a_job_delivered_twice_is_pushed_once_and_one_being_retried_is_throttled
         "{first:?}"
     );
     assert_eq!(
-        channel_status(&store, down.message_id, Channel::Webhook).await,
+        channel_status(&store, down.message_id, Channel::Push).await,
         Some(ChannelStatus::Throttled)
     );
     // The same job again, as a replayed batch delivers it, and the tablet's.
@@ -698,7 +698,7 @@ async fn a_job_delivered_twice_is_pushed_once_and_one_being_retried_is_throttled
         "the phone once and the tablet once: {tokens:?}"
     );
     assert_eq!(
-        channel_status(&store, fine.message_id, Channel::Webhook).await,
+        channel_status(&store, fine.message_id, Channel::Push).await,
         Some(ChannelStatus::Sent)
     );
 }
