@@ -222,15 +222,8 @@ struct Flaky {
     done: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
-#[async_trait::async_trait]
-impl crate::stage::Stage for Flaky {
-    type Item = String;
-
-    fn decode(&self, record: &Record) -> Result<String, String> {
-        String::from_utf8(record.payload.clone()).map_err(|e| e.to_string())
-    }
-
-    async fn process(&self, items: &[&String]) -> Result<(), crate::stage::StageError> {
+impl Flaky {
+    async fn batch(&self, items: &[&String]) -> Result<(), crate::stage::StageError> {
         let mut left = self.failures_left.lock().await;
         for item in items {
             let failing = item.starts_with("doomed") || left.get(*item).is_some_and(|n| *n > 0);
@@ -250,6 +243,19 @@ impl crate::stage::Stage for Flaky {
             let _ = self.done.send(item.to_string());
         }
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::stage::Stage for Flaky {
+    type Item = String;
+
+    fn decode(&self, record: &Record) -> Result<String, String> {
+        String::from_utf8(record.payload.clone()).map_err(|e| e.to_string())
+    }
+
+    async fn process(&self, items: &[&String]) -> Vec<Result<(), crate::stage::StageError>> {
+        crate::stage::by_batch(items, |batch| async move { self.batch(&batch).await }).await
     }
 }
 

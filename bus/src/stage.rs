@@ -78,33 +78,38 @@ pub trait Stage: Send + Sync + 'static {
     /// Parses a record; an error sends it straight to the dead-letter topic.
     fn decode(&self, record: &Record) -> Result<Self::Item, String>;
 
-    /// Processes items in order. Must be idempotent: after a crash a batch is processed again.
-    async fn process(&self, items: &[&Self::Item]) -> Result<(), StageError>;
-
-    /// One outcome per item, in order. A stage whose items succeed or fail one by one (a
-    /// provider answers each request) overrides this, so that a batch-mate's failure never
-    /// makes a done item be done again. The default runs the batch through
-    /// [`Stage::process`] and, when it fails for a reason other than `Unavailable`, runs
-    /// each item alone to find the culprits.
-    async fn process_each(&self, items: &[&Self::Item]) -> Vec<Result<(), StageError>> {
-        match self.process(items).await {
-            Ok(()) => items.iter().map(|_| Ok(())).collect(),
-            Err(err @ StageError::Unavailable(_)) => {
-                items.iter().map(|_| Err(err.clone())).collect()
-            }
-            Err(err) if items.len() == 1 => vec![Err(err)],
-            Err(_) => {
-                let mut outcomes = Vec::with_capacity(items.len());
-                for item in items {
-                    outcomes.push(self.process(&[*item]).await);
-                }
-                outcomes
-            }
-        }
-    }
+    /// Processes items in order, one outcome per item. Must be idempotent: after a crash a
+    /// batch is processed again. A stage whose items succeed or fail one by one (a provider
+    /// answers each request) reports each, so a batch-mate's failure never makes a done item
+    /// be done again; one whose batch succeeds or fails as a whole (a store transaction, a
+    /// publish) gets its outcomes from [`by_batch`].
+    async fn process(&self, items: &[&Self::Item]) -> Vec<Result<(), StageError>>;
 
     /// Told about an item that was dead-lettered, e.g. to mark its message FAILED.
     async fn dead_lettered(&self, _item: &Self::Item, _reason: &str) {}
+}
+
+/// Per-item outcomes for a stage whose batch succeeds or fails as a whole: `batch` runs on
+/// every item at once and, when it fails for a reason other than `Unavailable`, on each item
+/// alone, to find the culprits and let their batch-mates through.
+pub async fn by_batch<'a, I, F, Fut>(items: &[&'a I], batch: F) -> Vec<Result<(), StageError>>
+where
+    I: ?Sized,
+    F: Fn(Vec<&'a I>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), StageError>>,
+{
+    match batch(items.to_vec()).await {
+        Ok(()) => items.iter().map(|_| Ok(())).collect(),
+        Err(err @ StageError::Unavailable(_)) => items.iter().map(|_| Err(err.clone())).collect(),
+        Err(err) if items.len() == 1 => vec![Err(err)],
+        Err(_) => {
+            let mut outcomes = Vec::with_capacity(items.len());
+            for item in items {
+                outcomes.push(batch(vec![*item]).await);
+            }
+            outcomes
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -528,7 +533,7 @@ async fn process_all<S: Stage>(
     let mut backoff = Backoff::new(cfg);
     while !pending.is_empty() {
         let batch: Vec<&S::Item> = pending.iter().map(|&i| items[i]).collect();
-        let outcomes = stage.process_each(&batch).await;
+        let outcomes = stage.process(&batch).await;
         let mut held = Vec::new();
         for (&i, outcome) in pending.iter().zip(outcomes) {
             match outcome {

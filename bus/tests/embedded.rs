@@ -319,13 +319,8 @@ struct Recorder {
     dead: Mutex<Vec<String>>,
 }
 
-#[async_trait]
-impl Stage for Recorder {
-    type Item = String;
-    fn decode(&self, record: &Record) -> Result<String, String> {
-        String::from_utf8(record.payload.clone()).map_err(|e| e.to_string())
-    }
-    async fn process(&self, items: &[&String]) -> Result<(), StageError> {
+impl Recorder {
+    async fn batch(&self, items: &[&String]) -> Result<(), StageError> {
         let mut left = self.transient_failures_left.lock().await;
         if *left > 0 {
             *left -= 1;
@@ -339,6 +334,17 @@ impl Stage for Recorder {
             .await
             .extend(items.iter().map(|s| s.to_string()));
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Stage for Recorder {
+    type Item = String;
+    fn decode(&self, record: &Record) -> Result<String, String> {
+        String::from_utf8(record.payload.clone()).map_err(|e| e.to_string())
+    }
+    async fn process(&self, items: &[&String]) -> Vec<Result<(), StageError>> {
+        stage::by_batch(items, |batch| async move { self.batch(&batch).await }).await
     }
     async fn dead_lettered(&self, item: &String, _reason: &str) {
         self.dead.lock().await.push(item.clone());
@@ -471,13 +477,8 @@ struct Counter {
     seen: Mutex<Vec<String>>,
 }
 
-#[async_trait]
-impl Stage for Counter {
-    type Item = String;
-    fn decode(&self, record: &Record) -> Result<String, String> {
-        String::from_utf8(record.payload.clone()).map_err(|e| e.to_string())
-    }
-    async fn process(&self, items: &[&String]) -> Result<(), StageError> {
+impl Counter {
+    async fn batch(&self, items: &[&String]) -> Result<(), StageError> {
         self.calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.seen
@@ -485,6 +486,17 @@ impl Stage for Counter {
             .await
             .extend(items.iter().map(|s| s.to_string()));
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Stage for Counter {
+    type Item = String;
+    fn decode(&self, record: &Record) -> Result<String, String> {
+        String::from_utf8(record.payload.clone()).map_err(|e| e.to_string())
+    }
+    async fn process(&self, items: &[&String]) -> Vec<Result<(), StageError>> {
+        stage::by_batch(items, |batch| async move { self.batch(&batch).await }).await
     }
 }
 

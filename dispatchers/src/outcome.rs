@@ -149,14 +149,6 @@ async fn settle(
     results.into_iter().map(|(_, verdict)| verdict).collect()
 }
 
-/// The first failure of a batch, for the runner's whole-batch `process`.
-pub(crate) fn first_failure(verdicts: Vec<Result<(), StageError>>) -> Result<(), StageError> {
-    verdicts
-        .into_iter()
-        .find_map(Result::err)
-        .map_or(Ok(()), Err)
-}
-
 /// A job dead-lettered for good: FAILED on its channel.
 pub(crate) async fn record_failed(store: &dyn Store, channel: Channel, id: Ulid, reason: &str) {
     tracing::warn!(message_id = %id, ?channel, reason, "notification failed for good");

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bus::stage::{Stage, StageError};
+use bus::stage::{self, Stage, StageError};
 use bus::{Bus, Record};
 use model::channels::{decide, ChannelChoice, Verdict};
 use model::pipeline::{decode, topics, AcceptedMessage, RoutingDecision};
@@ -29,6 +29,42 @@ pub struct RouterStage {
 impl RouterStage {
     pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Self {
         Self { store, bus }
+    }
+
+    /// Routes a batch: one store read for every citizen, the rejected written, the plans
+    /// published; it succeeds or fails as a whole.
+    async fn route_batch(&self, items: &[&<Self as Stage>::Item]) -> Result<(), StageError> {
+        let pairs: Vec<_> = items
+            .iter()
+            .map(|(_, m, _)| (m.fiscal_code.clone(), m.sender_service_id.clone()))
+            .collect();
+        let routings = self
+            .store
+            .get_routing(&pairs)
+            .await
+            .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
+        let mut rejected = Vec::new();
+        let mut deliveries = Vec::new();
+        for ((key, message, bytes), routing) in items.iter().zip(routings) {
+            match route(message, routing) {
+                Err(reason) => rejected.push(MessageRecord::rejected(message.clone(), reason)),
+                Ok(decision) => {
+                    deliveries.push(Record::new(key.clone(), decision.plan_record(bytes)))
+                }
+            }
+        }
+        // A store or log that is down holds the stage; one that refuses this data for good
+        // dead-letters the culprit (the runner tries the batch's items one by one).
+        self.store
+            .put_messages(rejected)
+            .await
+            .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
+        if !deliveries.is_empty() {
+            self.bus
+                .publish(topics::DELIVERIES_INBOX, deliveries)
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -84,38 +120,8 @@ impl Stage for RouterStage {
         Ok((record.key.clone(), message, record.payload.clone()))
     }
 
-    async fn process(&self, items: &[&Self::Item]) -> Result<(), StageError> {
-        let pairs: Vec<_> = items
-            .iter()
-            .map(|(_, m, _)| (m.fiscal_code.clone(), m.sender_service_id.clone()))
-            .collect();
-        let routings = self
-            .store
-            .get_routing(&pairs)
-            .await
-            .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
-        let mut rejected = Vec::new();
-        let mut deliveries = Vec::new();
-        for ((key, message, bytes), routing) in items.iter().zip(routings) {
-            match route(message, routing) {
-                Err(reason) => rejected.push(MessageRecord::rejected(message.clone(), reason)),
-                Ok(decision) => {
-                    deliveries.push(Record::new(key.clone(), decision.plan_record(bytes)))
-                }
-            }
-        }
-        // A store or log that is down holds the stage; one that refuses this data for good
-        // dead-letters the culprit (the runner tries the batch's items one by one).
-        self.store
-            .put_messages(rejected)
-            .await
-            .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
-        if !deliveries.is_empty() {
-            self.bus
-                .publish(topics::DELIVERIES_INBOX, deliveries)
-                .await?;
-        }
-        Ok(())
+    async fn process(&self, items: &[&Self::Item]) -> Vec<Result<(), StageError>> {
+        stage::by_batch(items, |batch| async move { self.route_batch(&batch).await }).await
     }
 
     async fn dead_lettered(&self, (_, message, _): &Self::Item, reason: &str) {

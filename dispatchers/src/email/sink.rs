@@ -12,7 +12,7 @@ use model::email::EmailJob;
 use model::pipeline::decode;
 use model::status::{Channel, ChannelStatus};
 
-use crate::outcome::{first_failure, record_failed, send_each, Outcome};
+use crate::outcome::{record_failed, send_each, Outcome};
 use store::Store;
 use tokio::sync::Semaphore;
 
@@ -77,11 +77,7 @@ impl Stage for EmailStage {
         decode(&record.payload).map_err(|e| e.to_string())
     }
 
-    async fn process(&self, jobs: &[&EmailJob]) -> Result<(), StageError> {
-        first_failure(self.process_each(jobs).await)
-    }
-
-    async fn process_each(&self, jobs: &[&EmailJob]) -> Vec<Result<(), StageError>> {
+    async fn process(&self, jobs: &[&EmailJob]) -> Vec<Result<(), StageError>> {
         send_each(&*self.store, Channel::Email, jobs, |job| self.dispatch(job)).await
     }
 

@@ -518,7 +518,7 @@ async fn an_email_job_delivered_twice_is_sent_once() {
         4,
     );
     for round in 0..2 {
-        let verdicts = stage.process_each(&[&j]).await;
+        let verdicts = stage.process(&[&j]).await;
         assert!(
             verdicts.iter().all(Result::is_ok),
             "round {round}: {verdicts:?}"

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bus::stage::{Stage, StageError};
+use bus::stage::{self, Stage, StageError};
 use bus::{Bus, Record};
 use model::channels::{ChannelChoice, SkipReason};
 use model::email::EmailJob;
@@ -31,60 +31,10 @@ impl InboxStage {
     pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, push: PushPlatforms) -> Self {
         Self { store, bus, push }
     }
-}
 
-/// A channel the plan skips is recorded with its reason at once; one it sends on is
-/// reported by its dispatcher.
-fn initial_outcome(choice: &ChannelChoice) -> Option<ChannelOutcome> {
-    match choice {
-        ChannelChoice::Send => None,
-        ChannelChoice::Skip(reason) => Some(ChannelOutcome::Skipped(*reason)),
-    }
-}
-
-fn record(plan: &DeliveryPlan, status: MessageStatus) -> MessageRecord {
-    MessageRecord {
-        notification: NotificationStatus {
-            email: initial_outcome(&plan.channels.email),
-            webhook: initial_outcome(&plan.channels.push),
-        },
-        ..MessageRecord::new(plan.message.clone(), status)
-    }
-}
-
-/// One push job per device of the citizen.
-fn push_jobs<'a>(
-    plan: &DeliveryPlan,
-    devices: impl Iterator<Item = &'a Installation>,
-) -> Vec<PushJob> {
-    let (title, body) = notification_text(plan);
-    let message = &plan.message;
-    let expires_at = expires_at(&message.created_at, message.time_to_live);
-    devices
-        .map(|device| PushJob {
-            message_id: message.id,
-            fiscal_code: message.fiscal_code.clone(),
-            installation_id: device.id.clone(),
-            platform: device.platform,
-            token: device.token.clone(),
-            title: title.clone(),
-            body: body.clone(),
-            expires_at,
-        })
-        .collect()
-}
-
-#[async_trait]
-impl Stage for InboxStage {
-    /// The record's key (the citizen's partition key, kept for the push topic) and the plan.
-    type Item = (Vec<u8>, DeliveryPlan);
-
-    fn decode(&self, record: &Record) -> Result<Self::Item, String> {
-        let plan = decode(&record.payload).map_err(|e| e.to_string())?;
-        Ok((record.key.clone(), plan))
-    }
-
-    async fn process(&self, items: &[&Self::Item]) -> Result<(), StageError> {
+    /// Delivers a batch: the inbox writes in one store write, then the push and email jobs;
+    /// it succeeds or fails as a whole.
+    async fn deliver_batch(&self, items: &[&<Self as Stage>::Item]) -> Result<(), StageError> {
         // With no push provider at all, no device is worth looking up.
         let pushes =
             |plan: &DeliveryPlan| self.push.any() && plan.channels.push == ChannelChoice::Send;
@@ -156,6 +106,66 @@ impl Stage for InboxStage {
             }
         }
         Ok(())
+    }
+}
+
+/// A channel the plan skips is recorded with its reason at once; one it sends on is
+/// reported by its dispatcher.
+fn initial_outcome(choice: &ChannelChoice) -> Option<ChannelOutcome> {
+    match choice {
+        ChannelChoice::Send => None,
+        ChannelChoice::Skip(reason) => Some(ChannelOutcome::Skipped(*reason)),
+    }
+}
+
+fn record(plan: &DeliveryPlan, status: MessageStatus) -> MessageRecord {
+    MessageRecord {
+        notification: NotificationStatus {
+            email: initial_outcome(&plan.channels.email),
+            webhook: initial_outcome(&plan.channels.push),
+        },
+        ..MessageRecord::new(plan.message.clone(), status)
+    }
+}
+
+/// One push job per device of the citizen.
+fn push_jobs<'a>(
+    plan: &DeliveryPlan,
+    devices: impl Iterator<Item = &'a Installation>,
+) -> Vec<PushJob> {
+    let (title, body) = notification_text(plan);
+    let message = &plan.message;
+    let expires_at = expires_at(&message.created_at, message.time_to_live);
+    devices
+        .map(|device| PushJob {
+            message_id: message.id,
+            fiscal_code: message.fiscal_code.clone(),
+            installation_id: device.id.clone(),
+            platform: device.platform,
+            token: device.token.clone(),
+            title: title.clone(),
+            body: body.clone(),
+            expires_at,
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Stage for InboxStage {
+    /// The record's key (the citizen's partition key, kept for the push topic) and the plan.
+    type Item = (Vec<u8>, DeliveryPlan);
+
+    fn decode(&self, record: &Record) -> Result<Self::Item, String> {
+        let plan = decode(&record.payload).map_err(|e| e.to_string())?;
+        Ok((record.key.clone(), plan))
+    }
+
+    async fn process(&self, items: &[&Self::Item]) -> Vec<Result<(), StageError>> {
+        stage::by_batch(
+            items,
+            |batch| async move { self.deliver_batch(&batch).await },
+        )
+        .await
     }
 
     async fn dead_lettered(&self, (_, plan): &Self::Item, reason: &str) {

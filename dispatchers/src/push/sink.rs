@@ -11,7 +11,7 @@ use model::pipeline::decode;
 use model::push::PushJob;
 use model::status::{Channel, ChannelStatus};
 
-use crate::outcome::{first_failure, record_failed, send_each, Outcome};
+use crate::outcome::{record_failed, send_each, Outcome};
 use store::Store;
 
 use super::provider::PushError;
@@ -63,11 +63,7 @@ impl Stage for PushStage {
         decode(&record.payload).map_err(|e| e.to_string())
     }
 
-    async fn process(&self, jobs: &[&PushJob]) -> Result<(), StageError> {
-        first_failure(self.process_each(jobs).await)
-    }
-
-    async fn process_each(&self, jobs: &[&PushJob]) -> Vec<Result<(), StageError>> {
+    async fn process(&self, jobs: &[&PushJob]) -> Vec<Result<(), StageError>> {
         send_each(&*self.store, Channel::Push, jobs, |job| self.dispatch(job)).await
     }
 

@@ -672,7 +672,7 @@ async fn a_job_delivered_twice_is_pushed_once_and_one_being_retried_is_throttled
     }
     let stage = PushStage::new(Arc::clone(&store), service);
 
-    let first = stage.process_each(&[&fine, &down]).await;
+    let first = stage.process(&[&fine, &down]).await;
     assert!(first[0].is_ok());
     assert!(
         matches!(first[1], Err(StageError::Retry { .. })),
@@ -683,7 +683,7 @@ async fn a_job_delivered_twice_is_pushed_once_and_one_being_retried_is_throttled
         Some(ChannelStatus::Throttled)
     );
     // The same job again, as a replayed batch delivers it, and the tablet's.
-    let again = stage.process_each(&[&fine, &tablet]).await;
+    let again = stage.process(&[&fine, &tablet]).await;
     assert!(again.iter().all(Result::is_ok), "{again:?}");
 
     let page = received(&fcm.url).await;
