@@ -144,6 +144,10 @@ mod tests {
         );
         assert_eq!(plan.push, ChannelChoice::Send);
         assert_eq!(decide(Some(&p), None, "other", false), SEND_ALL);
+        // A per-service preference left over from another mode counts for nothing here:
+        // the profile's own list decides (the router passes whatever it read).
+        let silence = pref(false, false, false, p.service_preferences_settings.version);
+        assert_eq!(decide(Some(&p), Some(&silence), "other", false), SEND_ALL);
         p.blocked_inbox_or_channels
             .insert("s".into(), BTreeSet::from([BlockedChannel::Inbox]));
         assert_eq!(

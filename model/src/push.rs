@@ -25,6 +25,32 @@ pub struct PushJob {
     pub expires_at: i64,
 }
 
+impl PushJob {
+    /// One job per device of `devices`, for the plan's message; the text per
+    /// [`notification_text`], not sent past the message's `time_to_live`.
+    pub fn for_plan<'a>(
+        plan: &DeliveryPlan,
+        devices: impl IntoIterator<Item = &'a crate::installation::Installation>,
+    ) -> Vec<Self> {
+        let (title, body) = notification_text(plan);
+        let message = &plan.message;
+        let expires_at = expires_at(&message.created_at, message.time_to_live);
+        devices
+            .into_iter()
+            .map(|device| Self {
+                message_id: message.id,
+                fiscal_code: message.fiscal_code.clone(),
+                installation_id: device.id.clone(),
+                platform: device.platform,
+                token: device.token.clone(),
+                title: title.clone(),
+                body: body.clone(),
+                expires_at,
+            })
+            .collect()
+    }
+}
+
 /// The text of a push: the organisation and the subject when the citizen chose `FULL` and
 /// nothing requires secure channels, else a fixed text in the citizen's language.
 pub fn notification_text(plan: &DeliveryPlan) -> (String, String) {

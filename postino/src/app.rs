@@ -19,7 +19,7 @@ use bus::Bus;
 use citizen::{CitizenState, JwtKey, JwtVerifier};
 use dispatchers::email::mailer::{Mailer, OutboxMailer, SmtpMailer};
 use dispatchers::email::EmailStage;
-use dispatchers::inbox::{InboxConfig, InboxStage};
+use dispatchers::inbox::InboxStage;
 use dispatchers::push::apns::{ApnsCredentials, ApnsProvider};
 use dispatchers::push::fcm::{FcmProvider, ServiceAccount};
 use dispatchers::push::service::{ProviderLane, PushService};
@@ -95,16 +95,13 @@ impl App {
                 );
             }
             let stage = Arc::new(InboxStage::new(Arc::clone(&store), Arc::clone(&bus), push));
-            let cfg = InboxConfig {
-                stage: config.stage(),
-            };
             stages.push(
                 supervisor
                     .start(
                         topics::DELIVERIES_INBOX,
                         dispatchers::inbox::GROUP,
                         stage,
-                        cfg.stage,
+                        config.stage(),
                     )
                     .await?,
             );

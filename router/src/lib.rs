@@ -13,7 +13,7 @@ use bus::stage::{self, Stage, StageError};
 use bus::{Bus, Record};
 use model::channels::{decide, ChannelChoice, Verdict};
 use model::pipeline::{decode, topics, AcceptedMessage, RoutingDecision};
-use model::profile::{PreferencesMode, PushContent};
+use model::profile::PushContent;
 use model::status::{MessageStatus, RejectionReason};
 use store::{MessageRecord, Routing, Store};
 
@@ -26,6 +26,16 @@ pub struct RouterStage {
     bus: Arc<dyn Bus>,
 }
 
+/// An accepted message as the router reads it from `messages`.
+#[derive(Debug)]
+pub struct Arrived {
+    /// The record's key, the citizen's partition key, kept for `deliveries.inbox`.
+    key: Vec<u8>,
+    message: AcceptedMessage,
+    /// The record's bytes, which the plan carries on as they came.
+    bytes: Vec<u8>,
+}
+
 impl RouterStage {
     pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Self {
         Self { store, bus }
@@ -33,10 +43,15 @@ impl RouterStage {
 
     /// Routes a batch: one store read for every citizen, the rejected written, the plans
     /// published; it succeeds or fails as a whole.
-    async fn route_batch(&self, items: &[&<Self as Stage>::Item]) -> Result<(), StageError> {
+    async fn route_batch(&self, items: &[&Arrived]) -> Result<(), StageError> {
         let pairs: Vec<_> = items
             .iter()
-            .map(|(_, m, _)| (m.fiscal_code.clone(), m.sender_service_id.clone()))
+            .map(|a| {
+                (
+                    a.message.fiscal_code.clone(),
+                    a.message.sender_service_id.clone(),
+                )
+            })
             .collect();
         let routings = self
             .store
@@ -45,7 +60,15 @@ impl RouterStage {
             .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
         let mut rejected = Vec::new();
         let mut deliveries = Vec::new();
-        for ((key, message, bytes), routing) in items.iter().zip(routings) {
+        for (
+            Arrived {
+                key,
+                message,
+                bytes,
+            },
+            routing,
+        ) in items.iter().copied().zip(routings)
+        {
             match route(message, routing) {
                 Err(reason) => rejected.push(MessageRecord::rejected(message.clone(), reason)),
                 Ok(decision) => {
@@ -74,12 +97,7 @@ fn route(message: &AcceptedMessage, routing: Routing) -> Routed {
         profile,
         preference,
     } = routing;
-    // A LEGACY profile's per-service choices live on the profile itself.
-    let preference = preference.filter(|_| {
-        profile
-            .as_ref()
-            .is_some_and(|p| p.service_preferences_settings.mode != PreferencesMode::Legacy)
-    });
+    // `decide` owns IO's rules, the LEGACY mode's included (it reads no preference then).
     let verdict = decide(
         profile.as_ref(),
         preference.as_ref(),
@@ -112,19 +130,22 @@ type Routed = Result<RoutingDecision, RejectionReason>;
 
 #[async_trait]
 impl Stage for RouterStage {
-    /// The record's key, the message, and the record's bytes, which the plan carries on.
-    type Item = (Vec<u8>, AcceptedMessage, Vec<u8>);
+    type Item = Arrived;
 
-    fn decode(&self, record: &Record) -> Result<Self::Item, String> {
+    fn decode(&self, record: &Record) -> Result<Arrived, String> {
         let message = decode::<AcceptedMessage>(&record.payload).map_err(|e| e.to_string())?;
-        Ok((record.key.clone(), message, record.payload.clone()))
+        Ok(Arrived {
+            key: record.key.clone(),
+            message,
+            bytes: record.payload.clone(),
+        })
     }
 
     async fn process(&self, items: &[&Self::Item]) -> Vec<Result<(), StageError>> {
         stage::by_batch(items, |batch| async move { self.route_batch(&batch).await }).await
     }
 
-    async fn dead_lettered(&self, (_, message, _): &Self::Item, reason: &str) {
+    async fn dead_lettered(&self, Arrived { message, .. }: &Arrived, reason: &str) {
         tracing::error!(message_id = %message.id, reason, "message could not be routed");
         let failed = MessageRecord::new(message.clone(), MessageStatus::Failed);
         if let Err(err) = self.store.put_messages(vec![failed]).await {

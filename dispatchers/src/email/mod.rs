@@ -2,14 +2,14 @@
 //! dispatcher only after the inbox write, renders each message as a multipart text + HTML
 //! email in the citizen's language ([`render`]), and hands it to a [`mailer::Mailer`]: an
 //! SMTP relay through lettre's pooled async transport, or, with no relay configured, hourly
-//! mailbox files in an outbox directory. [`sink`] maps outcomes to statuses and retries.
+//! mailbox files in an outbox directory. [`stage`] maps outcomes to statuses and retries.
 
 mod config;
 pub mod mailer;
 pub mod render;
-mod sink;
+mod stage;
 #[cfg(test)]
 mod tests;
 
 pub use config::{SmtpSettings, SmtpTls};
-pub use sink::{EmailStage, GROUP};
+pub use stage::{EmailStage, GROUP};

@@ -1,10 +1,8 @@
 //! The inbox dispatcher: writes each routed message into its citizen's inbox and marks it
 //! PROCESSED, in batches, idempotently (invariant 2).
 
-mod config;
-mod sink;
+mod stage;
 #[cfg(test)]
 mod tests;
 
-pub use config::InboxConfig;
-pub use sink::{InboxStage, GROUP};
+pub use stage::{InboxStage, GROUP};

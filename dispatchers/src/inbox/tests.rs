@@ -18,7 +18,7 @@ use store::sqlite::SqliteStore;
 use store::Store;
 use tokio::sync::watch;
 
-use super::{InboxConfig, InboxStage, GROUP};
+use super::{InboxStage, GROUP};
 use crate::push::PushPlatforms;
 
 fn plan(fc: &model::FiscalCode, ms: u64, email: ChannelChoice) -> DeliveryPlan {
@@ -56,11 +56,9 @@ async fn routed_messages_land_in_the_inbox_once_as_processed() {
         .expect("publish");
 
     let (stop, stopped) = watch::channel(false);
-    let cfg = InboxConfig {
-        stage: StageConfig {
-            poll_wait: Duration::from_millis(50),
-            ..Default::default()
-        },
+    let cfg = StageConfig {
+        poll_wait: Duration::from_millis(50),
+        ..Default::default()
     };
     let runner = tokio::spawn(stage::run(
         Arc::clone(&bus),
@@ -71,7 +69,7 @@ async fn routed_messages_land_in_the_inbox_once_as_processed() {
             Arc::clone(&bus),
             PushPlatforms::ALL,
         )),
-        cfg.stage,
+        cfg,
         stopped,
     ));
     let mut dlq = bus

@@ -1,7 +1,7 @@
 //! The push dispatcher (ARCHITECTURE.md §6): consumes `deliveries.push`, written by the inbox
 //! dispatcher only after the inbox write, and sends each job to its device through FCM or
 //! APNs. Each provider sits behind [`provider::PushProvider`]; [`service`] adds its rate
-//! limit and in-flight bound; [`sink`] maps outcomes to statuses, removals and retries.
+//! limit and in-flight bound; [`stage`] maps outcomes to statuses, removals and retries.
 
 pub mod apns;
 mod credential;
@@ -9,10 +9,10 @@ pub mod fcm;
 mod http;
 pub mod provider;
 pub mod service;
-mod sink;
+mod stage;
 #[cfg(test)]
 mod tests;
 
 pub use http::{CaError, ClientSettings};
 pub use service::PushPlatforms;
-pub use sink::{PushStage, GROUP};
+pub use stage::{PushStage, GROUP};

@@ -7,9 +7,8 @@ use bus::stage::{self, Stage, StageError};
 use bus::{Bus, Record};
 use model::channels::{ChannelChoice, SkipReason};
 use model::email::EmailJob;
-use model::installation::Installation;
 use model::pipeline::{decode, encode, topics, DeliveryPlan};
-use model::push::{expires_at, notification_text, PushJob};
+use model::push::PushJob;
 use model::status::{Channel, ChannelOutcome, ChannelStatus, MessageStatus, NotificationStatus};
 use store::{MessageRecord, Store};
 
@@ -17,6 +16,14 @@ use crate::push::PushPlatforms;
 
 /// Consumer group of the inbox dispatcher.
 pub const GROUP: &str = "inbox";
+
+/// A routed message as the inbox dispatcher reads it from `deliveries.inbox`.
+#[derive(Debug)]
+pub struct Planned {
+    /// The record's key, the citizen's partition key, kept for the push and email topics.
+    key: Vec<u8>,
+    plan: DeliveryPlan,
+}
 
 #[derive(Debug)]
 pub struct InboxStage {
@@ -34,14 +41,14 @@ impl InboxStage {
 
     /// Delivers a batch: the inbox writes in one store write, then the push and email jobs;
     /// it succeeds or fails as a whole.
-    async fn deliver_batch(&self, items: &[&<Self as Stage>::Item]) -> Result<(), StageError> {
+    async fn deliver_batch(&self, items: &[&Planned]) -> Result<(), StageError> {
         // With no push provider at all, no device is worth looking up.
         let pushes =
             |plan: &DeliveryPlan| self.push.any() && plan.channels.push == ChannelChoice::Send;
         let citizens: Vec<_> = items
             .iter()
-            .filter(|(_, plan)| pushes(plan))
-            .map(|(_, plan)| plan.message.fiscal_code.clone())
+            .filter(|p| pushes(&p.plan))
+            .map(|p| p.plan.message.fiscal_code.clone())
             .collect();
         let devices = self
             .store
@@ -54,12 +61,12 @@ impl InboxStage {
         let mut emails = Vec::new();
         // `devices` follows the pushing items in order.
         let mut devices = devices.iter();
-        for (key, plan) in items.iter().copied() {
+        for Planned { key, plan } in items.iter().copied() {
             let mut record = record(plan, MessageStatus::Processed);
             if pushes(plan) {
                 let found = devices.next().map(Vec::as_slice).unwrap_or_default();
                 let reachable =
-                    push_jobs(plan, found.iter().filter(|d| self.push.serves(d.platform)));
+                    PushJob::for_plan(plan, found.iter().filter(|d| self.push.serves(d.platform)));
                 if reachable.is_empty() {
                     // Allowed, but nothing to push to, or no provider for what there is.
                     let why = if found.is_empty() {
@@ -128,36 +135,16 @@ fn record(plan: &DeliveryPlan, status: MessageStatus) -> MessageRecord {
     }
 }
 
-/// One push job per device of the citizen.
-fn push_jobs<'a>(
-    plan: &DeliveryPlan,
-    devices: impl Iterator<Item = &'a Installation>,
-) -> Vec<PushJob> {
-    let (title, body) = notification_text(plan);
-    let message = &plan.message;
-    let expires_at = expires_at(&message.created_at, message.time_to_live);
-    devices
-        .map(|device| PushJob {
-            message_id: message.id,
-            fiscal_code: message.fiscal_code.clone(),
-            installation_id: device.id.clone(),
-            platform: device.platform,
-            token: device.token.clone(),
-            title: title.clone(),
-            body: body.clone(),
-            expires_at,
-        })
-        .collect()
-}
-
 #[async_trait]
 impl Stage for InboxStage {
-    /// The record's key (the citizen's partition key, kept for the push topic) and the plan.
-    type Item = (Vec<u8>, DeliveryPlan);
+    type Item = Planned;
 
-    fn decode(&self, record: &Record) -> Result<Self::Item, String> {
+    fn decode(&self, record: &Record) -> Result<Planned, String> {
         let plan = decode(&record.payload).map_err(|e| e.to_string())?;
-        Ok((record.key.clone(), plan))
+        Ok(Planned {
+            key: record.key.clone(),
+            plan,
+        })
     }
 
     async fn process(&self, items: &[&Self::Item]) -> Vec<Result<(), StageError>> {
@@ -168,7 +155,7 @@ impl Stage for InboxStage {
         .await
     }
 
-    async fn dead_lettered(&self, (_, plan): &Self::Item, reason: &str) {
+    async fn dead_lettered(&self, Planned { plan, .. }: &Planned, reason: &str) {
         let message = &plan.message;
         // The inbox write may have succeeded and only the jobs after it failed: then the
         // message is readable and stays PROCESSED, and what failed are its notifications
