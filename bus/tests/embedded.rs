@@ -310,10 +310,11 @@ async fn a_log_sqlite_from_before_is_moved_over_with_each_groups_place() {
     );
 }
 
-/// A stage that records what it processed, fails transiently a few times, and refuses
-/// payloads starting with "poison" permanently.
+/// A stage that records what it processed and how often it was called, fails transiently a
+/// few times, and refuses payloads starting with "poison" permanently.
 #[derive(Debug, Default)]
 struct Recorder {
+    calls: std::sync::atomic::AtomicUsize,
     seen: Mutex<Vec<String>>,
     transient_failures_left: Mutex<u32>,
     dead: Mutex<Vec<String>>,
@@ -321,6 +322,8 @@ struct Recorder {
 
 impl Recorder {
     async fn batch(&self, items: &[&String]) -> Result<(), StageError> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut left = self.transient_failures_left.lock().await;
         if *left > 0 {
             *left -= 1;
@@ -470,36 +473,6 @@ async fn a_stage_that_cannot_hand_a_record_on_stops_with_the_error_and_commits_n
     assert_eq!(payloads(&again), ["a", "poison-1", "b"]);
 }
 
-/// Counts how often it is called and what it processed.
-#[derive(Debug, Default)]
-struct Counter {
-    calls: std::sync::atomic::AtomicUsize,
-    seen: Mutex<Vec<String>>,
-}
-
-impl Counter {
-    async fn batch(&self, items: &[&String]) -> Result<(), StageError> {
-        self.calls
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.seen
-            .lock()
-            .await
-            .extend(items.iter().map(|s| s.to_string()));
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Stage for Counter {
-    type Item = String;
-    fn decode(&self, record: &Record) -> Result<String, String> {
-        String::from_utf8(record.payload.clone()).map_err(|e| e.to_string())
-    }
-    async fn process(&self, items: &[&String]) -> Vec<Result<(), StageError>> {
-        stage::by_batch(items, |batch| async move { self.batch(&batch).await }).await
-    }
-}
-
 /// A record waiting on `work.retry`, due at `at` (milliseconds since the Unix epoch).
 fn waiting(payload: &str, at: u128) -> Record {
     let mut record = Record::new(b"k".to_vec(), payload.as_bytes().to_vec());
@@ -520,7 +493,7 @@ fn unix_millis_now() -> u128 {
 }
 
 /// Runs `stage` on `work` until it has seen `n` records (or a minute passes).
-async fn run_until_seen(bus: &Arc<dyn Bus>, stage: &Arc<Counter>, n: usize) {
+async fn run_until_seen(bus: &Arc<dyn Bus>, stage: &Arc<Recorder>, n: usize) {
     let (stop, stopped) = watch::channel(false);
     let runner = tokio::spawn(stage::run(
         Arc::clone(bus),
@@ -551,7 +524,7 @@ async fn a_storm_of_due_retries_drains_in_batches_not_one_round_trip_each() {
             .collect();
         bus.publish("work.retry", records).await.expect("publish");
     }
-    let stage = Arc::new(Counter::default());
+    let stage = Arc::new(Recorder::default());
     run_until_seen(&bus, &stage, 10_000).await;
     assert_eq!(
         stage.seen.lock().await.len(),
@@ -570,7 +543,7 @@ async fn a_retry_due_later_does_not_hold_back_the_ones_already_due() {
     let mut records = vec![waiting("in-an-hour", now + 3_600_000)];
     records.extend((0..100).map(|i| waiting(&format!("due-{i}"), now.saturating_sub(1000))));
     bus.publish("work.retry", records).await.expect("publish");
-    let stage = Arc::new(Counter::default());
+    let stage = Arc::new(Recorder::default());
     run_until_seen(&bus, &stage, 100).await;
     let seen = stage.seen.lock().await;
     assert_eq!(seen.len(), 100, "the due ones, while the later one waits");

@@ -384,6 +384,18 @@ async fn apns_errors_map_to_removal_retry_or_refusal() {
     ));
 }
 
+/// A push service with only `provider` for FCM, at FCM's quota, `in_flight` at once.
+fn fcm_only(provider: FcmProvider, in_flight: usize) -> Arc<PushService> {
+    Arc::new(PushService {
+        fcm: Some(ProviderLane::new(
+            Arc::new(provider),
+            NonZeroU32::new(600_000).expect("nonzero"),
+            in_flight,
+        )),
+        apns: None,
+    })
+}
+
 fn device(token: &str) -> (Installation, PushJob) {
     let j = job(Platform::Fcm, token);
     let installation = Installation {
@@ -402,14 +414,7 @@ async fn the_stage_sends_each_device_once_retries_removes_and_expires_per_its_ou
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
     let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
     let fcm = fake_fcm(Duration::from_secs(3600)).await;
-    let service = Arc::new(PushService {
-        fcm: Some(ProviderLane::new(
-            Arc::new(fcm.provider),
-            NonZeroU32::new(600_000).expect("nonzero"),
-            1,
-        )),
-        apns: None,
-    });
+    let service = fcm_only(fcm.provider, 1);
 
     let (fine_device, fine) = device("fine-1");
     let (_, flaky) = device("flaky-1-a");
@@ -647,14 +652,7 @@ async fn a_job_delivered_twice_is_pushed_once_and_one_being_retried_is_throttled
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
     let fcm = fake_fcm(Duration::from_secs(3600)).await;
-    let service = Arc::new(PushService {
-        fcm: Some(ProviderLane::new(
-            Arc::new(fcm.provider),
-            NonZeroU32::new(600_000).expect("nonzero"),
-            4,
-        )),
-        apns: None,
-    });
+    let service = fcm_only(fcm.provider, 4);
     let (_, fine) = device("fine-7");
     let (_, down) = device("status-503-c");
     // A second device of the same message: pushed on its own, not taken for the first.
