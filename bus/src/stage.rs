@@ -341,108 +341,164 @@ enum Failure {
     Dead(String),
 }
 
+/// One lane of a stage, consuming: the steps of [`Consumer::run`], each its own method.
+struct Consumer<'a, S: Stage> {
+    bus: Arc<dyn Bus>,
+    lane: Lane,
+    sub: Box<dyn Subscription>,
+    stage: Arc<S>,
+    cfg: &'a StageConfig,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// A record of the batch that did not simply succeed, with its item when it decoded.
+type Failed<'b, I> = (&'b Delivered, Option<&'b I>, Failure);
+
 async fn consume<S: Stage>(
     bus: Arc<dyn Bus>,
-    (lane, mut sub): (Lane, Box<dyn Subscription>),
+    (lane, sub): (Lane, Box<dyn Subscription>),
     stage: Arc<S>,
     cfg: &StageConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), BusError> {
-    let source = lane.source.as_str();
-    tracing::info!(topic = source, group = lane.group, "stage started");
-    let mut poll_backoff = Backoff::new(cfg);
-    'batches: while !*shutdown.borrow() {
-        let batch = tokio::select! {
-            polled = sub.poll(cfg.batch, cfg.poll_wait) => polled,
-            _ = shutdown.changed() => break,
-        };
-        let batch = match batch {
-            Ok(b) if b.is_empty() => continue,
-            Ok(mut b) => {
-                poll_backoff = Backoff::new(cfg);
-                if b.len() < cfg.batch
-                    && !cfg.linger.is_zero()
-                    && sleep_unless_shutdown(cfg.linger, &mut shutdown).await
-                {
-                    // What arrived meanwhile joins the batch; a failure here only means
-                    // those records come with the next poll.
-                    if let Ok(more) = sub.poll(cfg.batch - b.len(), Duration::ZERO).await {
-                        b.extend(more);
+    Consumer {
+        bus,
+        lane,
+        sub,
+        stage,
+        cfg,
+        shutdown,
+    }
+    .run()
+    .await
+}
+
+impl<S: Stage> Consumer<'_, S> {
+    /// Until shutdown: next batch, decode, process, send the failures on, commit. A batch
+    /// that shutdown interrupts is left uncommitted, to be delivered again.
+    async fn run(mut self) -> Result<(), BusError> {
+        tracing::info!(
+            topic = self.lane.source,
+            group = self.lane.group,
+            "stage started"
+        );
+        while let Some(batch) = self.next_batch().await? {
+            let mut good: Vec<(&Delivered, S::Item)> = Vec::with_capacity(batch.len());
+            let mut failed: Vec<Failed<'_, S::Item>> = Vec::new();
+            for d in &batch {
+                match self.stage.decode(&d.record) {
+                    Ok(item) => good.push((d, item)),
+                    Err(reason) => failed.push((
+                        d,
+                        None,
+                        Failure::Dead(format!("malformed record: {reason}")),
+                    )),
+                }
+            }
+            let Some(outcomes) = self.process(&good).await else {
+                break;
+            };
+            failed.extend(outcomes.into_iter().map(|(i, failure)| {
+                let (d, item) = &good[i];
+                (*d, Some(item), failure)
+            }));
+            if !self.send_on(failed).await? || !self.commit(&batch).await? {
+                break;
+            }
+        }
+        tracing::info!(
+            topic = self.lane.source,
+            group = self.lane.group,
+            "stage stopped"
+        );
+        Ok(())
+    }
+
+    /// The next batch: a poll, then, when it found less than a full batch, the linger and
+    /// what arrived meanwhile. A poll that fails is retried with growing delay. `None` on
+    /// shutdown.
+    async fn next_batch(&mut self) -> Result<Option<Vec<Delivered>>, BusError> {
+        let cfg = self.cfg;
+        let mut backoff = Backoff::new(cfg);
+        while !*self.shutdown.borrow() {
+            let polled = tokio::select! {
+                polled = self.sub.poll(cfg.batch, cfg.poll_wait) => polled,
+                _ = self.shutdown.changed() => return Ok(None),
+            };
+            match polled {
+                Ok(batch) if batch.is_empty() => continue,
+                Ok(mut batch) => {
+                    if batch.len() < cfg.batch
+                        && !cfg.linger.is_zero()
+                        && sleep_unless_shutdown(cfg.linger, &mut self.shutdown).await
+                    {
+                        // What arrived meanwhile joins the batch; a failure here only means
+                        // those records come with the next poll.
+                        if let Ok(more) =
+                            self.sub.poll(cfg.batch - batch.len(), Duration::ZERO).await
+                        {
+                            batch.extend(more);
+                        }
+                    }
+                    return Ok(Some(batch));
+                }
+                Err(err) => {
+                    let source = self.lane.source.as_str();
+                    if !backoff
+                        .after_failure(err, "poll", source, &mut self.shutdown)
+                        .await?
+                    {
+                        return Ok(None);
                     }
                 }
-                b
-            }
-            Err(err) => {
-                if poll_backoff
-                    .after_failure(err, "poll", source, &mut shutdown)
-                    .await?
-                {
-                    continue;
-                }
-                break; // shutting down
-            }
-        };
-
-        let mut good: Vec<(&Delivered, S::Item)> = Vec::with_capacity(batch.len());
-        let mut failed: Vec<(&Delivered, Option<&S::Item>, Failure)> = Vec::new();
-        for d in &batch {
-            match stage.decode(&d.record) {
-                Ok(item) => good.push((d, item)),
-                Err(reason) => failed.push((
-                    d,
-                    None,
-                    Failure::Dead(format!("malformed record: {reason}")),
-                )),
             }
         }
+        Ok(None)
+    }
 
-        let outcomes = if lane.delayed {
-            match process_when_due(&*stage, &good, cfg, &mut shutdown, source).await {
-                Some(outcomes) => outcomes,
-                None => break, // shutting down: leave the batch uncommitted
-            }
+    /// Processes the decoded items: all at once on the main lane, as they fall due on the
+    /// retry lane. The failures, by index into `good`; `None` on shutdown.
+    async fn process(&mut self, good: &[(&Delivered, S::Item)]) -> Option<Vec<(usize, Failure)>> {
+        let source = self.lane.source.as_str();
+        if self.lane.delayed {
+            process_when_due(&*self.stage, good, self.cfg, &mut self.shutdown, source).await
         } else {
             let items: Vec<&S::Item> = good.iter().map(|(_, item)| item).collect();
-            match process_all(&*stage, &items, cfg, &mut shutdown, source).await {
-                Some(outcomes) => outcomes,
-                None => break, // shutting down mid-retry: leave the batch uncommitted
-            }
-        };
-        for (i, failure) in outcomes {
-            let (d, item) = &good[i];
-            failed.push((d, Some(item), failure));
+            process_all(&*self.stage, &items, self.cfg, &mut self.shutdown, source).await
         }
+    }
 
+    /// Sends each failure on: to `<topic>.retry` while it has attempts left, else to
+    /// `<topic>.dlq` (telling the stage). False on shutdown.
+    async fn send_on(&mut self, failed: Vec<Failed<'_, S::Item>>) -> Result<bool, BusError> {
+        let cfg = self.cfg;
         let mut retries = Vec::new();
         let mut dead = Vec::new();
         for (d, item, failure) in failed {
             let attempts = attempts(&d.record).saturating_add(1);
-            match failure {
+            let reason = match failure {
                 Failure::Retry { reason, after } if attempts < cfg.max_attempts => {
                     retries.push(retried(d, &reason, attempts, after, cfg));
+                    continue;
                 }
                 Failure::Retry { reason, .. } => {
-                    let reason = format!("gave up after {attempts} attempts: {reason}");
-                    if let Some(item) = item {
-                        stage.dead_lettered(item, &reason).await;
-                    }
-                    dead.push(dead_letter(d, &reason, attempts, &lane.group));
+                    format!("gave up after {attempts} attempts: {reason}")
                 }
-                Failure::Dead(reason) => {
-                    if let Some(item) = item {
-                        stage.dead_lettered(item, &reason).await;
-                    }
-                    dead.push(dead_letter(d, &reason, attempts, &lane.group));
-                }
+                Failure::Dead(reason) => reason,
+            };
+            if let Some(item) = item {
+                self.stage.dead_lettered(item, &reason).await;
             }
+            dead.push(dead_letter(d, &reason, attempts, &self.lane.group));
         }
         for (target, records) in [
-            (retry_topic(&lane.topic), retries),
-            (dead_letter_topic(&lane.topic), dead),
+            (retry_topic(&self.lane.topic), retries),
+            (dead_letter_topic(&self.lane.topic), dead),
         ] {
             if records.is_empty() {
                 continue;
             }
+            let source = self.lane.source.as_str();
             tracing::warn!(
                 topic = source,
                 to = target,
@@ -450,18 +506,23 @@ async fn consume<S: Stage>(
                 "records sent on"
             );
             let mut backoff = Backoff::new(cfg);
-            while let Err(err) = bus.publish(&target, records.clone()).await {
+            while let Err(err) = self.bus.publish(&target, records.clone()).await {
                 if !backoff
-                    .after_failure(err, "publish", source, &mut shutdown)
+                    .after_failure(err, "publish", source, &mut self.shutdown)
                     .await?
                 {
-                    break 'batches; // shutting down
+                    return Ok(false);
                 }
             }
         }
+        Ok(true)
+    }
 
-        let mut backoff = Backoff::new(cfg);
-        while let Err(err) = sub.commit(&batch).await {
+    /// Commits the batch, retrying while the log may take it. False on shutdown.
+    async fn commit(&mut self, batch: &[Delivered]) -> Result<bool, BusError> {
+        let source = self.lane.source.as_str();
+        let mut backoff = Backoff::new(self.cfg);
+        while let Err(err) = self.sub.commit(batch).await {
             if let BusError::Revoked(_) = err {
                 // Another consumer owns these partitions now and starts from the last
                 // commit; the batch is processed again there, which stages tolerate.
@@ -469,15 +530,14 @@ async fn consume<S: Stage>(
                 break;
             }
             if !backoff
-                .after_failure(err, "commit", source, &mut shutdown)
+                .after_failure(err, "commit", source, &mut self.shutdown)
                 .await?
             {
-                break 'batches; // shutting down
+                return Ok(false);
             }
         }
+        Ok(true)
     }
-    tracing::info!(topic = source, group = lane.group, "stage stopped");
-    Ok(())
 }
 
 /// The retry lane's batch: every record that is due is processed together, then the stage
