@@ -13,7 +13,9 @@
 //!   delivered again later.
 //! - **Retry**: this record failed and may succeed later (a provider's `429`, a timeout).
 //!   It goes to `<topic>.retry` with its attempt count and due time in headers, and its
-//!   partition moves on. After `max_attempts` it goes to `<topic>.dlq`.
+//!   partition moves on. After `max_attempts` it goes to `<topic>.dlq`. The retry lane
+//!   processes every record of its batch that is due together, and waits only until the
+//!   earliest of the rest is due.
 //! - **Permanent**: this record can never be processed. It goes to `<topic>.dlq` at once, as
 //!   does a record that cannot be decoded. Its batch-mates proceed.
 //!
