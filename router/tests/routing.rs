@@ -19,6 +19,32 @@ use store::sqlite::SqliteStore;
 use store::Store;
 use tokio::sync::watch;
 
+/// Runs the router on `bus` until `true` is sent on the returned sender.
+fn spawn_router(
+    store: &Arc<dyn Store>,
+    bus: &Arc<dyn Bus>,
+) -> (
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<Result<(), bus::BusError>>,
+) {
+    let (stop, stopped) = watch::channel(false);
+    let cfg = StageConfig {
+        poll_wait: Duration::from_millis(50),
+        backoff_initial: Duration::from_millis(1),
+        ..Default::default()
+    };
+    let stage = Arc::new(RouterStage::new(Arc::clone(store), Arc::clone(bus)));
+    let runner = tokio::spawn(stage::run(
+        Arc::clone(bus),
+        topics::MESSAGES,
+        GROUP,
+        stage,
+        cfg,
+        stopped,
+    ));
+    (stop, runner)
+}
+
 /// One message to each citizen, in order, published to `messages`.
 async fn publish_messages(
     bus: &Arc<dyn Bus>,
@@ -78,20 +104,7 @@ async fn messages_are_rejected_or_planned_as_io_decides() {
 
     let messages = publish_messages(&bus, &[&nobody, &inbox_off, &manual_no_pref, &happy]).await;
 
-    let (stop, stopped) = watch::channel(false);
-    let cfg = StageConfig {
-        poll_wait: Duration::from_millis(50),
-        ..Default::default()
-    };
-    let stage = Arc::new(RouterStage::new(Arc::clone(&store), Arc::clone(&bus)));
-    let runner = tokio::spawn(stage::run(
-        Arc::clone(&bus),
-        topics::MESSAGES,
-        GROUP,
-        stage,
-        cfg,
-        stopped,
-    ));
+    let (stop, runner) = spawn_router(&store, &bus);
     let mut out = bus
         .subscribe(topics::DELIVERIES_INBOX, "t")
         .await
@@ -145,21 +158,7 @@ async fn a_plan_the_log_refuses_for_good_is_dead_lettered_not_held() {
         .expect("put");
     let messages = publish_messages(&log, &[&nobody, &citizen]).await;
 
-    let (stop, stopped) = watch::channel(false);
-    let cfg = StageConfig {
-        poll_wait: Duration::from_millis(50),
-        backoff_initial: Duration::from_millis(1),
-        ..Default::default()
-    };
-    let stage = Arc::new(RouterStage::new(Arc::clone(&store), Arc::clone(&bus)));
-    let runner = tokio::spawn(stage::run(
-        Arc::clone(&bus),
-        topics::MESSAGES,
-        GROUP,
-        stage,
-        cfg,
-        stopped,
-    ));
+    let (stop, runner) = spawn_router(&store, &bus);
     let mut dlq = log.subscribe("messages.dlq", "t").await.expect("subscribe");
     let dead = bus::conformance::collect(&mut *dlq, 1).await;
     stop.send(true).expect("stop");
