@@ -95,7 +95,7 @@ mod tests {
     fn profile(mode: PreferencesMode) -> Profile {
         let mut p = Profile::new_default();
         p.service_preferences_settings = ServicePreferencesSettings { mode, version: 0 };
-        p.email = Some("a@b.it".into());
+        p.email = Some(crate::email::EmailAddress::parse("email", "a@b.it").expect("address"));
         p.is_email_validated = true;
         p
     }

@@ -8,23 +8,46 @@ use crate::channels::ChannelChoice;
 use crate::language::{language, Language};
 use crate::pipeline::DeliveryPlan;
 use crate::push::expires_at;
+use crate::ValidationError;
 
-/// A citizen's validated address. Personal data: its `Debug` shows only the domain.
+/// An email address: personal data, so its `Debug` shows only the domain, and it reaches
+/// text only through [`EmailAddress::expose`]. Made by [`EmailAddress::parse`] from
+/// outside input; read back as stored (it was checked when it came in).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Recipient(String);
+pub struct EmailAddress(String);
 
-impl Recipient {
-    /// The address itself, for the SMTP envelope and the `To` header only.
+impl EmailAddress {
+    /// Checks the shape every mail system needs (one `@`, a dotted domain, no spaces, at
+    /// most 254 characters); whether it exists is the validation flow's job. `field` names
+    /// it in the error.
+    pub fn parse(field: &str, value: &str) -> Result<Self, ValidationError> {
+        let bad =
+            || ValidationError::new(field, "must be an email address such as name@example.com");
+        if value.len() > 254 || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad());
+        }
+        let (local, domain) = value.split_once('@').ok_or_else(bad)?;
+        let domain_ok = domain.contains('.')
+            && !domain.contains('@')
+            && domain.split('.').all(|label| !label.is_empty());
+        if local.is_empty() || !domain_ok {
+            return Err(bad());
+        }
+        Ok(Self(value.to_string()))
+    }
+
+    /// The address itself: for the SMTP envelope and the `To` header, the API answers
+    /// that show a citizen their own profile, and the store.
     pub fn expose(&self) -> &str {
         &self.0
     }
 }
 
-impl std::fmt::Debug for Recipient {
+impl std::fmt::Debug for EmailAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let domain = self.0.rsplit_once('@').map_or("?", |(_, d)| d);
-        write!(f, "Recipient(<…>@{domain})")
+        write!(f, "EmailAddress(<…>@{domain})")
     }
 }
 
@@ -32,7 +55,7 @@ impl std::fmt::Debug for Recipient {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EmailJob {
     pub message_id: Ulid,
-    pub to: Recipient,
+    pub to: EmailAddress,
     pub language: Language,
     pub service_name: String,
     pub organization_name: String,
@@ -53,7 +76,7 @@ impl EmailJob {
         let message = &plan.message;
         Some(Self {
             message_id: message.id,
-            to: Recipient(plan.email.clone()?),
+            to: plan.email.clone()?,
             language: language(&plan.preferred_languages),
             service_name: message.sender.service_name.clone(),
             organization_name: message.sender.organization_name.clone(),
@@ -67,6 +90,17 @@ impl EmailJob {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_are_checked_and_never_debug_printed() {
+        let address = EmailAddress::parse("e", "mario.rossi@comune.roma.it").expect("valid");
+        assert_eq!(address.expose(), "mario.rossi@comune.roma.it");
+        assert_eq!(format!("{address:?}"), "EmailAddress(<…>@comune.roma.it)");
+        for bad in ["", "a", "a@b", "@b.it", "a@b..it", "a b@c.it", "a@b@c.it"] {
+            let err = EmailAddress::parse("e", bad).expect_err(bad);
+            assert_eq!(err.field, "e");
+        }
+    }
     use crate::channels::SkipReason;
     use crate::pipeline::tests::sample_plan;
 

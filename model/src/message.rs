@@ -85,7 +85,7 @@ pub struct NewMessage {
     pub fiscal_code: FiscalCode,
     pub time_to_live: u32,
     pub content: NewMessageContent,
-    pub default_email: Option<String>,
+    pub default_email: Option<crate::email::EmailAddress>,
     pub feature_level_type: String,
 }
 
@@ -130,7 +130,7 @@ impl NewMessage {
         };
         let content = validate_content(raw.content, max_amount).map_err(|e| e.within("content"))?;
         let default_email = match raw.default_addresses.and_then(|a| a.email) {
-            Some(email) => Some(crate::profile::parse_email(
+            Some(email) => Some(crate::email::EmailAddress::parse(
                 "default_addresses.email",
                 &email,
             )?),

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
 use crate::channels::ChannelPlan;
+use crate::email::EmailAddress;
 use crate::message::NewMessageContent;
 use crate::profile::PushContent;
 use crate::validation::from_json;
@@ -46,7 +47,7 @@ pub struct AcceptedMessage {
     pub time_to_live: u32,
     pub content: NewMessageContent,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_email: Option<String>,
+    pub default_email: Option<EmailAddress>,
     pub feature_level_type: String,
     pub sender: SenderMetadata,
 }
@@ -79,7 +80,7 @@ pub struct DeliveryPlan {
     pub preferred_languages: Vec<String>,
     /// The validated address, present only when `channels.email` is `Send`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
+    pub email: Option<EmailAddress>,
 }
 
 /// What the router decided for one message: a [`DeliveryPlan`] without the message.
@@ -89,7 +90,7 @@ pub struct RoutingDecision {
     pub push_content: PushContent,
     pub preferred_languages: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
+    pub email: Option<EmailAddress>,
 }
 
 impl RoutingDecision {
@@ -166,7 +167,7 @@ pub(crate) mod tests {
             },
             push_content: PushContent::Anonymous,
             preferred_languages: vec!["it_IT".into()],
-            email: Some("a@b.it".into()),
+            email: Some(EmailAddress::parse("email", "a@b.it").expect("address")),
         }
     }
 

@@ -86,7 +86,8 @@ async fn messages_are_rejected_or_planned_as_io_decides() {
     };
     store.put_profile(&manual_no_pref, &p).await.expect("put");
     let mut p = Profile::new_default();
-    p.email = Some("citizen@example.org".into());
+    p.email =
+        Some(model::email::EmailAddress::parse("email", "citizen@example.org").expect("address"));
     p.is_email_validated = true;
     p.push_notifications_content_type = Some(PushContent::Full);
     store.put_profile(&happy, &p).await.expect("put");
@@ -130,7 +131,10 @@ async fn messages_are_rejected_or_planned_as_io_decides() {
     let plan: DeliveryPlan = decode(&planned[0].record.payload).expect("plan");
     assert_eq!(plan.message.id, messages[3].id);
     assert_eq!(plan.channels.email, ChannelChoice::Send);
-    assert_eq!(plan.email.as_deref(), Some("citizen@example.org"));
+    assert_eq!(
+        plan.email.as_ref().map(model::email::EmailAddress::expose),
+        Some("citizen@example.org")
+    );
     assert_eq!(
         plan.channels.push,
         ChannelChoice::Skip(SkipReason::BlockedForService)

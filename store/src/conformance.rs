@@ -192,7 +192,7 @@ pub async fn profiles_and_preferences_are_per_citizen(store: Arc<dyn Store>) {
     let (a, b) = (fresh_fiscal_code(), fresh_fiscal_code());
     assert_eq!(store.get_profile(&a).await.expect("get"), None);
     let mut profile = Profile::new_default();
-    profile.email = Some("a@b.it".into());
+    profile.email = Some(model::email::EmailAddress::parse("email", "a@b.it").expect("address"));
     store.put_profile(&a, &profile).await.expect("put");
     assert_eq!(
         store.get_profile(&a).await.expect("get"),

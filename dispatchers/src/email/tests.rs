@@ -40,7 +40,7 @@ fn job(to: &str, language: Language) -> EmailJob {
         },
         push_content: model::profile::PushContent::Anonymous,
         preferred_languages: vec![],
-        email: Some(to.to_string()),
+        email: Some(model::email::EmailAddress::parse("email", to).expect("address")),
     };
     let mut job = EmailJob::for_plan(&plan).expect("job");
     job.language = language;

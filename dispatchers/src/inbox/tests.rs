@@ -22,7 +22,9 @@ use super::{InboxStage, GROUP};
 use crate::push::PushPlatforms;
 
 fn plan(fc: &model::FiscalCode, ms: u64, email: ChannelChoice) -> DeliveryPlan {
-    let address = (email == ChannelChoice::Send).then(|| "citizen@example.org".to_string());
+    let address = (email == ChannelChoice::Send).then(|| {
+        model::email::EmailAddress::parse("email", "citizen@example.org").expect("address")
+    });
     DeliveryPlan {
         message: sample_record(fc, ms, MessageStatus::Accepted).message,
         channels: ChannelPlan {
