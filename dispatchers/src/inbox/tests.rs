@@ -21,6 +21,14 @@ use tokio::sync::watch;
 use super::{InboxStage, GROUP};
 use crate::push::PushPlatforms;
 
+/// The embedded store and log in a fresh directory, which lives as long as the guard.
+fn embedded() -> (Arc<dyn Store>, Arc<dyn Bus>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+    let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
+    (store, bus, dir)
+}
+
 fn plan(fc: &model::FiscalCode, ms: u64, email: ChannelChoice) -> DeliveryPlan {
     let address = (email == ChannelChoice::Send).then(|| {
         model::email::EmailAddress::parse("email", "citizen@example.org").expect("address")
@@ -39,9 +47,7 @@ fn plan(fc: &model::FiscalCode, ms: u64, email: ChannelChoice) -> DeliveryPlan {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routed_messages_land_in_the_inbox_once_as_processed() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
-    let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
+    let (store, bus, _dir) = embedded();
     let fc = fresh_fiscal_code();
     let plans = [
         plan(&fc, 1, ChannelChoice::Send),
@@ -226,9 +232,7 @@ async fn push_jobs_for(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_device_of_a_citizen_gets_one_push_job_after_the_inbox_write() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
-    let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
+    let (store, bus, _dir) = embedded();
     let (two_devices, blocked) = (fresh_fiscal_code(), fresh_fiscal_code());
     let apns = "a3f1c2d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
     store
@@ -303,9 +307,7 @@ async fn push_outcome(store: &Arc<dyn Store>, plan: &DeliveryPlan) -> Option<Cha
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_job_is_made_for_a_device_no_provider_can_reach_and_the_message_says_why() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
-    let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
+    let (store, bus, _dir) = embedded();
     let (both, iphone_only, none) = (
         fresh_fiscal_code(),
         fresh_fiscal_code(),
@@ -353,9 +355,7 @@ async fn no_job_is_made_for_a_device_no_provider_can_reach_and_the_message_says_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_any_push_provider_no_push_job_is_published() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
-    let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
+    let (store, bus, _dir) = embedded();
     let fc = fresh_fiscal_code();
     store
         .put_installation(&fc, &device("phone", Platform::Fcm, "fcm-1"))
@@ -387,9 +387,7 @@ async fn without_any_push_provider_no_push_job_is_published() {
 /// dead-lettered instead of holding the partition forever as if the log were down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_the_log_refuses_for_good_dead_letter_their_plan_instead_of_holding() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
-    let log: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
+    let (store, log, _dir) = embedded();
     let bus: Arc<dyn Bus> = Arc::new(bus::conformance::Refuses::new(Arc::clone(&log), |t| {
         t == topics::DELIVERIES_EMAIL
     }));
