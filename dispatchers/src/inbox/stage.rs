@@ -50,11 +50,15 @@ impl InboxStage {
             .filter(|p| pushes(&p.plan))
             .map(|p| p.plan.message.fiscal_code.clone())
             .collect();
-        let devices = self
-            .store
-            .installations_of(&citizens)
-            .await
-            .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
+        // No store trip for a batch with nobody to push to (no provider, push off).
+        let devices = if citizens.is_empty() {
+            Vec::new()
+        } else {
+            self.store
+                .installations_of(&citizens)
+                .await
+                .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?
+        };
 
         let mut records: Vec<MessageRecord> = Vec::with_capacity(items.len());
         let mut jobs = Vec::new();

@@ -78,13 +78,6 @@ pub struct PushService {
 }
 
 impl PushService {
-    pub fn platforms(&self) -> PushPlatforms {
-        PushPlatforms {
-            fcm: self.fcm.is_some(),
-            apns: self.apns.is_some(),
-        }
-    }
-
     pub async fn send(&self, job: &PushJob) -> Result<(), PushError> {
         let lane = match job.platform {
             Platform::Fcm => self.fcm.as_ref(),
