@@ -306,6 +306,30 @@ fn in_read_transaction<T>(
 mod tests {
     use super::*;
 
+    #[test]
+    fn data_sqlite_refuses_is_told_from_a_database_that_fails() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t(v INTEGER UNIQUE); INSERT INTO t(v) VALUES (1);")
+            .unwrap();
+        let duplicate = DbError::from(conn.execute("INSERT INTO t(v) VALUES (1)", []).unwrap_err());
+        assert!(matches!(duplicate, DbError::Refused(_)), "{duplicate:?}");
+        assert!(!duplicate.is_transient());
+        let no_table = DbError::from(
+            conn.execute("INSERT INTO gone(v) VALUES (1)", [])
+                .unwrap_err(),
+        );
+        assert!(
+            matches!(
+                no_table,
+                DbError::Sqlite {
+                    transient: false,
+                    ..
+                }
+            ),
+            "not the data's fault: {no_table:?}"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writes_share_commits_and_a_failing_job_rolls_back_alone() {
         let dir = tempfile::tempdir().unwrap();

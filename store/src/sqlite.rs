@@ -856,3 +856,28 @@ impl SettingStore for SqliteStore {
         .map(drop)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_data_is_never_retried_and_a_failing_database_always_is() {
+        let refused = StoreError::from(DbError::Refused("string or blob too big".into()));
+        assert!(matches!(refused, StoreError::Rejected(_)) && !refused.is_retryable());
+        for down in [
+            DbError::Closed,
+            DbError::Sqlite {
+                message: "attempt to write a readonly database".into(),
+                transient: false,
+            },
+            DbError::Sqlite {
+                message: "database is locked".into(),
+                transient: true,
+            },
+        ] {
+            let err = StoreError::from(down);
+            assert!(err.is_retryable(), "{err}: the stages hold for it");
+        }
+    }
+}
