@@ -58,8 +58,21 @@ fn tansu() -> PathBuf {
     }
 }
 
-/// Starts a broker and waits until it accepts connections.
+/// Starts a broker and waits until it accepts connections on a port it holds itself. The
+/// port is picked free and handed to tansu, so another process (another test's broker) may
+/// take it in between: then tansu cannot listen, and a connection would reach the other
+/// one, so this test would pause or stop a broker it is not talking to. Such a start is
+/// thrown away and tried on another port.
 pub fn start_broker() -> Broker {
+    for _ in 0..10 {
+        if let Some(broker) = try_start_broker() {
+            return broker;
+        }
+    }
+    panic!("tansu did not start listening on a port of its own in ten tries");
+}
+
+fn try_start_broker() -> Option<Broker> {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -82,7 +95,7 @@ pub fn start_broker() -> Broker {
         .unwrap_or_else(|e| {
             panic!("cannot start tansu ({e}); install it with scripts/test.sh or set TANSU")
         });
-    let broker = Broker {
+    let mut broker = Broker {
         child,
         bootstrap: format!("127.0.0.1:{port}"),
     };
@@ -93,9 +106,43 @@ pub fn start_broker() -> Broker {
             Instant::now() < deadline,
             "tansu did not start listening on {addr}"
         );
+        if !matches!(broker.child.try_wait(), Ok(None)) {
+            return None; // it exited: the port was taken
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
-    broker
+    // Something answers; it must be this broker (dropping the others stops them).
+    listens_on(broker.child.id(), port).then_some(broker)
+}
+
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port` (Linux: the
+/// listening socket's inode in `/proc/net/tcp` among the process's descriptors). Where
+/// `/proc` cannot tell, it is taken as yes.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return true;
+    };
+    let local = format!("0100007F:{port:04X}");
+    const LISTEN: &str = "0A";
+    let sockets: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let listening =
+                fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&LISTEN);
+            listening
+                .then(|| fields.get(9).map(|inode| format!("socket:[{inode}]")))
+                .flatten()
+        })
+        .collect();
+    let Ok(descriptors) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    descriptors
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+        .any(|target| sockets.iter().any(|s| target.as_os_str() == s.as_str()))
 }
 
 /// The client settings for tansu. tansu 0.6 answers a fetch with the stored batches whose
