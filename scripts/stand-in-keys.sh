@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes throw-away credentials for the push stand-ins (`loadtest fake-fcm`, `loadtest fake-apns`).
 # Usage: scripts/stand-in-keys.sh DIR [FCM_TOKEN_URI]
-#   DIR/fcm-service-account.json  a service-account key file for Postino's `fcm_service_account`
+#   DIR/fcm-service-account.json  a service-account key file for Postino's `push.fcm.service_account`
 #   DIR/fcm-public.pem            its public key, for `loadtest fake-fcm --public-key`
 #   DIR/apns-key.p8               an APNs signing key for Postino's `apns_key_file`
 #   DIR/apns-public.pem           its public key, for `loadtest fake-apns --public-key`

@@ -91,6 +91,15 @@ pub trait Stage: Send + Sync + 'static {
     async fn dead_lettered(&self, _item: &Self::Item, _reason: &str) {}
 }
 
+/// A stage of Postino's pipeline: the topic it consumes and its consumer group, so that
+/// whoever runs it needs nothing else to subscribe it.
+pub trait PipelineStage: Stage {
+    /// The topic it consumes; its retry lane consumes `<TOPIC>.retry`.
+    const TOPIC: &'static str;
+    /// Its consumer group; the retry lane's is `<GROUP>.retry`.
+    const GROUP: &'static str;
+}
+
 /// Per-item outcomes for a stage whose batch succeeds or fails as a whole: `batch` runs on
 /// every item at once and, when it fails for a reason other than `Unavailable`, on each item
 /// alone, to find the culprits and let their batch-mates through.
@@ -149,6 +158,80 @@ impl Default for StageConfig {
             max_attempts: 5,
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The stage settings an operator sets (`[stage]` and `[stage.retry]`); the rest of
+/// [`StageConfig`] keeps its defaults.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StageSettings {
+    /// How long a stage whose poll found less than a full batch waits for more, in ms
+    /// (at most 1000).
+    pub linger_ms: u64,
+    pub retry: RetrySettings,
+}
+
+/// How a failed record is tried again (`[stage.retry]`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetrySettings {
+    /// Attempts a record gets, the first one included, before it goes to `<topic>.dlq`.
+    pub max_attempts: u32,
+    /// Delay before a record's second attempt, in ms; it doubles with each further one.
+    pub initial_ms: u64,
+    /// Longest delay between two attempts, in ms (at most 240000).
+    pub max_ms: u64,
+}
+
+impl Default for StageSettings {
+    fn default() -> Self {
+        Self {
+            linger_ms: 5,
+            retry: RetrySettings::default(),
+        }
+    }
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            initial_ms: 1_000,
+            max_ms: 60_000,
+        }
+    }
+}
+
+impl StageSettings {
+    /// Why these settings cannot run, naming the key.
+    pub fn check(&self) -> Result<(), String> {
+        if self.linger_ms > 1000 {
+            return Err(
+                "stage.linger_ms must be at most 1000: a batch waits that long at every stage"
+                    .into(),
+            );
+        }
+        if self.retry.max_attempts < 1 {
+            return Err("stage.retry.max_attempts must be at least 1".into());
+        }
+        // A retry lane waits for its records while it holds the consumer: stay well inside
+        // Kafka's default poll interval of 5 minutes.
+        if self.retry.initial_ms > self.retry.max_ms || self.retry.max_ms > 240_000 {
+            return Err("stage.retry.initial_ms must not exceed stage.retry.max_ms, and stage.retry.max_ms must be at most 240000 (4 minutes)".into());
+        }
+        Ok(())
+    }
+
+    /// How every stage polls, batches and retries.
+    pub fn stage_config(&self) -> StageConfig {
+        StageConfig {
+            max_attempts: self.retry.max_attempts,
+            retry_initial: Duration::from_millis(self.retry.initial_ms),
+            retry_max: Duration::from_millis(self.retry.max_ms),
+            linger: Duration::from_millis(self.linger_ms),
+            ..StageConfig::default()
         }
     }
 }

@@ -153,8 +153,6 @@ fn listens_on(pid: u32, port: u16) -> bool {
 pub fn tansu_config(bootstrap: &str) -> KafkaConfig {
     let mut config = KafkaConfig::new(bootstrap);
     config.partitions = 3;
-    config
-        .properties
-        .insert("batch.num.messages".into(), "1".into());
+    config.properties.insert("batch.num.messages", "1");
     config
 }

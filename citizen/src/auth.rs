@@ -2,11 +2,14 @@
 //! HS256 with a shared secret; production verifies RS256 or ES256 tokens from the identity
 //! provider with its public key, so this service never holds a signing key.
 
+use std::path::PathBuf;
+
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use model::problem::Problem;
+use model::secret::Secret;
 use model::FiscalCode;
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +37,65 @@ impl std::fmt::Debug for JwtKey {
         f.debug_tuple(variant)
             .field(&format_args!("{shown}"))
             .finish()
+    }
+}
+
+/// The `[jwt]` settings: how citizen tokens are verified.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtSettings {
+    /// HS256 secret of development tokens (at least 32 bytes). When neither it nor
+    /// `public_key_file` is set, one is generated under the data directory.
+    pub secret: Option<Secret>,
+    /// PEM public key verifying production tokens (RS256 or ES256), with `algorithm`.
+    pub public_key_file: Option<PathBuf>,
+    pub algorithm: Option<JwtAlgorithm>,
+    /// Required `iss` of citizen tokens, if set.
+    pub issuer: Option<String>,
+    /// Required `aud` of citizen tokens, if set.
+    pub audience: Option<String>,
+    /// `public_key_file`'s contents, read once by [`JwtSettings::read_files`].
+    #[serde(skip)]
+    public_key_pem: Option<String>,
+}
+
+/// The algorithms of production tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JwtAlgorithm {
+    RS256,
+    ES256,
+}
+
+impl JwtSettings {
+    /// Why these settings cannot run, naming the key.
+    pub fn check(&self) -> Result<(), String> {
+        match (self.public_key_file.is_some(), self.algorithm.is_some()) {
+            (true, false) => {
+                Err("jwt.algorithm must be RS256 or ES256 when jwt.public_key_file is set".into())
+            }
+            (false, true) => Err("jwt.algorithm is set but jwt.public_key_file is not".into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads `public_key_file` once, at start, so that a missing key stops Postino there.
+    pub fn read_files(&mut self) -> Result<(), String> {
+        self.public_key_pem = match &self.public_key_file {
+            None => None,
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                format!("jwt.public_key_file: cannot read {}: {e}", path.display())
+            })?),
+        };
+        Ok(())
+    }
+
+    /// The production key, when one is configured.
+    pub fn public_key(&self) -> Option<JwtKey> {
+        let pem = self.public_key_pem.clone()?;
+        Some(match self.algorithm? {
+            JwtAlgorithm::RS256 => JwtKey::Rs256PublicKeyPem(pem),
+            JwtAlgorithm::ES256 => JwtKey::Es256PublicKeyPem(pem),
+        })
     }
 }
 

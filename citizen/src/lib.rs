@@ -17,7 +17,7 @@ mod installations;
 mod preferences;
 mod profile;
 
-pub use auth::{JwtKey, JwtVerifier};
+pub use auth::{JwtAlgorithm, JwtKey, JwtSettings, JwtVerifier};
 
 #[derive(Debug, Clone)]
 pub struct CitizenState {

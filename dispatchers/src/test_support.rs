@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use ulid::Ulid;
 
-use crate::email::{SmtpSettings, SmtpTls};
+use crate::email::{SmtpRelay, SmtpTls};
 
 /// A self-signed certificate for `localhost` and 127.0.0.1 (its PEM file, and its key's),
 /// made with openssl: what a TLS stand-in presents and its client is told to trust.
@@ -116,8 +116,8 @@ impl SmtpSink {
     }
 
     /// Settings that reach this server.
-    pub fn settings(&self) -> SmtpSettings {
-        SmtpSettings {
+    pub fn settings(&self) -> SmtpRelay {
+        SmtpRelay {
             host: "127.0.0.1".into(),
             port: self.port,
             tls: SmtpTls::None,

@@ -14,13 +14,13 @@ const JWT_SECRET: &str = "loadtest test secret for citizen tokens";
 const MANAGE_KEY: &str = "loadtest-manage-key-0123456789";
 
 async fn postino(dir: &Path) -> App {
-    let config = Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         data_dir: dir.to_path_buf(),
         manage_key: Some(MANAGE_KEY.into()),
-        jwt_secret: Some(JWT_SECRET.into()),
         ..Config::default()
     };
+    config.jwt.secret = Some(JWT_SECRET.into());
     App::start(&config).await.expect("start postino")
 }
 
@@ -275,25 +275,24 @@ async fn a_mass_notice_reaches_every_seeded_phone_and_mailbox_once_and_reports_b
     let sink = dispatchers::test_support::SmtpSink::start(mailbox.path());
     let data = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
-    let app = App::start(&Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         data_dir: data.path().to_path_buf(),
         manage_key: Some(MANAGE_KEY.into()),
-        jwt_secret: Some(JWT_SECRET.into()),
-        fcm_service_account: Some(push.dir.path().join("fcm-service-account.json")),
-        fcm_base_url: push.fcm.clone(),
-        apns_key_file: Some(push.dir.path().join("apns-key.p8")),
-        apns_key_id: Some(APNS_KEY_ID.into()),
-        apns_team_id: Some(APNS_TEAM_ID.into()),
-        apns_topic: Some(APNS_TOPIC.into()),
-        apns_base_url: push.apns.clone(),
-        smtp_host: Some("127.0.0.1".into()),
-        smtp_port: Some(sink.port),
-        smtp_tls: "none".into(),
         ..Config::default()
-    })
-    .await
-    .expect("start postino");
+    };
+    config.jwt.secret = Some(JWT_SECRET.into());
+    config.push.fcm.service_account = Some(push.dir.path().join("fcm-service-account.json"));
+    config.push.fcm.base_url = push.fcm.clone();
+    config.push.apns.key_file = Some(push.dir.path().join("apns-key.p8"));
+    config.push.apns.key_id = Some(APNS_KEY_ID.into());
+    config.push.apns.team_id = Some(APNS_TEAM_ID.into());
+    config.push.apns.topic = Some(APNS_TOPIC.into());
+    config.push.apns.base_url = push.apns.clone();
+    config.smtp.host = Some("127.0.0.1".into());
+    config.smtp.port = Some(sink.port);
+    config.smtp.tls = dispatchers::email::SmtpTls::None;
+    let app = App::start(&config).await.expect("start postino");
     let url = format!("http://{}", app.addr);
     let state = work.path().join("state.json").display().to_string();
     let out = work.path().join("results");

@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod problem;
 pub mod profile;
 pub mod push;
+pub mod secret;
 pub mod service;
 pub mod status;
 pub mod validation;

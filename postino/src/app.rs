@@ -2,7 +2,6 @@
 //! under the data directory. Tests start it on port 0 exactly as `postino serve` does.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,19 +13,16 @@ use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use bus::embedded::EmbeddedBus;
 use bus::kafka::KafkaBus;
-use bus::stage::{self, StageConfig};
+use bus::stage::{self, PipelineStage, StageSettings};
 use bus::Bus;
 use citizen::{CitizenState, JwtKey, JwtVerifier};
 use dispatchers::email::mailer::{Mailer, OutboxMailer, SmtpMailer};
 use dispatchers::email::EmailStage;
 use dispatchers::inbox::InboxStage;
-use dispatchers::push::apns::{ApnsCredentials, ApnsProvider};
-use dispatchers::push::fcm::{FcmProvider, ServiceAccount};
-use dispatchers::push::service::{ProviderLane, PushService};
 use dispatchers::push::PushStage;
 use ingest::{IngestState, Keys};
-use model::pipeline::topics;
 use model::problem::Problem;
+use model::secret::Secret;
 use router::RouterStage;
 use store::sqlite::SqliteStore;
 use store::{KeyOwner, Store};
@@ -34,6 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{BusChoice, Config};
+use crate::roles::Role;
 use crate::secrets::{parse_secret, random_hex, read_or_create};
 
 /// The setting holding the hash of the manage key in force.
@@ -63,10 +60,9 @@ impl App {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-        let roles = config.roles()?;
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(dir).context("cannot open the store")?);
-        let bus: Arc<dyn Bus> = match config.bus()? {
+        let bus: Arc<dyn Bus> = match config.bus_choice() {
             BusChoice::Embedded => EmbeddedBus::open(dir).context("cannot open the log")?,
             BusChoice::Kafka(kafka) => KafkaBus::connect(kafka).context("cannot set up Kafka")?,
         };
@@ -78,102 +74,59 @@ impl App {
             stopped: stopped.clone(),
             failed: stage_failed,
         };
-        let mut stages = Vec::new();
-        if roles.router {
-            let stage = Arc::new(RouterStage::new(Arc::clone(&store), Arc::clone(&bus)));
-            stages.push(
-                supervisor
-                    .start(topics::MESSAGES, router::GROUP, stage, config.stage())
-                    .await?,
-            );
-        }
-        if roles.inbox {
-            let push = config.push_platforms();
-            if !push.any() {
-                tracing::warn!(
-                    "no push provider is configured: pushes are skipped (no_push_provider)"
-                );
-            }
-            let stage = Arc::new(InboxStage::new(Arc::clone(&store), Arc::clone(&bus), push));
-            stages.push(
-                supervisor
-                    .start(
-                        topics::DELIVERIES_INBOX,
-                        dispatchers::inbox::GROUP,
-                        stage,
-                        config.stage(),
-                    )
-                    .await?,
-            );
-        }
-
-        if roles.push {
-            let service = Arc::new(push_service(config)?);
-            let stage = Arc::new(PushStage::new(Arc::clone(&store), service));
-            stages.push(
-                supervisor
-                    .start(
-                        topics::DELIVERIES_PUSH,
-                        dispatchers::push::GROUP,
-                        stage,
-                        config.stage(),
-                    )
-                    .await?,
-            );
-        }
-
-        if roles.email {
-            let mailer: Arc<dyn Mailer> = match config.smtp()? {
-                Some(smtp) => {
-                    tracing::info!(relay = %smtp.host, port = smtp.port, "emails go to the SMTP relay");
-                    Arc::new(SmtpMailer::new(&smtp)?)
-                }
-                None => {
-                    let outbox = config.email_outbox();
-                    tracing::warn!(outbox = %outbox.display(), "no smtp_host: emails are appended to the outbox's hourly .mbox files, not sent");
-                    Arc::new(OutboxMailer::new(outbox.clone()).with_context(|| {
-                        format!("cannot create the email outbox {}", outbox.display())
-                    })?)
-                }
-            };
-            let stage = Arc::new(EmailStage::new(
-                Arc::clone(&store),
-                mailer,
-                config.email_from()?,
-                config.email_max_in_flight,
-            ));
-            stages.push(
-                supervisor
-                    .start(
-                        topics::DELIVERIES_EMAIL,
-                        dispatchers::email::GROUP,
-                        stage,
-                        config.stage(),
-                    )
-                    .await?,
-            );
-        }
-
-        // Every process serves /health and /openapi.json; the APIs only where their role runs.
+        // Every process serves /health and /openapi.json; the APIs only where their role
+        // runs. Stages join their groups before the server listens.
         let mut routes = Router::new();
         let mut generated_manage_key = None;
         let mut background = Vec::new();
-        if roles.ingest {
-            let secret = deployment_secret(config)?;
-            generated_manage_key =
-                bootstrap_manage_key(&*store, config.manage_key.as_deref()).await?;
-            let (ingest, accepted_rows) = IngestState::new(
-                Arc::clone(&store),
-                Arc::clone(&bus),
-                Keys::new(&secret),
-                Keys::partition_key(&secret),
-            );
-            background.push(accepted_rows);
-            routes = routes.merge(ingest::router(ingest));
-        }
-        if roles.citizen {
-            let jwt = Arc::new(jwt_verifier(config)?);
-            routes = routes.merge(citizen::router(CitizenState { store, jwt }));
+        let mut stages = Vec::new();
+        for role in config.roles.iter() {
+            match role {
+                Role::Router => {
+                    let stage = RouterStage::new(Arc::clone(&store), Arc::clone(&bus));
+                    stages.push(supervisor.start(stage, &config.stage).await?);
+                }
+                Role::Inbox => {
+                    let push = config.push.platforms();
+                    if !push.any() {
+                        tracing::warn!(
+                            "no push provider is configured: pushes are skipped (no_push_provider)"
+                        );
+                    }
+                    let stage = InboxStage::new(Arc::clone(&store), Arc::clone(&bus), push);
+                    stages.push(supervisor.start(stage, &config.stage).await?);
+                }
+                Role::Push => {
+                    let service = Arc::new(config.push.service()?);
+                    let stage = PushStage::new(Arc::clone(&store), service);
+                    stages.push(supervisor.start(stage, &config.stage).await?);
+                }
+                Role::Email => {
+                    let stage = email_stage(config, Arc::clone(&store))?;
+                    stages.push(supervisor.start(stage, &config.stage).await?);
+                }
+                Role::Ingest => {
+                    let secret = deployment_secret(config)?;
+                    generated_manage_key = bootstrap_manage_key(
+                        &*store,
+                        config.manage_key.as_ref().map(Secret::expose),
+                    )
+                    .await?;
+                    let (ingest, accepted_rows) = IngestState::new(
+                        Arc::clone(&store),
+                        Arc::clone(&bus),
+                        Keys::new(&secret),
+                        Keys::partition_key(&secret),
+                    );
+                    background.push(accepted_rows);
+                    routes = routes.merge(ingest::router(ingest));
+                }
+                Role::Citizen => {
+                    let jwt = Arc::new(jwt_verifier(config)?);
+                    let store = Arc::clone(&store);
+                    routes = routes.merge(citizen::router(CitizenState { store, jwt }));
+                }
+            }
         }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -348,20 +301,24 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    /// Joins `stage`'s consumer groups on `topic`, then runs it until shutdown. The join is
-    /// awaited here so that start-up fails when a stage cannot subscribe, and so that once
+    /// Joins `stage`'s consumer groups, then runs it until shutdown. The join is awaited
+    /// here so that start-up fails when a stage cannot subscribe, and so that once
     /// `App::start` returns every stage's group holds its place in the log.
-    async fn start<S: stage::Stage>(
+    async fn start<S: PipelineStage>(
         &self,
-        topic: &'static str,
-        group: &'static str,
-        stage: Arc<S>,
-        cfg: StageConfig,
+        stage: S,
+        settings: &StageSettings,
     ) -> anyhow::Result<JoinHandle<Result<(), bus::BusError>>> {
+        let (topic, group) = (S::TOPIC, S::GROUP);
         let joined = stage::join(&*self.bus, topic, group)
             .await
             .with_context(|| format!("cannot subscribe to {topic} as group {group}"))?;
-        let run = joined.run(Arc::clone(&self.bus), stage, cfg, self.stopped.clone());
+        let run = joined.run(
+            Arc::clone(&self.bus),
+            Arc::new(stage),
+            settings.stage_config(),
+            self.stopped.clone(),
+        );
         Ok(self.spawn(format!("the stage on {topic} ({group})"), run))
     }
 
@@ -388,9 +345,34 @@ impl Supervisor {
     }
 }
 
+/// The email dispatcher: to the SMTP relay, or without one to the outbox's mailbox files.
+fn email_stage(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<EmailStage> {
+    let mailer: Arc<dyn Mailer> = match config.smtp.relay(config.email.max_in_flight) {
+        Some(smtp) => {
+            tracing::info!(relay = %smtp.host, port = smtp.port, "emails go to the SMTP relay");
+            Arc::new(SmtpMailer::new(&smtp)?)
+        }
+        None => {
+            let outbox = config.email_outbox();
+            tracing::warn!(outbox = %outbox.display(), "no smtp.host: emails are appended to the outbox's hourly .mbox files, not sent");
+            Arc::new(
+                OutboxMailer::new(outbox.clone()).with_context(|| {
+                    format!("cannot create the email outbox {}", outbox.display())
+                })?,
+            )
+        }
+    };
+    Ok(EmailStage::new(
+        store,
+        mailer,
+        config.email.from.clone(),
+        config.email.max_in_flight,
+    ))
+}
+
 fn deployment_secret(config: &Config) -> anyhow::Result<[u8; 32]> {
     let text = match &config.secret {
-        Some(s) => s.clone(),
+        Some(s) => s.expose().to_string(),
         None => read_or_create(&config.data_dir.join("secret"), || random_hex(32))
             .context("cannot read or create the deployment secret")?,
     };
@@ -438,8 +420,8 @@ pub async fn bootstrap_manage_key(
 
 /// The HS256 secret for development tokens: configured, or the generated one.
 pub fn dev_jwt_secret(config: &Config, create: bool) -> anyhow::Result<String> {
-    if let Some(secret) = &config.jwt_secret {
-        return Ok(secret.clone());
+    if let Some(secret) = &config.jwt.secret {
+        return Ok(secret.expose().to_string());
     }
     let path = config.data_dir.join(JWT_DEV_SECRET_FILE);
     if create {
@@ -456,19 +438,12 @@ pub fn dev_jwt_secret(config: &Config, create: bool) -> anyhow::Result<String> {
 }
 
 fn jwt_verifier(config: &Config) -> anyhow::Result<JwtVerifier> {
-    let key = match (&config.jwt_public_key_file, config.jwt_algorithm.as_deref()) {
-        (Some(file), Some(alg)) => {
-            let pem = read_pem(file)?;
-            if alg == "ES256" {
-                JwtKey::Es256PublicKeyPem(pem)
-            } else {
-                JwtKey::Rs256PublicKeyPem(pem)
-            }
-        }
-        _ => {
-            if config.jwt_secret.is_none() {
+    let key = match config.jwt.public_key() {
+        Some(key) => key,
+        None => {
+            if config.jwt.secret.is_none() {
                 tracing::warn!(
-                    "citizen tokens use a generated development HS256 secret ({}); configure jwt_public_key_file in production",
+                    "citizen tokens use a generated development HS256 secret ({}); configure jwt.public_key_file in production",
                     config.data_dir.join(JWT_DEV_SECRET_FILE).display()
                 );
             }
@@ -477,53 +452,10 @@ fn jwt_verifier(config: &Config) -> anyhow::Result<JwtVerifier> {
     };
     JwtVerifier::new(
         &key,
-        config.jwt_issuer.as_deref(),
-        config.jwt_audience.as_deref(),
+        config.jwt.issuer.as_deref(),
+        config.jwt.audience.as_deref(),
     )
     .context("citizen JWT configuration")
-}
-
-fn read_pem(file: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read jwt_public_key_file {}", file.display()))
-}
-
-/// The push providers the configuration names ([`Config::push_platforms`]); the inbox
-/// role makes no job for a platform without one (such a job would be dead-lettered as FAILED
-/// with the reason).
-fn push_service(config: &Config) -> anyhow::Result<PushService> {
-    let http = config.push_client()?;
-    let per_minute = |n: u32| std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN);
-    let mut service = PushService::default();
-    if let Some(path) = &config.fcm_service_account {
-        let account = ServiceAccount::from_file(path)?;
-        let provider = FcmProvider::new(account, &config.fcm_base_url, &http)?;
-        service.fcm = Some(ProviderLane::new(
-            Arc::new(provider),
-            per_minute(config.fcm_per_minute),
-            config.push_max_in_flight,
-        ));
-    } else {
-        tracing::warn!("no fcm_service_account: FCM devices get no push");
-    }
-    if let (Some(path), Some(key_id), Some(team_id), Some(topic)) = (
-        &config.apns_key_file,
-        &config.apns_key_id,
-        &config.apns_team_id,
-        &config.apns_topic,
-    ) {
-        let credentials =
-            ApnsCredentials::from_key_file(path, key_id.clone(), team_id.clone(), topic.clone())?;
-        let provider = ApnsProvider::new(credentials, &config.apns_base_url, &http)?;
-        service.apns = Some(ProviderLane::new(
-            Arc::new(provider),
-            per_minute(config.apns_per_minute),
-            config.push_max_in_flight,
-        ));
-    } else {
-        tracing::warn!("no apns_key_file: APNs devices get no push");
-    }
-    Ok(service)
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use crate::config::{BusChoice, Config};
 pub fn specs(config: &Config) -> Vec<TopicSpec> {
     let spec = |name: String, retention_ms: u64| TopicSpec {
         name,
-        partitions: config.kafka_partitions,
-        replication_factor: config.kafka_replication_factor,
+        partitions: config.kafka.partitions,
+        replication_factor: config.kafka.replication_factor,
         config: vec![
             ("cleanup.policy".into(), "delete".into()),
             ("retention.ms".into(), retention_ms.to_string()),
@@ -25,9 +25,9 @@ pub fn specs(config: &Config) -> Vec<TopicSpec> {
         .iter()
         .flat_map(|t| {
             [
-                spec(t.to_string(), config.kafka_retention_ms),
-                spec(retry_topic(t), config.kafka_retention_ms),
-                spec(dead_letter_topic(t), config.kafka_dlq_retention_ms),
+                spec(t.to_string(), config.kafka.retention_ms),
+                spec(retry_topic(t), config.kafka.retention_ms),
+                spec(dead_letter_topic(t), config.kafka.dlq_retention_ms),
             ]
         })
         .collect()
@@ -35,7 +35,7 @@ pub fn specs(config: &Config) -> Vec<TopicSpec> {
 
 /// Creates what is missing and prints, per topic, what it did.
 pub async fn init(config: &Config) -> anyhow::Result<()> {
-    let BusChoice::Kafka(kafka) = config.bus()? else {
+    let BusChoice::Kafka(kafka) = config.bus_choice() else {
         anyhow::bail!("`postino kafka init` needs bus = \"kafka://host:port\" (--bus, POSTINO_BUS or the config file)");
     };
     let bus = KafkaBus::connect(kafka)?;
@@ -47,7 +47,7 @@ pub async fn init(config: &Config) -> anyhow::Result<()> {
         match outcome {
             TopicOutcome::Created(name) => println!(
                 "created {name} ({} partitions, replication factor {})",
-                config.kafka_partitions, config.kafka_replication_factor
+                config.kafka.partitions, config.kafka.replication_factor
             ),
             TopicOutcome::Existed(name) => println!("exists  {name} (as configured)"),
             TopicOutcome::Differs { name, differences } => println!(

@@ -7,4 +7,5 @@ pub mod config;
 pub mod kafka_init;
 pub mod logstatus;
 pub mod openapi;
+pub mod roles;
 pub mod secrets;

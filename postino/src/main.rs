@@ -40,7 +40,7 @@ enum Command {
         listen: Option<SocketAddr>,
         #[arg(long, help = format!(
             "Roles to run: all, or a comma-separated subset of {} [default: all]",
-            postino::config::ROLE_NAMES.join(",")
+            postino::roles::Role::ALL.map(postino::roles::Role::name).join(",")
         ))]
         roles: Option<String>,
         /// The log: embedded, or kafka://host:port[,host:port…] [default: embedded]

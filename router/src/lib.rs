@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bus::stage::{self, Stage, StageError};
+use bus::stage::{self, PipelineStage, Stage, StageError};
 use bus::{Bus, Record};
 use model::channels::{decide, ChannelChoice, Verdict};
 use model::pipeline::{decode, topics, AcceptedMessage, RoutingDecision};
@@ -127,6 +127,11 @@ fn route(message: &AcceptedMessage, routing: Routing) -> Routed {
 
 /// Where one message goes: on to the inbox with its plan, or rejected for a reason.
 type Routed = Result<RoutingDecision, RejectionReason>;
+
+impl PipelineStage for RouterStage {
+    const TOPIC: &'static str = topics::MESSAGES;
+    const GROUP: &'static str = GROUP;
+}
 
 #[async_trait]
 impl Stage for RouterStage {

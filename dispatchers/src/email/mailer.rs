@@ -11,7 +11,7 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use ulid::Ulid;
 
-use super::config::{SmtpSettings, SmtpTls};
+use super::config::{SmtpRelay, SmtpTls};
 
 /// How handing over an email failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,7 +57,7 @@ pub struct SmtpSetupError {
 }
 
 impl SmtpMailer {
-    pub fn new(settings: &SmtpSettings) -> Result<Self, SmtpSetupError> {
+    pub fn new(settings: &SmtpRelay) -> Result<Self, SmtpSetupError> {
         let relay = format!("{}:{}", settings.host, settings.port);
         let setup = |reason: String| SmtpSetupError {
             relay: relay.clone(),

@@ -11,5 +11,5 @@ mod stage;
 #[cfg(test)]
 mod tests;
 
-pub use config::{SmtpSettings, SmtpTls};
+pub use config::{EmailSettings, SmtpRelay, SmtpSettings, SmtpTls};
 pub use stage::{EmailStage, GROUP};

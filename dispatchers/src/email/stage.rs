@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bus::stage::{Stage, StageError};
+use bus::stage::{PipelineStage, Stage, StageError};
 use bus::Record;
 use lettre::Address;
 use model::email::EmailJob;
-use model::pipeline::decode;
+use model::pipeline::{decode, topics};
 use model::status::{Channel, ChannelStatus};
 
 use crate::outcome::{record_failed, send_each, Outcome};
@@ -67,6 +67,11 @@ impl EmailStage {
             Err(MailError::Rejected(reason)) => (None, Err(StageError::Permanent(reason))),
         }
     }
+}
+
+impl PipelineStage for EmailStage {
+    const TOPIC: &'static str = topics::DELIVERIES_EMAIL;
+    const GROUP: &'static str = GROUP;
 }
 
 #[async_trait]

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use super::mailer::{mbox_entry, outbox_file_name, MailError, Mailer, OutboxMailer, SmtpMailer};
 use super::render::compose;
 use super::render::MESSAGE_ID_HEADER;
-use super::{EmailStage, SmtpSettings, SmtpTls, GROUP};
+use super::{EmailStage, SmtpRelay, SmtpTls, GROUP};
 use crate::test_support::{
     channel_status, dead_lettered, outbox_emails, sorted_ids, spawn_stage, SmtpSink,
 };
@@ -173,7 +173,7 @@ async fn deferrals_refusals_and_a_relay_that_is_down_are_told_apart() {
 
     let port = sink.port;
     drop(sink);
-    let down = SmtpMailer::new(&SmtpSettings {
+    let down = SmtpMailer::new(&SmtpRelay {
         host: "127.0.0.1".into(),
         port,
         tls: SmtpTls::None,
@@ -215,7 +215,7 @@ async fn starttls_and_implicit_tls_with_auth_reach_the_relay_and_a_wrong_passwor
                 "postino:s3cret",
             ],
         );
-        let settings = |password: &str| SmtpSettings {
+        let settings = |password: &str| SmtpRelay {
             host: "localhost".into(),
             tls,
             credentials: Some(("postino".into(), password.into())),
@@ -242,7 +242,7 @@ async fn starttls_and_implicit_tls_with_auth_reach_the_relay_and_a_wrong_passwor
         );
 
         // Without the private CA the relay's certificate is not trusted: nothing is sent.
-        let untrusted = SmtpMailer::new(&SmtpSettings {
+        let untrusted = SmtpMailer::new(&SmtpRelay {
             ca_pem: None,
             ..settings("s3cret")
         })
@@ -276,7 +276,7 @@ async fn a_relay_that_is_down_holds_the_emails_until_it_is_back_and_loses_none()
     });
 
     let j = job("paola@example.org", Language::Italian);
-    let settings = SmtpSettings {
+    let settings = SmtpRelay {
         host: "127.0.0.1".into(),
         port,
         tls: SmtpTls::None,

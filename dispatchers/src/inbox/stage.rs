@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bus::stage::{self, Stage, StageError};
+use bus::stage::{self, PipelineStage, Stage, StageError};
 use bus::{Bus, Record};
 use model::channels::{ChannelChoice, SkipReason};
 use model::email::EmailJob;
@@ -137,6 +137,11 @@ fn record(plan: &DeliveryPlan, status: MessageStatus) -> MessageRecord {
         },
         ..MessageRecord::new(plan.message.clone(), status)
     }
+}
+
+impl PipelineStage for InboxStage {
+    const TOPIC: &'static str = topics::DELIVERIES_INBOX;
+    const GROUP: &'static str = GROUP;
 }
 
 #[async_trait]

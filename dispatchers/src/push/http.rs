@@ -15,6 +15,15 @@ pub struct ClientSettings {
 #[error("the CA certificates are not usable: {0}")]
 pub struct CaError(String);
 
+/// The certificates of a PEM bundle: at least one, or the bundle is refused.
+pub fn parse_ca_bundle(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, CaError> {
+    let roots = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| CaError(e.to_string()))?;
+    if roots.is_empty() {
+        return Err(CaError("no PEM certificate in it".into()));
+    }
+    Ok(roots)
+}
+
 impl ClientSettings {
     /// The system's certificate authorities only.
     pub fn new(timeout: Duration) -> Self {
@@ -25,14 +34,14 @@ impl ClientSettings {
     }
 
     /// Also trusts every certificate of `pem` (one or more PEM blocks).
-    pub fn trusting_pem(mut self, pem: &[u8]) -> Result<Self, CaError> {
-        let roots =
-            reqwest::Certificate::from_pem_bundle(pem).map_err(|e| CaError(e.to_string()))?;
-        if roots.is_empty() {
-            return Err(CaError("no PEM certificate in it".into()));
-        }
+    pub fn trusting_pem(self, pem: &[u8]) -> Result<Self, CaError> {
+        Ok(self.trusting(parse_ca_bundle(pem)?))
+    }
+
+    /// Also trusts these certificates.
+    pub fn trusting(mut self, roots: impl IntoIterator<Item = reqwest::Certificate>) -> Self {
         self.extra_roots.extend(roots);
-        Ok(self)
+        self
     }
 
     /// A client that speaks HTTP/2 to `base_url`: negotiated by ALPN over TLS for the real

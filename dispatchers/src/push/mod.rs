@@ -4,6 +4,7 @@
 //! limit and in-flight bound; [`stage`] maps outcomes to statuses, removals and retries.
 
 pub mod apns;
+mod config;
 mod credential;
 pub mod fcm;
 mod http;
@@ -13,6 +14,7 @@ mod stage;
 #[cfg(test)]
 mod tests;
 
+pub use config::{ApnsSettings, FcmSettings, PushSettings, PushSetupError};
 pub use http::{CaError, ClientSettings};
 pub use service::PushPlatforms;
 pub use stage::{PushStage, GROUP};

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bus::stage::{Stage, StageError};
+use bus::stage::{PipelineStage, Stage, StageError};
 use bus::Record;
-use model::pipeline::decode;
+use model::pipeline::{decode, topics};
 use model::push::PushJob;
 use model::status::{Channel, ChannelStatus};
 
@@ -53,6 +53,11 @@ impl PushStage {
             Err(PushError::Rejected(reason)) => (None, Err(StageError::Permanent(reason))),
         }
     }
+}
+
+impl PipelineStage for PushStage {
+    const TOPIC: &'static str = topics::DELIVERIES_PUSH;
+    const GROUP: &'static str = GROUP;
 }
 
 #[async_trait]

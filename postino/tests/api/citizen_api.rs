@@ -389,10 +389,11 @@ async fn production_tokens_are_verified_with_the_configured_public_key() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(dir.path(), MANAGE_KEY);
-    cfg.jwt_secret = None;
-    cfg.jwt_public_key_file = Some(public);
-    cfg.jwt_algorithm = Some("ES256".into());
-    cfg.jwt_audience = Some("postino".into());
+    cfg.jwt.secret = None;
+    cfg.jwt.public_key_file = Some(public);
+    cfg.jwt.algorithm = Some(citizen::JwtAlgorithm::ES256);
+    cfg.jwt.audience = Some("postino".into());
+    cfg.read_files().expect("the public key is readable");
     let app = postino::app::App::start(&cfg).await.expect("start");
 
     let fc = fiscal_code();

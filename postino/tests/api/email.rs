@@ -70,9 +70,9 @@ async fn with_a_relay_the_email_reaches_it_and_secure_services_never_email() {
     let sink_dir = tempfile::tempdir().expect("tempdir");
     let sink = SmtpSink::start(sink_dir.path());
     let app = spawn_app_with(|cfg| {
-        cfg.smtp_host = Some("127.0.0.1".into());
-        cfg.smtp_port = Some(sink.port);
-        cfg.smtp_tls = "none".into();
+        cfg.smtp.host = Some("127.0.0.1".into());
+        cfg.smtp.port = Some(sink.port);
+        cfg.smtp.tls = dispatchers::email::SmtpTls::None;
     })
     .await;
     let service = app.service().await;

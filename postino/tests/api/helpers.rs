@@ -19,13 +19,14 @@ pub struct TestApp {
 }
 
 pub fn config(dir: &std::path::Path, manage_key: &str) -> Config {
-    Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         data_dir: dir.to_path_buf(),
         manage_key: Some(manage_key.into()),
-        jwt_secret: Some(JWT_SECRET.into()),
         ..Config::default()
-    }
+    };
+    config.jwt.secret = Some(JWT_SECRET.into());
+    config
 }
 
 pub async fn spawn_app() -> TestApp {

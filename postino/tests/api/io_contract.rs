@@ -142,10 +142,10 @@ async fn every_answer_of_the_senders_api_fits_ios_own_schemas() {
     let relay_port = down.local_addr().expect("addr").port();
     drop(down);
     let app = spawn_app_with(|cfg| {
-        cfg.smtp_host = Some("127.0.0.1".into());
-        cfg.smtp_port = Some(relay_port);
-        cfg.smtp_tls = "none".into();
-        cfg.smtp_timeout_ms = 500;
+        cfg.smtp.host = Some("127.0.0.1".into());
+        cfg.smtp.port = Some(relay_port);
+        cfg.smtp.tls = dispatchers::email::SmtpTls::None;
+        cfg.smtp.timeout_ms = 500;
     })
     .await;
     let service = app.service().await;
