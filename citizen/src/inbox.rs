@@ -71,7 +71,7 @@ pub struct MessageStatusAttributes {
 fn entry(item: store::InboxItem) -> InboxEntry {
     InboxEntry {
         id: item.id.to_string(),
-        created_at: item.created_at,
+        created_at: item.created_at.to_string(),
         sender_service_id: item.sender_service_id,
         service_name: item.service_name,
         organization_name: item.organization_name,

@@ -29,7 +29,7 @@ impl From<Installation> for InstallationView {
             id: i.id.to_string(),
             platform: i.platform,
             app_version: i.app_version,
-            updated_at: i.updated_at,
+            updated_at: i.updated_at.to_string(),
         }
     }
 }
@@ -64,7 +64,7 @@ pub(crate) async fn put_installation(
 ) -> Result<Json<InstallationView>, Problem> {
     let id = installation_id(&raw_id)?;
     let installation =
-        NewInstallation::parse(&body)?.into_installation(id, model::message::now_timestamp());
+        NewInstallation::parse(&body)?.into_installation(id, model::timestamp::Timestamp::now());
     state.store.put_installation(&fc, &installation).await?;
     Ok(Json(installation.into()))
 }

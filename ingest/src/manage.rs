@@ -45,7 +45,7 @@ fn lifecycle(service: Service) -> ServiceLifecycle {
         status: LifecycleStatus {
             value: "approved".into(),
         },
-        last_update: service.last_update,
+        last_update: service.last_update.to_string(),
         service: service.payload,
     }
 }
@@ -104,7 +104,7 @@ pub(crate) async fn create_service(
     let service = Service {
         id: ulid::Ulid::new().to_string(),
         payload,
-        last_update: model::message::now_timestamp(),
+        last_update: model::timestamp::Timestamp::now(),
         primary_key_generation: 0,
         secondary_key_generation: 0,
     };
@@ -158,7 +158,7 @@ pub(crate) async fn update_service(
     let payload = ServicePayload::parse(&body)?;
     let mut service = find(&state, &id).await?;
     service.payload = payload;
-    service.last_update = model::message::now_timestamp();
+    service.last_update = model::timestamp::Timestamp::now();
     state.store.put_service(&service).await?;
     state.callers.clear();
     Ok(Json(lifecycle(service)))
@@ -249,7 +249,7 @@ pub(crate) async fn regenerate_key(
         KeySlot::Primary => service.primary_key_generation += 1,
         KeySlot::Secondary => service.secondary_key_generation += 1,
     }
-    service.last_update = model::message::now_timestamp();
+    service.last_update = model::timestamp::Timestamp::now();
     state.store.put_service(&service).await?;
     state.callers.clear();
     let keys = register_keys(&state, &service).await?;

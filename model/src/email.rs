@@ -82,7 +82,7 @@ impl EmailJob {
             organization_name: message.sender.organization_name.clone(),
             subject: message.content.subject.clone(),
             markdown: message.content.markdown.clone(),
-            expires_at: expires_at(&message.created_at, message.time_to_live),
+            expires_at: expires_at(message.created_at, message.time_to_live),
         })
     }
 }

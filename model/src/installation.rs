@@ -8,6 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::timestamp::Timestamp;
 use crate::validation::{check_len, from_json};
 use crate::ValidationError;
 
@@ -139,7 +140,7 @@ pub struct Installation {
     pub token: DeviceToken,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_version: Option<String>,
-    pub updated_at: String,
+    pub updated_at: Timestamp,
 }
 
 /// The body of `PUT /installations/{id}` (IO `Installation`, plus the app's version).
@@ -172,7 +173,7 @@ impl NewInstallation {
         Ok(new)
     }
 
-    pub fn into_installation(self, id: InstallationId, updated_at: String) -> Installation {
+    pub fn into_installation(self, id: InstallationId, updated_at: Timestamp) -> Installation {
         Installation {
             id,
             platform: self.platform,

@@ -18,6 +18,7 @@ pub mod push;
 pub mod secret;
 pub mod service;
 pub mod status;
+pub mod timestamp;
 pub mod validation;
 
 pub use fiscal_code::FiscalCode;

@@ -229,22 +229,7 @@ pub fn parse_utc_timestamp(field: &str, value: &str) -> Result<String, Validatio
             "must be in UTC (end with Z or +00:00)",
         ));
     }
-    Ok(format_timestamp(parsed))
-}
-
-/// The current time in Postino's timestamp form.
-pub fn now_timestamp() -> String {
-    format_timestamp(OffsetDateTime::now_utc())
-}
-
-/// The one text form of timestamps Postino writes: RFC 3339 in UTC with milliseconds.
-pub fn format_timestamp(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    t.format(&fmt)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+    Ok(crate::timestamp::Timestamp::from(parsed).to_string())
 }
 
 #[cfg(test)]

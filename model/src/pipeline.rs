@@ -12,6 +12,7 @@ use crate::channels::ChannelPlan;
 use crate::email::EmailAddress;
 use crate::message::NewMessageContent;
 use crate::profile::PushContent;
+use crate::timestamp::Timestamp;
 use crate::validation::from_json;
 use crate::{FiscalCode, ValidationError};
 
@@ -43,7 +44,7 @@ pub struct AcceptedMessage {
     pub id: Ulid,
     pub fiscal_code: FiscalCode,
     pub sender_service_id: String,
-    pub created_at: String,
+    pub created_at: Timestamp,
     pub time_to_live: u32,
     pub content: NewMessageContent,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,7 +139,7 @@ pub(crate) mod tests {
                 id: Ulid::new(),
                 fiscal_code: FiscalCode::parse("fc", "RSSMRA85T10A562S").unwrap(),
                 sender_service_id: "svc".into(),
-                created_at: "2026-01-01T00:00:00.000Z".into(),
+                created_at: "2026-01-01T00:00:00.000Z".parse().expect("a timestamp"),
                 time_to_live: 3600,
                 content: NewMessageContent {
                     subject: "subject of ten".into(),
@@ -216,5 +217,10 @@ pub(crate) mod tests {
         v["fiscal_code"] = "RSSMRA85T10A562T".into();
         let err = decode::<AcceptedMessage>(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert_eq!(err.field, "fiscal_code");
+        // An unreadable creation time is refused where it is read, not taken for "now".
+        let mut v = serde_json::to_value(sample().message).unwrap();
+        v["created_at"] = "yesterday".into();
+        let err = decode::<AcceptedMessage>(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert_eq!(err.field, "created_at");
     }
 }

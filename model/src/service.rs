@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::message::{parse_organization_fiscal_code, MAX_AMOUNT};
+use crate::timestamp::Timestamp;
 use crate::validation::from_json;
 use crate::{FiscalCode, ValidationError};
 
@@ -137,7 +138,7 @@ pub struct Service {
     pub id: String,
     #[serde(flatten)]
     pub payload: ServicePayload,
-    pub last_update: String,
+    pub last_update: Timestamp,
     pub primary_key_generation: u32,
     pub secondary_key_generation: u32,
 }

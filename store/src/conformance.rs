@@ -74,7 +74,7 @@ pub fn sample_service() -> Service {
             authorized_cidrs: vec![],
             max_allowed_payment_amount: 0,
         },
-        last_update: "2026-01-01T00:00:00.000Z".into(),
+        last_update: "2026-01-01T00:00:00.000Z".parse().expect("a timestamp"),
         primary_key_generation: 0,
         secondary_key_generation: 0,
     }
@@ -99,7 +99,7 @@ pub fn sample_record(fc: &FiscalCode, ms: u64, status: MessageStatus) -> Message
             id: Ulid::from_parts(ms, u128::from(unique())),
             fiscal_code: fc.clone(),
             sender_service_id: "svc".into(),
-            created_at: "2026-01-01T00:00:00.000Z".into(),
+            created_at: "2026-01-01T00:00:00.000Z".parse().expect("a timestamp"),
             time_to_live: 3600,
             content: NewMessageContent {
                 subject: format!("message number {ms}"),
@@ -125,7 +125,7 @@ pub fn sample_record(fc: &FiscalCode, ms: u64, status: MessageStatus) -> Message
         status,
         rejection_reason: None,
         notification: NotificationStatus::default(),
-        updated_at: "2026-01-01T00:00:00.000Z".into(),
+        updated_at: "2026-01-01T00:00:00.000Z".parse().expect("a timestamp"),
     }
 }
 
@@ -432,7 +432,7 @@ fn installation(id: &str, token: &str) -> Installation {
         platform: Platform::Fcm,
         token: DeviceToken::parse("token", token).expect("valid token"),
         app_version: Some("1.0.0".into()),
-        updated_at: "2026-01-01T00:00:00.000Z".into(),
+        updated_at: "2026-01-01T00:00:00.000Z".parse().expect("a timestamp"),
     }
 }
 

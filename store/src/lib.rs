@@ -14,6 +14,7 @@ use model::pipeline::AcceptedMessage;
 use model::profile::{Profile, ServicePreference};
 use model::service::{KeySlot, Service};
 use model::status::{Channel, ChannelStatus, MessageStatus, NotificationStatus, RejectionReason};
+use model::timestamp::Timestamp;
 use model::FiscalCode;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
@@ -131,7 +132,7 @@ pub struct MessageRecord {
     pub rejection_reason: Option<RejectionReason>,
     #[serde(default)]
     pub notification: NotificationStatus,
-    pub updated_at: String,
+    pub updated_at: Timestamp,
 }
 
 impl MessageRecord {
@@ -142,7 +143,7 @@ impl MessageRecord {
             status,
             rejection_reason: None,
             notification: NotificationStatus::default(),
-            updated_at: model::message::now_timestamp(),
+            updated_at: Timestamp::now(),
         }
     }
 
@@ -160,7 +161,7 @@ impl MessageRecord {
 pub struct InboxItem {
     pub id: Ulid,
     pub sender_service_id: String,
-    pub created_at: String,
+    pub created_at: Timestamp,
     pub subject: String,
     pub service_name: String,
     pub organization_name: String,
@@ -173,7 +174,7 @@ impl InboxItem {
         Self {
             id: message.id,
             sender_service_id: message.sender_service_id.clone(),
-            created_at: message.created_at.clone(),
+            created_at: message.created_at,
             subject: message.content.subject.clone(),
             service_name: message.sender.service_name.clone(),
             organization_name: message.sender.organization_name.clone(),

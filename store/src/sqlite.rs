@@ -370,6 +370,7 @@ fn upsert_message(c: &Connection, record: &MessageRecord) -> Result<(), DbError>
         .as_ref()
         .map(text_of)
         .transpose()?;
+    let updated_at = record.updated_at.to_string();
     // ?1 to ?7 in both statements below.
     let columns: [&dyn rusqlite::ToSql; 7] = [
         &id,
@@ -378,7 +379,7 @@ fn upsert_message(c: &Connection, record: &MessageRecord) -> Result<(), DbError>
         &reason,
         &email,
         &webhook,
-        &record.updated_at,
+        &updated_at,
     ];
     // ACCEPTED ranks lowest, so it only ever writes a row that is not there yet: no need
     // to try moving an existing one first (ingest writes one such row per message).
@@ -426,7 +427,9 @@ fn decode_message(
             email: parse_column(email).map_err(StoreError::Corrupt)?,
             webhook: parse_column(webhook).map_err(StoreError::Corrupt)?,
         },
-        updated_at,
+        updated_at: updated_at
+            .parse()
+            .map_err(|e: model::timestamp::TimestampError| StoreError::Corrupt(e.to_string()))?,
     })
 }
 
@@ -609,7 +612,7 @@ fn record_outcomes(
                 id,
                 notification.email.as_ref().map(text_of).transpose()?,
                 notification.webhook.as_ref().map(text_of).transpose()?,
-                model::message::now_timestamp()
+                model::timestamp::Timestamp::now().to_string()
             ])?;
         }
     }

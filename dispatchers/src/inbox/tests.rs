@@ -148,7 +148,7 @@ fn device(id: &str, platform: Platform, token: &str) -> Installation {
         platform,
         token: DeviceToken::parse("t", token).expect("token"),
         app_version: None,
-        updated_at: "2026-01-01T00:00:00.000Z".into(),
+        updated_at: "2026-01-01T00:00:00.000Z".parse().expect("a timestamp"),
     }
 }
 

@@ -403,7 +403,7 @@ fn device(token: &str) -> (Installation, PushJob) {
         platform: j.platform,
         token: j.token.clone(),
         app_version: None,
-        updated_at: "2026-01-01T00:00:00.000Z".into(),
+        updated_at: "2026-01-01T00:00:00.000Z".parse().expect("a timestamp"),
     };
     (installation, j)
 }
