@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+#[cfg(feature = "testsuite")]
 pub mod conformance;
 pub mod embedded;
 pub mod kafka;
 pub mod stage;
+#[cfg(feature = "testsuite")]
 pub mod tansu;
 
 /// One record: `key` decides the partition (Postino uses the citizen's keyed hash, so one

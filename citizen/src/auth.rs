@@ -8,9 +8,9 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use model::problem::Problem;
 use model::secret::Secret;
 use model::FiscalCode;
+use problem::Problem;
 use serde::{Deserialize, Serialize};
 
 use crate::CitizenState;
@@ -212,6 +212,7 @@ impl FromRequestParts<CitizenState> for Citizen {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use testkit::keys::{key_pair, KeyKind};
 
     const SECRET: &str = "a development secret of 32+ bytes!";
 
@@ -268,52 +269,16 @@ mod tests {
         assert!(v.verify(&bad_sub).unwrap_err().contains("check character"));
     }
 
-    /// Runs `openssl` to make a key pair: (private key PKCS#8 PEM, public key PEM).
-    pub(crate) fn openssl_key_pair(kind: &str) -> (String, String) {
+    /// A key pair made by openssl: (private key PKCS#8 PEM, public key PEM).
+    fn openssl_key_pair(kind: &str) -> (String, String) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (private, public) = (dir.path().join("key.pem"), dir.path().join("pub.pem"));
-        let args: &[&str] = match kind {
-            "ec" => &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-            ],
-            _ => &[
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-                "-out",
-            ],
+        let kind = if kind == "ec" {
+            KeyKind::Ec
+        } else {
+            KeyKind::Rsa
         };
-        let run = |args: Vec<&std::ffi::OsStr>| {
-            let status = std::process::Command::new("openssl")
-                .args(args)
-                .status()
-                .expect("openssl is installed");
-            assert!(status.success());
-        };
-        run(args
-            .iter()
-            .map(std::ffi::OsStr::new)
-            .chain([private.as_os_str()])
-            .collect());
-        run(vec![
-            "pkey".as_ref(),
-            "-in".as_ref(),
-            private.as_os_str(),
-            "-pubout".as_ref(),
-            "-out".as_ref(),
-            public.as_os_str(),
-        ]);
-        (
-            std::fs::read_to_string(private).expect("private"),
-            std::fs::read_to_string(public).expect("public"),
-        )
+        let pair = key_pair(dir.path(), "token", kind);
+        (pair.private_key(), pair.public_key())
     }
 
     #[test]

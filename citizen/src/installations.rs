@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use model::installation::{Installation, InstallationId, NewInstallation, Platform};
-use model::problem::{doc, Problem};
+use problem::{doc, Problem};
 use serde::Serialize;
 use utoipa::ToSchema;
 

@@ -68,7 +68,7 @@ pub fn router(state: CitizenState) -> Router {
         inbox::get_message,
         inbox::change_status,
     ),
-    components(schemas(model::problem::Problem)),
+    components(schemas(problem::Problem)),
     modifiers(&BearerScheme),
     tags((name = "citizen", description = "The app-facing API"))
 )]

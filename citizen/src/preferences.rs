@@ -3,9 +3,9 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::Json;
-use model::problem::{doc, Problem};
 use model::profile::{Profile, ServicePreference};
 use model::FiscalCode;
+use problem::{doc, Problem};
 
 use crate::auth::Citizen;
 use crate::CitizenState;

@@ -4,8 +4,8 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
-use model::problem::{doc, Problem};
 use model::profile::{Profile, ProfileUpdate};
+use problem::{doc, Problem};
 
 use crate::auth::Citizen;
 use crate::CitizenState;

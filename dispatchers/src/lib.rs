@@ -8,5 +8,3 @@ pub mod email;
 pub mod inbox;
 mod outcome;
 pub mod push;
-#[cfg(any(test, feature = "test-support"))]
-pub mod test_support;

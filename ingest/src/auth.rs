@@ -2,8 +2,8 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use model::problem::Problem;
 use model::service::Service;
+use problem::Problem;
 use store::KeyOwner;
 
 use crate::{IngestState, Keys};

@@ -135,7 +135,7 @@ pub fn router(state: IngestState) -> Router {
         manage::get_keys,
         manage::regenerate_key,
     ),
-    components(schemas(model::problem::Problem)),
+    components(schemas(problem::Problem)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "messages", description = "IO senders' API: messages"),

@@ -4,9 +4,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::Json;
 use model::channels::{decide, Verdict};
-use model::problem::{doc, Problem};
 use model::profile::PreferencesMode;
 use model::FiscalCode;
+use problem::{doc, Problem};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

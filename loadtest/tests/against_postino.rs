@@ -221,7 +221,7 @@ async fn standins() -> Standins {
     use loadtest::standins::{apns::FakeApns, faults, fcm::FakeFcm};
     use std::sync::Arc;
     let dir = tempfile::tempdir().expect("tempdir");
-    let script = dispatchers::test_support::repo_file("scripts/stand-in-keys.sh");
+    let script = testkit::repo_file("scripts/stand-in-keys.sh");
     let status = Command::new(script)
         .arg(dir.path())
         .stdout(std::process::Stdio::null())
@@ -272,7 +272,7 @@ async fn a_mass_notice_reaches_every_seeded_phone_and_mailbox_once_and_reports_b
 
     let push = standins().await;
     let mailbox = tempfile::tempdir().expect("tempdir");
-    let sink = dispatchers::test_support::SmtpSink::start(mailbox.path());
+    let sink = testkit::smtp::SmtpSink::start(mailbox.path());
     let data = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");
     let mut config = Config {

@@ -12,9 +12,10 @@ pub mod installation;
 pub mod language;
 pub mod message;
 pub mod pipeline;
-pub mod problem;
 pub mod profile;
 pub mod push;
+#[cfg(any(test, feature = "testsuite"))]
+pub mod samples;
 pub mod secret;
 pub mod service;
 pub mod status;

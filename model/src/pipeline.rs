@@ -135,33 +135,11 @@ pub(crate) mod tests {
 
     pub(crate) fn sample_plan() -> DeliveryPlan {
         DeliveryPlan {
-            message: AcceptedMessage {
-                id: Ulid::new(),
-                fiscal_code: FiscalCode::parse("fc", "RSSMRA85T10A562S").unwrap(),
-                sender_service_id: "svc".into(),
-                created_at: "2026-01-01T00:00:00.000Z".parse().expect("a timestamp"),
-                time_to_live: 3600,
-                content: NewMessageContent {
-                    subject: "subject of ten".into(),
-                    markdown: "m".repeat(80),
-                    payment_data: None,
-                    due_date: None,
-                    require_secure_channels: None,
-                    prescription_data: None,
-                    legal_data: None,
-                    eu_covid_cert: None,
-                    third_party_data: None,
-                },
-                default_email: None,
-                feature_level_type: "STANDARD".into(),
-                sender: SenderMetadata {
-                    service_name: "s".into(),
-                    organization_name: "o".into(),
-                    organization_fiscal_code: "00493410583".into(),
-                    department_name: None,
-                    require_secure_channel: false,
-                },
-            },
+            message: crate::samples::accepted_message(
+                Ulid::new(),
+                FiscalCode::parse("fc", "RSSMRA85T10A562S").unwrap(),
+                "subject of ten",
+            ),
             channels: ChannelPlan {
                 email: ChannelChoice::Send,
                 push: ChannelChoice::Send,

@@ -21,8 +21,8 @@ use dispatchers::email::EmailStage;
 use dispatchers::inbox::InboxStage;
 use dispatchers::push::PushStage;
 use ingest::{IngestState, Keys};
-use model::problem::Problem;
 use model::secret::Secret;
+use problem::Problem;
 use router::RouterStage;
 use store::sqlite::SqliteStore;
 use store::{KeyOwner, Store};
@@ -250,7 +250,7 @@ async fn every_error_a_problem(
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
     if is_problem {
-        return model::problem::with_type_base(response, &base);
+        return problem::with_type_base(response, &base);
     }
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
@@ -266,7 +266,7 @@ async fn every_error_a_problem(
         text
     };
     let kind = reason.to_ascii_lowercase().replace(' ', "-");
-    model::problem::with_type_base(Problem::new(status, &kind, detail).into_response(), &base)
+    problem::with_type_base(Problem::new(status, &kind, detail).into_response(), &base)
 }
 
 async fn shutdown_signal() {

@@ -74,7 +74,7 @@ impl Default for Config {
             secret: None,
             log: "info".into(),
             shutdown_grace_secs: 30,
-            problem_type_base: model::problem::DEFAULT_TYPE_BASE.into(),
+            problem_type_base: problem::DEFAULT_TYPE_BASE.into(),
             roles: Roles::ALL,
             bus: BusAddress::Embedded,
             jwt: JwtSettings::default(),
@@ -412,10 +412,10 @@ impl Config {
         for checked in sections {
             checked.map_err(ConfigError)?;
         }
-        if !model::problem::is_absolute_uri(&self.problem_type_base) {
+        if !problem::is_absolute_uri(&self.problem_type_base) {
             return Err(ConfigError(format!(
                 "problem_type_base must be an absolute URI (scheme:…), such as https://docs.example.org/problems/ or {}; got {:?}",
-                model::problem::DEFAULT_TYPE_BASE,
+                problem::DEFAULT_TYPE_BASE,
                 self.problem_type_base
             )));
         }
@@ -721,27 +721,8 @@ mod tests {
         for name in ["jwt.pem", "relay.pem", "fcm.json", "apns.p8"] {
             std::fs::write(files.path().join(name), "not read until use").expect("write");
         }
-        let made = std::process::Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=test-ca",
-                "-keyout",
-            ])
-            .arg(files.path().join("ca.key"))
-            .arg("-out")
-            .arg(files.path().join("ca.pem"))
-            .output()
-            .expect("openssl");
-        assert!(made.status.success(), "{made:?}");
+        let (certificate, _) = testkit::keys::self_signed_certificate(files.path());
+        std::fs::rename(certificate, files.path().join("ca.pem")).expect("rename");
 
         let keys = keys();
         let documented = documented_settings();

@@ -47,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // its page cache), the same rows, prepared statements, one transaction per batch.
     let dir = tempfile::tempdir()?;
     // Opened as the store opens its file: the same WAL, fsync and page cache settings.
-    let conn = sqlite::open(&dir.path().join("raw.sqlite"))?;
+    let conn = store::sqlite::db::open(&dir.path().join("raw.sqlite"))?;
     conn.execute_batch(
         "CREATE TABLE messages(id TEXT NOT NULL, rank INTEGER NOT NULL, status TEXT NOT NULL,
              rejection_reason TEXT, email TEXT, webhook TEXT, updated_at TEXT NOT NULL,

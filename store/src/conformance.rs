@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use model::installation::{DeviceToken, Installation, InstallationId, Platform};
-use model::message::NewMessageContent;
-use model::pipeline::{AcceptedMessage, SenderMetadata};
+use model::pipeline::AcceptedMessage;
 use model::profile::{Profile, ServicePreference};
 use model::service::{
     KeySlot, Organization, Service, ServiceMetadata, ServicePayload, ServiceScope,
@@ -95,37 +94,15 @@ pub fn sample_record_with_id(id: Ulid, fc: &FiscalCode, status: MessageStatus) -
 
 pub fn sample_record(fc: &FiscalCode, ms: u64, status: MessageStatus) -> MessageRecord {
     MessageRecord {
-        message: AcceptedMessage {
-            id: Ulid::from_parts(ms, u128::from(unique())),
-            fiscal_code: fc.clone(),
-            sender_service_id: "svc".into(),
-            created_at: "2026-01-01T00:00:00.000Z".parse().expect("a timestamp"),
-            time_to_live: 3600,
-            content: NewMessageContent {
-                subject: format!("message number {ms}"),
-                markdown: "m".repeat(80),
-                payment_data: None,
-                due_date: None,
-                require_secure_channels: None,
-                prescription_data: None,
-                legal_data: None,
-                eu_covid_cert: None,
-                third_party_data: None,
-            },
-            default_email: None,
-            feature_level_type: "STANDARD".into(),
-            sender: SenderMetadata {
-                service_name: "Tassa automobilistica".into(),
-                organization_name: "ACI".into(),
-                organization_fiscal_code: "00493410583".into(),
-                department_name: None,
-                require_secure_channel: false,
-            },
-        },
+        message: model::samples::accepted_message(
+            Ulid::from_parts(ms, u128::from(unique())),
+            fc.clone(),
+            &format!("message number {ms}"),
+        ),
         status,
         rejection_reason: None,
         notification: NotificationStatus::default(),
-        updated_at: "2026-01-01T00:00:00.000Z".parse().expect("a timestamp"),
+        updated_at: model::samples::CREATED_AT.parse().expect("a timestamp"),
     }
 }
 
@@ -432,7 +409,7 @@ fn installation(id: &str, token: &str) -> Installation {
         platform: Platform::Fcm,
         token: DeviceToken::parse("token", token).expect("valid token"),
         app_version: Some("1.0.0".into()),
-        updated_at: "2026-01-01T00:00:00.000Z".parse().expect("a timestamp"),
+        updated_at: model::samples::CREATED_AT.parse().expect("a timestamp"),
     }
 }
 

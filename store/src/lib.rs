@@ -19,6 +19,7 @@ use model::FiscalCode;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
+#[cfg(feature = "testsuite")]
 pub mod conformance;
 pub mod sqlite;
 
@@ -39,19 +40,6 @@ pub enum StoreError {
 impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
-    }
-}
-
-/// How an API answers a store failure: `503` with `Retry-After` when it may pass, `500`
-/// when stored data is unreadable. The cause is logged, never shown to the caller.
-impl From<StoreError> for model::problem::Problem {
-    fn from(err: StoreError) -> Self {
-        tracing::error!(error = %err, "store error");
-        if err.is_retryable() {
-            Self::unavailable("the store is unavailable; retry later", 1)
-        } else {
-            Self::internal("the store could not read or write this data")
-        }
     }
 }
 

@@ -21,9 +21,22 @@ use super::mailer::{mbox_entry, outbox_file_name, MailError, Mailer, OutboxMaile
 use super::render::compose;
 use super::render::MESSAGE_ID_HEADER;
 use super::{EmailStage, SmtpRelay, SmtpTls, GROUP};
-use crate::test_support::{
-    channel_status, dead_lettered, outbox_emails, sorted_ids, spawn_stage, SmtpSink,
-};
+use testkit::mail::outbox_emails;
+use testkit::smtp::SmtpSink;
+use testkit::stages::{channel_status, dead_lettered, sorted_ids, spawn_stage};
+
+/// The relay settings that reach `sink`.
+fn relay(sink: &SmtpSink) -> SmtpRelay {
+    SmtpRelay {
+        host: "127.0.0.1".into(),
+        port: sink.port,
+        tls: SmtpTls::None,
+        credentials: None,
+        ca_pem: None,
+        pool_size: 4,
+        timeout: Duration::from_secs(10),
+    }
+}
 
 fn from() -> lettre::Address {
     "notifiche@postino.example".parse().expect("from")
@@ -91,7 +104,7 @@ async fn run_stage(
 async fn an_email_arrives_multipart_in_the_citizens_language_and_sanitised() {
     let sink_dir = tempfile::tempdir().expect("tempdir");
     let sink = SmtpSink::start(sink_dir.path());
-    let mailer = SmtpMailer::new(&sink.settings()).expect("mailer");
+    let mailer = SmtpMailer::new(&relay(&sink)).expect("mailer");
     let j = job("mario.rossi@example.org", Language::German);
     mailer
         .send(j.message_id, &compose(&j, &from()).expect("compose"))
@@ -146,7 +159,7 @@ async fn an_email_arrives_multipart_in_the_citizens_language_and_sanitised() {
 async fn deferrals_refusals_and_a_relay_that_is_down_are_told_apart() {
     let sink_dir = tempfile::tempdir().expect("tempdir");
     let sink = SmtpSink::start(sink_dir.path());
-    let mailer = SmtpMailer::new(&sink.settings()).expect("mailer");
+    let mailer = SmtpMailer::new(&relay(&sink)).expect("mailer");
     let send = |to: &str| {
         let j = job(to, Language::Italian);
         let email = compose(&j, &from()).expect("compose");
@@ -194,7 +207,7 @@ async fn deferrals_refusals_and_a_relay_that_is_down_are_told_apart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starttls_and_implicit_tls_with_auth_reach_the_relay_and_a_wrong_password_waits() {
     let keys = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = crate::test_support::self_signed_certificate(keys.path());
+    let (cert, key) = testkit::keys::self_signed_certificate(keys.path());
     let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
     let ca_pem = std::fs::read(&cert).expect("cert");
     for (mode, tls) in [
@@ -220,7 +233,7 @@ async fn starttls_and_implicit_tls_with_auth_reach_the_relay_and_a_wrong_passwor
             tls,
             credentials: Some(("postino".into(), password.into())),
             ca_pem: Some(ca_pem.clone()),
-            ..sink.settings()
+            ..relay(&sink)
         };
         let j = job("mario@example.org", Language::Italian);
         let email = compose(&j, &from()).expect("compose");
@@ -356,7 +369,7 @@ async fn the_stage_sends_retries_dead_letters_and_expires_per_outcome() {
     let jobs = [fine, flaky, deferred, refused, expired];
     let (store, bus, stop, runner, _dir) = run_stage(
         &jobs,
-        SmtpMailer::new(&sink.settings()).expect("mailer"),
+        SmtpMailer::new(&relay(&sink)).expect("mailer"),
         StageConfig {
             poll_wait: Duration::from_millis(50),
             max_attempts: 3,
@@ -513,7 +526,7 @@ async fn an_email_job_delivered_twice_is_sent_once() {
         .expect("deliver");
     let stage = EmailStage::new(
         Arc::clone(&store),
-        Arc::new(SmtpMailer::new(&sink.settings()).expect("mailer")),
+        Arc::new(SmtpMailer::new(&relay(&sink)).expect("mailer")),
         from(),
         4,
     );

@@ -11,9 +11,8 @@ use model::push::PushJob;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::Mutex;
 
-use super::credential::{self, Attempt, Credentialed, Issued};
+use super::credential::{self, Attempt, Credentialed, Endpoint, Issued};
 use super::provider::{transient, PushError, PushProvider};
 
 /// Apple refuses a provider token older than an hour and throttles renewing more often than
@@ -91,19 +90,17 @@ struct ErrorBody {
 }
 
 pub struct ApnsProvider {
-    client: reqwest::Client,
+    endpoint: Endpoint,
     credentials: ApnsCredentials,
     key: EncodingKey,
-    base_url: String,
     renewal: Duration,
-    token: Mutex<Option<Issued>>,
 }
 
 impl std::fmt::Debug for ApnsProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApnsProvider")
             .field("credentials", &self.credentials)
-            .field("base_url", &self.base_url)
+            .field("endpoint", &self.endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -120,14 +117,11 @@ impl ApnsProvider {
                 reason: e.to_string(),
             }
         })?;
-        let base_url = base_url.trim_end_matches('/').to_string();
         Ok(Self {
-            client: http.client(&base_url)?,
+            endpoint: Endpoint::new(base_url, http)?,
             credentials,
             key,
-            base_url,
             renewal: TOKEN_RENEWAL,
-            token: Mutex::new(None),
         })
     }
 }
@@ -145,8 +139,8 @@ fn classify(status: StatusCode, headers: &reqwest::header::HeaderMap, reason: &s
 
 #[async_trait]
 impl Credentialed for ApnsProvider {
-    fn cache(&self) -> &Mutex<Option<Issued>> {
-        &self.token
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// Signs a new provider token, used until `renewal` has passed.
@@ -171,7 +165,7 @@ impl Credentialed for ApnsProvider {
     }
 
     async fn send_once(&self, job: &PushJob, token: &str) -> Result<(), Attempt> {
-        let url = format!("{}/3/device/{}", self.base_url, job.token.expose());
+        let url = format!("{}/3/device/{}", self.endpoint.base_url, job.token.expose());
         let body = json!({
             "aps": {
                 "alert": { "title": job.title, "body": job.body },
@@ -180,6 +174,7 @@ impl Credentialed for ApnsProvider {
             "message_id": job.message_id.to_string(),
         });
         let response = self
+            .endpoint
             .client
             .post(url)
             .bearer_auth(token)

@@ -10,6 +10,34 @@ use tokio::sync::Mutex;
 
 use super::provider::PushError;
 
+/// Where a provider is reached: its HTTP/2 client, its base URL, and the credential cached
+/// for it.
+pub struct Endpoint {
+    pub client: reqwest::Client,
+    /// Without a trailing `/`.
+    pub base_url: String,
+    credential: Mutex<Option<Issued>>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    pub fn new(base_url: &str, http: &super::ClientSettings) -> Result<Self, reqwest::Error> {
+        let base_url = base_url.trim_end_matches('/').to_string();
+        Ok(Self {
+            client: http.client(&base_url)?,
+            base_url,
+            credential: Mutex::new(None),
+        })
+    }
+}
+
 /// A credential and when to replace it.
 #[derive(Debug, Clone)]
 pub struct Issued {
@@ -28,8 +56,8 @@ pub enum Attempt {
 /// A provider that authenticates with a cached credential.
 #[async_trait]
 pub trait Credentialed: Send + Sync {
-    /// Where the credential is cached.
-    fn cache(&self) -> &Mutex<Option<Issued>>;
+    /// Where the provider is reached and its credential cached.
+    fn endpoint(&self) -> &Endpoint;
     /// Issues a new credential (exchanges a grant, signs a token).
     async fn issue(&self) -> Result<Issued, PushError>;
     /// Sends one request with `credential`.
@@ -39,7 +67,7 @@ pub trait Credentialed: Send + Sync {
 /// The cached credential, or a new one when it is due. Holding the lock while issuing
 /// means a burst never issues more than one.
 async fn current<P: Credentialed + ?Sized>(provider: &P) -> Result<String, PushError> {
-    let mut cached = provider.cache().lock().await;
+    let mut cached = provider.endpoint().credential.lock().await;
     if let Some(issued) = cached.as_ref().filter(|c| Instant::now() < c.renew_at) {
         return Ok(issued.value.clone());
     }
@@ -59,7 +87,7 @@ pub async fn send<P: Credentialed + ?Sized>(provider: &P, job: &PushJob) -> Resu
         Err(Attempt::CredentialRefused) => {}
     }
     {
-        let mut cached = provider.cache().lock().await;
+        let mut cached = provider.endpoint().credential.lock().await;
         if cached.as_ref().is_some_and(|c| c.value == credential) {
             *cached = None;
         }

@@ -11,9 +11,8 @@ use model::push::PushJob;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::Mutex;
 
-use super::credential::{self, Attempt, Credentialed, Issued};
+use super::credential::{self, Attempt, Credentialed, Endpoint, Issued};
 use super::provider::{transient, PushError, PushProvider};
 
 /// The OAuth2 scope that lets a token send FCM messages.
@@ -136,12 +135,11 @@ impl ErrorStatus {
 }
 
 pub struct FcmProvider {
-    client: reqwest::Client,
+    endpoint: Endpoint,
     account: ServiceAccount,
     key: EncodingKey,
     send_url: String,
     renewal_margin: Option<Duration>,
-    token: Mutex<Option<Issued>>,
 }
 
 impl std::fmt::Debug for FcmProvider {
@@ -165,14 +163,16 @@ impl FcmProvider {
                 reason: format!("private_key: {e}"),
             }
         })?;
-        let base = base_url.trim_end_matches('/');
+        let endpoint = Endpoint::new(base_url, http)?;
         Ok(Self {
-            client: http.client(base)?,
-            send_url: format!("{base}/v1/projects/{}/messages:send", account.project_id),
+            send_url: format!(
+                "{}/v1/projects/{}/messages:send",
+                endpoint.base_url, account.project_id
+            ),
+            endpoint,
             account,
             key,
             renewal_margin: None,
-            token: Mutex::new(None),
         })
     }
 
@@ -217,8 +217,8 @@ fn classify(
 
 #[async_trait]
 impl Credentialed for FcmProvider {
-    fn cache(&self) -> &Mutex<Option<Issued>> {
-        &self.token
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// Exchanges a signed grant for an access token at the service account's `token_uri`.
@@ -237,6 +237,7 @@ impl Credentialed for FcmProvider {
             .map_err(|e| PushError::Rejected(format!("cannot sign the OAuth2 grant: {e}")))?;
         let asked = Instant::now();
         let response = self
+            .endpoint
             .client
             .post(&self.account.token_uri)
             .form(&[
@@ -272,6 +273,7 @@ impl Credentialed for FcmProvider {
 
     async fn send_once(&self, job: &PushJob, token: &str) -> Result<(), Attempt> {
         let response = self
+            .endpoint
             .client
             .post(&self.send_url)
             .bearer_auth(token)

@@ -26,14 +26,14 @@ use super::fcm::{FcmProvider, ServiceAccount};
 use super::provider::{PushError, PushProvider};
 use super::service::{ProviderLane, PushService};
 use super::{ClientSettings, PushStage, GROUP};
-use crate::test_support::{channel_status, dead_lettered, sorted_ids, spawn_stage};
+use testkit::stages::{channel_status, dead_lettered, sorted_ids, spawn_stage};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const TOPIC: &str = "it.pagopa.app.io";
 
 /// Throw-away credentials from the same script a person uses for the stand-ins.
 fn keys(dir: &Path) {
-    let script = crate::test_support::repo_file("scripts/stand-in-keys.sh");
+    let script = testkit::repo_file("scripts/stand-in-keys.sh");
     let status = std::process::Command::new(script)
         .arg(dir)
         .stdout(std::process::Stdio::null())
@@ -73,7 +73,7 @@ async fn expose(router: axum::Router, dir: &Path, reached: Reached) -> (String, 
     match reached {
         Reached::Plain => (serve(router).await, ClientSettings::new(TIMEOUT)),
         Reached::Tls => {
-            let (cert, key) = crate::test_support::self_signed_certificate(dir);
+            let (cert, key) = testkit::keys::self_signed_certificate(dir);
             let url = tls::serve(router, &cert, &key).await;
             let ca = std::fs::read(&cert).expect("certificate");
             let http = ClientSettings::new(TIMEOUT)

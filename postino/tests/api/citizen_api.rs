@@ -228,37 +228,11 @@ async fn the_inbox_pages_newest_first_with_a_cursor() {
     let last = sent.last().expect("sent").clone();
     app.final_status(&svc.key, &fc, &last).await;
 
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/messages?page_size=10&cursor={c}"),
-            None => "/messages?page_size=10".to_string(),
-        };
-        let page = json_of(
-            app.as_citizen(Method::GET, &path, &fc)
-                .send()
-                .await
-                .expect("list"),
-        )
-        .await;
-        pages += 1;
-        seen.extend(
-            page["items"]
-                .as_array()
-                .expect("items")
-                .iter()
-                .map(|i| i["id"].as_str().expect("id").to_string()),
-        );
-        match page["next"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
-            None => break,
-        }
-    }
+    let pages = testkit::inbox::inbox_pages(&app.client, &app.base, &app.token(&fc), 10).await;
+    let seen: Vec<String> = pages.iter().flatten().cloned().collect();
     sent.reverse();
     assert_eq!(seen, sent, "every message once, newest first");
-    assert_eq!(pages, 3);
+    assert_eq!(pages.len(), 3);
 
     let r = app
         .as_citizen(Method::GET, "/messages?cursor=garbage", &fc)
@@ -361,32 +335,8 @@ async fn a_citizen_reads_and_marks_only_their_own_messages() {
 #[tokio::test]
 async fn production_tokens_are_verified_with_the_configured_public_key() {
     let keys = tempfile::tempdir().expect("tempdir");
-    let (private, public) = (keys.path().join("key.pem"), keys.path().join("pub.pem"));
-    for args in [
-        vec![
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            private.to_str().expect("path"),
-        ],
-        vec![
-            "pkey",
-            "-in",
-            private.to_str().expect("path"),
-            "-pubout",
-            "-out",
-            public.to_str().expect("path"),
-        ],
-    ] {
-        assert!(std::process::Command::new("openssl")
-            .args(&args)
-            .status()
-            .expect("openssl")
-            .success());
-    }
+    let pair = testkit::keys::key_pair(keys.path(), "idp", testkit::keys::KeyKind::Ec);
+    let (private, public) = (pair.private_pem, pair.public_pem);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(dir.path(), MANAGE_KEY);
     cfg.jwt.secret = None;

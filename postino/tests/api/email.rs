@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use dispatchers::test_support::{outbox_emails, SmtpSink};
 use mail_parser::MessageParser;
 use serde_json::json;
+use testkit::mail::outbox_emails;
+use testkit::smtp::SmtpSink;
 
 use crate::helpers::{fiscal_code, service_payload, spawn_app, spawn_app_with, TestApp};
 

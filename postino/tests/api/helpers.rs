@@ -172,17 +172,21 @@ impl TestApp {
         json_of(r).await["id"].as_str().expect("id").to_string()
     }
 
+    /// A development token for the citizen `fc`.
+    pub fn token(&self, fc: &str) -> String {
+        let fc = model::FiscalCode::parse("fc", fc).expect("valid");
+        citizen::auth::mint_hs256(JWT_SECRET, &fc, 600).expect("token")
+    }
+
     pub fn as_citizen(
         &self,
         method: reqwest::Method,
         path: &str,
         fc: &str,
     ) -> reqwest::RequestBuilder {
-        let fc = model::FiscalCode::parse("fc", fc).expect("valid");
-        let token = citizen::auth::mint_hs256(JWT_SECRET, &fc, 600).expect("token");
         self.client
             .request(method, self.url(&format!("/citizen/v1{path}")))
-            .bearer_auth(token)
+            .bearer_auth(self.token(fc))
     }
 
     pub async fn put_profile(&self, fc: &str, body: Value) -> Value {

@@ -15,7 +15,7 @@ async fn the_served_document_is_the_checked_in_one_with_ios_operation_ids() {
             .expect("get"),
     )
     .await;
-    let checked_in = std::fs::read_to_string(dispatchers::test_support::repo_file("openapi.json"))
+    let checked_in = std::fs::read_to_string(testkit::repo_file("openapi.json"))
         .expect("openapi.json is checked in at the repository root");
     let checked_in: serde_json::Value = serde_json::from_str(&checked_in).expect("valid JSON");
     assert!(

@@ -216,34 +216,8 @@ pub async fn send_stream(
 
 /// All ids in a citizen's inbox, oldest first.
 pub async fn inbox(client: &reqwest::Client, base: &str, fc: &str) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{base}/citizen/v1/messages?page_size=100");
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let page: Value = client
-            .get(url)
-            .bearer_auth(token(fc))
-            .send()
-            .await
-            .expect("list")
-            .json()
-            .await
-            .expect("json");
-        ids.extend(
-            page["items"]
-                .as_array()
-                .expect("items")
-                .iter()
-                .map(|i| i["id"].as_str().expect("id").to_string()),
-        );
-        match page["next"].as_str() {
-            Some(n) => cursor = Some(n.to_string()),
-            None => break,
-        }
-    }
+    let pages = testkit::inbox::inbox_pages(client, base, &token(fc), 100).await;
+    let mut ids: Vec<String> = pages.into_iter().flatten().collect();
     ids.reverse();
     ids
 }

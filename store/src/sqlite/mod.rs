@@ -1,7 +1,10 @@
 //! The embedded store: one SQLite file (WAL) under the data directory, shared safely by
 //! several Postino processes on one host. Writes go through the group-commit writer, so a
 //! burst of single-row writes from many requests costs one fsync; batch writes are one
-//! job each.
+//! job each. [`db`] is the SQLite plumbing underneath: opening a file, the writer, the
+//! readers.
+
+pub mod db;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +18,8 @@ use model::FiscalCode;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sqlite::{DbError, Readers, Writer};
+
+use db::{DbError, Readers, Writer};
 use ulid::Ulid;
 
 use crate::{
@@ -159,7 +163,7 @@ impl SqliteStore {
     /// Opens the store in `dir` (file `store.sqlite`), creating it if needed.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join("store.sqlite");
-        let conn = sqlite::open(&path)?;
+        let conn = db::open(&path)?;
         prepare_schema(&conn)?;
         Ok(Self {
             writer: Writer::spawn(conn, "store", 4096, 512),

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::ValidationError;
+use model::ValidationError;
+use store::StoreError;
 
 /// The `type` base when none is configured: an absolute URI that names Postino's problem
 /// kinds without pretending to be a page.
@@ -95,6 +96,19 @@ impl Problem {
 
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
+    }
+}
+
+/// How an API answers a store failure: `503` with `Retry-After` when it may pass, `500`
+/// when stored data is unreadable. The cause is logged, never shown to the caller.
+impl From<StoreError> for Problem {
+    fn from(err: StoreError) -> Self {
+        tracing::error!(error = %err, "store error");
+        if err.is_retryable() {
+            Self::unavailable("the store is unavailable; retry later", 1)
+        } else {
+            Self::internal("the store could not read or write this data")
+        }
     }
 }
 

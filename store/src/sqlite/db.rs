@@ -1,4 +1,4 @@
-//! SQLite plumbing of Postino's embedded store: how a database file is opened, one writer
+//! SQLite plumbing of the embedded store: how a database file is opened, one writer
 //! thread per file that commits many callers' writes in one transaction (group commit), and a
 //! small pool of reader connections.
 //!
