@@ -15,7 +15,7 @@ pub mod conformance;
 pub mod embedded;
 pub mod kafka;
 pub mod stage;
-#[cfg(feature = "testsuite")]
+#[cfg(all(feature = "testsuite", feature = "kafka"))]
 pub mod tansu;
 
 /// One record: `key` decides the partition (Postino uses the citizen's keyed hash, so one

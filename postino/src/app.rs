@@ -12,7 +12,6 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use bus::embedded::EmbeddedBus;
-use bus::kafka::KafkaBus;
 use bus::stage::{self, PipelineStage, StageSettings};
 use bus::Bus;
 use citizen::{CitizenState, JwtKey, JwtVerifier};
@@ -64,7 +63,7 @@ impl App {
             Arc::new(SqliteStore::open(dir).context("cannot open the store")?);
         let bus: Arc<dyn Bus> = match config.bus_choice() {
             BusChoice::Embedded => EmbeddedBus::open(dir).context("cannot open the log")?,
-            BusChoice::Kafka(kafka) => KafkaBus::connect(kafka).context("cannot set up Kafka")?,
+            BusChoice::Kafka(kafka) => connect_kafka(kafka)?,
         };
 
         let (stop, stopped) = watch::channel(false);
@@ -368,6 +367,16 @@ fn email_stage(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<EmailSt
         config.email.from.clone(),
         config.email.max_in_flight,
     ))
+}
+
+#[cfg(feature = "kafka")]
+fn connect_kafka(kafka: bus::kafka::KafkaConfig) -> anyhow::Result<Arc<dyn Bus>> {
+    Ok(bus::kafka::KafkaBus::connect(kafka).context("cannot set up Kafka")?)
+}
+
+#[cfg(not(feature = "kafka"))]
+fn connect_kafka(_: bus::kafka::KafkaConfig) -> anyhow::Result<Arc<dyn Bus>> {
+    anyhow::bail!("bus: this build of Postino has no Kafka client (built without the `kafka` feature); use bus = \"embedded\" or a build with it")
 }
 
 fn deployment_secret(config: &Config) -> anyhow::Result<[u8; 32]> {

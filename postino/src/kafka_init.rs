@@ -3,12 +3,11 @@
 //! that exist are compared with the configuration and reported where they differ, but left
 //! alone, so running it again changes nothing.
 
-use anyhow::Context;
-use bus::kafka::{KafkaBus, TopicOutcome, TopicSpec};
+use bus::kafka::TopicSpec;
 use bus::stage::{dead_letter_topic, retry_topic};
 use model::pipeline::topics;
 
-use crate::config::{BusChoice, Config};
+use crate::config::Config;
 
 /// The topics Postino needs, as configured.
 pub fn specs(config: &Config) -> Vec<TopicSpec> {
@@ -33,8 +32,20 @@ pub fn specs(config: &Config) -> Vec<TopicSpec> {
         .collect()
 }
 
+/// Without the Kafka client there is nothing to create topics with.
+#[cfg(not(feature = "kafka"))]
+pub async fn init(_: &Config) -> anyhow::Result<()> {
+    anyhow::bail!("this build of Postino has no Kafka client (built without the `kafka` feature)")
+}
+
 /// Creates what is missing and prints, per topic, what it did.
+#[cfg(feature = "kafka")]
 pub async fn init(config: &Config) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use bus::kafka::{KafkaBus, TopicOutcome};
+
+    use crate::config::BusChoice;
+
     let BusChoice::Kafka(kafka) = config.bus_choice() else {
         anyhow::bail!("`postino kafka init` needs bus = \"kafka://host:port\" (--bus, POSTINO_BUS or the config file)");
     };
