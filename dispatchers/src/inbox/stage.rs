@@ -8,11 +8,10 @@ use bus::{Bus, Record};
 use model::channels::{ChannelChoice, SkipReason};
 use model::email::EmailJob;
 use model::pipeline::{decode, encode, topics, DeliveryPlan};
-use model::push::PushJob;
 use model::status::{Channel, ChannelOutcome, ChannelStatus, MessageStatus, NotificationStatus};
 use store::{MessageRecord, Store};
 
-use crate::push::PushPlatforms;
+use crate::push::{PushFanOut, PushPlatforms, PushTargets};
 
 /// Consumer group of the inbox dispatcher.
 pub const GROUP: &str = "inbox";
@@ -29,65 +28,42 @@ pub struct Planned {
 pub struct InboxStage {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
-    push: PushPlatforms,
+    push: PushTargets,
 }
 
 impl InboxStage {
     /// `push` says which platforms this deployment has a push provider for: a device on
     /// any other gets no job (it could only fail), and the message says why.
     pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, push: PushPlatforms) -> Self {
+        let push = PushTargets::new(Arc::clone(&store), push);
         Self { store, bus, push }
     }
 
     /// Delivers a batch: the inbox writes in one store write, then the push and email jobs;
     /// it succeeds or fails as a whole.
     async fn deliver_batch(&self, items: &[&Planned]) -> Result<(), StageError> {
-        // With no push provider at all, no device is worth looking up.
-        let pushes =
-            |plan: &DeliveryPlan| self.push.any() && plan.channels.push == ChannelChoice::Send;
-        let citizens: Vec<_> = items
-            .iter()
-            .filter(|p| pushes(&p.plan))
-            .map(|p| p.plan.message.fiscal_code.clone())
-            .collect();
-        // No store trip for a batch with nobody to push to (no provider, push off).
-        let devices = if citizens.is_empty() {
-            Vec::new()
-        } else {
-            self.store
-                .installations_of(&citizens)
-                .await
-                .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?
-        };
+        let plans: Vec<&DeliveryPlan> = items.iter().map(|p| &p.plan).collect();
+        let pushes = self
+            .push
+            .fan_out(&plans)
+            .await
+            .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
 
         let mut records: Vec<MessageRecord> = Vec::with_capacity(items.len());
         let mut jobs = Vec::new();
         let mut emails = Vec::new();
-        // `devices` follows the pushing items in order.
-        let mut devices = devices.iter();
-        for Planned { key, plan } in items.iter().copied() {
+        for (Planned { key, plan }, push) in items.iter().copied().zip(pushes) {
             let mut record = record(plan, MessageStatus::Processed);
-            if pushes(plan) {
-                let found = devices.next().map(Vec::as_slice).unwrap_or_default();
-                let reachable =
-                    PushJob::for_plan(plan, found.iter().filter(|d| self.push.serves(d.platform)));
-                if reachable.is_empty() {
-                    // Allowed, but nothing to push to, or no provider for what there is.
-                    let why = if found.is_empty() {
-                        SkipReason::NoDevice
-                    } else {
-                        SkipReason::NoPushProvider
-                    };
+            match push {
+                PushFanOut::NotChosen => {}
+                PushFanOut::Skipped(why) => {
                     record.notification.webhook = Some(ChannelOutcome::Skipped(why));
                 }
-                jobs.extend(
+                PushFanOut::Jobs(reachable) => jobs.extend(
                     reachable
                         .iter()
                         .map(|job| Record::new(key.clone(), encode(job))),
-                );
-            } else if plan.channels.push == ChannelChoice::Send {
-                record.notification.webhook =
-                    Some(ChannelOutcome::Skipped(SkipReason::NoPushProvider));
+                ),
             }
             match EmailJob::for_plan(plan) {
                 Some(email) => emails.push(Record::new(key.clone(), encode(&email))),

@@ -6,6 +6,7 @@
 pub mod apns;
 mod config;
 mod credential;
+mod fanout;
 pub mod fcm;
 mod http;
 pub mod provider;
@@ -15,6 +16,7 @@ mod stage;
 mod tests;
 
 pub use config::{ApnsSettings, FcmSettings, PushSettings, PushSetupError};
+pub use fanout::{PushFanOut, PushTargets};
 pub use http::{CaError, ClientSettings};
 pub use service::PushPlatforms;
 pub use stage::{PushStage, GROUP};
