@@ -5,7 +5,10 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::format_description::well_known::Rfc3339;
-use time::{OffsetDateTime, UtcOffset};
+use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
+
+/// The length of the text form, `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+const TEXT_LEN: usize = 24;
 
 /// A point in time, in UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -21,11 +24,64 @@ impl Timestamp {
         Self::from(OffsetDateTime::now_utc())
     }
 
-    /// Reads an RFC 3339 date-time; one with an offset is moved to UTC.
+    /// Reads an RFC 3339 date-time; one with an offset is moved to UTC. Postino's own text
+    /// form, which every record and row holds, is read without the general parser: it is
+    /// read several times per message.
     pub fn parse(text: &str) -> Result<Self, TimestampError> {
-        OffsetDateTime::parse(text, &Rfc3339)
-            .map(Self::from)
-            .map_err(|_| TimestampError(text.chars().take(64).collect()))
+        Self::parse_own_form(text.as_bytes())
+            .or_else(|| OffsetDateTime::parse(text, &Rfc3339).ok().map(Self::from))
+            .ok_or_else(|| TimestampError(text.chars().take(64).collect()))
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ`, or `None` for anything else (a valid RFC 3339 text in
+    /// another form included).
+    fn parse_own_form(text: &[u8]) -> Option<Self> {
+        let separators = [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+            (23, b'Z'),
+        ];
+        if text.len() != TEXT_LEN || separators.iter().any(|&(at, c)| text[at] != c) {
+            return None;
+        }
+        let number = |from: usize, to: usize| {
+            text[from..to].iter().try_fold(0u16, |n, &b| {
+                b.is_ascii_digit().then(|| n * 10 + u16::from(b - b'0'))
+            })
+        };
+        let byte = |from: usize, to: usize| number(from, to).and_then(|n| u8::try_from(n).ok());
+        let month = Month::try_from(byte(5, 7)?).ok()?;
+        let date = Date::from_calendar_date(i32::from(number(0, 4)?), month, byte(8, 10)?).ok()?;
+        let (hour, minute, second) = (byte(11, 13)?, byte(14, 16)?, byte(17, 19)?);
+        let time = Time::from_hms_milli(hour, minute, second, number(20, 23)?).ok()?;
+        Some(Self(PrimitiveDateTime::new(date, time).assume_utc()))
+    }
+
+    /// The text form, written without the general formatter; `None` for a year outside
+    /// 0..=9999, which no clock gives.
+    fn text(self) -> Option<[u8; TEXT_LEN]> {
+        let (year, month, day) = self.0.to_calendar_date();
+        let (hour, minute, second, milli) = self.0.to_hms_milli();
+        let year = u16::try_from(year).ok().filter(|y| *y <= 9999)?;
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut n: u16| {
+            for digit in out[at..at + width].iter_mut().rev() {
+                *digit = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, u16::from(u8::from(month)));
+        put(8, 2, u16::from(day));
+        put(11, 2, u16::from(hour));
+        put(14, 2, u16::from(minute));
+        put(17, 2, u16::from(second));
+        put(20, 3, milli);
+        Some(out)
     }
 
     /// Seconds since the Unix epoch.
@@ -49,13 +105,10 @@ impl From<OffsetDateTime> for Timestamp {
 
 impl std::fmt::Display for Timestamp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let fmt = time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-        );
-        match self.0.format(&fmt) {
-            Ok(text) => f.write_str(&text),
-            // Only a year outside 0..=9999 cannot be written so; no clock gives one.
-            Err(_) => write!(f, "{}", self.0.unix_timestamp()),
+        match self.text() {
+            // ASCII digits and separators, so always UTF-8.
+            Some(text) => f.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?),
+            None => write!(f, "{}", self.0.unix_timestamp()),
         }
     }
 }
@@ -69,14 +122,27 @@ impl std::str::FromStr for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        match self.text().as_ref().map(|text| std::str::from_utf8(text)) {
+            Some(Ok(text)) => serializer.serialize_str(text),
+            _ => serializer.collect_str(self),
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
-        Self::parse(&text).map_err(serde::de::Error::custom)
+        /// Reads the text where it lies, without copying it.
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an RFC 3339 date-time")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Timestamp, E> {
+                Timestamp::parse(text).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Text)
     }
 }
 
@@ -113,5 +179,27 @@ mod tests {
             serde_json::from_str::<Timestamp>("1795946400").is_err(),
             "a number"
         );
+        let now = Timestamp::now();
+        assert_eq!(
+            Timestamp::parse(&now.to_string()),
+            Ok(now),
+            "kept to the millisecond"
+        );
+        let fine = Timestamp::parse("2026-11-29T10:00:00.123456789Z").expect("nanoseconds");
+        assert_eq!(fine.to_string(), "2026-11-29T10:00:00.123Z");
+        // The own form's quick reader checks as much as the general one.
+        for bad in [
+            "2026-02-30T10:00:00.000Z",
+            "2026-11-29T24:00:00.000Z",
+            "2026-11-29T10:60:00.000Z",
+            "2026-00-29T10:00:00.000Z",
+            "2026-11-29T10:00:00.00xZ",
+            "+026-11-29T10:00:00.000Z",
+        ] {
+            assert!(Timestamp::parse(bad).is_err(), "{bad:?}");
+        }
+        for good in ["0001-01-01T00:00:00.000Z", "2024-02-29T23:59:59.999Z"] {
+            assert_eq!(Timestamp::parse(good).expect(good).to_string(), good);
+        }
     }
 }
