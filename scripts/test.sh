@@ -21,6 +21,8 @@ need() { # need COMMAND DEBIAN-PACKAGE
 }
 need openssl openssl   # makes RS256/ES256 key pairs for the citizen-token and push tests
 need python3 python3   # writes the stand-ins' service-account file (scripts/stand-in-keys.sh)
+need java openjdk-17-jre-headless   # runs Apache Kafka for the Kafka tests (scripts/servers.sh)
+need mvn maven         # fetches Kafka from Maven Central, once (scripts/servers.sh)
 
 # The SMTP server the email tests start (scripts/smtp-sink.py): aiosmtpd, for the python3
 # on PATH. Debian's package when that is the system's python, else from PyPI.
@@ -36,12 +38,13 @@ if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
   fi
 fi
 
-# The Kafka-protocol broker the Kafka tests start (on 127.0.0.1, one per test). Building it
-# takes a while the first time; it lands in ~/.cargo/bin.
-if [ -z "${TANSU:-}" ] && ! command -v tansu >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" ]; then
-  step "installing the tansu broker (cargo install tansu --version 0.6.0 --features dynostore)"
-  cargo install --locked tansu --version 0.6.0 --features dynostore
-fi
+# Apache Kafka for the Kafka tests: one broker for the run (tests keep apart by their own
+# topics), stopped however the run ends. Tests that freeze a broker start their own.
+step "starting Kafka (scripts/servers.sh)"
+export POSTINO_SERVERS_DIR=${POSTINO_SERVERS_DIR:-$(mktemp -d)}
+trap 'scripts/servers.sh stop; rm -rf "$POSTINO_SERVERS_DIR"' EXIT
+scripts/servers.sh start kafka
+eval "$(scripts/servers.sh env)"
 
 step "rustfmt"
 cargo fmt --all -- --check

@@ -1,5 +1,6 @@
 //! Roles apart over Kafka: ingest (with the citizen API), router and inbox run as three
-//! `postino` processes on one host, with Kafka (a real tansu broker) between them and the
+//! `postino` processes on one host, with Kafka (a real broker of the test's own, see
+//! `bus::test_kafka`: Postino's topics and groups have fixed names) between them and the
 //! SQLite store shared by path. The router is `kill -9`'d mid-stream and restarted; every
 //! message that got a `201` still reaches its inbox exactly once, in order.
 
@@ -7,17 +8,16 @@ mod common;
 
 use std::path::Path;
 
-use bus::tansu::start_broker;
+use bus::test_kafka::own;
 use common::*;
 
 /// Writes a configuration for Postino on `bootstrap` with `settings` added, and returns
-/// its path. Two properties work around tansu 0.6 (see `bus::tansu`): one record per batch
-/// (its fetch skips the rest of a batch it is asked to start inside), and a short fetch
-/// wait (it holds a fetch for its whole wait time, so consumers would work in bursts).
+/// its path. A consumer that dies is dropped from its group after 6 s (the broker's least
+/// session timeout) instead of librdkafka's 45 s, so a replacement gets its partitions soon.
 fn write_config(dir: &Path, bootstrap: &str, settings: &str) -> String {
     let path = dir.join("postino.toml");
     let text = format!(
-        "bus = \"kafka://{bootstrap}\"\nkafka_partitions = 3\n{settings}\n[kafka_properties]\n\"batch.num.messages\" = \"1\"\n\"fetch.wait.max.ms\" = \"10\"\n"
+        "bus = \"kafka://{bootstrap}\"\n{settings}\n[kafka]\npartitions = 3\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n"
     );
     std::fs::write(&path, text).expect("config");
     path.to_string_lossy().to_string()
@@ -40,16 +40,11 @@ async fn post_message(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_over_kafka_survive_a_router_kill_9() {
-    let broker = start_broker();
+    let broker = own();
     let dir = tempfile::tempdir().expect("tempdir");
-    // Static group membership lets the restarted router take its predecessor's place at
-    // once, as a restarted pod does; tansu 0.6 never evicts a member that died while leading
-    // a group, so without it the restarted router would wait forever for partitions.
-    let config = write_config(
-        dir.path(),
-        &broker.bootstrap,
-        "kafka_group_instance_id = \"host-1\"",
-    );
+    // No static membership: the killed router led its consumer group, and the restarted
+    // one must be given its partitions once the group drops the dead leader.
+    let config = write_config(dir.path(), &broker.bootstrap, "");
     let data = dir.path().join("data");
     let role = |roles: &str| start(&data, &["--config", &config, "--roles", roles]);
 
@@ -101,7 +96,7 @@ async fn three_processes_over_kafka_survive_a_router_kill_9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_answers_503_while_the_broker_is_unreachable_and_loses_nothing_it_accepted() {
-    let broker = start_broker();
+    let broker = own();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(
         dir.path(),
@@ -166,7 +161,7 @@ async fn ingest_answers_503_while_the_broker_is_unreachable_and_loses_nothing_it
 
 #[test]
 fn kafka_init_creates_every_topic_once_and_reports_it() {
-    let broker = start_broker();
+    let broker = own();
     let init_with = |env: &[(&str, &str)]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_postino"))
             .args([

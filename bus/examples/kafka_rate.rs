@@ -1,12 +1,12 @@
 //! Produce and consume rates of the Kafka bus next to the raw rate of the same broker with
 //! a plain rdkafka producer and consumer, measured in one run, for BENCHMARKS.md. Starts its
-//! own tansu broker (see `bus::tansu`).
+//! own Kafka broker (see `bus::test_kafka`).
 //!
 //! `cargo run --release -p bus --example kafka_rate -- [records] [payload_bytes]`
 
 use std::time::{Duration, Instant};
 
-use bus::kafka::{KafkaBus, KafkaConfig};
+use bus::kafka::KafkaBus;
 use bus::{Bus, Record};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -35,11 +35,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(100_000);
     let size: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(600);
-    let broker = bus::tansu::start_broker();
-    let mut config = KafkaConfig::new(broker.bootstrap.clone());
-    config.partitions = 3;
+    let broker = bus::test_kafka::own();
+    let config = broker.config();
     println!(
-        "{n} records of {size} bytes, tansu on {} (in-memory storage)",
+        "{n} records of {size} bytes, Kafka (scripts/servers.sh) on {}",
         broker.bootstrap
     );
 

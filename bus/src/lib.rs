@@ -16,7 +16,7 @@ pub mod embedded;
 pub mod kafka;
 pub mod stage;
 #[cfg(all(feature = "testsuite", feature = "kafka"))]
-pub mod tansu;
+pub mod test_kafka;
 
 /// One record: `key` decides the partition (Postino uses the citizen's keyed hash, so one
 /// citizen's records stay in order), `headers` carry metadata such as dead-letter reasons.

@@ -1,16 +1,15 @@
-//! The Kafka bus against the bus conformance suite, on a real Kafka-protocol broker: each
-//! test starts its own `tansu` broker (see `bus::tansu`) and stops it when the test ends.
+//! The Kafka bus against the bus conformance suite, on real Kafka: the broker the test
+//! command started for the run (see `bus::test_kafka`), each test on topics of its own.
 
 use std::sync::Arc;
 
 use bus::kafka::KafkaBus;
-use bus::tansu::{start_broker, tansu_config, Broker};
+use bus::test_kafka::{shared, Broker};
 use bus::Bus;
 
 async fn kafka() -> (Arc<dyn Bus>, Broker) {
-    let broker = start_broker();
-    let config = tansu_config(&broker.bootstrap);
-    let bus: Arc<dyn Bus> = KafkaBus::connect(config).expect("connect");
+    let broker = shared();
+    let bus: Arc<dyn Bus> = KafkaBus::connect(broker.config()).expect("connect");
     (bus, broker)
 }
 

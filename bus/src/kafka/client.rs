@@ -153,7 +153,10 @@ impl KafkaBus {
                 .map_err(unavailable)?;
             for result in results {
                 outcomes.push(match result {
-                    Ok(name) => TopicOutcome::Created(name),
+                    Ok(name) => {
+                        self.wait_until_visible(&name, spec.partitions).await?;
+                        TopicOutcome::Created(name)
+                    }
                     Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
                         let differences = self.differences(spec).await?;
                         if differences.is_empty() {
@@ -171,6 +174,36 @@ impl KafkaBus {
             }
         }
         Ok(outcomes)
+    }
+
+    /// Waits until the cluster's metadata shows topic `name` with all its `partitions`. A
+    /// broker answers a creation once its controller has it; the metadata reaches the
+    /// brokers a moment later, and until then the topic reads as having no partitions. So
+    /// "created" means usable, and a second `kafka init` right after compares real topics.
+    async fn wait_until_visible(&self, name: &str, partitions: i32) -> Result<(), BusError> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let admin = Arc::clone(&self.admin);
+            let topic = name.to_string();
+            let found = tokio::task::spawn_blocking(move || {
+                admin
+                    .inner()
+                    .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                    .map(|m| m.topics().first().map_or(0, |t| t.partitions().len()))
+            })
+            .await
+            .map_err(|_| BusError::Closed)?
+            .map_err(unavailable)?;
+            if i32::try_from(found).is_ok_and(|found| found >= partitions) {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(BusError::Unavailable(format!(
+                    "topic {name} was created but its {partitions} partitions did not appear in the cluster's metadata within 30 s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// How an existing topic differs from `spec`: partition count and topic configuration.
