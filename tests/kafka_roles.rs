@@ -13,7 +13,7 @@ use common::*;
 
 /// Writes a configuration for Postino on `bootstrap` with `settings` added, and returns
 /// its path. A consumer that dies is dropped from its group after 6 s (the broker's least
-/// session timeout) instead of librdkafka's 45 s, so a replacement gets its partitions soon.
+/// session timeout) instead of Postino's 10 s, so a replacement gets its partitions sooner.
 fn write_config(dir: &Path, bootstrap: &str, settings: &str) -> String {
     let path = dir.join("postino.toml");
     let text = format!(
