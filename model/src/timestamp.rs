@@ -88,10 +88,6 @@ impl Timestamp {
     pub fn unix_seconds(self) -> i64 {
         self.0.unix_timestamp()
     }
-
-    pub fn as_offset_date_time(self) -> OffsetDateTime {
-        self.0
-    }
 }
 
 /// Kept to the millisecond, as written, so that a timestamp read back equals the one written.
