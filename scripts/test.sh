@@ -21,8 +21,8 @@ need() { # need COMMAND DEBIAN-PACKAGE
 }
 need openssl openssl   # makes RS256/ES256 key pairs for the citizen-token and push tests
 need python3 python3   # writes the stand-ins' service-account file (scripts/stand-in-keys.sh)
-need java openjdk-17-jre-headless   # runs Apache Kafka for the Kafka tests (scripts/servers.sh)
-need mvn maven         # fetches Kafka from Maven Central, once (scripts/servers.sh)
+need java openjdk-17-jre-headless   # runs Apache Kafka and Apache Cassandra (scripts/servers.sh)
+need mvn maven         # fetches them from Maven Central, once (scripts/servers.sh)
 
 # The SMTP server the email tests start (scripts/smtp-sink.py): aiosmtpd, for the python3
 # on PATH. Debian's package when that is the system's python, else from PyPI.
@@ -38,12 +38,15 @@ if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
   fi
 fi
 
-# Apache Kafka for the Kafka tests: one broker for the run (tests keep apart by their own
-# topics), stopped however the run ends. Tests that freeze a broker start their own.
-step "starting Kafka (scripts/servers.sh)"
+# Apache Kafka for the Kafka tests and Apache Cassandra for the ScyllaDB store's: one of
+# each for the run (tests keep apart by their own topics and ids; the store's keyspace is
+# made once, by the first test that needs it), stopped however the run ends. Tests that
+# freeze a server start their own.
+step "starting Kafka and Cassandra (scripts/servers.sh)"
 export POSTINO_SERVERS_DIR=${POSTINO_SERVERS_DIR:-$(mktemp -d)}
 trap 'scripts/servers.sh stop; rm -rf "$POSTINO_SERVERS_DIR"' EXIT
 scripts/servers.sh start kafka
+scripts/servers.sh start cassandra
 eval "$(scripts/servers.sh env)"
 
 step "rustfmt"
@@ -51,7 +54,8 @@ cargo fmt --all -- --check
 
 step "clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# The binary without its `kafka` feature (no librdkafka): what is compiled only then.
+# The binary without its `kafka` and `scylla` features (no librdkafka, no CQL driver):
+# what is compiled only then.
 cargo clippy -p postino --no-default-features --locked -- -D warnings
 
 step "tests"

@@ -1,5 +1,6 @@
 //! The `postino` command line as an operator uses it: `admin service …` against a running
-//! Postino, `admin token`, and start-up refusing a bad configuration.
+//! Postino, `admin token`, `store migrate` on the run's CQL server, and start-up refusing a
+//! bad configuration or a keyspace without the schema.
 
 use std::process::{Command, Output};
 
@@ -256,4 +257,52 @@ async fn log_status_shows_each_stages_group_while_postino_runs() {
         &[],
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("no embedded log under"));
+}
+
+#[test]
+fn store_migrate_brings_the_keyspace_to_this_schema_and_serve_refuses_one_without_it() {
+    let cql = store::test_cql::address().nodes.join(",");
+    let keyspace = format!("scylla://{cql}/{}", store::test_cql::KEYSPACE);
+    let replication = [("POSTINO_SCYLLA_REPLICATION", "simple:1")];
+    for _ in 0..2 {
+        let out = postino(&["store", "migrate", "--store", &keyspace], &replication);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            report.ends_with("keyspace postino_test is at schema 0001_initial\n"),
+            "{report}"
+        );
+    }
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let unmigrated = format!("scylla://{cql}/postino_never_migrated");
+    let data_dir = data.path().to_string_lossy().to_string();
+    let out = postino(
+        &[
+            "serve",
+            "--store",
+            &unmigrated,
+            "--data-dir",
+            &data_dir,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert!(!out.status.success(), "serve must refuse it");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(
+            "postino_never_migrated holds no Postino schema: run `postino store migrate` first"
+        ),
+        "{said}"
+    );
+
+    let out = postino(&["store", "migrate", "--store", "sqlite"], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("brought up to date when it opens"));
 }

@@ -11,6 +11,7 @@ pub mod html;
 pub mod installation;
 pub mod language;
 pub mod message;
+pub mod net;
 pub mod pipeline;
 pub mod profile;
 pub mod push;

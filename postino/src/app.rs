@@ -24,7 +24,7 @@ use model::secret::Secret;
 use problem::Problem;
 use router::RouterStage;
 use store::sqlite::SqliteStore;
-use store::{KeyOwner, Store};
+use store::{KeyOwner, Store, StoreAddress};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -59,8 +59,7 @@ impl App {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(dir).context("cannot open the store")?);
+        let store = open_store(config).await?;
         let bus: Arc<dyn Bus> = match config.bus_choice() {
             BusChoice::Embedded => EmbeddedBus::open(dir).context("cannot open the log")?,
             BusChoice::Kafka(kafka) => connect_kafka(kafka)?,
@@ -147,7 +146,7 @@ impl App {
                 })
                 .await
         });
-        tracing::info!(%addr, data_dir = %dir.display(), roles = %config.roles, bus = %config.bus, "Postino listening on http://{addr}");
+        tracing::info!(%addr, data_dir = %dir.display(), roles = %config.roles, bus = %config.bus, store = %config.store, "Postino listening on http://{addr}");
         Ok(App {
             addr,
             generated_manage_key,
@@ -367,6 +366,35 @@ fn email_stage(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<EmailSt
         config.email.from.clone(),
         config.email.max_in_flight,
     ))
+}
+
+/// The store `config` names: the SQLite file under the data directory, or the cluster.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match &config.store {
+        StoreAddress::Sqlite => Ok(Arc::new(
+            SqliteStore::open(&config.data_dir).context("cannot open the store")?,
+        )),
+        StoreAddress::Scylla(address) => connect_scylla(address, &config.scylla).await,
+    }
+}
+
+#[cfg(feature = "scylla")]
+async fn connect_scylla(
+    address: &store::scylla::ScyllaAddress,
+    settings: &store::scylla::ScyllaSettings,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let store = store::scylla::ScyllaStore::connect(address, settings)
+        .await
+        .with_context(|| format!("cannot open the store at {address}"))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "scylla"))]
+async fn connect_scylla(
+    _: &store::scylla::ScyllaAddress,
+    _: &store::scylla::ScyllaSettings,
+) -> anyhow::Result<Arc<dyn Store>> {
+    anyhow::bail!("store: this build of Postino has no ScyllaDB client (built without the `scylla` feature); use store = \"sqlite\" or a build with it")
 }
 
 #[cfg(feature = "kafka")]

@@ -2,7 +2,7 @@
 //! `POSTINO_CONFIG`), then `POSTINO_*` environment variables, then command-line flags.
 //!
 //! The file has a few top-level keys and one section per part of Postino (`[jwt]`,
-//! `[kafka]`, `[stage]`, `[push]`, `[smtp]`, `[email]`), each a typed struct defined beside
+//! `[kafka]`, `[scylla]`, `[stage]`, `[push]`, `[smtp]`, `[email]`), each a typed struct defined beside
 //! the code that uses it. Every setting is also reachable by environment, by names derived
 //! from the structure, never listed by hand:
 //! - nested: `POSTINO_` + the path with `__` between levels (`POSTINO_PUSH__FCM__PER_MINUTE`);
@@ -27,6 +27,8 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use model::secret::Secret;
 use serde::{Deserialize, Serialize};
+use store::scylla::ScyllaSettings;
+use store::StoreAddress;
 
 pub use crate::roles::{Role, Roles};
 
@@ -57,8 +59,11 @@ pub struct Config {
     pub roles: Roles,
     /// The log between stages.
     pub bus: BusAddress,
+    /// Where state lives.
+    pub store: StoreAddress,
     pub jwt: JwtSettings,
     pub kafka: KafkaSettings,
+    pub scylla: ScyllaSettings,
     pub stage: StageSettings,
     pub push: PushSettings,
     pub smtp: SmtpSettings,
@@ -77,8 +82,10 @@ impl Default for Config {
             problem_type_base: problem::DEFAULT_TYPE_BASE.into(),
             roles: Roles::ALL,
             bus: BusAddress::Embedded,
+            store: StoreAddress::Sqlite,
             jwt: JwtSettings::default(),
             kafka: KafkaSettings::default(),
+            scylla: ScyllaSettings::default(),
             stage: StageSettings::default(),
             push: PushSettings::default(),
             smtp: SmtpSettings::default(),
@@ -98,6 +105,8 @@ pub struct Overrides {
     pub roles: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bus: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 /// Where the log lives: `embedded` (under `data_dir`) or `kafka://host:port[,host:port…]`.
@@ -119,11 +128,7 @@ impl TryFrom<String> for BusAddress {
                 "bus: {text:?} is neither `embedded` nor `kafka://host:port[,host:port…]`"
             ))
         })?;
-        let valid_server = |s: &str| {
-            s.rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-        };
-        if servers.is_empty() || !servers.split(',').all(valid_server) {
+        if !model::net::is_host_port_list(servers) {
             return Err(ConfigError(format!(
                 "bus: {text:?} must list host:port pairs after kafka://"
             )));
@@ -379,6 +384,7 @@ impl Config {
         self.push.read_files().map_err(ConfigError)?;
         self.smtp.read_files().map_err(ConfigError)?;
         self.jwt.read_files().map_err(ConfigError)?;
+        self.scylla.read_files().map_err(ConfigError)?;
         Ok(())
     }
 
@@ -404,6 +410,7 @@ impl Config {
         let sections = [
             self.stage.check(),
             self.kafka.check(),
+            self.scylla.check(),
             self.push.check(),
             self.smtp.check(),
             self.email.check(),
@@ -629,6 +636,20 @@ mod tests {
             "problem_type_base" => (json!("https://docs.example.org/problems/"), vec![]),
             "roles" => (json!("router,inbox"), vec![]),
             "bus" => (json!("kafka://10.0.0.1:9092"), vec![]),
+            "store" => (
+                json!("scylla://10.0.0.1:9042,10.0.0.2:9042/postino"),
+                vec![],
+            ),
+            "scylla.consistency" => (json!("QUORUM"), vec![]),
+            "scylla.serial_consistency" => (json!("SERIAL"), vec![]),
+            "scylla.replication" => (json!("dc1:3,dc2:3"), vec![]),
+            "scylla.tls" => (json!(true), vec![]),
+            "scylla.ca_file" => (file("ca.pem"), vec![("scylla.tls", json!(true))]),
+            "scylla.username" => (json!("postino"), vec![("scylla.password", json!("pw"))]),
+            "scylla.password" => (
+                json!("a-password"),
+                vec![("scylla.username", json!("postino"))],
+            ),
             "jwt.secret" => (json!("a-jwt-secret-of-at-least-32-bytes!"), vec![]),
             "jwt.public_key_file" => (file("jwt.pem"), vec![("jwt.algorithm", json!("ES256"))]),
             "jwt.algorithm" => (
@@ -638,6 +659,7 @@ mod tests {
             "jwt.issuer"
             | "jwt.audience"
             | "kafka.group_instance_id"
+            | "scylla.local_datacenter"
             | "push.apns.key_id"
             | "push.apns.team_id"
             | "push.apns.topic" => (json!("some-value"), vec![]),
@@ -734,7 +756,13 @@ mod tests {
             documented_sorted, paths,
             "README.md's settings table lists every setting once"
         );
-        let secrets = ["manage_key", "secret", "jwt.secret", "smtp.password"];
+        let secrets = [
+            "manage_key",
+            "secret",
+            "jwt.secret",
+            "smtp.password",
+            "scylla.password",
+        ];
         for key in &keys {
             let (value, companions) = sample(&key.path, files.path());
             let base: String = companions.iter().map(|(p, v)| nested(p, v)).collect();

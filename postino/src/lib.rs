@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod kafka_init;
 pub mod logstatus;
+pub mod migrate;
 pub mod openapi;
 pub mod roles;
 pub mod secrets;

@@ -46,6 +46,9 @@ enum Command {
         /// The log: embedded, or kafka://host:port[,host:port…] [default: embedded]
         #[arg(long)]
         bus: Option<String>,
+        /// The store: sqlite, or scylla://host:port[,host:port…]/keyspace [default: sqlite]
+        #[arg(long)]
+        store: Option<String>,
     },
     /// Operator commands: services, keys, development tokens.
     Admin(AdminArgs),
@@ -53,6 +56,11 @@ enum Command {
     Kafka {
         #[command(subcommand)]
         command: KafkaCommand,
+    },
+    /// The ScyllaDB store's schema.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
     },
     /// The embedded log.
     Log {
@@ -74,6 +82,21 @@ enum LogCommand {
         /// Data directory [default: ./data]
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Creates the keyspace (replication from `scylla.replication`) and its tables, or
+    /// brings an older keyspace up to this build's schema; reports what it applied. Safe to
+    /// run again. The embedded SQLite store needs none: it is brought up to date on open.
+    Migrate {
+        /// Configuration file (TOML).
+        #[arg(long, env = "POSTINO_CONFIG")]
+        config: Option<PathBuf>,
+        /// scylla://host:port[,host:port…]/keyspace
+        #[arg(long)]
+        store: Option<String>,
     },
 }
 
@@ -101,12 +124,14 @@ async fn main() -> anyhow::Result<()> {
             listen,
             roles,
             bus,
+            store,
         } => {
             let overrides = Overrides {
                 listen,
                 data_dir,
                 roles,
                 bus,
+                store,
             };
             let config = Config::load(config.as_deref(), overrides)?;
             let filter =
@@ -131,6 +156,17 @@ async fn main() -> anyhow::Result<()> {
                 ..Overrides::default()
             };
             postino::kafka_init::init(&Config::load(config.as_deref(), overrides)?).await
+        }
+        Command::Store {
+            command: StoreCommand::Migrate { config, store },
+        } => {
+            let overrides = Overrides {
+                store,
+                ..Overrides::default()
+            };
+            let config = Config::load(config.as_deref(), overrides)?;
+            print!("{}", postino::migrate::migrate(&config).await?);
+            Ok(())
         }
         Command::Log {
             command: LogCommand::Status { config, data_dir },

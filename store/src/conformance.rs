@@ -350,6 +350,44 @@ pub async fn the_inbox_pages_newest_first_and_only_shows_its_citizen(store: Arc<
     assert_eq!(item.subject, records[0].message.content.subject);
 }
 
+/// An inbox spread over years, with months empty between (a store may partition it by
+/// time): paging still goes newest first through all of it, and each item is found by id.
+pub async fn the_inbox_pages_across_months_and_gaps(store: Arc<dyn Store>) {
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+    let fc = fresh_fiscal_code();
+    // Every 17 days for a year, then nothing for two years, then a few more.
+    let times = (0..22u64)
+        .map(|k| 1_700_000_000_000 + k * 17 * DAY_MS)
+        .chain((0..4u64).map(|k| 1_700_000_000_000 + (1100 + k) * DAY_MS));
+    let records: Vec<MessageRecord> = times
+        .map(|ms| sample_record(&fc, ms, MessageStatus::Processed))
+        .collect();
+    store.deliver(records.clone()).await.expect("deliver");
+    for limit in [1, 3, 7, 100] {
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store.list_inbox(&fc, cursor, limit).await.expect("list");
+            assert!(page.len() <= limit);
+            let Some(last) = page.last() else { break };
+            cursor = Some(last.id);
+            seen.extend(page.into_iter().map(|i| i.id));
+        }
+        let expected: Vec<Ulid> = records.iter().rev().map(|r| r.message.id).collect();
+        assert_eq!(seen, expected, "pages of {limit}");
+    }
+    let oldest = records[0].message.id;
+    assert!(store.set_read(&fc, &oldest, true).await.expect("read"));
+    assert!(
+        store
+            .get_inbox_item(&fc, &oldest)
+            .await
+            .expect("get")
+            .expect("there")
+            .is_read
+    );
+}
+
 pub async fn read_state_can_be_set_and_cleared(store: Arc<dyn Store>) {
     let fc = fresh_fiscal_code();
     let record = sample_record(&fc, 4_000, MessageStatus::Processed);
@@ -607,6 +645,7 @@ macro_rules! store_conformance {
             rejected_messages_stay_out_of_the_inbox,
             delivering_twice_keeps_one_copy_and_its_read_state,
             the_inbox_pages_newest_first_and_only_shows_its_citizen,
+            the_inbox_pages_across_months_and_gaps,
             read_state_can_be_set_and_cleared,
             settings_are_set_once,
             installations_are_per_citizen_and_replace_by_id,

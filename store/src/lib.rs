@@ -19,9 +19,16 @@ use model::FiscalCode;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
+mod address;
+mod codec;
 #[cfg(feature = "testsuite")]
 pub mod conformance;
+pub mod scylla;
 pub mod sqlite;
+#[cfg(all(feature = "testsuite", feature = "scylla"))]
+pub mod test_cql;
+
+pub use address::StoreAddress;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -35,6 +42,10 @@ pub enum StoreError {
     /// again fails again, so a stage dead-letters the record instead of holding.
     #[error("the store refused the data: {0}")]
     Rejected(String),
+    /// The store's schema does not fit this build (missing, older or newer): an operator
+    /// runs `postino store migrate` or the Postino that knows it. Found at start-up.
+    #[error("{0}")]
+    Schema(String),
 }
 
 impl StoreError {

@@ -22,6 +22,7 @@ use serde::Serialize;
 use db::{DbError, Readers, Writer};
 use ulid::Ulid;
 
+use crate::codec::{self, channel_name, from_json};
 use crate::{
     InboxItem, InstallationStore, KeyOwner, MessageRecord, MessageStore, NotificationKey,
     NotificationStore, ProfileStore, Routing, ServiceStore, SettingStore, StoreError,
@@ -152,11 +153,7 @@ impl From<DbError> for StoreError {
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<String, DbError> {
-    serde_json::to_string(value).map_err(|e| DbError::Refused(format!("cannot serialise: {e}")))
-}
-
-fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+    codec::to_json(value).map_err(DbError::Refused)
 }
 
 impl SqliteStore {
@@ -332,23 +329,9 @@ impl ProfileStore for SqliteStore {
     }
 }
 
-/// A status or channel outcome as its column holds it: the name IO's API gives it.
+/// A status or channel outcome as its column holds it.
 fn text_of<T: Serialize>(value: &T) -> Result<String, DbError> {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(text)) => Ok(text),
-        _ => Err(unreadable("a status did not serialise to a name".into())),
-    }
-}
-
-/// The reverse of [`text_of`].
-fn parse_text<T: DeserializeOwned>(text: &str) -> Result<T, String> {
-    use serde::de::IntoDeserializer;
-    T::deserialize(text.into_deserializer())
-        .map_err(|e: serde::de::value::Error| format!("unreadable status {text:?}: {e}"))
-}
-
-fn parse_column<T: DeserializeOwned>(text: Option<String>) -> Result<Option<T>, String> {
-    text.map(|t| parse_text(&t)).transpose()
+    codec::name_of(value).map_err(unreadable)
 }
 
 /// A value that cannot be written or read back as its column holds it: never retried.
@@ -425,11 +408,12 @@ fn decode_message(
 ) -> Result<MessageRecord, StoreError> {
     Ok(MessageRecord {
         message: from_json(&message)?,
-        status: parse_text(&status).map_err(StoreError::Corrupt)?,
-        rejection_reason: parse_column(rejection_reason).map_err(StoreError::Corrupt)?,
+        status: codec::parse_name(&status).map_err(StoreError::Corrupt)?,
+        rejection_reason: codec::parse_optional_name(rejection_reason)
+            .map_err(StoreError::Corrupt)?,
         notification: NotificationStatus {
-            email: parse_column(email).map_err(StoreError::Corrupt)?,
-            webhook: parse_column(webhook).map_err(StoreError::Corrupt)?,
+            email: codec::parse_optional_name(email).map_err(StoreError::Corrupt)?,
+            webhook: codec::parse_optional_name(webhook).map_err(StoreError::Corrupt)?,
         },
         updated_at: updated_at
             .parse()
@@ -608,8 +592,8 @@ fn record_outcomes(
             continue;
         };
         let mut notification = NotificationStatus {
-            email: parse_column(email).map_err(unreadable)?,
-            webhook: parse_column(webhook).map_err(unreadable)?,
+            email: codec::parse_optional_name(email).map_err(unreadable)?,
+            webhook: codec::parse_optional_name(webhook).map_err(unreadable)?,
         };
         if notification.record(*channel, *status) {
             update.execute(params![
@@ -621,13 +605,6 @@ fn record_outcomes(
         }
     }
     Ok(())
-}
-
-fn channel_name(channel: Channel) -> &'static str {
-    match channel {
-        Channel::Email => "email",
-        Channel::Push => "webhook",
-    }
 }
 
 /// How often records of sent notifications past their retention are dropped.

@@ -1,0 +1,761 @@
+//! [`ScyllaStore`]: every store trait on a CQL cluster, with prepared statements only.
+//!
+//! Writes never read first, except where the trait answers whether something was there
+//! (`set_read`, the installation deletes). Status never goes backwards because each write's
+//! timestamp is its rank (`USING TIMESTAMP`), so the cluster itself keeps the highest. A
+//! batch of records is many single-partition statements in flight at once, at most
+//! `scylla.concurrency`; the writes of one message's partition go as one unlogged batch,
+//! which the cluster applies as one mutation.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use model::installation::{DeviceToken, Installation, InstallationId};
+use model::profile::{Profile, ServicePreference};
+use model::service::Service;
+use model::status::{Channel, ChannelOutcome, ChannelStatus, NotificationStatus};
+use model::FiscalCode;
+use scylla::client::session::Session;
+use scylla::deserialize::row::DeserializeRow;
+use scylla::response::query_result::QueryResult;
+use scylla::serialize::row::SerializeRow;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::{CqlValue, MaybeUnset, Row};
+use ulid::Ulid;
+
+use super::schema::{self, Migrated};
+use super::session::connect;
+use super::statements::Statements;
+use super::{ScyllaAddress, ScyllaSettings};
+use crate::codec::{channel_name, from_json, name_of, parse_name, parse_optional_name, to_json};
+use crate::{
+    InboxItem, InstallationStore, KeyOwner, MessageRecord, MessageStore, NotificationKey,
+    NotificationStore, ProfileStore, Routing, ServiceStore, SettingStore, StoreError,
+};
+
+/// How much time one inbox partition covers: 30 days of message ids.
+const INBOX_BUCKET_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// Every ULID's text sorts below this, so it bounds "the newest" from above.
+const ABOVE_EVERY_ID: &str = "~";
+
+/// The store on a CQL cluster.
+#[derive(Debug, Clone)]
+pub struct ScyllaStore {
+    session: Arc<Session>,
+    statements: Arc<Statements>,
+    concurrency: usize,
+}
+
+impl ScyllaStore {
+    /// Connects to the cluster at `address` and checks that its keyspace holds the schema
+    /// this build knows (see [`schema::check`]).
+    pub async fn connect(
+        address: &ScyllaAddress,
+        settings: &ScyllaSettings,
+    ) -> Result<Self, StoreError> {
+        let session = connect(address, settings).await?;
+        schema::check(&session, &address.keyspace).await?;
+        session
+            .use_keyspace(address.keyspace.as_str(), true)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cql: USE {}: {e}", address.keyspace)))?;
+        let statements = Statements::prepare(&session).await?;
+        Ok(Self {
+            session: Arc::new(session),
+            statements: Arc::new(statements),
+            concurrency: settings.concurrency,
+        })
+    }
+
+    /// Creates or upgrades the keyspace at `address` (`postino store migrate`).
+    pub async fn migrate(
+        address: &ScyllaAddress,
+        settings: &ScyllaSettings,
+    ) -> Result<Migrated, StoreError> {
+        let session = connect(address, settings).await?;
+        schema::migrate(&session, &address.keyspace, &settings.replication).await
+    }
+
+    async fn execute(
+        &self,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> Result<QueryResult, StoreError> {
+        Ok(self.session.execute_unpaged(statement, values).await?)
+    }
+
+    /// The rows a statement reads.
+    async fn rows<R>(
+        &self,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'frame> DeserializeRow<'frame, 'frame>,
+    {
+        let result = self.execute(statement, values).await?;
+        let rows = result.into_rows_result().map_err(corrupt)?;
+        let decoded = rows.rows::<R>().map_err(corrupt)?;
+        decoded.map(|row| row.map_err(corrupt)).collect()
+    }
+
+    /// The one text value a statement reads, if there is a row.
+    async fn text(
+        &self,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> Result<Option<String>, StoreError> {
+        let rows: Vec<(Option<String>,)> = self.rows(statement, values).await?;
+        Ok(rows.into_iter().next().and_then(|(text,)| text))
+    }
+
+    /// Runs `operations`, `concurrency` at a time; answers in their order. (The futures
+    /// are made before they are streamed: a closure inside the stream would tie the
+    /// stream's type to one borrow, which `async_trait`'s `Send` check cannot prove.)
+    async fn each<T, Fut>(&self, operations: Vec<Fut>) -> Result<Vec<T>, StoreError>
+    where
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        futures::stream::iter(operations)
+            .buffered(self.concurrency)
+            .try_collect()
+            .await
+    }
+
+    /// The rows of one message's partition: one statement, or an unlogged batch (one
+    /// mutation) when the writes carry different timestamps.
+    async fn write_message_rows(&self, rows: Vec<MessageWrite>) -> Result<(), StoreError> {
+        match rows.len() {
+            0 => Ok(()),
+            1 => {
+                self.execute(&self.statements.write_message, &rows[0])
+                    .await?;
+                Ok(())
+            }
+            n => {
+                let mut batch = Batch::new(BatchType::Unlogged);
+                for _ in 0..n {
+                    batch.append_statement(self.statements.write_message.clone());
+                }
+                batch.set_is_idempotent(true);
+                self.session.batch(&batch, rows).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether a conditional write (LWT) was applied: its answer's `[applied]` column.
+    fn applied(result: QueryResult) -> Result<bool, StoreError> {
+        let rows = result.into_rows_result().map_err(corrupt)?;
+        let row: Option<Row> = rows.maybe_first_row().map_err(corrupt)?;
+        match row.and_then(|r| r.columns.into_iter().next().flatten()) {
+            Some(CqlValue::Boolean(applied)) => Ok(applied),
+            other => Err(StoreError::Corrupt(format!(
+                "cql: a conditional write answered {other:?}, not [applied]"
+            ))),
+        }
+    }
+}
+
+fn corrupt(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("cql: {err}"))
+}
+
+fn refused(message: String) -> StoreError {
+    StoreError::Rejected(message)
+}
+
+/// One write of `write_message`'s columns, in its bind order: timestamp, message, status,
+/// rejection_reason, updated_at, email, webhook, id. Columns a write does not set are
+/// unset, not null, so no write leaves a tombstone.
+type MessageWrite = (
+    i64,
+    MaybeUnset<String>,
+    MaybeUnset<&'static str>,
+    MaybeUnset<String>,
+    MaybeUnset<String>,
+    MaybeUnset<String>,
+    MaybeUnset<String>,
+    String,
+);
+
+fn set<T>(value: Option<T>) -> MaybeUnset<T> {
+    value.map_or(MaybeUnset::Unset, MaybeUnset::Set)
+}
+
+/// The writes that bring a message's row to `record`: its status (timestamped by the
+/// status's rank) and each channel outcome it holds (timestamped by the outcome's rank).
+fn message_writes(record: &MessageRecord) -> Result<Vec<MessageWrite>, StoreError> {
+    let id = record.message.id.to_string();
+    let reason = record
+        .rejection_reason
+        .as_ref()
+        .map(name_of)
+        .transpose()
+        .map_err(refused)?;
+    let mut writes = vec![(
+        i64::from(record.status.rank()),
+        MaybeUnset::Set(to_json(&record.message).map_err(refused)?),
+        MaybeUnset::Set(record.status.as_str()),
+        set(reason),
+        MaybeUnset::Set(record.updated_at.to_string()),
+        MaybeUnset::Unset,
+        MaybeUnset::Unset,
+        id.clone(),
+    )];
+    for (channel, outcome) in [
+        (Channel::Email, record.notification.email),
+        (Channel::Push, record.notification.webhook),
+    ] {
+        if let Some(outcome) = outcome {
+            writes.push(outcome_write(&id, channel, outcome)?);
+        }
+    }
+    Ok(writes)
+}
+
+/// The write of one channel's outcome, timestamped by its rank.
+fn outcome_write(
+    id: &str,
+    channel: Channel,
+    outcome: ChannelOutcome,
+) -> Result<MessageWrite, StoreError> {
+    let text = name_of(&outcome).map_err(refused)?;
+    let (email, webhook) = match channel {
+        Channel::Email => (MaybeUnset::Set(text), MaybeUnset::Unset),
+        Channel::Push => (MaybeUnset::Unset, MaybeUnset::Set(text)),
+    };
+    Ok((
+        i64::from(outcome.rank()),
+        MaybeUnset::Unset,
+        MaybeUnset::Unset,
+        MaybeUnset::Unset,
+        MaybeUnset::Unset,
+        email,
+        webhook,
+        id.to_string(),
+    ))
+}
+
+/// The inbox partition of a message: its citizen and the 30 days its id's time falls in.
+fn bucket_of(id: &Ulid) -> i32 {
+    i32::try_from(id.timestamp_ms() / INBOX_BUCKET_MS).unwrap_or(i32::MAX)
+}
+
+fn limit(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+fn decode_inbox((body, is_read): (Option<String>, Option<bool>)) -> Result<InboxItem, StoreError> {
+    let body = body.ok_or_else(|| StoreError::Corrupt("an inbox row without its body".into()))?;
+    let mut item: InboxItem = from_json(&body)?;
+    item.is_read = is_read.unwrap_or(false);
+    Ok(item)
+}
+
+#[async_trait]
+impl ServiceStore for ScyllaStore {
+    async fn put_service(&self, service: &Service) -> Result<(), StoreError> {
+        let body = to_json(service).map_err(refused)?;
+        self.execute(&self.statements.put_service, (&service.id, body))
+            .await
+            .map(drop)
+    }
+    async fn get_service(&self, id: &str) -> Result<Option<Service>, StoreError> {
+        let body = self.text(&self.statements.get_service, (id,)).await?;
+        body.map(|b| from_json(&b)).transpose()
+    }
+    async fn delete_service(&self, id: &str) -> Result<(), StoreError> {
+        self.execute(&self.statements.delete_service, (id,))
+            .await
+            .map(drop)
+    }
+    async fn put_key(&self, key_hash: &str, owner: &KeyOwner) -> Result<(), StoreError> {
+        let owner = to_json(owner).map_err(refused)?;
+        self.execute(&self.statements.put_key, (key_hash, owner))
+            .await
+            .map(drop)
+    }
+    async fn get_key(&self, key_hash: &str) -> Result<Option<KeyOwner>, StoreError> {
+        let owner = self.text(&self.statements.get_key, (key_hash,)).await?;
+        owner.map(|o| from_json(&o)).transpose()
+    }
+    async fn delete_key(&self, key_hash: &str) -> Result<(), StoreError> {
+        self.execute(&self.statements.delete_key, (key_hash,))
+            .await
+            .map(drop)
+    }
+}
+
+#[async_trait]
+impl ProfileStore for ScyllaStore {
+    async fn get_profile(&self, fc: &FiscalCode) -> Result<Option<Profile>, StoreError> {
+        let body = self
+            .text(&self.statements.get_profile, (fc.as_str(),))
+            .await?;
+        body.map(|b| from_json(&b)).transpose()
+    }
+    async fn put_profile(&self, fc: &FiscalCode, profile: &Profile) -> Result<(), StoreError> {
+        let body = to_json(profile).map_err(refused)?;
+        self.execute(&self.statements.put_profile, (fc.as_str(), body))
+            .await
+            .map(drop)
+    }
+    async fn get_preference(
+        &self,
+        fc: &FiscalCode,
+        service_id: &str,
+    ) -> Result<Option<ServicePreference>, StoreError> {
+        let body = self
+            .text(&self.statements.get_preference, (fc.as_str(), service_id))
+            .await?;
+        body.map(|b| from_json(&b)).transpose()
+    }
+    async fn put_preference(
+        &self,
+        fc: &FiscalCode,
+        service_id: &str,
+        preference: &ServicePreference,
+    ) -> Result<(), StoreError> {
+        let body = to_json(preference).map_err(refused)?;
+        self.execute(
+            &self.statements.put_preference,
+            (fc.as_str(), service_id, body),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Both reads of every pair at once: the round trips overlap instead of adding up.
+    async fn get_routing(
+        &self,
+        pairs: &[(FiscalCode, String)],
+    ) -> Result<Vec<Routing>, StoreError> {
+        self.each(
+            pairs
+                .iter()
+                .map(|(fc, service_id)| async move {
+                    let (profile, preference) = futures::try_join!(
+                        self.get_profile(fc),
+                        self.get_preference(fc, service_id)
+                    )?;
+                    // A preference without a profile is never read: the citizen has no inbox.
+                    let preference = preference.filter(|_| profile.is_some());
+                    Ok(Routing {
+                        profile,
+                        preference,
+                    })
+                })
+                .collect(),
+        )
+        .await
+    }
+}
+
+/// A message row's columns, as read: message, status, rejection_reason, updated_at,
+/// email, webhook.
+type MessageRow = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn decode_message(row: MessageRow) -> Result<Option<MessageRecord>, StoreError> {
+    let (message, status, rejection_reason, updated_at, email, webhook) = row;
+    // A row holding only channel outcomes is of a message this store never had: the
+    // outcomes of unknown ids are ignored.
+    let (Some(message), Some(status)) = (message, status) else {
+        return Ok(None);
+    };
+    let updated_at =
+        updated_at.ok_or_else(|| StoreError::Corrupt("a message row without updated_at".into()))?;
+    Ok(Some(MessageRecord {
+        message: from_json(&message)?,
+        status: parse_name(&status).map_err(StoreError::Corrupt)?,
+        rejection_reason: parse_optional_name(rejection_reason).map_err(StoreError::Corrupt)?,
+        notification: NotificationStatus {
+            email: parse_optional_name(email).map_err(StoreError::Corrupt)?,
+            webhook: parse_optional_name(webhook).map_err(StoreError::Corrupt)?,
+        },
+        updated_at: updated_at
+            .parse()
+            .map_err(|e: model::timestamp::TimestampError| StoreError::Corrupt(e.to_string()))?,
+    }))
+}
+
+#[async_trait]
+impl MessageStore for ScyllaStore {
+    async fn put_messages(&self, records: Vec<MessageRecord>) -> Result<(), StoreError> {
+        let writes = records
+            .iter()
+            .map(message_writes)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.each(
+            writes
+                .into_iter()
+                .map(|rows| self.write_message_rows(rows))
+                .collect(),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn get_message(&self, id: &Ulid) -> Result<Option<MessageRecord>, StoreError> {
+        let rows: Vec<MessageRow> = self
+            .rows(&self.statements.get_message, (id.to_string(),))
+            .await?;
+        match rows.into_iter().next() {
+            Some(row) => decode_message(row),
+            None => Ok(None),
+        }
+    }
+
+    async fn deliver(&self, records: Vec<MessageRecord>) -> Result<(), StoreError> {
+        let items = records
+            .iter()
+            .map(|r| {
+                let m = &r.message;
+                let body = to_json(&InboxItem::of(m)).map_err(refused)?;
+                Ok((
+                    m.fiscal_code.as_str(),
+                    bucket_of(&m.id),
+                    m.id.to_string(),
+                    body,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // The inbox rows first: a message is PROCESSED only once it is readable.
+        let writes = items.into_iter().map(|(fc, bucket, id, body)| async move {
+            let row = self.execute(&self.statements.put_inbox, (fc, bucket, id, body));
+            let index = self.execute(&self.statements.put_inbox_bucket, (fc, bucket));
+            futures::try_join!(row, index).map(drop)
+        });
+        self.each(writes.collect()).await?;
+        self.put_messages(records).await
+    }
+
+    async fn list_inbox(
+        &self,
+        fc: &FiscalCode,
+        before: Option<Ulid>,
+        limit_to: usize,
+    ) -> Result<Vec<InboxItem>, StoreError> {
+        if limit_to == 0 {
+            return Ok(Vec::new());
+        }
+        let fc = fc.as_str();
+        // Every bucket listed holds a message, and each one older than the cursor's holds
+        // one below the cursor: the cursor's own bucket and `limit_to` more suffice.
+        let buckets: Vec<(i32,)> = match before {
+            Some(before) => {
+                self.rows(
+                    &self.statements.buckets_up_to,
+                    (fc, bucket_of(&before), limit(limit_to.saturating_add(1))),
+                )
+                .await?
+            }
+            None => {
+                self.rows(&self.statements.newest_buckets, (fc, limit(limit_to)))
+                    .await?
+            }
+        };
+        let upper = before.map_or_else(|| ABOVE_EVERY_ID.to_string(), |b| b.to_string());
+        let mut items = Vec::with_capacity(limit_to);
+        for (bucket,) in buckets {
+            let wanted = limit_to - items.len();
+            let rows: Vec<(Option<String>, Option<bool>)> = self
+                .rows(
+                    &self.statements.inbox_page,
+                    (fc, bucket, upper.as_str(), limit(wanted)),
+                )
+                .await?;
+            for row in rows {
+                items.push(decode_inbox(row)?);
+            }
+            if items.len() >= limit_to {
+                break;
+            }
+        }
+        Ok(items)
+    }
+
+    async fn get_inbox_item(
+        &self,
+        fc: &FiscalCode,
+        id: &Ulid,
+    ) -> Result<Option<InboxItem>, StoreError> {
+        let rows: Vec<(Option<String>, Option<bool>)> = self
+            .rows(
+                &self.statements.get_inbox_item,
+                (fc.as_str(), bucket_of(id), id.to_string()),
+            )
+            .await?;
+        rows.into_iter().next().map(decode_inbox).transpose()
+    }
+
+    async fn set_read(
+        &self,
+        fc: &FiscalCode,
+        id: &Ulid,
+        is_read: bool,
+    ) -> Result<bool, StoreError> {
+        // Inbox rows are never deleted, so one that is there now stays: reading first
+        // cannot race a delete, and spares the cost of a conditional write.
+        if self.get_inbox_item(fc, id).await?.is_none() {
+            return Ok(false);
+        }
+        self.execute(
+            &self.statements.set_read,
+            (is_read, fc.as_str(), bucket_of(id), id.to_string()),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    async fn record_channel_outcomes(
+        &self,
+        outcomes: Vec<(Ulid, Channel, ChannelStatus)>,
+    ) -> Result<(), StoreError> {
+        self.settle_notifications(Vec::new(), outcomes).await
+    }
+}
+
+#[async_trait]
+impl NotificationStore for ScyllaStore {
+    async fn notifications_sent(&self, keys: &[NotificationKey]) -> Result<Vec<bool>, StoreError> {
+        let ids: Vec<Ulid> = {
+            let mut seen = HashSet::new();
+            keys.iter()
+                .map(|k| k.message_id)
+                .filter(|id| seen.insert(*id))
+                .collect()
+        };
+        let sent = self
+            .each(
+                ids.into_iter()
+                    .map(|id| async move {
+                        let rows: Vec<(String, String)> = self
+                            .rows(&self.statements.sent_of_message, (id.to_string(),))
+                            .await?;
+                        Ok((id, rows))
+                    })
+                    .collect(),
+            )
+            .await?;
+        let sent: HashSet<(Ulid, String, String)> = sent
+            .into_iter()
+            .flat_map(|(id, rows)| rows.into_iter().map(move |(c, t)| (id, c, t)))
+            .collect();
+        Ok(keys
+            .iter()
+            .map(|k| {
+                sent.contains(&(
+                    k.message_id,
+                    channel_name(k.channel).to_string(),
+                    k.target.clone(),
+                ))
+            })
+            .collect())
+    }
+
+    async fn record_notifications_sent(
+        &self,
+        keys: Vec<NotificationKey>,
+    ) -> Result<(), StoreError> {
+        self.settle_notifications(keys, Vec::new()).await
+    }
+
+    /// One unlogged batch per message: its sent records and its outcomes share the
+    /// message id as partition key, so the batch goes to one replica set at once.
+    async fn settle_notifications(
+        &self,
+        sent: Vec<NotificationKey>,
+        outcomes: Vec<(Ulid, Channel, ChannelStatus)>,
+    ) -> Result<(), StoreError> {
+        let mut per_message: BTreeMap<Ulid, Vec<Settle>> = BTreeMap::new();
+        for key in sent {
+            per_message
+                .entry(key.message_id)
+                .or_default()
+                .push(Settle::Sent((
+                    key.message_id.to_string(),
+                    channel_name(key.channel),
+                    key.target,
+                )));
+        }
+        for (id, channel, status) in outcomes {
+            let write = outcome_write(&id.to_string(), channel, status.into())?;
+            per_message
+                .entry(id)
+                .or_default()
+                .push(Settle::Outcome(write));
+        }
+        let batches = per_message.into_values().map(|rows| async move {
+            let mut batch = Batch::new(BatchType::Unlogged);
+            for row in &rows {
+                batch.append_statement(match row {
+                    Settle::Sent(_) => self.statements.put_sent.clone(),
+                    Settle::Outcome(_) => self.statements.write_message.clone(),
+                });
+            }
+            batch.set_is_idempotent(true);
+            self.session.batch(&batch, rows).await?;
+            Ok(())
+        });
+        self.each(batches.collect()).await.map(drop)
+    }
+}
+
+/// A row of a settling batch: a sent record (message id, channel, target) or an outcome.
+enum Settle {
+    Sent((String, &'static str, String)),
+    Outcome(MessageWrite),
+}
+
+impl SerializeRow for Settle {
+    fn serialize(
+        &self,
+        ctx: &scylla::serialize::row::RowSerializationContext<'_>,
+        writer: &mut scylla::serialize::writers::RowWriter,
+    ) -> Result<(), scylla::serialize::SerializationError> {
+        match self {
+            Self::Sent(row) => row.serialize(ctx, writer),
+            Self::Outcome(row) => row.serialize(ctx, writer),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+#[async_trait]
+impl InstallationStore for ScyllaStore {
+    async fn put_installation(
+        &self,
+        fc: &FiscalCode,
+        installation: &Installation,
+    ) -> Result<(), StoreError> {
+        let body = to_json(installation).map_err(refused)?;
+        self.execute(
+            &self.statements.put_installation,
+            (
+                fc.as_str(),
+                installation.id.to_string(),
+                installation.token.expose(),
+                body,
+            ),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn list_installations(&self, fc: &FiscalCode) -> Result<Vec<Installation>, StoreError> {
+        let rows: Vec<(String, Option<String>)> = self
+            .rows(&self.statements.installations_of, (fc.as_str(),))
+            .await?;
+        rows.into_iter()
+            .filter_map(|(_, body)| body)
+            .map(|body| from_json(&body))
+            .collect()
+    }
+
+    async fn installations_of(
+        &self,
+        fcs: &[FiscalCode],
+    ) -> Result<Vec<Vec<Installation>>, StoreError> {
+        self.each(fcs.iter().map(|fc| self.list_installations(fc)).collect())
+            .await
+    }
+
+    async fn delete_installation(
+        &self,
+        fc: &FiscalCode,
+        id: &InstallationId,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .execute(
+                &self.statements.delete_installation,
+                (fc.as_str(), id.to_string()),
+            )
+            .await?;
+        Self::applied(result)
+    }
+
+    async fn delete_stale_installation(
+        &self,
+        fc: &FiscalCode,
+        id: &InstallationId,
+        token: &DeviceToken,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .execute(
+                &self.statements.delete_stale_installation,
+                (fc.as_str(), id.to_string(), token.expose()),
+            )
+            .await?;
+        Self::applied(result)
+    }
+
+    async fn delete_installations(&self, fc: &FiscalCode) -> Result<usize, StoreError> {
+        let rows: Vec<(String, Option<String>)> = self
+            .rows(&self.statements.installations_of, (fc.as_str(),))
+            .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        self.execute(&self.statements.delete_installations, (fc.as_str(),))
+            .await?;
+        Ok(rows.len())
+    }
+}
+
+#[async_trait]
+impl SettingStore for ScyllaStore {
+    async fn get_setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.text(&self.statements.get_setting, (name,)).await
+    }
+    async fn put_setting_if_absent(&self, name: &str, value: &str) -> Result<bool, StoreError> {
+        let result = self
+            .execute(&self.statements.put_setting_if_absent, (name, value))
+            .await?;
+        Self::applied(result)
+    }
+    async fn put_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        self.execute(&self.statements.put_setting, (name, value))
+            .await
+            .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_covers_thirty_days_of_ids() {
+        let at = |ms: u64| Ulid::from_parts(ms, 7);
+        assert_eq!(bucket_of(&at(0)), 0);
+        assert_eq!(bucket_of(&at(INBOX_BUCKET_MS - 1)), 0);
+        assert_eq!(bucket_of(&at(INBOX_BUCKET_MS)), 1);
+        // Late 2026: about 57 years of 30-day buckets since 1970.
+        assert_eq!(bucket_of(&at(1_796_000_000_000)), 692);
+    }
+
+    #[test]
+    fn every_id_sorts_below_the_upper_bound() {
+        assert!(
+            Ulid::from_parts(u64::MAX >> 16, u128::MAX)
+                .to_string()
+                .as_str()
+                < ABOVE_EVERY_ID
+        );
+    }
+}
