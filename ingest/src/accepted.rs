@@ -7,6 +7,10 @@
 //! ingest process it may be missing for the few milliseconds of one batch. If the process
 //! dies before the row is written, nothing is lost: the message is in the log, and the
 //! pipeline writes its next status (PROCESSED or REJECTED) as usual.
+//!
+//! The store never holds up a `201`: when it falls so far behind that the queue is full
+//! (a store down or overloaded), further rows are skipped, and those messages show their
+//! status once the pipeline records the next one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,7 +21,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use ulid::Ulid;
 
-/// Rows waiting to be written; a full queue makes requests wait (backpressure), never grow.
+/// Rows waiting to be written; beyond it rows are skipped, so memory stays bounded and
+/// requests never wait on the store.
 const QUEUE: usize = 8192;
 /// Rows written in one store job.
 const BATCH: usize = 512;
@@ -51,12 +56,20 @@ impl AcceptedRows {
         (Self { queue, pending }, writer)
     }
 
-    /// Queues `record`'s row; waits only while the queue is full.
+    /// Queues `record`'s row, or skips it when the queue is full or the writer gone.
     pub async fn add(&self, record: MessageRecord) {
         let id = record.message.id;
         lock(&self.pending).insert(id, record);
-        if self.queue.send(id).await.is_err() {
-            tracing::warn!("ACCEPTED writer stopped; the pipeline will record the status");
+        if let Err(err) = self.queue.try_send(id) {
+            lock(&self.pending).remove(&id);
+            match err {
+                mpsc::error::TrySendError::Full(_) => tracing::debug!(
+                    "ACCEPTED rows are queued to the limit (the store is behind); this one is skipped"
+                ),
+                mpsc::error::TrySendError::Closed(_) => tracing::warn!(
+                    "ACCEPTED writer stopped; the pipeline will record the status"
+                ),
+            }
         }
     }
 
@@ -119,6 +132,34 @@ mod tests {
     use model::status::MessageStatus;
     use store::conformance::{fresh_fiscal_code, sample_record};
     use store::sqlite::SqliteStore;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_that_has_fallen_behind_never_holds_up_a_request() {
+        // A writer stuck on a store that does not answer: nothing reads the queue.
+        let (queue, _stuck) = mpsc::channel(2);
+        let rows = AcceptedRows {
+            queue,
+            pending: Pending::default(),
+        };
+        let fc = fresh_fiscal_code();
+        let records: Vec<MessageRecord> = (0..5)
+            .map(|ms| sample_record(&fc, ms, MessageStatus::Accepted))
+            .collect();
+        for r in &records {
+            tokio::time::timeout(Duration::from_secs(10), rows.add(r.clone()))
+                .await
+                .expect("add never waits for the store");
+        }
+        let kept: Vec<bool> = records
+            .iter()
+            .map(|r| rows.get(&r.message.id).is_some())
+            .collect();
+        assert_eq!(
+            kept,
+            [true, true, false, false, false],
+            "the queue's worth is kept, the rest skipped, memory bounded"
+        );
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_queued_row_is_served_until_written_and_written_before_the_writer_ends() {

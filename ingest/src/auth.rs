@@ -45,20 +45,46 @@ impl FromRequestParts<IngestState> for ServiceCaller {
         if let Some(service) = state.callers.get(&hash) {
             return Ok(ServiceCaller(service));
         }
-        match owner(&hash, state).await? {
-            KeyOwner::Service { service_id, .. } => {
-                let service =
-                    state.store.get_service(&service_id).await?.ok_or_else(|| {
-                        Problem::unauthorized("the key's service no longer exists")
-                    })?;
+        match service_of(&hash, state).await {
+            Ok(service) => {
                 let service = std::sync::Arc::new(service);
                 state.callers.put(hash, std::sync::Arc::clone(&service));
                 Ok(ServiceCaller(service))
             }
-            KeyOwner::Manage => Err(Problem::forbidden(
-                "the manage key is for /manage endpoints; use a service key",
-            )),
+            Err(Lookup::Store(err)) if err.is_retryable() => match state.callers.get_stale(&hash) {
+                Some(service) => Ok(ServiceCaller(service)),
+                None => Err(err.into()),
+            },
+            Err(Lookup::Store(err)) => Err(err.into()),
+            Err(Lookup::Refused(problem)) => Err(problem),
         }
+    }
+}
+
+/// Why a key's service could not be found.
+enum Lookup {
+    Store(store::StoreError),
+    Refused(Problem),
+}
+
+/// The service a key belongs to, from the store.
+async fn service_of(hash: &str, state: &IngestState) -> Result<model::service::Service, Lookup> {
+    let owner = state.store.get_key(hash).await.map_err(Lookup::Store)?;
+    match owner {
+        Some(KeyOwner::Service { service_id, .. }) => state
+            .store
+            .get_service(&service_id)
+            .await
+            .map_err(Lookup::Store)?
+            .ok_or_else(|| {
+                Lookup::Refused(Problem::unauthorized("the key's service no longer exists"))
+            }),
+        Some(KeyOwner::Manage) => Err(Lookup::Refused(Problem::forbidden(
+            "the manage key is for /manage endpoints; use a service key",
+        ))),
+        None => Err(Lookup::Refused(Problem::unauthorized(format!(
+            "the {KEY_HEADER} is not a valid key"
+        )))),
     }
 }
 

@@ -3,6 +3,10 @@
 //! the request. Manage operations in this process clear it at once; other ingest processes
 //! see a change within the time to live. Services are shared, not copied: a deep copy of
 //! one per request showed in the profile.
+//!
+//! While the store cannot answer, a key seen within [`STALE_IF_UNAVAILABLE`] keeps
+//! working: with Kafka as the log, a store outage must not stop ingest accepting messages.
+//! A key revoked during the outage is thus honoured until the store is back.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +16,9 @@ use model::service::Service;
 
 /// Most keys remembered; beyond it the cache starts over (there are few services).
 const CAPACITY: usize = 10_000;
+
+/// How old a remembered key may be and still serve while the store is unavailable.
+pub const STALE_IF_UNAVAILABLE: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Debug)]
 pub struct CallerCache {
@@ -36,6 +43,14 @@ impl CallerCache {
         let entries = self.entries();
         let (at, service) = entries.get(key_hash)?;
         (at.elapsed() < self.ttl).then(|| Arc::clone(service))
+    }
+
+    /// The service of `key_hash` if remembered within [`STALE_IF_UNAVAILABLE`], fresh or
+    /// not: for when the store cannot be asked.
+    pub fn get_stale(&self, key_hash: &str) -> Option<Arc<Service>> {
+        let entries = self.entries();
+        let (at, service) = entries.get(key_hash)?;
+        (at.elapsed() < STALE_IF_UNAVAILABLE).then(|| Arc::clone(service))
     }
 
     pub fn put(&self, key_hash: String, service: Arc<Service>) {
@@ -87,5 +102,18 @@ mod tests {
         let cache = CallerCache::new(Duration::ZERO);
         cache.put("h".into(), Arc::new(service("s1")));
         assert!(cache.get("h").is_none());
+    }
+
+    #[test]
+    fn a_key_past_its_time_to_live_still_serves_while_the_store_is_away() {
+        let cache = CallerCache::new(Duration::from_millis(1));
+        cache.put("h".into(), Arc::new(service("s1")));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(cache.get("h").is_none(), "stale for normal use");
+        assert_eq!(
+            cache.get_stale("h").map(|s| s.id.clone()),
+            Some("s1".to_string())
+        );
+        assert!(cache.get_stale("unknown").is_none());
     }
 }

@@ -5,6 +5,9 @@ use serde_json::Value;
 /// The ids on each page of the inbox at `base` (`http://host:port`), newest first, following
 /// the cursor until the last page. `bearer` is the citizen's token.
 ///
+/// A `503` (the store is unavailable for a moment) is asked again, as the app does on
+/// `Retry-After`, for up to a minute.
+///
 /// # Panics
 /// When the API cannot be reached or answers something other than a page.
 pub async fn inbox_pages(
@@ -20,15 +23,21 @@ pub async fn inbox_pages(
         if let Some(c) = &cursor {
             url.push_str(&format!("&cursor={c}"));
         }
-        let page: Value = client
-            .get(url)
-            .bearer_auth(bearer)
-            .send()
-            .await
-            .expect("list the inbox")
-            .json()
-            .await
-            .expect("a page of the inbox");
+        let mut attempts = 0;
+        let answer = loop {
+            let answer = client
+                .get(&url)
+                .bearer_auth(bearer)
+                .send()
+                .await
+                .expect("list the inbox");
+            attempts += 1;
+            if answer.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE || attempts >= 300 {
+                break answer;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        let page: Value = answer.json().await.expect("a page of the inbox");
         pages.push(
             page["items"]
                 .as_array()

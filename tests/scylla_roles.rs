@@ -1,0 +1,195 @@
+//! Roles apart on the production engines: ingest (with the citizen API), router, inbox,
+//! push and email as five `postino` processes over Kafka (a broker of the test's own:
+//! Postino's topics and groups have fixed names) and the CQL store (Apache Cassandra), with
+//! no shared file: each process has a data directory of its own.
+//!
+//! Every message that got a `201` must reach its citizen's inbox exactly once and in order
+//! when a stage process is `kill -9`'d mid-stream, and when the CQL server is frozen for
+//! 20 s under load. A message a stage had dead-lettered would never reach the inbox, so
+//! the inbox check is also the check that nothing was.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bus::test_kafka::{own, OwnServer};
+use common::*;
+use store::scylla::{ScyllaAddress, ScyllaStore};
+
+/// The roles, one process each.
+const ROLES: [&str; 5] = ["ingest,citizen", "router", "inbox", "push", "email"];
+
+/// A configuration for Postino on Kafka at `bootstrap` and the store at `store`, with
+/// `settings` added; returns its path. Every process shares the deployment secret, as in
+/// production (each data directory would otherwise generate its own). A consumer that dies
+/// is dropped from its group after 6 s (the broker's least session timeout).
+fn write_config(dir: &Path, bootstrap: &str, store: &ScyllaAddress, settings: &str) -> String {
+    let path = dir.join("postino.toml");
+    let text = format!(
+        "bus = \"kafka://{bootstrap}\"\nstore = \"{store}\"\nsecret = \"{}\"\n{settings}\n\
+         [kafka]\npartitions = 3\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n",
+        "5e".repeat(32)
+    );
+    std::fs::write(&path, text).expect("config");
+    path.to_string_lossy().to_string()
+}
+
+/// The five processes, by role.
+struct Roles {
+    config: String,
+    dir: PathBuf,
+    running: HashMap<&'static str, Server>,
+}
+
+impl Roles {
+    fn start(dir: &Path, config: String) -> Self {
+        let mut roles = Self {
+            config,
+            dir: dir.to_path_buf(),
+            running: HashMap::new(),
+        };
+        for role in ROLES {
+            roles.restart(role);
+        }
+        roles
+    }
+
+    /// Starts `role` (again), in its own data directory.
+    fn restart(&mut self, role: &'static str) {
+        self.running.remove(role);
+        let data = self.dir.join(role.replace(',', "-"));
+        let server = start(&data, &["--config", &self.config, "--roles", role]);
+        self.running.insert(role, server);
+    }
+
+    fn get(&self, role: &str) -> &Server {
+        &self.running[role]
+    }
+
+    fn stop_all(mut self) {
+        for role in ROLES {
+            let status = self.running.remove(role).expect("running").terminate();
+            assert!(
+                status.success(),
+                "{role} did not exit cleanly on SIGTERM: {status}"
+            );
+        }
+    }
+}
+
+async fn survive_a_kill_9_of(victim: &'static str) {
+    let broker = own();
+    let store = store::test_cql::address();
+    store::test_cql::store().await; // the keyspace, migrated
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &broker.bootstrap, &store, "");
+    let mut roles = Roles::start(dir.path(), config);
+    let base = roles.get("ingest,citizen").base.clone();
+    let client = reqwest::Client::new();
+    let key = create_service(&client, &base).await;
+    let citizens = fiscal_codes(40);
+    create_profiles(&client, &base, &citizens).await;
+
+    // A first wave proves every stage consumes, so the kill lands while the victim works.
+    let warm_up = Stream {
+        senders: 8,
+        stop_after: 80,
+        kill_at: None,
+    };
+    let mut accepted = send_stream(&client, &base, &key, &citizens, warm_up).await;
+    assert_inboxes_hold_exactly(&client, &base, &accepted).await;
+
+    let stream = Stream {
+        senders: 8,
+        stop_after: 1000,
+        kill_at: Some((500, roles.get(victim).child.clone())),
+    };
+    let second = send_stream(&client, &base, &key, &citizens, stream).await;
+    let total: usize = second.values().map(Vec::len).sum();
+    assert!(
+        total >= 1000,
+        "ingest kept accepting while the {victim} was down, got {total}"
+    );
+    for (fc, ids) in second {
+        accepted.entry(fc).or_default().extend(ids);
+    }
+    roles.restart(victim);
+    assert_inboxes_hold_exactly(&client, &base, &accepted).await;
+    roles.stop_all();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_processes_on_kafka_and_cql_survive_a_router_kill_9() {
+    survive_a_kill_9_of("router").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_processes_on_kafka_and_cql_survive_an_inbox_dispatcher_kill_9() {
+    survive_a_kill_9_of("inbox").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_seconds_without_the_cql_server_lose_nothing_and_ingest_keeps_accepting() {
+    let broker = own();
+    let cassandra = OwnServer::start("cassandra");
+    let store =
+        ScyllaAddress::parse(&format!("scylla://{}/postino", cassandra.address)).expect("address");
+    ScyllaStore::migrate(&store, &store::test_cql::settings())
+        .await
+        .expect("migrate");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Statements give up sooner than the default 5 s, so the stages see the outage as it is.
+    let config = write_config(
+        dir.path(),
+        &broker.bootstrap,
+        &store,
+        "[scylla]\nreplication = \"simple:1\"\nrequest_timeout_ms = 2000",
+    );
+    let roles = Roles::start(dir.path(), config);
+    let base = roles.get("ingest,citizen").base.clone();
+    let client = reqwest::Client::new();
+    let key = create_service(&client, &base).await;
+    let citizens = fiscal_codes(20);
+    create_profiles(&client, &base, &citizens).await;
+    let warm_up = Stream {
+        senders: 4,
+        stop_after: 40,
+        kill_at: None,
+    };
+    let mut accepted = send_stream(&client, &base, &key, &citizens, warm_up).await;
+    assert_inboxes_hold_exactly(&client, &base, &accepted).await;
+
+    cassandra.pause();
+    let outage = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut during = 0;
+    let mut round = 0;
+    while tokio::time::Instant::now() < outage {
+        for fc in &citizens {
+            let answer = client
+                .post(format!("{base}/api/v1/messages/{fc}"))
+                .header("Ocp-Apim-Subscription-Key", &key)
+                .json(&serde_json::json!({"content": {
+                    "subject": format!("Avviso durante il guasto {round}"),
+                    "markdown": "m".repeat(80)}}))
+                .send()
+                .await
+                .expect("answer");
+            assert_eq!(
+                answer.status(),
+                reqwest::StatusCode::CREATED,
+                "ingest must keep accepting while the store is away: the log is Kafka"
+            );
+            let body: serde_json::Value = answer.json().await.expect("json");
+            let id = body["id"].as_str().expect("id").to_string();
+            accepted.entry(fc.clone()).or_default().push(id);
+            during += 1;
+        }
+        round += 1;
+    }
+    cassandra.resume();
+    assert!(during >= citizens.len(), "sent {during} during the outage");
+    assert_inboxes_hold_exactly(&client, &base, &accepted).await;
+    roles.stop_all();
+}
