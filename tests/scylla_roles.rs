@@ -5,7 +5,8 @@
 //!
 //! Every message that got a `201` must reach its citizen's inbox exactly once and in order
 //! when a stage process is `kill -9`'d mid-stream, and when the CQL server is frozen for
-//! 20 s under load. A message a stage had dead-lettered would never reach the inbox, so
+//! 20 s under load; and with two router processes, each caching profiles, a citizen's
+//! preference change is honoured for their next message. A message a stage had dead-lettered would never reach the inbox, so
 //! the inbox check is also the check that nothing was.
 
 mod common;
@@ -192,4 +193,62 @@ async fn twenty_seconds_without_the_cql_server_lose_nothing_and_ingest_keeps_acc
     assert!(during >= citizens.len(), "sent {during} during the outage");
     assert_inboxes_hold_exactly(&client, &base, &accepted).await;
     roles.stop_all();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preference_change_is_honoured_by_the_next_message_on_either_of_two_routers() {
+    let broker = own();
+    let store = store::test_cql::address();
+    store::test_cql::store().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &broker.bootstrap, &store, "");
+    let role = |name: &str, roles: &str| {
+        start(
+            &dir.path().join(name),
+            &["--config", &config, "--roles", roles],
+        )
+    };
+    let ingest = role("ingest", "ingest,citizen");
+    let _routers = [role("router-1", "router"), role("router-2", "router")];
+    let _inbox = role("inbox", "inbox");
+    let client = reqwest::Client::new();
+    let (service, key) = create_service_with_id(&client, &ingest.base).await;
+    // Enough citizens that both routers (3 partitions between them) route some.
+    let citizens = fiscal_codes(12);
+    create_profiles(&client, &ingest.base, &citizens).await;
+
+    // The first message of each is routed, and its citizen cached by whichever router had it.
+    for fc in &citizens {
+        let id = send_one(&client, &ingest.base, &key, fc).await;
+        let status = final_status(&client, &ingest.base, &key, fc, &id).await;
+        assert_eq!(status["status"], "PROCESSED", "{status}");
+    }
+    for fc in &citizens {
+        let blocked = client
+            .put(format!(
+                "{}/citizen/v1/services/{service}/preferences",
+                ingest.base
+            ))
+            .bearer_auth(token(fc))
+            .json(
+                &serde_json::json!({"is_inbox_enabled": false, "is_email_enabled": true,
+                "is_webhook_enabled": true, "settings_version": 0}),
+            )
+            .send()
+            .await
+            .expect("block the service");
+        assert_eq!(blocked.status(), reqwest::StatusCode::OK);
+    }
+    for fc in &citizens {
+        let id = send_one(&client, &ingest.base, &key, fc).await;
+        let status = final_status(&client, &ingest.base, &key, fc, &id).await;
+        assert_eq!(
+            (
+                status["status"].as_str(),
+                status["rejection_reason"].as_str()
+            ),
+            (Some("REJECTED"), Some("SERVICE_NOT_ALLOWED")),
+            "the cached profile must not outlive the change"
+        );
+    }
 }

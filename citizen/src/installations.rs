@@ -66,6 +66,7 @@ pub(crate) async fn put_installation(
     let installation =
         NewInstallation::parse(&body)?.into_installation(id, model::timestamp::Timestamp::now());
     state.store.put_installation(&fc, &installation).await?;
+    crate::changes::announce(&state.bus, &fc).await?;
     Ok(Json(installation.into()))
 }
 
@@ -105,6 +106,7 @@ pub(crate) async fn delete_installation(
 ) -> Result<StatusCode, Problem> {
     let id = installation_id(&raw_id)?;
     if state.store.delete_installation(&fc, &id).await? {
+        crate::changes::announce(&state.bus, &fc).await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Problem::not_found(format!("no installation with id {id}")))
@@ -125,5 +127,8 @@ pub(crate) async fn delete_all_installations(
     Citizen(fc): Citizen,
 ) -> Result<Json<Removed>, Problem> {
     let removed = state.store.delete_installations(&fc).await?;
+    if removed > 0 {
+        crate::changes::announce(&state.bus, &fc).await?;
+    }
     Ok(Json(Removed { removed }))
 }

@@ -12,6 +12,7 @@ use axum::Router;
 use store::Store;
 
 pub mod auth;
+mod changes;
 mod inbox;
 mod installations;
 mod preferences;
@@ -23,6 +24,8 @@ pub use auth::{JwtAlgorithm, JwtKey, JwtSettings, JwtVerifier};
 pub struct CitizenState {
     pub store: Arc<dyn Store>,
     pub jwt: Arc<JwtVerifier>,
+    /// Where changes are announced (`profile-changes`).
+    pub bus: Arc<dyn bus::Bus>,
 }
 
 /// The routes, under `/citizen/v1` (written out whole, not nested: see `ingest::router`).

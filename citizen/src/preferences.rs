@@ -81,5 +81,6 @@ pub(crate) async fn put_preference(
         .store
         .put_preference(&fc, &service_id, &preference)
         .await?;
+    crate::changes::announce(&state.bus, &fc).await?;
     Ok(Json(preference))
 }

@@ -53,5 +53,6 @@ pub(crate) async fn put_profile(
         .apply(current.as_ref())
         .map_err(|conflict| Problem::conflict(conflict.to_string()))?;
     state.store.put_profile(&fc, &next).await?;
+    crate::changes::announce(&state.bus, &fc).await?;
     Ok(Json(next))
 }

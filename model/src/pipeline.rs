@@ -28,6 +28,10 @@ pub mod topics {
     /// Emails to send, once the inbox holds the message.
     pub const DELIVERIES_EMAIL: &str = "deliveries.email";
 
+    /// Citizens whose profile, preferences or devices changed, written by the citizen API,
+    /// read by every router process to drop what its cache holds of them.
+    pub const PROFILE_CHANGES: &str = "profile-changes";
+
     /// The topics the pipeline works on (each with its dead-letter twin).
     pub const PIPELINE: [&str; 4] = [
         MESSAGES,
@@ -35,6 +39,14 @@ pub mod topics {
         DELIVERIES_PUSH,
         DELIVERIES_EMAIL,
     ];
+}
+
+/// A citizen whose profile, preferences or installations changed (on `profile-changes`).
+/// The citizen API writes the store first, then this, so whoever reads it after finds
+/// the change in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileChange {
+    pub fiscal_code: FiscalCode,
 }
 
 /// A message the senders' API accepted: everything later stages need, including a snapshot
@@ -128,6 +140,22 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ValidationError> {
 pub(crate) mod tests {
     use super::*;
     use crate::channels::ChannelChoice;
+
+    #[test]
+    fn a_profile_change_names_a_valid_fiscal_code_or_is_refused() {
+        let change: ProfileChange =
+            decode(br#"{"fiscal_code":"RSSMRA80A01H501U"}"#).expect("valid");
+        assert_eq!(change.fiscal_code.as_str(), "RSSMRA80A01H501U");
+        for bad in [
+            &b"{}"[..],
+            br#"{"fiscal_code":"not-a-code"}"#,
+            br#"{"fiscal_code":42}"#,
+            b"\xff\xfe",
+            b"",
+        ] {
+            assert!(decode::<ProfileChange>(bad).is_err(), "{bad:?}");
+        }
+    }
 
     fn sample() -> DeliveryPlan {
         sample_plan()

@@ -20,8 +20,11 @@ use dispatchers::email::EmailStage;
 use dispatchers::inbox::InboxStage;
 use dispatchers::push::PushStage;
 use ingest::{IngestState, Keys};
+use model::pipeline::topics;
 use model::secret::Secret;
 use problem::Problem;
+use router::cache::ProfileCache;
+use router::changes::{ChangeFollower, GROUP_PREFIX};
 use router::RouterStage;
 use store::sqlite::SqliteStore;
 use store::{KeyOwner, Store, StoreAddress};
@@ -81,7 +84,19 @@ impl App {
         for role in config.roles.iter() {
             match role {
                 Role::Router => {
-                    let stage = RouterStage::new(Arc::clone(&store), Arc::clone(&bus));
+                    let citizens = Arc::new(ProfileCache::new(Arc::clone(&store), &config.router));
+                    let group = change_group(config);
+                    let follower = ChangeFollower::join(&*bus, &group, Arc::clone(&citizens))
+                        .await
+                        .with_context(|| {
+                            format!("cannot follow {} as group {group}", topics::PROFILE_CHANGES)
+                        })?;
+                    stages.push(supervisor.spawn(
+                        format!("the profile-change follower ({group})"),
+                        follower.run(stopped.clone()),
+                    ));
+                    let stage =
+                        RouterStage::with_cache(Arc::clone(&store), Arc::clone(&bus), citizens);
                     stages.push(supervisor.start(stage, &config.stage).await?);
                 }
                 Role::Inbox => {
@@ -122,7 +137,8 @@ impl App {
                 Role::Citizen => {
                     let jwt = Arc::new(jwt_verifier(config)?);
                     let store = Arc::clone(&store);
-                    routes = routes.merge(citizen::router(CitizenState { store, jwt }));
+                    let bus = Arc::clone(&bus);
+                    routes = routes.merge(citizen::router(CitizenState { store, jwt, bus }));
                 }
             }
         }
@@ -366,6 +382,18 @@ fn email_stage(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<EmailSt
         config.email.from.clone(),
         config.email.max_in_flight,
     ))
+}
+
+/// The consumer group of this process's profile-change follower: one of its own, since
+/// every router process must read every change. On the embedded log (one process) a fixed
+/// name; on Kafka, the process's static id when it has one (so a restart resumes), else a
+/// fresh one.
+fn change_group(config: &Config) -> String {
+    match (&config.bus_choice(), &config.kafka.group_instance_id) {
+        (BusChoice::Embedded, _) => GROUP_PREFIX.to_string(),
+        (BusChoice::Kafka(_), Some(id)) => format!("{GROUP_PREFIX}.{id}"),
+        (BusChoice::Kafka(_), None) => format!("{GROUP_PREFIX}.{}", random_hex(8)),
+    }
 }
 
 /// The store `config` names: the SQLite file under the data directory, or the cluster.

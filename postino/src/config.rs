@@ -2,7 +2,7 @@
 //! `POSTINO_CONFIG`), then `POSTINO_*` environment variables, then command-line flags.
 //!
 //! The file has a few top-level keys and one section per part of Postino (`[jwt]`,
-//! `[kafka]`, `[scylla]`, `[stage]`, `[push]`, `[smtp]`, `[email]`), each a typed struct defined beside
+//! `[kafka]`, `[scylla]`, `[router]`, `[stage]`, `[push]`, `[smtp]`, `[email]`), each a typed struct defined beside
 //! the code that uses it. Every setting is also reachable by environment, by names derived
 //! from the structure, never listed by hand:
 //! - nested: `POSTINO_` + the path with `__` between levels (`POSTINO_PUSH__FCM__PER_MINUTE`);
@@ -26,6 +26,7 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use model::secret::Secret;
+use router::cache::RouterSettings;
 use serde::{Deserialize, Serialize};
 use store::scylla::ScyllaSettings;
 use store::StoreAddress;
@@ -64,6 +65,7 @@ pub struct Config {
     pub jwt: JwtSettings,
     pub kafka: KafkaSettings,
     pub scylla: ScyllaSettings,
+    pub router: RouterSettings,
     pub stage: StageSettings,
     pub push: PushSettings,
     pub smtp: SmtpSettings,
@@ -86,6 +88,7 @@ impl Default for Config {
             jwt: JwtSettings::default(),
             kafka: KafkaSettings::default(),
             scylla: ScyllaSettings::default(),
+            router: RouterSettings::default(),
             stage: StageSettings::default(),
             push: PushSettings::default(),
             smtp: SmtpSettings::default(),
@@ -411,6 +414,7 @@ impl Config {
             self.stage.check(),
             self.kafka.check(),
             self.scylla.check(),
+            self.router.check(),
             self.push.check(),
             self.smtp.check(),
             self.email.check(),

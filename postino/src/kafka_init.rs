@@ -1,4 +1,5 @@
-//! `postino kafka init`: every topic of the pipeline, with its retry and dead-letter twins, created from
+//! `postino kafka init`: every topic of the pipeline, with its retry and dead-letter twins, and
+//! `profile-changes` (kept as long as the routers' caches keep a citizen), created from
 //! configuration with its partitions, replication, retention and cleanup policy. Topics
 //! that exist are compared with the configuration and reported where they differ, but left
 //! alone, so running it again changes nothing.
@@ -20,16 +21,20 @@ pub fn specs(config: &Config) -> Vec<TopicSpec> {
             ("retention.ms".into(), retention_ms.to_string()),
         ],
     };
-    topics::PIPELINE
-        .iter()
-        .flat_map(|t| {
-            [
-                spec(t.to_string(), config.kafka.retention_ms),
-                spec(retry_topic(t), config.kafka.retention_ms),
-                spec(dead_letter_topic(t), config.kafka.dlq_retention_ms),
-            ]
-        })
-        .collect()
+    let pipeline = topics::PIPELINE.iter().flat_map(|t| {
+        [
+            spec(t.to_string(), config.kafka.retention_ms),
+            spec(retry_topic(t), config.kafka.retention_ms),
+            spec(dead_letter_topic(t), config.kafka.dlq_retention_ms),
+        ]
+    });
+    // A router that starts without a group of its own reads the whole topic: keep only what
+    // a cache could still hold, up to its time to live.
+    let changes = spec(
+        topics::PROFILE_CHANGES.to_string(),
+        config.router.cache_ttl_secs.saturating_mul(1000),
+    );
+    pipeline.chain([changes]).collect()
 }
 
 /// Without the Kafka client there is nothing to create topics with.

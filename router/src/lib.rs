@@ -3,8 +3,12 @@
 //! ([`model::channels::decide`]). A rejected message gets its REJECTED status here; every
 //! other one goes on to `deliveries.inbox` with its channel plan.
 //!
-//! It reads the store for every message, so a profile or preference change is honoured by
-//! the very next message (invariant 4).
+//! It reads citizens through its [`cache::ProfileCache`], which the citizens' changes
+//! ([`changes::ChangeFollower`]) keep current, so a profile or preference change is honoured
+//! within seconds on every router process (invariant 4).
+
+pub mod cache;
+pub mod changes;
 
 use std::sync::Arc;
 
@@ -17,6 +21,8 @@ use model::profile::PushContent;
 use model::status::{MessageStatus, RejectionReason};
 use store::{MessageRecord, Routing, Store};
 
+use crate::cache::{ProfileCache, RouterSettings};
+
 /// Consumer group of the router.
 pub const GROUP: &str = "router";
 
@@ -24,6 +30,7 @@ pub const GROUP: &str = "router";
 pub struct RouterStage {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
+    citizens: Arc<ProfileCache>,
 }
 
 /// An accepted message as the router reads it from `messages`.
@@ -37,8 +44,27 @@ pub struct Arrived {
 }
 
 impl RouterStage {
+    /// A router that reads every citizen from the store.
     pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Self {
-        Self { store, bus }
+        let uncached = RouterSettings {
+            cache_max_mb: 0,
+            ..RouterSettings::default()
+        };
+        let citizens = Arc::new(ProfileCache::new(Arc::clone(&store), &uncached));
+        Self::with_cache(store, bus, citizens)
+    }
+
+    /// A router that reads citizens through `citizens` (whose follower must run beside it).
+    pub fn with_cache(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        citizens: Arc<ProfileCache>,
+    ) -> Self {
+        Self {
+            store,
+            bus,
+            citizens,
+        }
     }
 
     /// Routes a batch: one store read for every citizen, the rejected written, the plans
@@ -54,7 +80,7 @@ impl RouterStage {
             })
             .collect();
         let routings = self
-            .store
+            .citizens
             .get_routing(&pairs)
             .await
             .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;

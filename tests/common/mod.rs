@@ -111,6 +111,11 @@ pub fn token(fc: &str) -> String {
 
 /// Creates a service and returns its primary key.
 pub async fn create_service(client: &reqwest::Client, base: &str) -> String {
+    create_service_with_id(client, base).await.1
+}
+
+/// Creates a service and returns its id and primary key.
+pub async fn create_service_with_id(client: &reqwest::Client, base: &str) -> (String, String) {
     let service: Value = client
         .post(format!("{base}/api/v1/manage/services"))
         .header("Ocp-Apim-Subscription-Key", MANAGE_KEY)
@@ -126,7 +131,8 @@ pub async fn create_service(client: &reqwest::Client, base: &str) -> String {
         .json()
         .await
         .expect("json");
-    keys["primary_key"].as_str().expect("key").to_string()
+    let key = keys["primary_key"].as_str().expect("key").to_string();
+    (id.to_string(), key)
 }
 
 pub async fn create_profiles(client: &reqwest::Client, base: &str, citizens: &[String]) {
@@ -257,4 +263,45 @@ pub async fn assert_inboxes_hold_exactly(
             "accepted messages missing or out of order for a citizen"
         );
     }
+}
+
+/// The status of message `id` once the pipeline has decided it (not ACCEPTED), as the
+/// sender reads it; waits up to a minute.
+pub async fn final_status(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    fc: &str,
+    id: &str,
+) -> Value {
+    for _ in 0..600 {
+        let answer = client
+            .get(format!("{base}/api/v1/messages/{fc}/{id}"))
+            .header("Ocp-Apim-Subscription-Key", key)
+            .send()
+            .await
+            .expect("getMessage");
+        if answer.status() == reqwest::StatusCode::OK {
+            let body: Value = answer.json().await.expect("json");
+            if body["status"] != "ACCEPTED" {
+                return body;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("message {id} was never routed");
+}
+
+/// Sends one message to `fc` and returns its id.
+pub async fn send_one(client: &reqwest::Client, base: &str, key: &str, fc: &str) -> String {
+    let answer = client
+        .post(format!("{base}/api/v1/messages/{fc}"))
+        .header("Ocp-Apim-Subscription-Key", key)
+        .json(&json!({"content": {"subject": "Avviso di prova", "markdown": "m".repeat(80)}}))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(answer.status(), reqwest::StatusCode::CREATED);
+    let body: Value = answer.json().await.expect("json");
+    body["id"].as_str().expect("id").to_string()
 }
