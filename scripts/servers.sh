@@ -13,6 +13,9 @@
 #                                              its scratch directory
 #   scripts/servers.sh env                     prints the variables of the running ones
 #                                              (POSTINO_TEST_KAFKA, POSTINO_TEST_CQL), to eval
+#   scripts/servers.sh classpath kafka-tools   prints the classpath of Kafka's own tools
+#                                              (kafka-producer-perf-test and kin), fetched
+#                                              once like the servers: for the benchmarks
 # Needs java 17 and mvn. POSTINO_SERVERS_DIR moves the running servers' state (default
 # /tmp/postino-servers).
 set -euo pipefail
@@ -197,9 +200,14 @@ case "${1:-}" in
       "") stop_one kafka; stop_one cassandra ;;
       *) die "stop what? kafka or cassandra" ;;
     esac ;;
+  classpath)
+    case "${2:-}" in
+      kafka-tools) echo "$(resolve kafka-tools org.apache.kafka kafka-tools "$KAFKA_VERSION")/*" ;;
+      *) die "classpath of what? kafka-tools" ;;
+    esac ;;
   env)
     [ -f "$RUN/kafka/address" ] && echo "export POSTINO_TEST_KAFKA=$(cat "$RUN/kafka/address")"
     [ -f "$RUN/cassandra/address" ] && echo "export POSTINO_TEST_CQL=$(cat "$RUN/cassandra/address")"
     true ;;
-  *) die "usage: scripts/servers.sh start kafka|cassandra | stop [kafka|cassandra] | env" ;;
+  *) die "usage: scripts/servers.sh start kafka|cassandra | stop [kafka|cassandra] | env | classpath kafka-tools" ;;
 esac
