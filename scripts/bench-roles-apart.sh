@@ -47,8 +47,9 @@ done
 "$BIN/loadtest" seed --url http://127.0.0.1:$PORT --citizens "$CITIZENS" --services 1 \
   --devices 0 --email 0 --no-profile 0 --inbox-disabled 0 --service-blocked 0 \
   --state "$WORK/state.json" | grep seeded
+JVMS=("$(cat "$POSTINO_SERVERS_DIR/kafka/pid")" "$(cat "$POSTINO_SERVERS_DIR/cassandra/pid")")
 declare -A BEFORE
-for pid in "${PIDS[@]}"; do BEFORE[$pid]=$(cpu_ticks "$pid"); done
+for pid in "${PIDS[@]}" "${JVMS[@]}"; do BEFORE[$pid]=$(cpu_ticks "$pid"); done
 "$BIN/loadtest" mass-notice --url http://127.0.0.1:$PORT --state "$WORK/state.json" --rate max \
   --connections "${CONNECTIONS:-64}" --baseline 0s --out "$WORK"
 i=0
@@ -57,11 +58,16 @@ for role in ingest,citizen router inbox push email; do
   echo "$role: $(per_message "${BEFORE[$pid]}" "$(cpu_ticks "$pid")" "$CITIZENS") µs CPU/message"
   i=$((i + 1))
 done
+echo "Kafka: $(per_message "${BEFORE[${JVMS[0]}]}" "$(cpu_ticks "${JVMS[0]}")" "$CITIZENS") µs CPU/message"
+echo "Cassandra: $(per_message "${BEFORE[${JVMS[1]}]}" "$(cpu_ticks "${JVMS[1]}")" "$CITIZENS") µs CPU/message"
 for pid in "${PIDS[@]}"; do kill "$pid"; wait "$pid" 2>/dev/null || true; done
 
 echo "== raw rates of the same servers"
 TOOLS=$(scripts/servers.sh classpath kafka-tools 2>/dev/null)
 SIZE=${RECORD_BYTES:-900}   # about an accepted message's record on the messages topic
+# The broker creates no topic by itself (as Postino's production settings expect).
+java -Xmx256m -cp "$TOOLS" org.apache.kafka.tools.TopicCommand --bootstrap-server "$POSTINO_TEST_KAFKA" \
+  --create --topic raw-rate --partitions 6 --replication-factor 1 2>/dev/null
 java -Xmx512m -cp "$TOOLS" org.apache.kafka.tools.ProducerPerformance --topic raw-rate \
   --num-records "$CITIZENS" --record-size "$SIZE" --throughput -1 \
   --producer-props bootstrap.servers="$POSTINO_TEST_KAFKA" acks=all 2>/dev/null | tail -1

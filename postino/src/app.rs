@@ -84,7 +84,12 @@ impl App {
         for role in config.roles.iter() {
             match role {
                 Role::Router => {
-                    let citizens = Arc::new(ProfileCache::new(Arc::clone(&store), &config.router));
+                    let embedded = config.store == StoreAddress::Sqlite;
+                    let citizens = Arc::new(ProfileCache::new(
+                        Arc::clone(&store),
+                        config.router.cache_mb(embedded),
+                        config.router.cache_ttl(),
+                    ));
                     let group = change_group(config);
                     let follower = ChangeFollower::join(&*bus, &group, Arc::clone(&citizens))
                         .await

@@ -72,11 +72,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "cql" => Arc::new(store::test_cql::store().await),
         _ => Arc::new(SqliteStore::open(dir.path())?),
     };
-    let settings = RouterSettings {
-        cache_max_mb: 4096,
-        ..RouterSettings::default()
-    };
-    let cache = ProfileCache::new(Arc::clone(&store), &settings);
+    let cache = ProfileCache::new(
+        Arc::clone(&store),
+        4096,
+        RouterSettings::default().cache_ttl(),
+    );
     let seeding = Instant::now();
     let citizens = seed(&store, n).await;
     println!(

@@ -21,13 +21,18 @@ use store::{Routing, Store, StoreError};
 /// used: the bound on how long a change may go unhonoured (invariant 4).
 pub const FRESHNESS: Duration = Duration::from_secs(5);
 
+/// The cache's bound when none is set and the store is shared (ScyllaDB), in MiB.
+pub const DEFAULT_CACHE_MB: u64 = 256;
+
 /// The `[router]` settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RouterSettings {
     /// Most memory the profile cache takes, in MiB; 0 turns it off (every message reads the
-    /// store).
-    pub cache_max_mb: u64,
+    /// store). Unset: [`DEFAULT_CACHE_MB`] with a shared store, off with the embedded one,
+    /// whose reads come from memory already (its page cache) and whose mass notices, one
+    /// message per citizen, would only pay for filling a cache no one reads again.
+    pub cache_max_mb: Option<u64>,
     /// How long a citizen stays cached without a change record, in seconds.
     pub cache_ttl_secs: u64,
 }
@@ -35,7 +40,7 @@ pub struct RouterSettings {
 impl Default for RouterSettings {
     fn default() -> Self {
         Self {
-            cache_max_mb: 256,
+            cache_max_mb: None,
             cache_ttl_secs: 600,
         }
     }
@@ -48,6 +53,16 @@ impl RouterSettings {
             return Err("router.cache_ttl_secs must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// The cache's bound in MiB, for a store that is `embedded` in the process or not.
+    pub fn cache_mb(&self, embedded: bool) -> u64 {
+        self.cache_max_mb
+            .unwrap_or(if embedded { 0 } else { DEFAULT_CACHE_MB })
+    }
+
+    pub fn cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.cache_ttl_secs)
     }
 }
 
@@ -109,12 +124,14 @@ pub struct ProfileCache {
 }
 
 impl ProfileCache {
-    pub fn new(store: Arc<dyn Store>, settings: &RouterSettings) -> Self {
-        let citizens = (settings.cache_max_mb > 0).then(|| {
+    /// A cache of at most `max_mb` MiB (0: none, every read goes to the store), each
+    /// citizen kept at most `ttl`.
+    pub fn new(store: Arc<dyn Store>, max_mb: u64, ttl: Duration) -> Self {
+        let citizens = (max_mb > 0).then(|| {
             moka::sync::Cache::builder()
-                .max_capacity(settings.cache_max_mb.saturating_mul(1024 * 1024))
+                .max_capacity(max_mb.saturating_mul(1024 * 1024))
                 .weigher(|fc: &String, citizen: &Arc<Citizen>| citizen.weight(fc))
-                .time_to_live(Duration::from_secs(settings.cache_ttl_secs))
+                .time_to_live(ttl)
                 .build()
         });
         Self {

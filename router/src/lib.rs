@@ -46,11 +46,8 @@ pub struct Arrived {
 impl RouterStage {
     /// A router that reads every citizen from the store.
     pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Self {
-        let uncached = RouterSettings {
-            cache_max_mb: 0,
-            ..RouterSettings::default()
-        };
-        let citizens = Arc::new(ProfileCache::new(Arc::clone(&store), &uncached));
+        let ttl = RouterSettings::default().cache_ttl();
+        let citizens = Arc::new(ProfileCache::new(Arc::clone(&store), 0, ttl));
         Self::with_cache(store, bus, citizens)
     }
 

@@ -37,11 +37,12 @@ struct Setup {
 }
 
 /// A cache whose follower runs on the embedded log.
-async fn setup(settings: RouterSettings) -> Setup {
+async fn setup(max_mb: u64) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
     let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("log");
-    let cache = Arc::new(ProfileCache::new(Arc::clone(&store), &settings));
+    let ttl = RouterSettings::default().cache_ttl();
+    let cache = Arc::new(ProfileCache::new(Arc::clone(&store), max_mb, ttl));
     let follower = ChangeFollower::join(&*bus, "router-cache", Arc::clone(&cache))
         .await
         .expect("join");
@@ -93,7 +94,7 @@ fn change(fc: &FiscalCode) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cached_citizen_is_answered_from_memory_until_their_change_is_read() {
-    let s = setup(RouterSettings::default()).await;
+    let s = setup(256).await;
     let fc = fresh_fiscal_code();
     s.store
         .put_profile(&fc, &Profile::new_default())
@@ -139,7 +140,11 @@ async fn a_cached_citizen_is_answered_from_memory_until_their_change_is_read() {
 async fn without_a_follower_heard_from_every_read_goes_to_the_store() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
-    let cache = ProfileCache::new(Arc::clone(&store), &RouterSettings::default());
+    let cache = ProfileCache::new(
+        Arc::clone(&store),
+        256,
+        RouterSettings::default().cache_ttl(),
+    );
     let fc = fresh_fiscal_code();
     assert_eq!(routing(&cache, &fc, "svc").await.profile, None);
     store
@@ -155,18 +160,14 @@ async fn without_a_follower_heard_from_every_read_goes_to_the_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cache_keeps_to_its_memory_bound() {
-    let s = setup(RouterSettings {
-        cache_max_mb: 1,
-        ..RouterSettings::default()
-    })
-    .await;
+    let s = setup(1).await;
     let first = fresh_fiscal_code();
     s.store
         .put_profile(&first, &Profile::new_default())
         .await
         .expect("profile");
     until_cached(&s.cache, &first, "svc").await;
-    // Far more citizens than 1 MiB holds (each weighs about 700 bytes).
+    // Far more citizens than 1 MiB holds (each weighs about 850 bytes).
     let citizens: Vec<FiscalCode> = (0..4000).map(|_| fresh_fiscal_code()).collect();
     for chunk in citizens.chunks(500) {
         for fc in chunk {
