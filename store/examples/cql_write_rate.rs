@@ -9,23 +9,9 @@
 use std::time::Instant;
 
 use futures::StreamExt;
-use model::status::MessageStatus;
 use scylla::client::session_builder::SessionBuilder;
-use store::conformance::{fresh_fiscal_code, sample_record};
-use store::{test_cql, MessageRecord, MessageStore};
-
-fn records(n: usize, citizens: usize) -> Vec<MessageRecord> {
-    let fcs: Vec<_> = (0..citizens).map(|_| fresh_fiscal_code()).collect();
-    (0..n)
-        .map(|i| {
-            sample_record(
-                &fcs[i % citizens],
-                1_700_000_000_000 + i as u64,
-                MessageStatus::Processed,
-            )
-        })
-        .collect()
-}
+use store::conformance::sample_deliveries;
+use store::{test_cql, MessageStore};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -63,7 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
              updated_at = '2026-01-01T00:00:00.000Z' WHERE id = ?",
         )
         .await?;
-    let raw_rows: Vec<(String, i32, String, String, String)> = records(n, n.min(100_000))
+    let raw_rows: Vec<(String, i32, String, String, String)> = sample_deliveries(n, n.min(100_000))
         .iter()
         .map(|r| {
             let m = &r.message;
@@ -96,7 +82,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("raw CQL:                {raw:>9.0} deliveries/s ({failed} failed)");
 
     // (2) Postino's store, a stage's batch at a time.
-    let rows = records(n, n.min(100_000));
+    let rows = sample_deliveries(n, n.min(100_000));
     let start = Instant::now();
     for chunk in rows.chunks(batch) {
         store.deliver(chunk.to_vec()).await?;

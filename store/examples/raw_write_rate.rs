@@ -8,24 +8,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use model::status::MessageStatus;
 use rusqlite::params;
-use store::conformance::{fresh_fiscal_code, sample_record};
+use store::conformance::sample_deliveries;
 use store::sqlite::SqliteStore;
 use store::{MessageRecord, MessageStore};
-
-fn records(n: usize, citizens: usize) -> Vec<MessageRecord> {
-    let fcs: Vec<_> = (0..citizens).map(|_| fresh_fiscal_code()).collect();
-    (0..n)
-        .map(|i| {
-            sample_record(
-                &fcs[i % citizens],
-                1_700_000_000_000 + i as u64,
-                MessageStatus::Processed,
-            )
-        })
-        .collect()
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -35,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(200_000);
     let batch: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(512);
-    let rows = records(n, n.min(100_000));
+    let rows = sample_deliveries(n, n.min(100_000));
     let bytes: usize = rows
         .iter()
         .map(|r| serde_json::to_vec(&r.message).map(|v| v.len()).unwrap_or(0))

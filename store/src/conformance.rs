@@ -106,6 +106,21 @@ pub fn sample_record(fc: &FiscalCode, ms: u64, status: MessageStatus) -> Message
     }
 }
 
+/// `n` PROCESSED deliveries spread round-robin over `citizens` fresh citizens, ids in
+/// time order: what the write-rate examples write.
+pub fn sample_deliveries(n: usize, citizens: usize) -> Vec<MessageRecord> {
+    let fcs: Vec<_> = (0..citizens.max(1)).map(|_| fresh_fiscal_code()).collect();
+    (0..n)
+        .map(|i| {
+            sample_record(
+                &fcs[i % fcs.len()],
+                1_700_000_000_000 + i as u64,
+                MessageStatus::Processed,
+            )
+        })
+        .collect()
+}
+
 // ---- services and keys -------------------------------------------------------------
 
 pub async fn services_round_trip_and_delete(store: Arc<dyn Store>) {

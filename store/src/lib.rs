@@ -6,7 +6,8 @@
 //! needs a transaction across partitions. Message status never goes backwards: a write
 //! carries its status rank and a lower rank never replaces a higher one (in ScyllaDB, the
 //! rank becomes the write timestamp). [`sqlite::SqliteStore`] is the embedded
-//! implementation; [`conformance`] is the suite every implementation passes.
+//! implementation, [`scylla`] the one on a ScyllaDB cluster (its client with the `scylla`
+//! feature); [`conformance`] is the suite every implementation passes.
 
 use async_trait::async_trait;
 use model::installation::{DeviceToken, Installation, InstallationId};
