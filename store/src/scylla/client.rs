@@ -120,8 +120,22 @@ impl ScyllaStore {
     where
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
+        self.each_of(operations, 1).await
+    }
+
+    /// [`Self::each`] for operations of `statements` statements each, so that no more than
+    /// `concurrency` statements are in flight.
+    async fn each_of<T, Fut>(
+        &self,
+        operations: Vec<Fut>,
+        statements: usize,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let at_once = (self.concurrency / statements.max(1)).max(1);
         futures::stream::iter(operations)
-            .buffered(self.concurrency)
+            .buffered(at_once)
             .try_collect()
             .await
     }
@@ -423,22 +437,27 @@ impl MessageStore for ScyllaStore {
             .map(|r| {
                 let m = &r.message;
                 let body = to_json(&InboxItem::of(m)).map_err(refused)?;
-                Ok((
+                let item = (
                     m.fiscal_code.as_str(),
                     bucket_of(&m.id),
                     m.id.to_string(),
                     body,
-                ))
+                );
+                Ok((item, message_writes(r)?))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        // The inbox rows first: a message is PROCESSED only once it is readable.
-        let writes = items.into_iter().map(|(fc, bucket, id, body)| async move {
-            let row = self.execute(&self.statements.put_inbox, (fc, bucket, id, body));
-            let index = self.execute(&self.statements.put_inbox_bucket, (fc, bucket));
-            futures::try_join!(row, index).map(drop)
-        });
-        self.each(writes.collect()).await?;
-        self.put_messages(records).await
+        // Each message's inbox rows first, then its PROCESSED row: a message is PROCESSED
+        // only once it is readable. Messages do not wait for one another.
+        let writes = items
+            .into_iter()
+            .map(|((fc, bucket, id, body), status)| async move {
+                let row = self.execute(&self.statements.put_inbox, (fc, bucket, id, body));
+                let index = self.execute(&self.statements.put_inbox_bucket, (fc, bucket));
+                futures::try_join!(row, index)?;
+                self.write_message_rows(status).await
+            });
+        // Two inbox statements, then one or a batch.
+        self.each_of(writes.collect(), 3).await.map(drop)
     }
 
     async fn list_inbox(
