@@ -116,6 +116,14 @@ async fn ingest_answers_503_while_the_broker_is_unreachable_and_loses_nothing_it
     let mut accepted = send_stream(&client, &server.base, &key, &citizens, warm_up).await;
 
     broker.pause();
+    let not_ready = client
+        .get(format!("{}/readyz", server.base))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(not_ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let problem: serde_json::Value = not_ready.json().await.expect("problem+json");
+    assert_eq!(problem["detail"], "not ready: the log does not answer");
     let refused = post_message(&client, &server.base, &key, &citizens[0]).await;
     assert_eq!(
         refused.status(),

@@ -163,6 +163,11 @@ async fn twenty_seconds_without_the_cql_server_lose_nothing_and_ingest_keeps_acc
     assert_inboxes_hold_exactly(&client, &base, &accepted).await;
 
     cassandra.pause();
+    let readyz = format!("{base}/readyz");
+    let not_ready = client.get(&readyz).send().await.expect("readyz");
+    assert_eq!(not_ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let problem: serde_json::Value = not_ready.json().await.expect("problem+json");
+    assert_eq!(problem["detail"], "not ready: the store does not answer");
     let outage = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut during = 0;
     let mut round = 0;
@@ -192,6 +197,8 @@ async fn twenty_seconds_without_the_cql_server_lose_nothing_and_ingest_keeps_acc
     cassandra.resume();
     assert!(during >= citizens.len(), "sent {during} during the outage");
     assert_inboxes_hold_exactly(&client, &base, &accepted).await;
+    let ready = client.get(&readyz).send().await.expect("readyz");
+    assert_eq!(ready.status(), reqwest::StatusCode::OK, "ready again");
     roles.stop_all();
 }
 

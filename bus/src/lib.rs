@@ -96,6 +96,12 @@ pub trait Bus: Send + Sync + std::fmt::Debug + 'static {
 
     /// Joins consumer group `group` on `topic`, resuming after its last commit.
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError>;
+
+    /// Whether the log answers now (for readiness probes): an error when it cannot be
+    /// reached. A log in this process's own files always answers.
+    async fn check(&self) -> Result<(), BusError> {
+        Ok(())
+    }
 }
 
 /// One consumer's view of a topic.

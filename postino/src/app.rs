@@ -160,8 +160,12 @@ impl App {
         });
         let mut server_stop = stopped.clone();
         let problem_type_base = config.problem_type_base.clone();
+        let readiness = Readiness {
+            store: Arc::clone(&store),
+            bus: Arc::clone(&bus),
+        };
         let server = tokio::spawn(async move {
-            axum::serve(listener, http(routes, &problem_type_base))
+            axum::serve(listener, http(routes, &problem_type_base, readiness))
                 .with_graceful_shutdown(async move {
                     let _ = server_stop.wait_for(|s| *s).await;
                 })
@@ -234,12 +238,44 @@ impl App {
 /// The largest request body taken: ten times the largest valid message.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
-fn http(apis: Router, problem_type_base: &str) -> Router {
+/// What a process needs to be of use: the store and the log answering. (Its stages joined
+/// their groups before it listened, and a stage that stops stops the process.)
+#[derive(Debug, Clone)]
+struct Readiness {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+}
+
+/// How long a readiness probe waits for the store or the log.
+const READY_WITHIN: Duration = Duration::from_secs(2);
+
+impl Readiness {
+    /// `200` when the store and the log both answer within [`READY_WITHIN`]; `503`
+    /// problem+json naming the one that does not.
+    async fn answer(self) -> Result<&'static str, Problem> {
+        let not_ready =
+            |what: &str| Problem::unavailable(format!("not ready: the {what} does not answer"), 1);
+        let store = tokio::time::timeout(READY_WITHIN, self.store.get_setting(MANAGE_KEY_SETTING));
+        if !matches!(store.await, Ok(Ok(_))) {
+            return Err(not_ready("store"));
+        }
+        let log = tokio::time::timeout(READY_WITHIN, self.bus.check());
+        if !matches!(log.await, Ok(Ok(()))) {
+            return Err(not_ready("log"));
+        }
+        Ok("ready")
+    }
+}
+
+fn http(apis: Router, problem_type_base: &str, readiness: Readiness) -> Router {
     apis.route(
         "/openapi.json",
         get(|| async { Json(crate::openapi::document()) }),
     )
+    // Alive: the process answers. `/health` is its older name.
+    .route("/healthz", get(|| async { "ok" }))
     .route("/health", get(|| async { "ok" }))
+    .route("/readyz", get(move || readiness.clone().answer()))
     .fallback(|| async { Problem::not_found("no such endpoint; see /openapi.json") })
     .method_not_allowed_fallback(|| async {
         Problem::new(

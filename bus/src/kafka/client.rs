@@ -327,6 +327,20 @@ impl Bus for KafkaBus {
         Ok(())
     }
 
+    /// The cluster answers a metadata request within two seconds.
+    async fn check(&self) -> Result<(), BusError> {
+        let admin = Arc::clone(&self.admin);
+        tokio::task::spawn_blocking(move || {
+            admin
+                .inner()
+                .fetch_metadata(None, Duration::from_secs(2))
+                .map(drop)
+        })
+        .await
+        .map_err(|_| BusError::Closed)?
+        .map_err(unavailable)
+    }
+
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError> {
         crate::check_group(group)?;
         self.ensure_topic(topic).await?;

@@ -3,6 +3,7 @@
 
 mod citizen_api;
 mod email;
+mod health;
 mod helpers;
 mod io_contract;
 mod manage;
