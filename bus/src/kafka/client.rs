@@ -273,9 +273,19 @@ impl KafkaBus {
             .create_topics([&new], &opts)
             .await
             .map_err(unavailable)?;
+        // Publishing before the cluster's metadata shows the topic's partitions could put a
+        // key's first records on another partition than its later ones (out of order), so
+        // wait: for every partition of a topic created here, for any of one another
+        // process (or task) just created, whose metadata appears whole.
         for result in results {
             match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Ok(_) => {
+                    self.wait_until_visible(topic, self.config.partitions)
+                        .await?
+                }
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    self.wait_until_visible(topic, 1).await?
+                }
                 Err((name, code)) => {
                     return Err(BusError::Unavailable(format!(
                         "cannot create topic {name}: {code}"
