@@ -306,3 +306,50 @@ fn store_migrate_brings_the_keyspace_to_this_schema_and_serve_refuses_one_withou
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("brought up to date when it opens"));
 }
+
+#[test]
+fn serve_can_log_one_json_object_per_line() {
+    use std::io::{BufRead, BufReader};
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_postino"))
+        .args([
+            "serve",
+            "--log-format",
+            "json",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .env("POSTINO_MANAGE_KEY", MANAGE_KEY)
+        .env("POSTINO_LOG", "info")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start postino");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("read");
+        let event: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not a JSON object per line ({e}): {line}"));
+        assert!(
+            event["level"].is_string() && event["timestamp"].is_string(),
+            "{line}"
+        );
+        let message = event["fields"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        seen.push(message.clone());
+        if message.starts_with("Postino listening on http://") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.iter().any(|m| m.starts_with("stage started")),
+        "the stages' start-up lines are JSON too: {seen:?}"
+    );
+}

@@ -50,6 +50,8 @@ pub struct Config {
     pub secret: Option<Secret>,
     /// Log filter, e.g. `info` or `postino=debug,info`.
     pub log: String,
+    /// How log lines are written: for people, or one JSON object each for a collector.
+    pub log_format: LogFormat,
     /// How long shutdown waits for in-flight work before giving up.
     pub shutdown_grace_secs: u64,
     /// What every problem+json `type` starts with: an absolute URI, as IO's `ProblemJson`
@@ -80,6 +82,7 @@ impl Default for Config {
             manage_key: None,
             secret: None,
             log: "info".into(),
+            log_format: LogFormat::Text,
             shutdown_grace_secs: 30,
             problem_type_base: problem::DEFAULT_TYPE_BASE.into(),
             roles: Roles::ALL,
@@ -97,6 +100,16 @@ impl Default for Config {
     }
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields`, and the spans).
+    Json,
+}
+
 /// Values given on the command line; they override everything else.
 #[derive(Debug, Default, Serialize)]
 pub struct Overrides {
@@ -110,6 +123,8 @@ pub struct Overrides {
     pub bus: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
 }
 
 /// Where the log lives: `embedded` (under `data_dir`) or `kafka://host:port[,host:port…]`.
@@ -637,6 +652,7 @@ mod tests {
             "manage_key" => (json!("a-manage-key-of-some-length"), vec![]),
             "secret" => (json!("ab".repeat(32)), vec![]),
             "log" => (json!("postino=debug,info"), vec![]),
+            "log_format" => (json!("json"), vec![]),
             "problem_type_base" => (json!("https://docs.example.org/problems/"), vec![]),
             "roles" => (json!("router,inbox"), vec![]),
             "bus" => (json!("kafka://10.0.0.1:9092"), vec![]),

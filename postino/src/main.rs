@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use postino::admin::AdminArgs;
 use postino::app::App;
-use postino::config::{Config, Overrides};
+use postino::config::{Config, LogFormat, Overrides};
 use tracing_subscriber::EnvFilter;
 
 // glibc's allocator showed as ~13 % of Postino's CPU under load (perf, BENCHMARKS.md);
@@ -49,6 +49,9 @@ enum Command {
         /// The store: sqlite, or scylla://host:port[,host:port…]/keyspace [default: sqlite]
         #[arg(long)]
         store: Option<String>,
+        /// Log lines as text or as JSON objects [default: text]
+        #[arg(long, value_parser = ["text", "json"])]
+        log_format: Option<String>,
     },
     /// Operator commands: services, keys, development tokens.
     Admin(AdminArgs),
@@ -125,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
             roles,
             bus,
             store,
+            log_format,
         } => {
             let overrides = Overrides {
                 listen,
@@ -132,15 +136,30 @@ async fn main() -> anyhow::Result<()> {
                 roles,
                 bus,
                 store,
+                log_format: log_format.map(|f| {
+                    if f == "json" {
+                        LogFormat::Json
+                    } else {
+                        LogFormat::Text
+                    }
+                }),
             };
             let config = Config::load(config.as_deref(), overrides)?;
             let filter =
                 EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log))?;
-            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_ansi(ansi)
-                .init();
+            match config.log_format {
+                LogFormat::Text => {
+                    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+                    tracing_subscriber::fmt()
+                        .with_env_filter(filter)
+                        .with_ansi(ansi)
+                        .init();
+                }
+                LogFormat::Json => tracing_subscriber::fmt()
+                    .json()
+                    .with_env_filter(filter)
+                    .init(),
+            }
             let app = App::start(&config).await?;
             if let Some(key) = &app.generated_manage_key {
                 println!("Bootstrap manage key (shown only this once; keep it safe): {key}");
