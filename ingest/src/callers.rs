@@ -40,17 +40,19 @@ impl CallerCache {
 
     /// The service of `key_hash`, if remembered and fresh.
     pub fn get(&self, key_hash: &str) -> Option<Arc<Service>> {
-        let entries = self.entries();
-        let (at, service) = entries.get(key_hash)?;
-        (at.elapsed() < self.ttl).then(|| Arc::clone(service))
+        self.remembered_within(key_hash, self.ttl)
     }
 
     /// The service of `key_hash` if remembered within [`STALE_IF_UNAVAILABLE`], fresh or
     /// not: for when the store cannot be asked.
     pub fn get_stale(&self, key_hash: &str) -> Option<Arc<Service>> {
+        self.remembered_within(key_hash, STALE_IF_UNAVAILABLE)
+    }
+
+    fn remembered_within(&self, key_hash: &str, age: Duration) -> Option<Arc<Service>> {
         let entries = self.entries();
         let (at, service) = entries.get(key_hash)?;
-        (at.elapsed() < STALE_IF_UNAVAILABLE).then(|| Arc::clone(service))
+        (at.elapsed() < age).then(|| Arc::clone(service))
     }
 
     pub fn put(&self, key_hash: String, service: Arc<Service>) {

@@ -50,8 +50,8 @@ enum Command {
         #[arg(long)]
         store: Option<String>,
         /// Log lines as text or as JSON objects [default: text]
-        #[arg(long, value_parser = ["text", "json"])]
-        log_format: Option<String>,
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
     },
     /// Operator commands: services, keys, development tokens.
     Admin(AdminArgs),
@@ -136,13 +136,7 @@ async fn main() -> anyhow::Result<()> {
                 roles,
                 bus,
                 store,
-                log_format: log_format.map(|f| {
-                    if f == "json" {
-                        LogFormat::Json
-                    } else {
-                        LogFormat::Text
-                    }
-                }),
+                log_format,
             };
             let config = Config::load(config.as_deref(), overrides)?;
             let filter =

@@ -105,7 +105,7 @@ pub async fn migrate(
     }
     Ok(Migrated {
         applied: done,
-        current: latest().name,
+        current: LATEST.name,
     })
 }
 
@@ -143,10 +143,6 @@ pub async fn check(session: &Session, keyspace: &Keyspace) -> Result<(), StoreEr
     Ok(())
 }
 
-fn latest() -> &'static Migration {
-    LATEST
-}
-
 /// The newest migration this build knows.
 const LATEST: &Migration = &MIGRATIONS[MIGRATIONS.len() - 1];
 
@@ -171,7 +167,7 @@ async fn applied(session: &Session, keyspace: &Keyspace) -> Result<Vec<(i32, Str
 
 /// A keyspace migrated by a newer Postino is refused, naming what this build does not know.
 fn refuse_newer(keyspace: &Keyspace, had: &[(i32, String)]) -> Result<(), StoreError> {
-    let newest_known = latest();
+    let newest_known = LATEST;
     let unknown: Vec<&str> = had
         .iter()
         .filter(|(version, _)| *version > newest_known.version)
