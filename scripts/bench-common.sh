@@ -16,7 +16,7 @@ cleanup() {   # runs under `set -e`: a process already gone must not stop the re
 }
 trap cleanup EXIT
 
-start() { "$SERVER" serve --data-dir "$DATA" --listen 127.0.0.1:$PORT --roles "$1" & PID=$!
+start() { "$SERVER" serve --data-dir "$DATA" --listen 127.0.0.1:$PORT --metrics-listen 127.0.0.1:$((PORT + 100)) --roles "$1" & PID=$!
           until curl -sf http://127.0.0.1:$PORT/health >/dev/null; do sleep 0.1; done; }
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
 

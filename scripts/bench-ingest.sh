@@ -14,7 +14,7 @@ cargo build -q --release -p postino
 BIN=${CARGO_TARGET_DIR:-target}/release/postino
 DATA=$(mktemp -d) WORK=$(mktemp -d)
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DATA" "$WORK"' EXIT
-POSTINO_MANAGE_KEY=$KEY POSTINO_JWT_SECRET=$SECRET POSTINO_LOG=warn "$BIN" serve --data-dir "$DATA" --listen 127.0.0.1:$PORT &
+POSTINO_MANAGE_KEY=$KEY POSTINO_JWT_SECRET=$SECRET POSTINO_LOG=warn "$BIN" serve --data-dir "$DATA" --listen 127.0.0.1:$PORT --metrics-listen 127.0.0.1:$((PORT + 100)) &
 PID=$!
 until curl -sf http://127.0.0.1:$PORT/health >/dev/null; do sleep 0.1; done
 API=http://127.0.0.1:$PORT

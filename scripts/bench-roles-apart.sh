@@ -39,7 +39,7 @@ PIDS=()
 port=$PORT
 for role in ingest,citizen router inbox push email; do
   "$SERVER" serve --config "$CONFIG" --roles "$role" --data-dir "$DATA/${role//,/-}" \
-    --listen 127.0.0.1:$port &
+    --listen 127.0.0.1:$port --metrics-listen 127.0.0.1:$((port + 100)) &
   PIDS+=("$!"); HELPERS+=("$!")
   until curl -sf http://127.0.0.1:$port/health >/dev/null; do sleep 0.1; done
   port=$((port + 1))

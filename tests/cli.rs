@@ -39,6 +39,7 @@ async fn running() -> (App, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
+        metrics_listen: postino::config::MetricsListen::On("127.0.0.1:0".parse().expect("addr")),
         data_dir: dir.path().to_path_buf(),
         manage_key: Some(MANAGE_KEY.into()),
         ..Config::default()
@@ -290,6 +291,8 @@ fn store_migrate_brings_the_keyspace_to_this_schema_and_serve_refuses_one_withou
             &data_dir,
             "--listen",
             "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
         ],
         &[],
     );
@@ -317,6 +320,8 @@ fn serve_can_log_one_json_object_per_line() {
             "--log-format",
             "json",
             "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
             "127.0.0.1:0",
             "--data-dir",
         ])

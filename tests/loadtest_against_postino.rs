@@ -16,6 +16,7 @@ const MANAGE_KEY: &str = "loadtest-manage-key-0123456789";
 async fn postino(dir: &Path) -> App {
     let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
+        metrics_listen: postino::config::MetricsListen::On("127.0.0.1:0".parse().expect("addr")),
         data_dir: dir.to_path_buf(),
         manage_key: Some(MANAGE_KEY.into()),
         ..Config::default()
@@ -277,6 +278,7 @@ async fn a_mass_notice_reaches_every_seeded_phone_and_mailbox_once_and_reports_b
     let work = tempfile::tempdir().expect("tempdir");
     let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
+        metrics_listen: postino::config::MetricsListen::On("127.0.0.1:0".parse().expect("addr")),
         data_dir: data.path().to_path_buf(),
         manage_key: Some(MANAGE_KEY.into()),
         ..Config::default()

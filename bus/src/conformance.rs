@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{Bus, Delivered, Record};
+use crate::{Bus, Delivered, PartitionLag, Record};
 
 const WAIT: Duration = Duration::from_millis(200);
 /// Long enough that a correct implementation never hits it; only a bug waits this long.
@@ -353,6 +353,34 @@ pub async fn failing_records_go_through_the_retry_topic_without_blocking_their_p
     }
 }
 
+/// A group's lag is what was published to the topic and it has not committed, and it falls
+/// as the group commits.
+pub async fn a_group_lags_by_what_it_has_not_committed(bus: Arc<dyn Bus>) {
+    let topic = fresh_topic("lag");
+    let mut sub = bus.subscribe(&topic, "lagging").await.expect("subscribe");
+    bus.publish(&topic, records("k", 5, "r"))
+        .await
+        .expect("publish");
+    let got = collect(&mut *sub, 5).await;
+    assert_eq!(got.len(), 5);
+    let total = |lags: &[PartitionLag]| lags.iter().map(|l| l.records).sum::<i64>();
+    for (committed, behind) in [(2, 3), (5, 0)] {
+        sub.commit(&got[..committed]).await.expect("commit");
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let lags = bus.lag(&topic, "lagging").await.expect("lag");
+            if total(&lags) == behind {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "after committing {committed} of 5 the lag is {lags:?}, not {behind}"
+            );
+            tokio::time::sleep(WAIT).await;
+        }
+    }
+}
+
 /// Instantiates every conformance check as a `#[tokio::test]`. `$make` is an async
 /// expression giving `(Arc<dyn Bus>, guard)`; the guard lives as long as the test.
 #[macro_export]
@@ -366,6 +394,7 @@ macro_rules! bus_conformance {
         $crate::bus_conformance!(@one $make, invalid_topic_names_are_refused);
         $crate::bus_conformance!(@one $make, invalid_group_names_are_refused);
         $crate::bus_conformance!(@one $make, failing_records_go_through_the_retry_topic_without_blocking_their_partition);
+        $crate::bus_conformance!(@one $make, a_group_lags_by_what_it_has_not_committed);
     };
     (@one $make:expr, $name:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

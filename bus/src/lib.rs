@@ -14,6 +14,8 @@ use async_trait::async_trait;
 pub mod conformance;
 pub mod embedded;
 pub mod kafka;
+pub mod metered;
+pub mod metrics;
 pub mod stage;
 #[cfg(all(feature = "testsuite", feature = "kafka"))]
 pub mod test_kafka;
@@ -102,6 +104,20 @@ pub trait Bus: Send + Sync + std::fmt::Debug + 'static {
     async fn check(&self) -> Result<(), BusError> {
         Ok(())
     }
+
+    /// How far consumer group `group` is behind on each partition of `topic`: records
+    /// published that it has not committed. Empty when the log cannot tell.
+    async fn lag(&self, _topic: &str, _group: &str) -> Result<Vec<PartitionLag>, BusError> {
+        Ok(Vec::new())
+    }
+}
+
+/// A consumer group's distance from the end of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub partition: i32,
+    /// Records published to the partition that the group has not committed.
+    pub records: i64,
 }
 
 /// One consumer's view of a topic.

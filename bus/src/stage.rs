@@ -33,6 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+use crate::metrics::{Lagging, StageLane};
 use crate::{Bus, BusError, Delivered, Record, Subscription};
 
 /// How a stage's processing failed.
@@ -334,6 +335,7 @@ struct Lane {
     group: String,
     /// Whether records wait for their `RETRY_AT` before they are processed.
     delayed: bool,
+    metrics: StageLane,
 }
 
 /// A stage's two lanes, each subscribed as its consumer group. On the embedded log the
@@ -362,12 +364,14 @@ pub async fn join(bus: &dyn Bus, topic: &str, group: &str) -> Result<Joined, Bus
         source: topic.to_string(),
         group: group.to_string(),
         delayed: false,
+        metrics: StageLane::new(topic, topic),
     };
     let retry = Lane {
         topic: topic.to_string(),
         source: retry_topic(topic),
         group: format!("{group}.retry"),
         delayed: true,
+        metrics: StageLane::new(topic, &retry_topic(topic)),
     };
     let main_sub = bus.subscribe(&main.source, &main.group).await?;
     let retry_sub = bus.subscribe(&retry.source, &retry.group).await?;
@@ -387,7 +391,12 @@ impl Joined {
         shutdown: watch::Receiver<bool>,
     ) -> Result<(), BusError> {
         let Joined { main, retry } = self;
+        let lanes = [
+            (main.0.source.clone(), main.0.group.clone()),
+            (retry.0.source.clone(), retry.0.group.clone()),
+        ];
         tokio::try_join!(
+            watch_lag(Arc::clone(&bus), lanes, shutdown.clone()),
             consume(
                 Arc::clone(&bus),
                 main,
@@ -398,6 +407,35 @@ impl Joined {
             consume(bus, retry, stage, &cfg, shutdown),
         )?;
         Ok(())
+    }
+}
+
+/// How often a stage asks the log how far behind its groups are.
+pub const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// Reports each lane's consumer lag every [`LAG_EVERY`] until shutdown. The log is asked
+/// rather than the consumer, so a stage that is stuck still shows its lag growing; a log
+/// that cannot answer just leaves the last figure.
+async fn watch_lag(
+    bus: Arc<dyn Bus>,
+    lanes: [(String, String); 2],
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), BusError> {
+    loop {
+        for (topic, group) in &lanes {
+            match bus.lag(topic, group).await {
+                Ok(lags) => Lagging {
+                    topic,
+                    group,
+                    lags: &lags,
+                }
+                .emit(),
+                Err(err) => tracing::debug!(topic, group, error = %err, "cannot read the lag"),
+            }
+        }
+        if !sleep_unless_shutdown(LAG_EVERY, &mut shutdown).await {
+            return Ok(());
+        }
     }
 }
 
@@ -468,6 +506,7 @@ impl<S: Stage> Consumer<'_, S> {
             "stage started"
         );
         while let Some(batch) = self.next_batch().await? {
+            let started = std::time::Instant::now();
             let mut good: Vec<(&Delivered, S::Item)> = Vec::with_capacity(batch.len());
             let mut failed: Vec<Failed<'_, S::Item>> = Vec::new();
             for d in &batch {
@@ -487,7 +526,11 @@ impl<S: Stage> Consumer<'_, S> {
                 let (d, item) = &good[i];
                 (*d, Some(item), failure)
             }));
-            if !self.send_on(failed).await? || !self.commit(&batch).await? {
+            if !self.send_on(failed).await? {
+                break;
+            }
+            self.lane.metrics.batch_done(batch.len(), started.elapsed());
+            if !self.commit(&batch).await? {
                 break;
             }
         }
@@ -544,12 +587,12 @@ impl<S: Stage> Consumer<'_, S> {
     /// Processes the decoded items: all at once on the main lane, as they fall due on the
     /// retry lane. The failures, by index into `good`; `None` on shutdown.
     async fn process(&mut self, good: &[(&Delivered, S::Item)]) -> Option<Vec<(usize, Failure)>> {
-        let source = self.lane.source.as_str();
-        if self.lane.delayed {
-            process_when_due(&*self.stage, good, self.cfg, &mut self.shutdown, source).await
+        let lane = &self.lane;
+        if lane.delayed {
+            process_when_due(&*self.stage, good, self.cfg, &mut self.shutdown, lane).await
         } else {
             let items: Vec<&S::Item> = good.iter().map(|(_, item)| item).collect();
-            process_all(&*self.stage, &items, self.cfg, &mut self.shutdown, source).await
+            process_all(&*self.stage, &items, self.cfg, &mut self.shutdown, lane).await
         }
     }
 
@@ -576,6 +619,7 @@ impl<S: Stage> Consumer<'_, S> {
             }
             dead.push(dead_letter(d, &reason, attempts, &self.lane.group));
         }
+        let (retried, dead_lettered) = (retries.len(), dead.len());
         for (target, records) in [
             (retry_topic(&self.lane.topic), retries),
             (dead_letter_topic(&self.lane.topic), dead),
@@ -600,6 +644,7 @@ impl<S: Stage> Consumer<'_, S> {
                 }
             }
         }
+        self.lane.metrics.sent_on(retried, dead_lettered);
         Ok(true)
     }
 
@@ -634,7 +679,7 @@ async fn process_when_due<S: Stage>(
     good: &[(&Delivered, S::Item)],
     cfg: &StageConfig,
     shutdown: &mut watch::Receiver<bool>,
-    topic: &str,
+    lane: &Lane,
 ) -> Option<Vec<(usize, Failure)>> {
     let mut waiting: Vec<usize> = (0..good.len()).collect();
     let mut outcomes = Vec::new();
@@ -656,7 +701,7 @@ async fn process_when_due<S: Stage>(
             continue;
         }
         let items: Vec<&S::Item> = ready.iter().map(|&i| &good[i].1).collect();
-        let done = process_all(stage, &items, cfg, shutdown, topic).await?;
+        let done = process_all(stage, &items, cfg, shutdown, lane).await?;
         outcomes.extend(done.into_iter().map(|(j, failure)| (ready[j], failure)));
         waiting = later;
     }
@@ -671,8 +716,9 @@ async fn process_all<S: Stage>(
     items: &[&S::Item],
     cfg: &StageConfig,
     shutdown: &mut watch::Receiver<bool>,
-    topic: &str,
+    lane: &Lane,
 ) -> Option<Vec<(usize, Failure)>> {
+    let topic = lane.source.as_str();
     let mut pending: Vec<usize> = (0..items.len()).collect();
     let mut failed = Vec::new();
     let mut backoff = Backoff::new(cfg);
@@ -690,6 +736,7 @@ async fn process_all<S: Stage>(
                 Err(StageError::Unavailable(reason)) => {
                     if held.is_empty() {
                         tracing::warn!(topic, error = %reason, "processing held; retrying");
+                        lane.metrics.held();
                     }
                     held.push(i);
                 }

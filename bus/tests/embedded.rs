@@ -20,6 +20,19 @@ async fn embedded() -> (Arc<dyn Bus>, tempfile::TempDir) {
 
 bus::bus_conformance!(embedded());
 
+/// The log as every process runs it: wrapped to record its metrics, which must change
+/// nothing of what it does.
+mod metered {
+    use super::*;
+
+    async fn metered_embedded() -> (Arc<dyn Bus>, tempfile::TempDir) {
+        let (bus, dir) = embedded().await;
+        (bus::metered::Metered::wrap(bus), dir)
+    }
+
+    bus::bus_conformance!(metered_embedded());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_records_survive_reopening_the_log() {
     let dir = tempfile::tempdir().expect("tempdir");

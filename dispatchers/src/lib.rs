@@ -6,5 +6,6 @@
 
 pub mod email;
 pub mod inbox;
+pub mod metrics;
 mod outcome;
 pub mod push;

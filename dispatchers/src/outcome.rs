@@ -10,6 +10,8 @@ use model::email::EmailJob;
 use model::push::PushJob;
 use model::status::{Channel, ChannelStatus};
 use store::{NotificationKey, Store};
+
+use crate::metrics::SendOutcome;
 use ulid::Ulid;
 
 /// A job about one message, worth sending until the message expires.
@@ -67,6 +69,7 @@ pub(crate) type Outcome = (Option<ChannelStatus>, Result<(), StageError>);
 pub(crate) async fn send_each<'a, J, F, Fut>(
     store: &dyn Store,
     channel: Channel,
+    provider: impl Fn(&J) -> &'static str,
     jobs: &[&'a J],
     send: F,
 ) -> Vec<Result<(), StageError>>
@@ -100,6 +103,14 @@ where
         },
     ))
     .await;
+    for ((job, &before), (status, verdict)) in jobs.iter().zip(&already_sent).zip(&results) {
+        let outcome = if before {
+            SendOutcome::AlreadySent
+        } else {
+            SendOutcome::of(*status, verdict.as_ref().map(|_| ()))
+        };
+        outcome.emit(channel, provider(job), job.message_id());
+    }
     let newly_sent = keys
         .into_iter()
         .zip(&already_sent)

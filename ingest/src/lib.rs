@@ -18,6 +18,7 @@ mod callers;
 pub mod keys;
 mod manage;
 mod messages;
+pub mod metrics;
 mod profiles;
 
 pub use keys::Keys;

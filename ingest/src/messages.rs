@@ -160,6 +160,7 @@ async fn submit(
         .accepted
         .add(MessageRecord::new(message, MessageStatus::Accepted))
         .await;
+    crate::metrics::accepted();
     tracing::debug!(message_id = %id, service_id = %service.id, "message accepted");
     let location = format!("/api/v1/messages/{fc}/{id}");
     Ok((

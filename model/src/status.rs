@@ -45,6 +45,16 @@ pub enum RejectionReason {
     ServiceNotAllowed,
 }
 
+impl RejectionReason {
+    /// Its name in lowercase, as metrics label it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::UserNotFound => "user_not_found",
+            Self::ServiceNotAllowed => "service_not_allowed",
+        }
+    }
+}
+
 /// IO `NotificationChannelStatusValue`: what happened on a channel Postino used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "UPPERCASE")]

@@ -26,12 +26,14 @@ use problem::Problem;
 use router::cache::ProfileCache;
 use router::changes::{ChangeFollower, GROUP_PREFIX};
 use router::RouterStage;
+use store::metered::Backend;
 use store::sqlite::SqliteStore;
 use store::{KeyOwner, Store, StoreAddress};
+use telemetry::ProcessFigures;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{BusChoice, Config};
+use crate::config::{BusChoice, Config, MetricsListen};
 use crate::roles::Role;
 use crate::secrets::{parse_secret, random_hex, read_or_create};
 
@@ -45,10 +47,14 @@ pub const JWT_DEV_SECRET_FILE: &str = "jwt-dev-secret";
 pub struct App {
     /// Where the HTTP APIs listen (the real port when configured with port 0).
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, unless `metrics_listen = "off"`.
+    pub metrics_addr: Option<SocketAddr>,
     /// The manage key generated on this start, if one was (printed once by `serve`).
     pub generated_manage_key: Option<String>,
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
+    /// The metrics listener: it answers until the very end of shutdown.
+    metrics: Option<JoinHandle<()>>,
     stages: Vec<JoinHandle<Result<(), bus::BusError>>>,
     /// Why a stage ended before shutdown was asked for.
     stage_failures: mpsc::UnboundedReceiver<String>,
@@ -62,13 +68,30 @@ impl App {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-        let store = open_store(config).await?;
+        crate::telemetry::install();
+        let backend = match config.store {
+            StoreAddress::Sqlite => Backend::Sqlite,
+            StoreAddress::Scylla(_) => Backend::Scylla,
+        };
+        let store = store::metered::Metered::wrap(open_store(config).await?, backend);
         let bus: Arc<dyn Bus> = match config.bus_choice() {
             BusChoice::Embedded => EmbeddedBus::open(dir).context("cannot open the log")?,
             BusChoice::Kafka(kafka) => connect_kafka(kafka)?,
         };
+        let bus = bus::metered::Metered::wrap(bus);
 
         let (stop, stopped) = watch::channel(false);
+        // Metrics first, so that a process slow to join its groups is already seen.
+        let (metrics_addr, metrics) = match config.metrics_listen {
+            MetricsListen::Off => (None, None),
+            MetricsListen::On(addr) => {
+                let figures =
+                    ProcessFigures::new(env!("CARGO_PKG_VERSION"), config.roles.to_string());
+                let (bound, task) = crate::telemetry::serve(addr, figures, stopped.clone()).await?;
+                tracing::info!("metrics on http://{bound}/metrics");
+                (Some(bound), Some(task))
+            }
+        };
         let (stage_failed, stage_failures) = mpsc::unbounded_channel();
         let supervisor = Supervisor {
             bus: Arc::clone(&bus),
@@ -174,6 +197,8 @@ impl App {
         tracing::info!(%addr, data_dir = %dir.display(), roles = %config.roles, bus = %config.bus, store = %config.store, "Postino listening on http://{addr}");
         Ok(App {
             addr,
+            metrics_addr,
+            metrics,
             generated_manage_key,
             stop,
             server,
@@ -209,6 +234,7 @@ impl App {
         let server = self.server;
         let stages = self.stages;
         let background = self.background;
+        let metrics = self.metrics;
         let drained = tokio::time::timeout(self.grace, async move {
             if !server.is_finished() {
                 let _ = server.await;
@@ -222,6 +248,9 @@ impl App {
                     Err(err) => tracing::error!(error = %err, "stage panicked"),
                     Ok(Ok(())) => {}
                 }
+            }
+            if let Some(metrics) = metrics {
+                let _ = metrics.await;
             }
         })
         .await;
@@ -285,6 +314,7 @@ fn http(apis: Router, problem_type_base: &str, readiness: Readiness) -> Router {
         )
     })
     .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .layer(axum::middleware::from_fn(crate::telemetry::track))
     .layer(axum::middleware::map_response_with_state(
         Arc::<str>::from(problem_type_base),
         every_error_a_problem,

@@ -41,6 +41,8 @@ pub const ENV_PREFIX: &str = "POSTINO_";
 pub struct Config {
     /// Where the HTTP APIs listen.
     pub listen: SocketAddr,
+    /// Where Prometheus scrapes `/metrics`: an address of its own, or `off`.
+    pub metrics_listen: MetricsListen,
     /// Where the embedded log, the store and generated secrets live.
     pub data_dir: PathBuf,
     /// The operators' manage key. When unset, one is generated and printed on first start.
@@ -78,6 +80,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: MetricsListen::DEFAULT,
             data_dir: PathBuf::from("data"),
             manage_key: None,
             secret: None,
@@ -110,11 +113,65 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where a process serves its metrics: `host:port`, or `off` for nowhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum MetricsListen {
+    Off,
+    On(SocketAddr),
+}
+
+impl MetricsListen {
+    /// 127.0.0.1:9464: beside, not on, Prometheus's own 9090.
+    pub const DEFAULT: Self = Self::On(SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        9464,
+    ));
+}
+
+impl std::str::FromStr for MetricsListen {
+    type Err = ConfigError;
+    fn from_str(text: &str) -> Result<Self, ConfigError> {
+        if text == "off" {
+            return Ok(Self::Off);
+        }
+        text.parse().map(Self::On).map_err(|_| {
+            ConfigError(format!(
+                "metrics_listen: {text:?} is neither host:port (e.g. 0.0.0.0:9464) nor `off`"
+            ))
+        })
+    }
+}
+
+impl TryFrom<String> for MetricsListen {
+    type Error = ConfigError;
+    fn try_from(text: String) -> Result<Self, ConfigError> {
+        text.parse()
+    }
+}
+
+impl From<MetricsListen> for String {
+    fn from(listen: MetricsListen) -> String {
+        listen.to_string()
+    }
+}
+
+impl std::fmt::Display for MetricsListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Off => f.write_str("off"),
+            Self::On(addr) => write!(f, "{addr}"),
+        }
+    }
+}
+
 /// Values given on the command line; they override everything else.
 #[derive(Debug, Default, Serialize)]
 pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<MetricsListen>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -648,6 +705,7 @@ mod tests {
         let file = |name: &str| json!(files.join(name).display().to_string());
         match path {
             "listen" => (json!("127.0.0.1:9000"), vec![]),
+            "metrics_listen" => (json!("0.0.0.0:9465"), vec![]),
             "data_dir" | "email.outbox" => (json!("/var/lib/postino-x"), vec![]),
             "manage_key" => (json!("a-manage-key-of-some-length"), vec![]),
             "secret" => (json!("ab".repeat(32)), vec![]),
@@ -831,6 +889,22 @@ mod tests {
         let tree = serde_json::to_value(config).expect("serialises");
         let pointer = format!("/{}", path.replace('.', "/"));
         tree.pointer(&pointer).cloned().unwrap_or(Json::Null)
+    }
+
+    #[test]
+    fn metrics_are_served_on_their_own_port_unless_turned_off() {
+        assert_eq!(
+            Config::default().metrics_listen.to_string(),
+            "127.0.0.1:9464"
+        );
+        let c = load_file("metrics_listen = \"off\"\n").expect("load");
+        assert_eq!(c.metrics_listen, MetricsListen::Off);
+        let c = load("", &[("POSTINO_METRICS_LISTEN", "0.0.0.0:9999")]).expect("load");
+        assert_eq!(c.metrics_listen.to_string(), "0.0.0.0:9999");
+        for bad in ["nowhere", "9464", "on", ""] {
+            let err = load_file(&format!("metrics_listen = {bad:?}\n")).expect_err(bad);
+            assert!(err.to_string().contains("metrics_listen"), "{err}");
+        }
     }
 
     #[test]

@@ -10,3 +10,4 @@ pub mod migrate;
 pub mod openapi;
 pub mod roles;
 pub mod secrets;
+pub mod telemetry;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use postino::admin::AdminArgs;
 use postino::app::App;
-use postino::config::{Config, LogFormat, Overrides};
+use postino::config::{Config, LogFormat, MetricsListen, Overrides};
 use tracing_subscriber::EnvFilter;
 
 // glibc's allocator showed as ~13 % of Postino's CPU under load (perf, BENCHMARKS.md);
@@ -38,6 +38,9 @@ enum Command {
         /// Address to listen on [default: 127.0.0.1:8080]
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Where Prometheus scrapes /metrics: host:port, or off [default: 127.0.0.1:9464]
+        #[arg(long)]
+        metrics_listen: Option<MetricsListen>,
         #[arg(long, help = format!(
             "Roles to run: all, or a comma-separated subset of {} [default: all]",
             postino::roles::Role::ALL.map(postino::roles::Role::name).join(",")
@@ -125,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
             config,
             data_dir,
             listen,
+            metrics_listen,
             roles,
             bus,
             store,
@@ -132,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let overrides = Overrides {
                 listen,
+                metrics_listen,
                 data_dir,
                 roles,
                 bus,

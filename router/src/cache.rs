@@ -17,6 +17,8 @@ use model::FiscalCode;
 use serde::{Deserialize, Serialize};
 use store::{Routing, Store, StoreError};
 
+use crate::metrics;
+
 /// How recently the change follower must have heard from the log for the cache to be
 /// used: the bound on how long a change may go unhonoured (invariant 4).
 pub const FRESHNESS: Duration = Duration::from_secs(5);
@@ -132,6 +134,11 @@ impl ProfileCache {
                 .max_capacity(max_mb.saturating_mul(1024 * 1024))
                 .weigher(|fc: &String, citizen: &Arc<Citizen>| citizen.weight(fc))
                 .time_to_live(ttl)
+                .eviction_listener(|_, _, cause| {
+                    if cause.was_evicted() {
+                        metrics::cache_evicted();
+                    }
+                })
                 .build()
         });
         Self {
@@ -176,6 +183,7 @@ impl ProfileCache {
         pairs: &[(FiscalCode, String)],
     ) -> Result<Vec<Routing>, StoreError> {
         let Some(citizens) = self.live() else {
+            metrics::cache_reads(0, pairs.len());
             return self.store.get_routing(pairs).await;
         };
         let started = *self.epoch();
@@ -190,6 +198,8 @@ impl ProfileCache {
                 misses.push(pair);
             }
         }
+        metrics::cache_reads(pairs.len() - misses.len(), misses.len());
+        metrics::cache_usage(citizens.entry_count(), citizens.weighted_size());
         if misses.is_empty() {
             return Ok(answers.into_iter().flatten().collect());
         }

@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod changes;
+pub mod metrics;
 
 use std::sync::Arc;
 
@@ -93,8 +94,12 @@ impl RouterStage {
         ) in items.iter().copied().zip(routings)
         {
             match route(message, routing) {
-                Err(reason) => rejected.push(MessageRecord::rejected(message.clone(), reason)),
+                Err(reason) => {
+                    metrics::rejected(reason);
+                    rejected.push(MessageRecord::rejected(message.clone(), reason))
+                }
                 Ok(decision) => {
+                    metrics::planned(&decision.channels);
                     deliveries.push(Record::new(key.clone(), decision.plan_record(bytes)))
                 }
             }

@@ -24,6 +24,7 @@ mod address;
 mod codec;
 #[cfg(feature = "testsuite")]
 pub mod conformance;
+pub mod metered;
 pub mod scylla;
 pub mod sqlite;
 #[cfg(all(feature = "testsuite", feature = "scylla"))]

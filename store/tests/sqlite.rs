@@ -13,6 +13,20 @@ async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
 
 store::store_conformance!(sqlite());
 
+/// The store as every process runs it: wrapped to record its metrics, which must change
+/// nothing of what it does.
+mod metered {
+    use super::*;
+    use store::metered::{Backend, Metered};
+
+    async fn metered_sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
+        let (store, dir) = sqlite().await;
+        (Metered::wrap(store, Backend::Sqlite), dir)
+    }
+
+    store::store_conformance!(metered_sqlite());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_handles_on_one_file_see_each_others_writes() {
     // Roles running as separate processes share the file; two handles stand in for them.

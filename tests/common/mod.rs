@@ -22,6 +22,8 @@ pub const JWT_SECRET: &str = "process test secret for citizen tokens!";
 pub struct Server {
     pub child: Arc<Mutex<Child>>,
     pub base: String,
+    /// Where its `/metrics` answers.
+    pub metrics: String,
 }
 
 impl Drop for Server {
@@ -50,7 +52,14 @@ impl Server {
 /// Starts `postino serve` with `args` on 127.0.0.1:0 and waits until it listens.
 pub fn start(data_dir: &Path, args: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_postino"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
         .arg(data_dir)
         .args(args)
         .env("POSTINO_MANAGE_KEY", MANAGE_KEY)
@@ -63,11 +72,16 @@ pub fn start(data_dir: &Path, args: &[&str]) -> Server {
         .expect("start postino");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
+    let mut metrics = None;
     let base = loop {
         let line = lines
             .next()
             .expect("postino exited before listening")
             .expect("read");
+        if let Some(rest) = line.split("metrics on http://").nth(1) {
+            let url = rest.split_whitespace().next().expect("address");
+            metrics = Some(format!("http://{url}"));
+        }
         if let Some(rest) = line.split("listening on http://").nth(1) {
             let addr = rest.split_whitespace().next().expect("address");
             break format!("http://{addr}");
@@ -95,6 +109,7 @@ pub fn start(data_dir: &Path, args: &[&str]) -> Server {
     Server {
         child: Arc::new(Mutex::new(child)),
         base,
+        metrics: metrics.expect("postino said where its metrics are before it listened"),
     }
 }
 

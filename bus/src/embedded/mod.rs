@@ -26,7 +26,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::{check_topic, Bus, BusError, Delivered, Subscription};
+use crate::{check_topic, Bus, BusError, Delivered, PartitionLag, Subscription};
 
 mod frame;
 mod journal;
@@ -56,7 +56,13 @@ pub struct EmbeddedBus {
     root: PathBuf,
     topics: Mutex<HashMap<String, Arc<Topic>>>,
     writer: Arc<WriterHandle>,
+    /// Each (topic, group)'s last commit made through this log, for [`Bus::lag`]: only
+    /// this process consumes it.
+    committed: Committed,
 }
+
+/// The last offset each (topic, group) committed, shared by the log and its subscriptions.
+type Committed = Arc<Mutex<HashMap<(String, String), i64>>>;
 
 /// The writer thread, and the lock that keeps other processes out while it may write.
 /// Dropped by the last bus or subscription: the thread finishes its round first, so a log
@@ -144,6 +150,7 @@ impl EmbeddedBus {
                 thread: Some(thread),
                 _lock: lock,
             }),
+            committed: Committed::default(),
         }))
     }
 
@@ -197,7 +204,9 @@ impl Bus for EmbeddedBus {
         let cursor = tokio::task::spawn_blocking(move || Cursor::after(&seek_in, committed))
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))??;
+        lock(&self.committed).insert((topic.name.clone(), group.to_string()), committed);
         Ok(Box::new(EmbeddedSubscription {
+            shared_commits: Arc::clone(&self.committed),
             synced: topic.synced_next.subscribe(),
             topic,
             group: group.to_string(),
@@ -207,6 +216,24 @@ impl Bus for EmbeddedBus {
             scratch: Vec::new(),
         }))
     }
+
+    /// One partition: the records after the group's last commit.
+    async fn lag(&self, topic: &str, group: &str) -> Result<Vec<PartitionLag>, BusError> {
+        let topic = self.topic(topic)?;
+        let next = *topic.synced_next.borrow();
+        let key = (topic.name.clone(), group.to_string());
+        let Some(committed) = lock(&self.committed).get(&key).copied() else {
+            return Ok(Vec::new());
+        };
+        Ok(vec![PartitionLag {
+            partition: 0,
+            records: (next - 1 - committed).max(0),
+        }])
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Where a consumer reads next.
@@ -314,6 +341,7 @@ struct EmbeddedSubscription {
     /// The offset after the last synced record, as the writer announces it.
     synced: watch::Receiver<i64>,
     committed: i64,
+    shared_commits: Committed,
     scratch: Vec<u8>,
 }
 
@@ -373,6 +401,7 @@ impl Subscription for EmbeddedSubscription {
             })
             .await?;
         self.committed = upto;
+        lock(&self.shared_commits).insert((self.topic.name.clone(), self.group.clone()), upto);
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use futures_util::FutureExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -18,7 +18,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{KafkaConfig, TopicOutcome, TopicSpec};
-use crate::{check_topic, Bus, BusError, Delivered, Record, Subscription};
+use crate::{check_topic, Bus, BusError, Delivered, PartitionLag, Record, Subscription};
 
 impl KafkaConfig {
     /// A client configuration: Postino's `defaults` for this kind of client, then the
@@ -50,6 +50,9 @@ pub struct KafkaBus {
     admin: Arc<AdminClient<DefaultClientContext>>,
     /// Topics known to exist, so publish does not ask the cluster every time.
     topics: Mutex<HashSet<String>>,
+    /// One idle consumer per group whose lag is asked for: it reads the group's committed
+    /// offsets without joining the group.
+    lag_readers: Mutex<std::collections::HashMap<String, Arc<BaseConsumer>>>,
 }
 
 impl std::fmt::Debug for KafkaBus {
@@ -72,7 +75,26 @@ impl KafkaBus {
             producer: std::sync::RwLock::new(producer),
             admin: Arc::new(admin),
             topics: Mutex::new(HashSet::new()),
+            lag_readers: Mutex::new(std::collections::HashMap::new()),
         }))
+    }
+
+    fn lag_reader(&self, group: &str) -> Result<Arc<BaseConsumer>, BusError> {
+        let mut readers = self.lag_readers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(reader) = readers.get(group) {
+            return Ok(Arc::clone(reader));
+        }
+        let reader: BaseConsumer = self
+            .config
+            .client(&[
+                ("group.id", group.to_string()),
+                ("enable.auto.commit", "false".into()),
+            ])
+            .create()
+            .map_err(|e| BusError::Unavailable(format!("cannot create a Kafka lag reader: {e}")))?;
+        let reader = Arc::new(reader);
+        readers.insert(group.to_string(), Arc::clone(&reader));
+        Ok(reader)
     }
 
     fn producer(config: &KafkaConfig) -> Result<FutureProducer, BusError> {
@@ -351,6 +373,17 @@ impl Bus for KafkaBus {
         .map_err(unavailable)
     }
 
+    /// The group's committed offsets against each partition's high watermark, asked of the
+    /// cluster (so a stage that is stuck still shows its lag growing).
+    async fn lag(&self, topic: &str, group: &str) -> Result<Vec<PartitionLag>, BusError> {
+        check_topic(topic)?;
+        let reader = self.lag_reader(group)?;
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || committed_lag(&reader, &topic))
+            .await
+            .map_err(|_| BusError::Closed)?
+    }
+
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError> {
         crate::check_group(group)?;
         self.ensure_topic(topic).await?;
@@ -381,6 +414,45 @@ impl Bus for KafkaBus {
             consumer: Arc::new(consumer),
         }))
     }
+}
+
+/// How long one lag question may take.
+const LAG_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Blocking: each partition's high watermark minus the group's committed offset (a group
+/// that has committed nothing is behind by everything the partition holds).
+fn committed_lag(reader: &BaseConsumer, topic: &str) -> Result<Vec<PartitionLag>, BusError> {
+    let metadata = reader
+        .fetch_metadata(Some(topic), LAG_TIMEOUT)
+        .map_err(unavailable)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut list = TopicPartitionList::new();
+    for p in &partitions {
+        list.add_partition(topic, *p);
+    }
+    let committed = reader
+        .committed_offsets(list, LAG_TIMEOUT)
+        .map_err(unavailable)?;
+    let mut lags = Vec::with_capacity(partitions.len());
+    for p in partitions {
+        let (low, high) = reader
+            .fetch_watermarks(topic, p, LAG_TIMEOUT)
+            .map_err(unavailable)?;
+        let next = match committed.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(next)) => next,
+            _ => low,
+        };
+        lags.push(PartitionLag {
+            partition: p,
+            records: (high - next).max(0),
+        });
+    }
+    Ok(lags)
 }
 
 struct KafkaSubscription {

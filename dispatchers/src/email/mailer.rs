@@ -33,6 +33,9 @@ pub enum MailError {
 pub trait Mailer: Send + Sync + std::fmt::Debug {
     /// Hands `email` (about message `id`) over for delivery.
     async fn send(&self, id: Ulid, email: &Message) -> Result<(), MailError>;
+
+    /// Its `provider` label in metrics.
+    fn name(&self) -> &'static str;
 }
 
 /// An SMTP relay.
@@ -129,6 +132,10 @@ fn classify(err: &lettre::transport::smtp::Error) -> MailError {
 
 #[async_trait]
 impl Mailer for SmtpMailer {
+    fn name(&self) -> &'static str {
+        "smtp"
+    }
+
     async fn send(&self, _id: Ulid, email: &Message) -> Result<(), MailError> {
         self.transport
             .send_raw(email.envelope(), &email.formatted())
@@ -246,6 +253,10 @@ pub fn outbox_file_name(at: time::OffsetDateTime) -> String {
 
 #[async_trait]
 impl Mailer for OutboxMailer {
+    fn name(&self) -> &'static str {
+        "outbox"
+    }
+
     async fn send(&self, _id: Ulid, email: &Message) -> Result<(), MailError> {
         let now = time::OffsetDateTime::now_utc();
         let entry = mbox_entry(&email.formatted(), now);

@@ -12,6 +12,7 @@ use model::email::EmailJob;
 use model::pipeline::{decode, topics};
 use model::status::{Channel, ChannelStatus};
 
+use crate::metrics::Call;
 use crate::outcome::{record_failed, send_each, Outcome};
 use store::Store;
 use tokio::sync::Semaphore;
@@ -51,9 +52,13 @@ impl EmailStage {
             Ok(email) => email,
             Err(err) => return (None, Err(StageError::Permanent(err.to_string()))),
         };
+        let mut call = Call::new(Channel::Email, self.mailer.name());
         // The semaphore is never closed, so acquiring only waits.
         let _permit = self.in_flight.acquire().await;
-        match self.mailer.send(job.message_id, &email).await {
+        call.started();
+        let sent = self.mailer.send(job.message_id, &email).await;
+        drop(call);
+        match sent {
             Ok(()) => (Some(ChannelStatus::Sent), Ok(())),
             Err(MailError::Retry(reason)) => (
                 None,
@@ -83,7 +88,11 @@ impl Stage for EmailStage {
     }
 
     async fn process(&self, jobs: &[&EmailJob]) -> Vec<Result<(), StageError>> {
-        send_each(&*self.store, Channel::Email, jobs, |job| self.dispatch(job)).await
+        let provider = |_: &EmailJob| self.mailer.name();
+        send_each(&*self.store, Channel::Email, provider, jobs, |job| {
+            self.dispatch(job)
+        })
+        .await
     }
 
     async fn dead_lettered(&self, job: &EmailJob, reason: &str) {

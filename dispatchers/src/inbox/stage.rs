@@ -76,10 +76,12 @@ impl InboxStage {
             }
             records.push(record);
         }
+        let readable: Vec<_> = records.iter().map(|r| r.message.id).collect();
         self.store
             .deliver(records)
             .await
             .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
+        crate::metrics::readable(readable);
         // Only now, with every message of the batch readable, may a push or an email go
         // out (invariant 3).
         for (topic, records) in [

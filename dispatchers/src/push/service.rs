@@ -10,7 +10,10 @@ use model::installation::Platform;
 use model::push::PushJob;
 use tokio::sync::Semaphore;
 
+use model::status::Channel;
+
 use super::provider::{PushError, PushProvider};
+use crate::metrics::Call;
 
 /// One provider with its limits.
 #[derive(Debug)]
@@ -37,9 +40,11 @@ impl ProviderLane {
     }
 
     async fn send(&self, job: &PushJob) -> Result<(), PushError> {
+        let mut call = Call::new(Channel::Push, job.platform.as_str());
         // The semaphore is never closed, so acquiring only waits.
         let _permit = self.in_flight.acquire().await;
         self.limiter.until_ready().await;
+        call.started();
         self.provider.send(job).await
     }
 }

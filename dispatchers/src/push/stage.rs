@@ -69,7 +69,11 @@ impl Stage for PushStage {
     }
 
     async fn process(&self, jobs: &[&PushJob]) -> Vec<Result<(), StageError>> {
-        send_each(&*self.store, Channel::Push, jobs, |job| self.dispatch(job)).await
+        let provider = |job: &PushJob| job.platform.as_str();
+        send_each(&*self.store, Channel::Push, provider, jobs, |job| {
+            self.dispatch(job)
+        })
+        .await
     }
 
     async fn dead_lettered(&self, job: &PushJob, reason: &str) {

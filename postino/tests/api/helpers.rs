@@ -21,6 +21,7 @@ pub struct TestApp {
 pub fn config(dir: &std::path::Path, manage_key: &str) -> Config {
     let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
+        metrics_listen: postino::config::MetricsListen::On("127.0.0.1:0".parse().expect("addr")),
         data_dir: dir.to_path_buf(),
         manage_key: Some(manage_key.into()),
         ..Config::default()

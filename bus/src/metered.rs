@@ -1,0 +1,76 @@
+//! The log with its series recorded: publishes timed and counted, consumed records counted,
+//! whichever log is underneath. The process wraps its log in [`Metered`] once; the stages and
+//! APIs see an ordinary [`Bus`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::metrics::{Consumed, Published};
+use crate::{Bus, BusError, Delivered, PartitionLag, Record, Subscription};
+
+/// A [`Bus`] that records `postino_log_*` series around another.
+#[derive(Debug)]
+pub struct Metered {
+    inner: Arc<dyn Bus>,
+}
+
+impl Metered {
+    pub fn wrap(inner: Arc<dyn Bus>) -> Arc<dyn Bus> {
+        crate::metrics::describe();
+        Arc::new(Self { inner })
+    }
+}
+
+#[async_trait]
+impl Bus for Metered {
+    async fn publish(&self, topic: &str, records: Vec<Record>) -> Result<(), BusError> {
+        let count = records.len();
+        let started = Instant::now();
+        let outcome = self.inner.publish(topic, records).await;
+        Published {
+            topic,
+            records: count,
+            elapsed: started.elapsed(),
+            ok: outcome.is_ok(),
+        }
+        .emit();
+        outcome
+    }
+
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, BusError> {
+        let inner = self.inner.subscribe(topic, group).await?;
+        Ok(Box::new(MeteredSubscription {
+            inner,
+            consumed: Consumed::new(topic, group),
+        }))
+    }
+
+    async fn check(&self) -> Result<(), BusError> {
+        self.inner.check().await
+    }
+
+    async fn lag(&self, topic: &str, group: &str) -> Result<Vec<PartitionLag>, BusError> {
+        self.inner.lag(topic, group).await
+    }
+}
+
+#[derive(Debug)]
+struct MeteredSubscription {
+    inner: Box<dyn Subscription>,
+    consumed: Consumed,
+}
+
+#[async_trait]
+impl Subscription for MeteredSubscription {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivered>, BusError> {
+        let records = self.inner.poll(max, wait).await?;
+        self.consumed.emit(records.len());
+        Ok(records)
+    }
+
+    async fn commit(&mut self, done: &[Delivered]) -> Result<(), BusError> {
+        self.inner.commit(done).await
+    }
+}

@@ -1,0 +1,79 @@
+//! The senders' API's own series: messages accepted, and requests refused by reason. (Every
+//! API's requests and latencies are the HTTP series of the process.)
+
+use axum::http::StatusCode;
+use telemetry::metrics::counter;
+use telemetry::Metric;
+
+pub const ACCEPTED: Metric = Metric::counter(
+    "postino_ingest_messages_accepted_total",
+    "Messages accepted: durably in the log, answered 201.",
+    &[],
+);
+pub const REFUSALS: Metric = Metric::counter(
+    "postino_ingest_refusals_total",
+    "Requests to the senders' API refused, by reason: validation (400, 413, 415, 422), auth (401, 403), not_found (404), rate_limit and quota (429), unavailable (5xx).",
+    &["reason"],
+);
+
+pub const ALL: &[Metric] = &[ACCEPTED, REFUSALS];
+
+/// A message was accepted.
+pub(crate) fn accepted() {
+    counter!(ACCEPTED.name).increment(1);
+}
+
+/// Why a request was refused, read off its answer; `None` for an answer that is no refusal.
+pub fn refusal_reason(status: StatusCode) -> Option<&'static str> {
+    Some(match status.as_u16() {
+        400 | 405 | 408 | 413 | 415 | 422 => "validation",
+        401 | 403 => "auth",
+        404 => "not_found",
+        429 => "rate_limit",
+        500..=599 => "unavailable",
+        _ => return None,
+    })
+}
+
+/// A request to the senders' API was refused.
+pub fn refused(status: StatusCode) {
+    if let Some(reason) = refusal_reason(status) {
+        counter!(REFUSALS.name, "reason" => reason).increment(1);
+    }
+}
+
+/// Describes this module's series to the recorder.
+pub fn describe() {
+    for metric in ALL {
+        metric.describe();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_classified_by_their_status_and_successes_are_not_refusals() {
+        assert_eq!(
+            refusal_reason(StatusCode::UNPROCESSABLE_ENTITY),
+            Some("validation")
+        );
+        assert_eq!(
+            refusal_reason(StatusCode::PAYLOAD_TOO_LARGE),
+            Some("validation")
+        );
+        assert_eq!(refusal_reason(StatusCode::UNAUTHORIZED), Some("auth"));
+        assert_eq!(refusal_reason(StatusCode::FORBIDDEN), Some("auth"));
+        assert_eq!(
+            refusal_reason(StatusCode::TOO_MANY_REQUESTS),
+            Some("rate_limit")
+        );
+        assert_eq!(
+            refusal_reason(StatusCode::SERVICE_UNAVAILABLE),
+            Some("unavailable")
+        );
+        assert_eq!(refusal_reason(StatusCode::CREATED), None);
+        assert_eq!(refusal_reason(StatusCode::OK), None);
+    }
+}

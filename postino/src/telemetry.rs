@@ -1,0 +1,192 @@
+//! What a process shows Prometheus: the HTTP series of every API, the catalogue of every
+//! series the subsystems declare, and the metrics listener serving `/metrics`.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use anyhow::Context;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use telemetry::metrics::{counter, histogram};
+use telemetry::{Metric, ProcessFigures};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub const HTTP_REQUESTS: Metric = Metric::counter(
+    "postino_http_requests_total",
+    "HTTP requests answered, by API (ingest, manage, citizen, other), operation (method and route template, never the path itself) and status class (2xx, 4xx, 5xx).",
+    &["api", "operation", "status_class"],
+);
+pub const HTTP_DURATION: Metric = Metric::histogram(
+    "postino_http_request_duration_seconds",
+    "Time from a request's arrival to its answer, by API and operation.",
+    &["api", "operation"],
+);
+
+pub const HTTP: &[Metric] = &[HTTP_REQUESTS, HTTP_DURATION];
+
+/// Every series Postino exports, subsystem by subsystem: what the README lists, and what
+/// the dashboards and alerts may name.
+pub fn catalogue() -> Vec<Metric> {
+    [
+        HTTP,
+        ingest::metrics::ALL,
+        bus::metrics::ALL,
+        store::metered::ALL,
+        router::metrics::ALL,
+        dispatchers::metrics::ALL,
+        telemetry::process::ALL,
+    ]
+    .concat()
+}
+
+/// Installs the recorder (once per process) and describes every series to it.
+pub fn install() {
+    telemetry::recorder();
+    for metric in catalogue() {
+        metric.describe();
+    }
+}
+
+/// Which API a path belongs to.
+fn api_of(path: &str) -> &'static str {
+    if path.starts_with("/api/v1/manage/") {
+        "manage"
+    } else if path.starts_with("/api/v1/") {
+        "ingest"
+    } else if path.starts_with("/citizen/") {
+        "citizen"
+    } else {
+        "other"
+    }
+}
+
+/// Middleware: counts and times every request by its route template, and for the senders'
+/// API, its refusals.
+pub async fn track(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string());
+    let api = api_of(request.uri().path());
+    let operation = match route {
+        Some(route) => format!("{} {route}", request.method()),
+        None => "unmatched".to_string(),
+    };
+    let response = next.run(request).await;
+    let status = response.status();
+    let class = match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    histogram!(HTTP_DURATION.name, "api" => api, "operation" => operation.clone())
+        .record(telemetry::seconds(started.elapsed()));
+    counter!(HTTP_REQUESTS.name, "api" => api, "operation" => operation, "status_class" => class)
+        .increment(1);
+    if api == "ingest" {
+        ingest::metrics::refused(status);
+    }
+    response
+}
+
+/// Serves `/metrics` on `addr` until `stopped`; returns where it listens.
+pub async fn serve(
+    addr: SocketAddr,
+    figures: ProcessFigures,
+    mut stopped: watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {addr} (metrics_listen)"))?;
+    let bound = listener.local_addr()?;
+    let figures = std::sync::Arc::new(figures);
+    let routes = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let figures = std::sync::Arc::clone(&figures);
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        telemetry::render(&figures),
+                    )
+                }
+            }),
+        )
+        .fallback(|| async {
+            (StatusCode::NOT_FOUND, "metrics are at /metrics\n").into_response()
+        });
+    let upkeep = tokio::spawn(telemetry::upkeep());
+    let server = tokio::spawn(async move {
+        let served = axum::serve(listener, routes)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await;
+        upkeep.abort();
+        if let Err(err) = served {
+            tracing::error!(error = %err, "the metrics listener failed");
+        }
+    });
+    Ok((bound, server))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_is_declared_once_and_named_by_the_rules() {
+        let all = catalogue();
+        let mut names: Vec<_> = all.iter().map(|m| m.name).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len(), "a series is declared twice");
+        for metric in &all {
+            assert_eq!(metric.naming_problem(), None);
+        }
+    }
+
+    #[test]
+    fn no_series_is_labelled_by_anything_personal_or_unbounded() {
+        let forbidden = [
+            "fiscal_code",
+            "email",
+            "token",
+            "message_id",
+            "id",
+            "service_id",
+            "address",
+            "path",
+        ];
+        for metric in catalogue() {
+            for label in metric.labels {
+                assert!(
+                    !forbidden.contains(label),
+                    "{} is labelled by {label}",
+                    metric.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn paths_are_put_in_their_api() {
+        assert_eq!(api_of("/api/v1/messages/AAAAAA00A00A000A"), "ingest");
+        assert_eq!(api_of("/api/v1/manage/services"), "manage");
+        assert_eq!(api_of("/citizen/v1/messages"), "citizen");
+        assert_eq!(api_of("/readyz"), "other");
+    }
+}

@@ -1,0 +1,292 @@
+//! The store with its series recorded: every operation timed and its errors counted, by
+//! operation and backend, whichever store is underneath. The process wraps its store in
+//! [`Metered`] once; everything else sees an ordinary [`Store`].
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use model::installation::{DeviceToken, Installation, InstallationId};
+use model::profile::{Profile, ServicePreference};
+use model::service::Service;
+use model::status::{Channel, ChannelStatus};
+use model::FiscalCode;
+use telemetry::metrics::{counter, histogram};
+use telemetry::Metric;
+use ulid::Ulid;
+
+use crate::{
+    InboxItem, InstallationStore, KeyOwner, MessageRecord, MessageStore, NotificationKey,
+    NotificationStore, ProfileStore, Routing, ServiceStore, SettingStore, Store, StoreError,
+};
+
+pub const OPERATION_DURATION: Metric = Metric::histogram(
+    "postino_store_operation_duration_seconds",
+    "Time of a store operation, by operation and backend (sqlite, scylla), failures included.",
+    &["operation", "backend"],
+);
+pub const ERRORS: Metric = Metric::counter(
+    "postino_store_errors_total",
+    "Store operations that failed, by operation, backend and kind (unavailable, rejected, corrupt, schema).",
+    &["operation", "backend", "kind"],
+);
+
+pub const ALL: &[Metric] = &[OPERATION_DURATION, ERRORS];
+
+/// The backend label: `sqlite` or `scylla`.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Scylla,
+}
+
+impl Backend {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Scylla => "scylla",
+        }
+    }
+}
+
+impl StoreError {
+    /// The `kind` label of [`ERRORS`].
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::Corrupt(_) => "corrupt",
+            Self::Rejected(_) => "rejected",
+            Self::Schema(_) => "schema",
+        }
+    }
+}
+
+/// A [`Store`] that records `postino_store_*` around another.
+#[derive(Debug)]
+pub struct Metered {
+    inner: Arc<dyn Store>,
+    backend: &'static str,
+}
+
+impl Metered {
+    pub fn wrap(inner: Arc<dyn Store>, backend: Backend) -> Arc<dyn Store> {
+        for metric in ALL {
+            metric.describe();
+        }
+        Arc::new(Self {
+            inner,
+            backend: backend.label(),
+        })
+    }
+
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let outcome = call.await;
+        histogram!(OPERATION_DURATION.name, "operation" => operation, "backend" => self.backend)
+            .record(telemetry::seconds(started.elapsed()));
+        if let Err(err) = &outcome {
+            counter!(ERRORS.name, "operation" => operation, "backend" => self.backend, "kind" => err.kind())
+                .increment(1);
+        }
+        outcome
+    }
+}
+
+#[async_trait]
+impl ServiceStore for Metered {
+    async fn put_service(&self, service: &Service) -> Result<(), StoreError> {
+        self.timed("put_service", self.inner.put_service(service))
+            .await
+    }
+    async fn get_service(&self, id: &str) -> Result<Option<Service>, StoreError> {
+        self.timed("get_service", self.inner.get_service(id)).await
+    }
+    async fn delete_service(&self, id: &str) -> Result<(), StoreError> {
+        self.timed("delete_service", self.inner.delete_service(id))
+            .await
+    }
+    async fn put_key(&self, key_hash: &str, owner: &KeyOwner) -> Result<(), StoreError> {
+        self.timed("put_key", self.inner.put_key(key_hash, owner))
+            .await
+    }
+    async fn get_key(&self, key_hash: &str) -> Result<Option<KeyOwner>, StoreError> {
+        self.timed("get_key", self.inner.get_key(key_hash)).await
+    }
+    async fn delete_key(&self, key_hash: &str) -> Result<(), StoreError> {
+        self.timed("delete_key", self.inner.delete_key(key_hash))
+            .await
+    }
+}
+
+#[async_trait]
+impl ProfileStore for Metered {
+    async fn get_profile(&self, fc: &FiscalCode) -> Result<Option<Profile>, StoreError> {
+        self.timed("get_profile", self.inner.get_profile(fc)).await
+    }
+    async fn put_profile(&self, fc: &FiscalCode, profile: &Profile) -> Result<(), StoreError> {
+        self.timed("put_profile", self.inner.put_profile(fc, profile))
+            .await
+    }
+    async fn get_preference(
+        &self,
+        fc: &FiscalCode,
+        service_id: &str,
+    ) -> Result<Option<ServicePreference>, StoreError> {
+        self.timed("get_preference", self.inner.get_preference(fc, service_id))
+            .await
+    }
+    async fn put_preference(
+        &self,
+        fc: &FiscalCode,
+        service_id: &str,
+        preference: &ServicePreference,
+    ) -> Result<(), StoreError> {
+        let call = self.inner.put_preference(fc, service_id, preference);
+        self.timed("put_preference", call).await
+    }
+    async fn get_routing(
+        &self,
+        pairs: &[(FiscalCode, String)],
+    ) -> Result<Vec<Routing>, StoreError> {
+        self.timed("get_routing", self.inner.get_routing(pairs))
+            .await
+    }
+}
+
+#[async_trait]
+impl MessageStore for Metered {
+    async fn put_messages(&self, records: Vec<MessageRecord>) -> Result<(), StoreError> {
+        self.timed("put_messages", self.inner.put_messages(records))
+            .await
+    }
+    async fn get_message(&self, id: &Ulid) -> Result<Option<MessageRecord>, StoreError> {
+        self.timed("get_message", self.inner.get_message(id)).await
+    }
+    async fn deliver(&self, records: Vec<MessageRecord>) -> Result<(), StoreError> {
+        self.timed("deliver", self.inner.deliver(records)).await
+    }
+    async fn list_inbox(
+        &self,
+        fc: &FiscalCode,
+        before: Option<Ulid>,
+        limit: usize,
+    ) -> Result<Vec<InboxItem>, StoreError> {
+        self.timed("list_inbox", self.inner.list_inbox(fc, before, limit))
+            .await
+    }
+    async fn get_inbox_item(
+        &self,
+        fc: &FiscalCode,
+        id: &Ulid,
+    ) -> Result<Option<InboxItem>, StoreError> {
+        self.timed("get_inbox_item", self.inner.get_inbox_item(fc, id))
+            .await
+    }
+    async fn set_read(
+        &self,
+        fc: &FiscalCode,
+        id: &Ulid,
+        is_read: bool,
+    ) -> Result<bool, StoreError> {
+        self.timed("set_read", self.inner.set_read(fc, id, is_read))
+            .await
+    }
+    async fn record_channel_outcomes(
+        &self,
+        outcomes: Vec<(Ulid, Channel, ChannelStatus)>,
+    ) -> Result<(), StoreError> {
+        let call = self.inner.record_channel_outcomes(outcomes);
+        self.timed("record_channel_outcomes", call).await
+    }
+}
+
+#[async_trait]
+impl NotificationStore for Metered {
+    async fn notifications_sent(&self, keys: &[NotificationKey]) -> Result<Vec<bool>, StoreError> {
+        self.timed("notifications_sent", self.inner.notifications_sent(keys))
+            .await
+    }
+    async fn record_notifications_sent(
+        &self,
+        keys: Vec<NotificationKey>,
+    ) -> Result<(), StoreError> {
+        let call = self.inner.record_notifications_sent(keys);
+        self.timed("record_notifications_sent", call).await
+    }
+    async fn settle_notifications(
+        &self,
+        sent: Vec<NotificationKey>,
+        outcomes: Vec<(Ulid, Channel, ChannelStatus)>,
+    ) -> Result<(), StoreError> {
+        let call = self.inner.settle_notifications(sent, outcomes);
+        self.timed("settle_notifications", call).await
+    }
+}
+
+#[async_trait]
+impl InstallationStore for Metered {
+    async fn put_installation(
+        &self,
+        fc: &FiscalCode,
+        installation: &Installation,
+    ) -> Result<(), StoreError> {
+        let call = self.inner.put_installation(fc, installation);
+        self.timed("put_installation", call).await
+    }
+    async fn list_installations(&self, fc: &FiscalCode) -> Result<Vec<Installation>, StoreError> {
+        self.timed("list_installations", self.inner.list_installations(fc))
+            .await
+    }
+    async fn installations_of(
+        &self,
+        fcs: &[FiscalCode],
+    ) -> Result<Vec<Vec<Installation>>, StoreError> {
+        self.timed("installations_of", self.inner.installations_of(fcs))
+            .await
+    }
+    async fn delete_installation(
+        &self,
+        fc: &FiscalCode,
+        id: &InstallationId,
+    ) -> Result<bool, StoreError> {
+        self.timed(
+            "delete_installation",
+            self.inner.delete_installation(fc, id),
+        )
+        .await
+    }
+    async fn delete_stale_installation(
+        &self,
+        fc: &FiscalCode,
+        id: &InstallationId,
+        token: &DeviceToken,
+    ) -> Result<bool, StoreError> {
+        let call = self.inner.delete_stale_installation(fc, id, token);
+        self.timed("delete_stale_installation", call).await
+    }
+    async fn delete_installations(&self, fc: &FiscalCode) -> Result<usize, StoreError> {
+        self.timed("delete_installations", self.inner.delete_installations(fc))
+            .await
+    }
+}
+
+#[async_trait]
+impl SettingStore for Metered {
+    async fn get_setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.timed("get_setting", self.inner.get_setting(name))
+            .await
+    }
+    async fn put_setting_if_absent(&self, name: &str, value: &str) -> Result<bool, StoreError> {
+        let call = self.inner.put_setting_if_absent(name, value);
+        self.timed("put_setting_if_absent", call).await
+    }
+    async fn put_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        self.timed("put_setting", self.inner.put_setting(name, value))
+            .await
+    }
+}
