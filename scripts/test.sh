@@ -7,8 +7,7 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# What the tests need beyond Rust, installed when missing. promtool joins this list with
-# the issue that needs it.
+# What the tests need beyond Rust, installed when missing.
 need() { # need COMMAND DEBIAN-PACKAGE
   command -v "$1" >/dev/null && return
   step "installing $2 (for $1)"
@@ -23,6 +22,7 @@ need openssl openssl   # makes RS256/ES256 key pairs for the citizen-token and p
 need python3 python3   # writes the stand-ins' service-account file (scripts/stand-in-keys.sh)
 need java openjdk-17-jre-headless   # runs Apache Kafka and Apache Cassandra (scripts/servers.sh)
 need mvn maven         # fetches them from Maven Central, once (scripts/servers.sh)
+need promtool prometheus   # the Prometheus server and promtool the metrics, alert-rule and dashboard tests run
 
 # The SMTP server the email tests start (scripts/smtp-sink.py): aiosmtpd, for the python3
 # on PATH. Debian's package when that is the system's python, else from PyPI.

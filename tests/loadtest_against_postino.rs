@@ -9,6 +9,9 @@ use loadtest::population::Mix;
 use loadtest::report::Report;
 use postino::app::App;
 use postino::config::Config;
+use push_standins::standins;
+
+mod push_standins;
 
 const JWT_SECRET: &str = "loadtest test secret for citizen tokens";
 const MANAGE_KEY: &str = "loadtest-manage-key-0123456789";
@@ -206,65 +209,6 @@ async fn bad_arguments_and_a_wrong_key_fail_with_a_message() {
     assert!(String::from_utf8_lossy(&bad_rate.stderr).contains("--rate"));
 }
 
-/// Push stand-ins on free ports, with throw-away credentials whose FCM service account
-/// names the FCM stand-in's token endpoint.
-struct Standins {
-    dir: tempfile::TempDir,
-    fcm: String,
-    apns: String,
-}
-
-const APNS_KEY_ID: &str = "KEY1234567";
-const APNS_TEAM_ID: &str = "TEAM123456";
-const APNS_TOPIC: &str = "it.pagopa.app.io";
-
-async fn standins() -> Standins {
-    use loadtest::standins::{apns::FakeApns, faults, fcm::FakeFcm};
-    use std::sync::Arc;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let script = testkit::repo_file("scripts/stand-in-keys.sh");
-    let status = Command::new(script)
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("run scripts/stand-in-keys.sh");
-    assert!(status.success());
-    let read = |name: &str| std::fs::read(dir.path().join(name)).expect(name);
-    let no_faults = || faults::FaultArgs::default();
-    let fcm = FakeFcm::new(
-        &read("fcm-public.pem"),
-        std::time::Duration::from_secs(3600),
-        faults::Faults::new(no_faults(), faults::FCM),
-    )
-    .expect("fake fcm");
-    let apns = FakeApns::new(
-        &read("apns-public.pem"),
-        APNS_KEY_ID.into(),
-        APNS_TEAM_ID.into(),
-        APNS_TOPIC.into(),
-        faults::Faults::new(no_faults(), faults::APNS),
-    )
-    .expect("fake apns");
-    let any_port = "127.0.0.1:0".parse().expect("addr");
-    let (fcm_addr, _) = loadtest::standins::spawn(Arc::new(fcm).router(), any_port)
-        .await
-        .expect("listen");
-    let (apns_addr, _) = loadtest::standins::spawn(Arc::new(apns).router(), any_port)
-        .await
-        .expect("listen");
-    let fcm = format!("http://{fcm_addr}");
-    let account_path = dir.path().join("fcm-service-account.json");
-    let mut account: serde_json::Value =
-        serde_json::from_slice(&read("fcm-service-account.json")).expect("account json");
-    account["token_uri"] = serde_json::json!(format!("{fcm}/token"));
-    std::fs::write(&account_path, account.to_string()).expect("write account");
-    Standins {
-        dir,
-        fcm,
-        apns: format!("http://{apns_addr}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mass_notice_reaches_every_seeded_phone_and_mailbox_once_and_reports_both() {
     use loadtest::population::{device_token, fiscal_code, Kind};
@@ -284,13 +228,7 @@ async fn a_mass_notice_reaches_every_seeded_phone_and_mailbox_once_and_reports_b
         ..Config::default()
     };
     config.jwt.secret = Some(JWT_SECRET.into());
-    config.push.fcm.service_account = Some(push.dir.path().join("fcm-service-account.json"));
-    config.push.fcm.base_url = push.fcm.clone();
-    config.push.apns.key_file = Some(push.dir.path().join("apns-key.p8"));
-    config.push.apns.key_id = Some(APNS_KEY_ID.into());
-    config.push.apns.team_id = Some(APNS_TEAM_ID.into());
-    config.push.apns.topic = Some(APNS_TOPIC.into());
-    config.push.apns.base_url = push.apns.clone();
+    push.configure(&mut config);
     config.smtp.host = Some("127.0.0.1".into());
     config.smtp.port = Some(sink.port);
     config.smtp.tls = dispatchers::email::SmtpTls::None;

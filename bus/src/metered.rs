@@ -2,24 +2,46 @@
 //! whichever log is underneath. The process wraps its log in [`Metered`] once; the stages and
 //! APIs see an ordinary [`Bus`].
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::metrics::{Consumed, Published};
+use crate::metrics::{Consumed, TopicPublishes};
 use crate::{Bus, BusError, Delivered, PartitionLag, Record, Subscription};
 
 /// A [`Bus`] that records `postino_log_*` series around another.
 #[derive(Debug)]
 pub struct Metered {
     inner: Arc<dyn Bus>,
+    /// Each topic's series, so a publish looks them up once, not in the recorder.
+    topics: RwLock<HashMap<String, TopicPublishes>>,
 }
 
 impl Metered {
     pub fn wrap(inner: Arc<dyn Bus>) -> Arc<dyn Bus> {
         crate::metrics::describe();
-        Arc::new(Self { inner })
+        Arc::new(Self {
+            inner,
+            topics: RwLock::default(),
+        })
+    }
+
+    fn series(&self, topic: &str) -> TopicPublishes {
+        if let Some(series) = self
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+        {
+            return series.clone();
+        }
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        topics
+            .entry(topic.to_string())
+            .or_insert_with(|| TopicPublishes::new(topic))
+            .clone()
     }
 }
 
@@ -29,13 +51,8 @@ impl Bus for Metered {
         let count = records.len();
         let started = Instant::now();
         let outcome = self.inner.publish(topic, records).await;
-        Published {
-            topic,
-            records: count,
-            elapsed: started.elapsed(),
-            ok: outcome.is_ok(),
-        }
-        .emit();
+        self.series(topic)
+            .emit(count, started.elapsed(), outcome.is_ok());
         outcome
     }
 

@@ -70,24 +70,30 @@ pub const ALL: &[Metric] = &[
     HOLDS,
 ];
 
-/// A publish ended.
-#[derive(Debug)]
-pub struct Published<'a> {
-    pub topic: &'a str,
-    pub records: usize,
-    pub elapsed: Duration,
-    pub ok: bool,
+/// One topic's publish series, registered (errors at zero) on its first publish.
+#[derive(Debug, Clone)]
+pub struct TopicPublishes {
+    published: telemetry::metrics::Counter,
+    errors: telemetry::metrics::Counter,
+    duration: telemetry::metrics::Histogram,
 }
 
-impl Published<'_> {
-    pub fn emit(self) {
-        let topic = self.topic.to_string();
-        if self.ok {
-            counter!(PUBLISHED.name, "topic" => topic.clone()).increment(self.records as u64);
-            histogram!(PUBLISH_DURATION.name, "topic" => topic)
-                .record(telemetry::seconds(self.elapsed));
+impl TopicPublishes {
+    pub fn new(topic: &str) -> Self {
+        Self {
+            published: counter!(PUBLISHED.name, "topic" => topic.to_string()),
+            errors: counter!(PUBLISH_ERRORS.name, "topic" => topic.to_string()),
+            duration: histogram!(PUBLISH_DURATION.name, "topic" => topic.to_string()),
+        }
+    }
+
+    /// A publish of `records` ended, taken (`ok`) or not, after `elapsed`.
+    pub fn emit(&self, records: usize, elapsed: Duration, ok: bool) {
+        if ok {
+            self.published.increment(records as u64);
+            self.duration.record(telemetry::seconds(elapsed));
         } else {
-            counter!(PUBLISH_ERRORS.name, "topic" => topic).increment(1);
+            self.errors.increment(1);
         }
     }
 }

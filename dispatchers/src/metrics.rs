@@ -11,7 +11,7 @@ use ulid::Ulid;
 
 pub const SENDS: Metric = Metric::counter(
     "postino_dispatch_sends_total",
-    "Notifications by channel (push, email), provider (fcm, apns, smtp, outbox) and outcome: sent, failed (refused for good), retried (to be tried again), expired (time_to_live ran out), token_removed (the provider said the device is gone), already_sent (a redelivered job, not sent again).",
+    "Notifications by channel (push, email), provider (fcm, apns, smtp, outbox) and outcome: sent; retried (an attempt failed and may be tried again); failed (given up: refused for good or out of attempts, so dead-lettered); expired (time_to_live ran out); token_removed (the provider said the device is gone); already_sent (a redelivered job, not sent again).",
     &["channel", "provider", "outcome"],
 );
 pub const PROVIDER_DURATION: Metric = Metric::histogram(
@@ -122,24 +122,25 @@ impl SendOutcome {
         }
     }
 
-    /// The outcome of a job the dispatcher tried, from the status it leads to and the
-    /// runner's verdict. A job marked FAILED without an error is a push whose device the
-    /// provider said is gone (its installation removed); one refused for good is failed
-    /// once the runner dead-letters it, and counted failed here.
+    /// The outcome of one attempt, from the status it leads to and the runner's verdict.
+    /// A job marked FAILED without an error is a push whose device the provider said is
+    /// gone (its installation removed). A job refused for good counts as failed once the
+    /// runner dead-letters it ([`crate::outcome::record_failed`]), as does one out of
+    /// attempts: `None` here.
     pub(crate) fn of(
         status: Option<ChannelStatus>,
         verdict: Result<(), &bus::stage::StageError>,
-    ) -> Self {
+    ) -> Option<Self> {
         use bus::stage::StageError;
-        match (status, verdict) {
+        Some(match (status, verdict) {
             (Some(ChannelStatus::Sent), _) => Self::Sent,
             (Some(ChannelStatus::Expired), _) => Self::Expired,
             (Some(ChannelStatus::Failed), _) => Self::TokenRemoved,
-            (_, Err(StageError::Permanent(_))) => Self::Failed,
+            (_, Err(StageError::Permanent(_))) => return None,
             (_, Err(StageError::Retry { .. } | StageError::Unavailable(_)))
             | (Some(ChannelStatus::Throttled), Ok(())) => Self::Retried,
             (None, Ok(())) => Self::Sent,
-        }
+        })
     }
 }
 

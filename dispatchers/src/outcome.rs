@@ -105,11 +105,13 @@ where
     .await;
     for ((job, &before), (status, verdict)) in jobs.iter().zip(&already_sent).zip(&results) {
         let outcome = if before {
-            SendOutcome::AlreadySent
+            Some(SendOutcome::AlreadySent)
         } else {
             SendOutcome::of(*status, verdict.as_ref().map(|_| ()))
         };
-        outcome.emit(channel, provider(job), job.message_id());
+        if let Some(outcome) = outcome {
+            outcome.emit(channel, provider(job), job.message_id());
+        }
     }
     let newly_sent = keys
         .into_iter()
@@ -161,7 +163,14 @@ async fn settle(
 }
 
 /// A job dead-lettered for good: FAILED on its channel.
-pub(crate) async fn record_failed(store: &dyn Store, channel: Channel, id: Ulid, reason: &str) {
+pub(crate) async fn record_failed(
+    store: &dyn Store,
+    channel: Channel,
+    provider: &'static str,
+    id: Ulid,
+    reason: &str,
+) {
+    SendOutcome::Failed.emit(channel, provider, id);
     tracing::warn!(message_id = %id, ?channel, reason, "notification failed for good");
     let failed = vec![(id, channel, ChannelStatus::Failed)];
     if let Err(err) = store.record_channel_outcomes(failed).await {

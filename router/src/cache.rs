@@ -130,6 +130,7 @@ impl ProfileCache {
     /// citizen kept at most `ttl`.
     pub fn new(store: Arc<dyn Store>, max_mb: u64, ttl: Duration) -> Self {
         let citizens = (max_mb > 0).then(|| {
+            metrics::cache_built();
             moka::sync::Cache::builder()
                 .max_capacity(max_mb.saturating_mul(1024 * 1024))
                 .weigher(|fc: &String, citizen: &Arc<Citizen>| citizen.weight(fc))

@@ -81,6 +81,12 @@ pub(crate) fn cache_reads(hits: usize, misses: usize) {
     counter!(CACHE_MISSES.name).increment(misses as u64);
 }
 
+/// A cache was built: its series start at zero.
+pub(crate) fn cache_built() {
+    counter!(CACHE_EVICTIONS.name).absolute(0);
+    cache_usage(0, 0);
+}
+
 /// Citizens the cache dropped for size or age.
 pub(crate) fn cache_evicted() {
     counter!(CACHE_EVICTIONS.name).increment(1);

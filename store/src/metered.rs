@@ -34,6 +34,40 @@ pub const ERRORS: Metric = Metric::counter(
 
 pub const ALL: &[Metric] = &[OPERATION_DURATION, ERRORS];
 
+/// The `operation` label values: one per store method.
+pub const OPERATIONS: &[&str] = &[
+    "put_service",
+    "get_service",
+    "delete_service",
+    "put_key",
+    "get_key",
+    "delete_key",
+    "get_profile",
+    "put_profile",
+    "get_preference",
+    "put_preference",
+    "get_routing",
+    "put_messages",
+    "get_message",
+    "deliver",
+    "list_inbox",
+    "get_inbox_item",
+    "set_read",
+    "record_channel_outcomes",
+    "notifications_sent",
+    "record_notifications_sent",
+    "settle_notifications",
+    "put_installation",
+    "list_installations",
+    "installations_of",
+    "delete_installation",
+    "delete_stale_installation",
+    "delete_installations",
+    "get_setting",
+    "put_setting_if_absent",
+    "put_setting",
+];
+
 /// The backend label: `sqlite` or `scylla`.
 #[derive(Debug, Clone, Copy)]
 pub enum Backend {
@@ -74,6 +108,12 @@ impl Metered {
         for metric in ALL {
             metric.describe();
         }
+        // Every operation's unavailability counted from zero, so an alert on its rate sees
+        // the first failure.
+        for operation in OPERATIONS {
+            counter!(ERRORS.name, "operation" => *operation, "backend" => backend.label(), "kind" => "unavailable")
+                .absolute(0);
+        }
         Arc::new(Self {
             inner,
             backend: backend.label(),
@@ -85,6 +125,10 @@ impl Metered {
         operation: &'static str,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        debug_assert!(
+            OPERATIONS.contains(&operation),
+            "{operation} is not in OPERATIONS"
+        );
         let started = Instant::now();
         let outcome = call.await;
         histogram!(OPERATION_DURATION.name, "operation" => operation, "backend" => self.backend)

@@ -135,6 +135,8 @@ const LATENCY_BUCKETS: &[f64] = &[
 const END_TO_END_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
+/// Buckets of sizes counted in records (a stage's batches, up to its 512).
+const COUNT_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 512.0];
 /// The prefix of the end-to-end series.
 pub const END_TO_END_PREFIX: &str = "postino_e2e_";
 
@@ -151,6 +153,9 @@ pub fn recorder() -> &'static PrometheusHandle {
             )
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Suffix("_records".into()), COUNT_BUCKETS)
             });
         let builder = match builder {
             Ok(builder) => builder,

@@ -96,6 +96,14 @@ impl Stage for EmailStage {
     }
 
     async fn dead_lettered(&self, job: &EmailJob, reason: &str) {
-        record_failed(&*self.store, Channel::Email, job.message_id, reason).await;
+        let provider = self.mailer.name();
+        record_failed(
+            &*self.store,
+            Channel::Email,
+            provider,
+            job.message_id,
+            reason,
+        )
+        .await;
     }
 }

@@ -77,6 +77,14 @@ impl Stage for PushStage {
     }
 
     async fn dead_lettered(&self, job: &PushJob, reason: &str) {
-        record_failed(&*self.store, Channel::Push, job.message_id, reason).await;
+        let provider = job.platform.as_str();
+        record_failed(
+            &*self.store,
+            Channel::Push,
+            provider,
+            job.message_id,
+            reason,
+        )
+        .await;
     }
 }
