@@ -10,6 +10,7 @@ use std::path::Path;
 
 use bus::test_kafka::own;
 use common::*;
+use testkit::exposition::sum;
 
 /// Writes a configuration for Postino on `bootstrap` with `settings` added, and returns
 /// its path. A consumer that dies is dropped from its group after 6 s (the broker's least
@@ -131,6 +132,20 @@ async fn ingest_answers_503_while_the_broker_is_unreachable_and_loses_nothing_it
         "not 201 while nothing can be made durable"
     );
     assert!(refused.headers().contains_key("retry-after"));
+    // Prometheus still reaches the process, and sees why it refuses.
+    let during = server.metrics().await;
+    let failed = sum(
+        &during,
+        "postino_log_publish_errors_total",
+        &[("topic", "messages")],
+    );
+    assert!(failed >= 1.0, "the failed publish is counted");
+    let unavailable = sum(
+        &during,
+        "postino_ingest_refusals_total",
+        &[("reason", "unavailable")],
+    );
+    assert!(unavailable >= 1.0, "the 503 is counted as a refusal");
     broker.resume();
 
     // It recovers by itself: a sender retrying after Retry-After is accepted again.

@@ -21,6 +21,7 @@ use postino::app::App;
 use postino::config::{Config, MetricsListen};
 use serde_json::{json, Value};
 use telemetry::Kind;
+use testkit::exposition::tool;
 
 mod push_standins;
 
@@ -50,20 +51,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
-}
-
-/// The path of a tool the test command installs, or a clear failure.
-fn tool(name: &str) -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|path| path.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "{name} is not installed: install Debian's prometheus package (scripts/test.sh does)"
-        )
-    })
 }
 
 impl Prometheus {
@@ -388,27 +375,7 @@ async fn a_real_prometheus_sees_every_declared_series_with_the_values_of_the_run
         .text()
         .await
         .expect("text");
-    let mut promtool = Command::new(tool("promtool"))
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    {
-        use std::io::Write;
-        let mut stdin = promtool.stdin.take().expect("stdin");
-        stdin
-            .write_all(exposition.as_bytes())
-            .expect("feed promtool");
-    }
-    let checked = promtool.wait_with_output().expect("promtool ends");
-    assert!(
-        checked.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    testkit::exposition::check_metrics(&exposition);
     // No personal data in any label: no fiscal code, address or token of this run.
     for (i, _) in &citizens {
         assert!(

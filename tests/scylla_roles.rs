@@ -18,6 +18,7 @@ use std::time::Duration;
 use bus::test_kafka::{own, OwnServer};
 use common::*;
 use store::scylla::{ScyllaAddress, ScyllaStore};
+use testkit::exposition::{samples, sum};
 
 /// The roles, one process each.
 const ROLES: [&str; 5] = ["ingest,citizen", "router", "inbox", "push", "email"];
@@ -199,6 +200,52 @@ async fn twenty_seconds_without_the_cql_server_lose_nothing_and_ingest_keeps_acc
     assert_inboxes_hold_exactly(&client, &base, &accepted).await;
     let ready = client.get(&readyz).send().await.expect("readyz");
     assert_eq!(ready.status(), reqwest::StatusCode::OK, "ready again");
+
+    // What each process showed Prometheus of it.
+    let sent: usize = accepted.values().map(Vec::len).sum();
+    let mut store_errors = 0.0;
+    for role in ROLES {
+        let text = roles.get(role).metrics().await;
+        assert_eq!(
+            sum(&text, "postino_build_info", &[("roles", role)]),
+            1.0,
+            "{role}"
+        );
+        store_errors += sum(
+            &text,
+            "postino_store_errors_total",
+            &[("backend", "scylla"), ("kind", "unavailable")],
+        );
+    }
+    let ingest = roles.get("ingest,citizen").metrics().await;
+    assert_eq!(
+        sum(&ingest, "postino_ingest_messages_accepted_total", &[]),
+        sent as f64
+    );
+    assert!(store_errors > 0.0, "the outage shows as store errors");
+    let inbox = roles.get("inbox").metrics().await;
+    let held = sum(
+        &inbox,
+        "postino_stage_holds_total",
+        &[("topic", "deliveries.inbox")],
+    );
+    assert!(
+        held > 0.0,
+        "the inbox dispatcher held its batch while the store was away"
+    );
+    let readable = sum(&inbox, "postino_e2e_inbox_readable_seconds_count", &[]);
+    assert!(readable >= sent as f64, "{readable} of {sent} readable");
+    let router = roles.get("router").metrics().await;
+    let lag = samples(&router)
+        .into_iter()
+        .filter(|s| {
+            s.name == "postino_log_consumer_lag_records" && s.label("group") == Some("router")
+        })
+        .count();
+    assert_eq!(
+        lag, 3,
+        "the lag of each of the router's 3 partitions of messages"
+    );
     roles.stop_all();
 }
 

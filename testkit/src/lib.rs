@@ -1,11 +1,12 @@
 //! What Postino's tests share, so that each is written once: the repository's files found
 //! at run time ([`repo_file`]), a real SMTP server ([`smtp`]), key pairs and certificates
 //! ([`keys`]), the citizen's inbox page by page ([`inbox`]), readers of what a mailbox or an outbox holds ([`mail`]), and running a stage
-//! and reading back what it did ([`stages`]).
+//! and reading back what it did ([`stages`]), and reading a `/metrics` exposition ([`exposition`]).
 //!
 //! It depends on the domain, log and store crates, never on a crate whose own unit tests use
 //! it (that crate would be built twice, and its types would not match).
 
+pub mod exposition;
 pub mod inbox;
 pub mod keys;
 pub mod mail;

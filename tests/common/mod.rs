@@ -22,7 +22,7 @@ pub const JWT_SECRET: &str = "process test secret for citizen tokens!";
 pub struct Server {
     pub child: Arc<Mutex<Child>>,
     pub base: String,
-    /// Where its `/metrics` answers.
+    /// Its `/metrics` URL.
     pub metrics: String,
 }
 
@@ -36,6 +36,18 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// What the process exposes on `/metrics` now, which must pass `promtool check metrics`.
+    pub async fn metrics(&self) -> String {
+        let text = reqwest::get(&self.metrics)
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("exposition");
+        testkit::exposition::check_metrics(&text);
+        text
+    }
+
     /// SIGTERM, then the exit status.
     pub fn terminate(&self) -> std::process::ExitStatus {
         let mut child = self.child.lock().expect("child");
