@@ -8,29 +8,18 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use loadtest::api::Api;
-use loadtest::population::{device_token, fiscal_code};
-use loadtest::scenarios::Scenario;
-use loadtest::stats::Outcome;
-use model::installation::Platform;
-use postino::app::App;
-use postino::config::{Config, MetricsListen};
-use serde_json::{json, Value};
+use loadtest::population::fiscal_code;
+use serde_json::Value;
 use telemetry::Kind;
 use testkit::exposition::tool;
 
+mod every_path;
 mod push_standins;
 
-const JWT_SECRET: &str = "prometheus test secret for citizen tokens";
-const MANAGE_KEY: &str = "prometheus-test-manage-key-0123";
-/// Attempts a notification gets before it is dead-lettered.
-const MAX_ATTEMPTS: u64 = 2;
-/// Long enough that a correct pipeline never hits it; only a bug waits this long.
-const PATIENCE: Duration = Duration::from_secs(90);
+use every_path::{count, Citizen, MAX_ATTEMPTS, PATIENCE};
 
 /// A Prometheus server scraping `targets` every second, stopped when dropped.
 struct Prometheus {
@@ -153,160 +142,12 @@ impl Prometheus {
     }
 }
 
-/// Who gets a message in this run, and what each kind of citizen must lead to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Citizen {
-    /// A validated email and an FCM device: one push and one email sent.
-    Reachable,
-    /// An APNs device: one push sent.
-    OnIphone,
-    /// An FCM device the provider says is gone: its token removed.
-    DeviceGone,
-    /// An FCM device whose first push fails (503), then goes.
-    Flaky,
-    /// An FCM device that always fails (503): retried, then dead-lettered.
-    ProviderDown,
-    /// A validated address the SMTP server refuses (550): dead-lettered at once.
-    MailboxRefuses,
-    /// No profile: the message is rejected (user_not_found).
-    NoProfile,
-    /// Blocked the service: the message is rejected (service_not_allowed).
-    Blocked,
-}
-
-const POPULATION: &[(Citizen, u64)] = &[
-    (Citizen::Reachable, 3),
-    (Citizen::OnIphone, 1),
-    (Citizen::DeviceGone, 2),
-    (Citizen::Flaky, 1),
-    (Citizen::ProviderDown, 2),
-    (Citizen::MailboxRefuses, 2),
-    (Citizen::NoProfile, 2),
-    (Citizen::Blocked, 1),
-];
-
-fn count(kind: Citizen) -> u64 {
-    POPULATION
-        .iter()
-        .filter(|(k, _)| *k == kind)
-        .map(|(_, n)| n)
-        .sum()
-}
-
-/// Creates citizen `i` as `kind` wants, through the citizen API.
-async fn seed(api: &Api, i: u64, kind: Citizen, service_id: &str) {
-    let fc = fiscal_code(i);
-    let put = |path: String, body: Value| {
-        let fc = fc.clone();
-        async move {
-            let outcome = api.put_as_citizen(&fc, &path, &body).await;
-            assert_eq!(outcome, Outcome::Ok, "{path}");
-        }
-    };
-    if kind == Citizen::NoProfile {
-        return;
-    }
-    let mut profile =
-        json!({"is_inbox_enabled": true, "is_webhook_enabled": true, "is_email_enabled": true});
-    let mailbox = match kind {
-        Citizen::Reachable => Some(format!("citizen-{i}@example.org")),
-        Citizen::MailboxRefuses => Some(format!("reject-{i}@example.org")),
-        _ => None,
-    };
-    if let Some(address) = mailbox {
-        profile["email"] = json!(address);
-        profile["is_email_validated"] = json!(true);
-    }
-    put("/profile".into(), profile).await;
-    let device = match kind {
-        Citizen::Reachable => Some(("fcm", device_token(i, Platform::Fcm))),
-        Citizen::OnIphone => Some(("apns", device_token(i, Platform::Apns))),
-        Citizen::DeviceGone => Some(("fcm", format!("unregistered-{i}"))),
-        Citizen::Flaky => Some(("fcm", format!("flaky-1-{i}"))),
-        Citizen::ProviderDown => Some(("fcm", format!("status-503-{i}"))),
-        _ => None,
-    };
-    if let Some((platform, token)) = device {
-        let body = json!({"platform": platform, "push_channel": token});
-        put(format!("/installations/device-{i}"), body).await;
-    }
-    if kind == Citizen::Blocked {
-        let body = json!({"is_inbox_enabled": false, "is_email_enabled": false, "is_webhook_enabled": false, "settings_version": 0});
-        put(format!("/services/{service_id}/preferences"), body).await;
-    }
-}
-
-async fn postino(data: &Path, push: &push_standins::Standins, smtp_port: u16) -> App {
-    let any = "127.0.0.1:0".parse().expect("addr");
-    let mut config = Config {
-        listen: any,
-        metrics_listen: MetricsListen::On(any),
-        data_dir: data.to_path_buf(),
-        manage_key: Some(MANAGE_KEY.into()),
-        ..Config::default()
-    };
-    config.jwt.secret = Some(JWT_SECRET.into());
-    push.configure(&mut config);
-    config.smtp.host = Some("127.0.0.1".into());
-    config.smtp.port = Some(smtp_port);
-    config.smtp.tls = dispatchers::email::SmtpTls::None;
-    // The profile cache on, as on ScyllaDB, so its series are seen too.
-    config.router.cache_max_mb = Some(16);
-    config.stage.retry.max_attempts = MAX_ATTEMPTS as u32;
-    config.stage.retry.initial_ms = 200;
-    config.stage.retry.max_ms = 400;
-    App::start(&config).await.expect("start postino")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_sees_every_declared_series_with_the_values_of_the_run() {
-    let push = push_standins::standins().await;
-    let mailbox = tempfile::tempdir().expect("tempdir");
-    let sink = testkit::smtp::SmtpSink::start(mailbox.path());
-    let data = tempfile::tempdir().expect("tempdir");
-    let app = postino(data.path(), &push, sink.port).await;
-    let metrics = app.metrics_addr.expect("metrics are served");
+    let run = every_path::Run::start().await;
+    let metrics = run.app.metrics_addr.expect("metrics are served");
     let prometheus = Prometheus::start(&[metrics]).await;
-
-    let base = format!("http://{}", app.addr);
-    let api = Api::new(&base, 4, JWT_SECRET).expect("client");
-    let service = api
-        .create_service(MANAGE_KEY, "Prometheus test")
-        .await
-        .expect("service");
-    let mut citizens = Vec::new();
-    let mut i = 0;
-    for &(kind, n) in POPULATION {
-        for _ in 0..n {
-            seed(&api, i, kind, &service.id).await;
-            citizens.push((i, kind));
-            i += 1;
-        }
-    }
-    for &(i, _) in &citizens {
-        let fc = fiscal_code(i);
-        let body = Scenario::MassNotice.body(i);
-        let (outcome, _) = api.submit(&service, &fc, body).await;
-        assert_eq!(outcome, Outcome::Ok);
-    }
-    // Refused: a body that is no message, and a key that is no key.
-    let http = reqwest::Client::new();
-    let refused = http
-        .post(format!("{base}/api/v1/messages"))
-        .header("Ocp-Apim-Subscription-Key", &service.key)
-        .json(&json!({"fiscal_code": "not a fiscal code"}))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(refused.status(), 400);
-    let refused = http
-        .post(format!("{base}/api/v1/messages"))
-        .header("Ocp-Apim-Subscription-Key", "no-such-key-0123456789")
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(refused.status(), 401);
+    let citizens = run.send_through_every_path(None).await;
 
     let sent = citizens.len() as f64;
     let rejected = (count(Citizen::NoProfile) + count(Citizen::Blocked)) as f64;
@@ -385,5 +226,5 @@ async fn a_real_prometheus_sees_every_declared_series_with_the_values_of_the_run
     }
     assert!(!exposition.contains("example.org") && !exposition.contains("unregistered-"));
 
-    app.shutdown().await.expect("shutdown");
+    run.app.shutdown().await.expect("shutdown");
 }

@@ -46,6 +46,37 @@ impl Record {
     }
 }
 
+/// What a stage carries from a record it consumed to the records it makes of it: the key
+/// (the citizen's partition, so their order holds) and the id of the request it came from
+/// (header [`stage::headers::REQUEST_ID`]), so one message can be followed across roles.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lineage {
+    pub key: Vec<u8>,
+    pub request_id: Option<String>,
+}
+
+impl Lineage {
+    pub fn of(record: &Record) -> Self {
+        Self {
+            key: record.key.clone(),
+            request_id: record
+                .header(stage::headers::REQUEST_ID)
+                .map(str::to_string),
+        }
+    }
+
+    /// A record of `payload` with this key and request id.
+    pub fn record(&self, payload: Vec<u8>) -> Record {
+        let mut record = Record::new(self.key.clone(), payload);
+        if let Some(id) = &self.request_id {
+            record
+                .headers
+                .push((stage::headers::REQUEST_ID.to_string(), id.clone()));
+        }
+        record
+    }
+}
+
 /// A record as a consumer receives it, with its place in the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {

@@ -250,6 +250,8 @@ pub mod headers {
     pub const SOURCE_OFFSET: &str = "postino-source-offset";
     /// The consumer group that gave up on it.
     pub const STAGE: &str = "postino-stage";
+    /// The request the record comes from (its `X-Request-Id`), carried on by every stage.
+    pub const REQUEST_ID: &str = "postino-request-id";
 }
 
 /// Where records of `topic` wait for their next attempt.

@@ -11,6 +11,8 @@ use model::push::PushJob;
 use model::status::{Channel, ChannelStatus};
 use store::{NotificationKey, Store};
 
+use tracing::Instrument;
+
 use crate::metrics::SendOutcome;
 use ulid::Ulid;
 
@@ -22,6 +24,8 @@ pub(crate) trait Notification {
     /// Who within the message it goes to: at most one notification per message, channel
     /// and target is sent.
     fn target(&self) -> &str;
+    /// The request its message came from, for the log lines about it.
+    fn request_id(&self) -> Option<&str>;
 
     fn key(&self, channel: Channel) -> NotificationKey {
         NotificationKey {
@@ -43,6 +47,9 @@ impl Notification for PushJob {
     fn target(&self) -> &str {
         self.installation_id.as_str()
     }
+    fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
 }
 
 impl Notification for EmailJob {
@@ -55,6 +62,9 @@ impl Notification for EmailJob {
     /// One email per message.
     fn target(&self) -> &str {
         ""
+    }
+    fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
     }
 }
 
@@ -89,19 +99,22 @@ where
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let send = &send;
-    let results = futures::future::join_all(jobs.iter().zip(&already_sent).map(
-        |(&job, &sent)| async move {
-            if sent {
-                tracing::debug!(message_id = %job.message_id(), ?channel, "already sent; not sent again");
+    let results = futures::future::join_all(jobs.iter().zip(&already_sent).map(|(&job, &sent)| {
+        async move {
+            let outcome = if sent {
+                tracing::debug!("already sent; not sent again");
                 (Some(ChannelStatus::Sent), Ok(()))
             } else if job.expires_at() <= now {
-                tracing::debug!(message_id = %job.message_id(), ?channel, "not sent: the message expired");
+                tracing::debug!("not sent: the message expired");
                 (Some(ChannelStatus::Expired), Ok(()))
             } else {
                 send(job).await
-            }
-        },
-    ))
+            };
+            tracing::debug!(status = ?outcome.0, verdict = ?outcome.1, "notification handled");
+            outcome
+        }
+        .instrument(notification_span(job, channel))
+    }))
     .await;
     for ((job, &before), (status, verdict)) in jobs.iter().zip(&already_sent).zip(&results) {
         let outcome = if before {
@@ -162,18 +175,33 @@ async fn settle(
     results.into_iter().map(|(_, verdict)| verdict).collect()
 }
 
+/// The span of the log lines about one job: its request and message, never its recipient.
+fn notification_span(job: &impl Notification, channel: Channel) -> tracing::Span {
+    tracing::info_span!(
+        "notification",
+        request_id = job.request_id(),
+        message_id = %job.message_id(),
+        ?channel
+    )
+}
+
 /// A job dead-lettered for good: FAILED on its channel.
 pub(crate) async fn record_failed(
     store: &dyn Store,
     channel: Channel,
     provider: &'static str,
-    id: Ulid,
+    job: &impl Notification,
     reason: &str,
 ) {
+    let id = job.message_id();
     SendOutcome::Failed.emit(channel, provider, id);
-    tracing::warn!(message_id = %id, ?channel, reason, "notification failed for good");
-    let failed = vec![(id, channel, ChannelStatus::Failed)];
-    if let Err(err) = store.record_channel_outcomes(failed).await {
-        tracing::error!(message_id = %id, error = %err, "cannot record FAILED status");
+    async {
+        tracing::warn!(reason, "notification failed for good");
+        let failed = vec![(id, channel, ChannelStatus::Failed)];
+        if let Err(err) = store.record_channel_outcomes(failed).await {
+            tracing::error!(error = %err, "cannot record FAILED status");
+        }
     }
+    .instrument(notification_span(job, channel))
+    .await
 }

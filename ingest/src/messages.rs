@@ -4,10 +4,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use bus::Record;
+use axum::{Extension, Json};
+use bus::Lineage;
 use model::message::{NewMessage, NewMessageBody, NewMessageContent, Payee};
 use model::pipeline::{encode, topics, AcceptedMessage, SenderMetadata};
+use model::request_id::RequestId;
 use model::status::{IoNotificationStatus, MessageStatus, RejectionReason, SkippedChannels};
 use model::{FiscalCode, ValidationError};
 use problem::{doc, Problem};
@@ -73,9 +74,11 @@ pub struct ExternalCreatedMessage {
 pub(crate) async fn submit_with_fiscal_code_in_body(
     State(state): State<IngestState>,
     ServiceCaller(service): ServiceCaller,
+    request_id: Option<Extension<RequestId>>,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    submit(state, service, None, &body).await
+    let request_id = request_id.map(|Extension(id)| id);
+    submit(state, service, None, request_id, &body).await
 }
 
 #[utoipa::path(
@@ -97,15 +100,18 @@ pub(crate) async fn submit_for_user(
     State(state): State<IngestState>,
     ServiceCaller(service): ServiceCaller,
     Path(fiscal_code): Path<String>,
+    request_id: Option<Extension<RequestId>>,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    submit(state, service, Some(&fiscal_code), &body).await
+    let request_id = request_id.map(|Extension(id)| id);
+    submit(state, service, Some(&fiscal_code), request_id, &body).await
 }
 
 async fn submit(
     state: IngestState,
     service: std::sync::Arc<model::service::Service>,
     path_fiscal_code: Option<&str>,
+    request_id: Option<RequestId>,
     body: &[u8],
 ) -> Result<Response, Problem> {
     let parsed = NewMessage::parse(
@@ -139,7 +145,11 @@ async fn submit(
         },
     };
     let key = message.fiscal_code.keyed_hash(&state.partition_key);
-    let record = Record::new(key.into_bytes(), encode(&message));
+    let lineage = Lineage {
+        key: key.into_bytes(),
+        request_id: request_id.map(|id| id.to_string()),
+    };
+    let record = lineage.record(encode(&message));
     if let Err(err) = state.bus.publish(topics::MESSAGES, vec![record]).await {
         tracing::error!(error = %err, "cannot append to the log");
         return Err(if err.is_retryable() {

@@ -63,6 +63,10 @@ pub struct EmailJob {
     pub markdown: String,
     /// When the message's `time_to_live` runs out (Unix seconds): not sent after it.
     pub expires_at: i64,
+    /// The request the message came from, as its record's header carries it (not part of
+    /// the job's payload): on every log line about the job.
+    #[serde(skip)]
+    pub request_id: Option<String>,
 }
 
 impl EmailJob {
@@ -83,6 +87,7 @@ impl EmailJob {
             subject: message.content.subject.clone(),
             markdown: message.content.markdown.clone(),
             expires_at: expires_at(message.created_at, message.time_to_live),
+            request_id: None,
         })
     }
 }

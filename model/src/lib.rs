@@ -15,6 +15,7 @@ pub mod net;
 pub mod pipeline;
 pub mod profile;
 pub mod push;
+pub mod request_id;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod samples;
 pub mod secret;

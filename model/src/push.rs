@@ -23,6 +23,10 @@ pub struct PushJob {
     pub body: String,
     /// When the message's `time_to_live` runs out (Unix seconds): not sent after it.
     pub expires_at: i64,
+    /// The request the message came from, as its record's header carries it (not part of
+    /// the job's payload): on every log line about the job.
+    #[serde(skip)]
+    pub request_id: Option<String>,
 }
 
 impl PushJob {
@@ -46,6 +50,7 @@ impl PushJob {
                 title: title.clone(),
                 body: body.clone(),
                 expires_at,
+                request_id: None,
             })
             .collect()
     }

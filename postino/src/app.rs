@@ -319,6 +319,7 @@ fn http(apis: Router, problem_type_base: &str, readiness: Readiness) -> Router {
         Arc::<str>::from(problem_type_base),
         every_error_a_problem,
     ))
+    .layer(axum::middleware::from_fn(crate::request_id::tag))
 }
 
 /// Every error answer as problem+json with the deployment's `type` base. Rejections

@@ -8,6 +8,7 @@ pub mod kafka_init;
 pub mod logstatus;
 pub mod migrate;
 pub mod openapi;
+pub mod request_id;
 pub mod roles;
 pub mod secrets;
 pub mod telemetry;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bus::stage::{self, PipelineStage, Stage, StageError};
-use bus::{Bus, Record};
+use bus::{Bus, Lineage, Record};
 use model::channels::{decide, ChannelChoice, Verdict};
 use model::pipeline::{decode, topics, AcceptedMessage, RoutingDecision};
 use model::profile::PushContent;
@@ -37,8 +37,9 @@ pub struct RouterStage {
 /// An accepted message as the router reads it from `messages`.
 #[derive(Debug)]
 pub struct Arrived {
-    /// The record's key, the citizen's partition key, kept for `deliveries.inbox`.
-    key: Vec<u8>,
+    /// The record's key (the citizen's partition) and request id, kept for
+    /// `deliveries.inbox`.
+    lineage: Lineage,
     message: AcceptedMessage,
     /// The record's bytes, which the plan carries on as they came.
     bytes: Vec<u8>,
@@ -86,7 +87,7 @@ impl RouterStage {
         let mut deliveries = Vec::new();
         for (
             Arrived {
-                key,
+                lineage,
                 message,
                 bytes,
             },
@@ -100,7 +101,7 @@ impl RouterStage {
                 }
                 Ok(decision) => {
                     metrics::planned(&decision.channels);
-                    deliveries.push(Record::new(key.clone(), decision.plan_record(bytes)))
+                    deliveries.push(lineage.record(decision.plan_record(bytes)))
                 }
             }
         }
@@ -168,7 +169,7 @@ impl Stage for RouterStage {
     fn decode(&self, record: &Record) -> Result<Arrived, String> {
         let message = decode::<AcceptedMessage>(&record.payload).map_err(|e| e.to_string())?;
         Ok(Arrived {
-            key: record.key.clone(),
+            lineage: Lineage::of(record),
             message,
             bytes: record.payload.clone(),
         })

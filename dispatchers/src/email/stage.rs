@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bus::stage::{PipelineStage, Stage, StageError};
-use bus::Record;
+use bus::{Lineage, Record};
 use lettre::Address;
 use model::email::EmailJob;
 use model::pipeline::{decode, topics};
@@ -84,7 +84,9 @@ impl Stage for EmailStage {
     type Item = EmailJob;
 
     fn decode(&self, record: &Record) -> Result<EmailJob, String> {
-        decode(&record.payload).map_err(|e| e.to_string())
+        let mut job: EmailJob = decode(&record.payload).map_err(|e| e.to_string())?;
+        job.request_id = Lineage::of(record).request_id;
+        Ok(job)
     }
 
     async fn process(&self, jobs: &[&EmailJob]) -> Vec<Result<(), StageError>> {
@@ -97,13 +99,6 @@ impl Stage for EmailStage {
 
     async fn dead_lettered(&self, job: &EmailJob, reason: &str) {
         let provider = self.mailer.name();
-        record_failed(
-            &*self.store,
-            Channel::Email,
-            provider,
-            job.message_id,
-            reason,
-        )
-        .await;
+        record_failed(&*self.store, Channel::Email, provider, job, reason).await;
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bus::stage::{self, PipelineStage, Stage, StageError};
-use bus::{Bus, Record};
+use bus::{Bus, Lineage, Record};
 use model::channels::{ChannelChoice, SkipReason};
 use model::email::EmailJob;
 use model::pipeline::{decode, encode, topics, DeliveryPlan};
@@ -19,8 +19,9 @@ pub const GROUP: &str = "inbox";
 /// A routed message as the inbox dispatcher reads it from `deliveries.inbox`.
 #[derive(Debug)]
 pub struct Planned {
-    /// The record's key, the citizen's partition key, kept for the push and email topics.
-    key: Vec<u8>,
+    /// The record's key (the citizen's partition) and request id, kept for the push and
+    /// email topics.
+    lineage: Lineage,
     plan: DeliveryPlan,
 }
 
@@ -52,21 +53,19 @@ impl InboxStage {
         let mut records: Vec<MessageRecord> = Vec::with_capacity(items.len());
         let mut jobs = Vec::new();
         let mut emails = Vec::new();
-        for (Planned { key, plan }, push) in items.iter().copied().zip(pushes) {
+        for (Planned { lineage, plan }, push) in items.iter().copied().zip(pushes) {
             let mut record = record(plan, MessageStatus::Processed);
             match push {
                 PushFanOut::NotChosen => {}
                 PushFanOut::Skipped(why) => {
                     record.notification.webhook = Some(ChannelOutcome::Skipped(why));
                 }
-                PushFanOut::Jobs(reachable) => jobs.extend(
-                    reachable
-                        .iter()
-                        .map(|job| Record::new(key.clone(), encode(job))),
-                ),
+                PushFanOut::Jobs(reachable) => {
+                    jobs.extend(reachable.iter().map(|job| lineage.record(encode(job))))
+                }
             }
             match EmailJob::for_plan(plan) {
-                Some(email) => emails.push(Record::new(key.clone(), encode(&email))),
+                Some(email) => emails.push(lineage.record(encode(&email))),
                 // Chosen, but no address came with the plan: nothing to send to.
                 None if plan.channels.email == ChannelChoice::Send => {
                     record.notification.email =
@@ -129,7 +128,7 @@ impl Stage for InboxStage {
     fn decode(&self, record: &Record) -> Result<Planned, String> {
         let plan = decode(&record.payload).map_err(|e| e.to_string())?;
         Ok(Planned {
-            key: record.key.clone(),
+            lineage: Lineage::of(record),
             plan,
         })
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bus::stage::{PipelineStage, Stage, StageError};
-use bus::Record;
+use bus::{Lineage, Record};
 use model::pipeline::{decode, topics};
 use model::push::PushJob;
 use model::status::{Channel, ChannelStatus};
@@ -65,7 +65,9 @@ impl Stage for PushStage {
     type Item = PushJob;
 
     fn decode(&self, record: &Record) -> Result<PushJob, String> {
-        decode(&record.payload).map_err(|e| e.to_string())
+        let mut job: PushJob = decode(&record.payload).map_err(|e| e.to_string())?;
+        job.request_id = Lineage::of(record).request_id;
+        Ok(job)
     }
 
     async fn process(&self, jobs: &[&PushJob]) -> Vec<Result<(), StageError>> {
@@ -78,13 +80,6 @@ impl Stage for PushStage {
 
     async fn dead_lettered(&self, job: &PushJob, reason: &str) {
         let provider = job.platform.as_str();
-        record_failed(
-            &*self.store,
-            Channel::Push,
-            provider,
-            job.message_id,
-            reason,
-        )
-        .await;
+        record_failed(&*self.store, Channel::Push, provider, job, reason).await;
     }
 }

@@ -207,6 +207,7 @@ fn job(platform: Platform, token: &str) -> PushJob {
         title: "Hai un nuovo messaggio".into(),
         body: "Entra nell'app per leggerlo".into(),
         expires_at: time::OffsetDateTime::now_utc().unix_timestamp() + 3600,
+        request_id: None,
     }
 }
 
