@@ -234,6 +234,7 @@ async fn a_mass_notice_reaches_every_seeded_phone_and_mailbox_once_and_reports_b
     config.smtp.tls = dispatchers::email::SmtpTls::None;
     let app = App::start(&config).await.expect("start postino");
     let url = format!("http://{}", app.addr);
+    let metrics = format!("http://{}/metrics", app.metrics_addr.expect("metrics"));
     let state = work.path().join("state.json").display().to_string();
     let out = work.path().join("results");
     let citizens = 300u64;
@@ -257,12 +258,30 @@ async fn a_mass_notice_reaches_every_seeded_phone_and_mailbox_once_and_reports_b
         &push.apns,
         "--smtp-sink-dir",
         &mailbox.path().display().to_string(),
+        "--metrics",
+        &metrics,
+        "--scrape-every",
+        "200ms",
         "--out",
         &out.display().to_string(),
     ]))
     .await;
-    let (stdout, _, report) = finished(&run, &out);
+    let (stdout, dir, report) = finished(&run, &out);
     assert!(stdout.contains("send → push"), "{stdout}");
+    // Postino's own counts, scraped during the run (this process's other tests share the
+    // recorder, so they are at least this run's).
+    let scraped = report
+        .metrics
+        .clone()
+        .expect("the run scraped Postino's metrics");
+    assert!(scraped.points.len() >= 2, "{scraped:?}");
+    assert!(scraped.totals["accepted"] >= report.accepted as f64);
+    assert!(scraped
+        .points
+        .iter()
+        .any(|p| p.rates.get("accepted").is_some_and(|r| *r > 0.0)));
+    let html = std::fs::read_to_string(dir.join("report.html")).expect("report.html");
+    assert!(html.contains("Consumer lag by topic"));
     assert!(stdout.contains("send → mailbox"), "{stdout}");
     let mix = Mix::default();
     let phones: Vec<(u64, Platform)> = (0..citizens)
@@ -379,4 +398,22 @@ async fn each_submit_is_counted_by_what_postino_answered() {
     assert_eq!((malformed, none), (Outcome::Status(400), None));
 
     assert_eq!(api.health().await, Outcome::Ok);
+}
+
+#[test]
+fn the_series_the_tool_plots_are_series_postino_exports() {
+    let exported: Vec<String> = postino::telemetry::catalogue()
+        .iter()
+        .flat_map(|m| [m.name.to_string(), format!("{}_count", m.name)])
+        .collect();
+    let plotted = loadtest::scrape::RATES
+        .iter()
+        .map(|(_, series, _)| *series)
+        .chain([loadtest::scrape::LAG]);
+    for series in plotted {
+        assert!(
+            exported.iter().any(|e| e == series),
+            "{series} is not exported"
+        );
+    }
 }

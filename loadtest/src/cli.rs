@@ -203,6 +203,14 @@ pub struct RunArgs {
     /// come: a stand-in told to answer "unregistered", say).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub push_patience: Duration,
+    /// A Postino process's metrics (`http://127.0.0.1:9464/metrics`); repeat it for each
+    /// process when roles run apart. The run then scrapes them every --scrape-every and the
+    /// report plots each stage's consumer lag and rate as Postino counted them.
+    #[arg(long = "metrics", value_name = "URL")]
+    pub metrics: Vec<String>,
+    /// How often to scrape --metrics.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub scrape_every: Duration,
     /// Where to write result.json and report.html.
     #[arg(long, default_value = "loadtest-results")]
     pub out: PathBuf,

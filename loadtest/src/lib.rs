@@ -14,5 +14,6 @@ pub mod pacing;
 pub mod population;
 pub mod report;
 pub mod scenarios;
+pub mod scrape;
 pub mod standins;
 pub mod stats;

@@ -12,6 +12,7 @@ use loadtest::engine::{drive, Plan};
 use loadtest::pacing::Pacing;
 use loadtest::report::Report;
 use loadtest::scenarios::{self, Followers, Scenario, Seeded};
+use loadtest::scrape;
 use loadtest::standins::{
     self,
     apns::FakeApns,
@@ -254,6 +255,14 @@ async fn load(
                 .map(Arc::new),
         }
     };
+    let (scraping, scraped) = watch::channel(false);
+    let watcher = (!args.metrics.is_empty()).then(|| {
+        tokio::spawn(scrape::watch(
+            args.metrics.clone(),
+            args.scrape_every,
+            scraped,
+        ))
+    });
     let workload = scenarios::messages(
         Arc::new(api.clone()),
         Arc::clone(&seeded),
@@ -269,6 +278,12 @@ async fn load(
             follow_up(pushes, "pushes to reach the stand-ins", &args, &stopped).await?,
             follow_up(emails, "emails to reach the SMTP sink", &args, &stopped).await?,
         )
+    };
+
+    let _ = scraping.send(true);
+    let metrics = match watcher {
+        Some(task) => Some(task.await.context("the metrics scraper failed")?),
+        None => None,
     };
 
     let secs = driven.elapsed.as_secs_f64().max(1e-3);
@@ -295,6 +310,7 @@ async fn load(
         timeline: stats.timeline(),
         push,
         email,
+        metrics,
     };
     print!("{}", report.summary());
     let dir = args.out.join(format!(

@@ -9,6 +9,7 @@ use model::html::escape;
 use serde::{Deserialize, Serialize};
 
 use crate::arrivals::ArrivalReport;
+use crate::scrape::{MetricsTimeline, LAG_TOPICS, RATES};
 use crate::stats::{Percentiles, Second};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +47,9 @@ pub struct Report {
     /// Send → mailbox, when the run watched the SMTP sink.
     #[serde(default)]
     pub email: Option<ArrivalReport>,
+    /// Postino's own metrics over the run, when it scraped them (`--metrics`).
+    #[serde(default)]
+    pub metrics: Option<MetricsTimeline>,
 }
 
 impl Report {
@@ -207,6 +211,10 @@ impl Report {
             "Emails arriving at the SMTP sink per second",
             "emails/s",
         );
+        let (lag, stage_rates) = self.metrics.as_ref().map_or_else(
+            || (String::new(), String::new()),
+            |m| (lag_chart(m), rates_chart(m)),
+        );
         let summary = escape(&self.summary());
         format!(
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -214,12 +222,60 @@ impl Report {
              <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:960px}}\
              pre{{background:#f4f4f4;padding:1em;overflow-x:auto}}svg{{background:#fff;border:1px solid #ddd}}\
              </style></head><body>\n<h1>loadtest: {scenario}</h1>\n<p>Started {started} against {target}.</p>\n\
-             <pre>{summary}</pre>\n{rate}\n{latency}\n{pushes}\n{emails}\n</body></html>\n",
+             <pre>{summary}</pre>\n{rate}\n{latency}\n{pushes}\n{emails}\n{lag}\n{stage_rates}\n</body></html>\n",
             scenario = escape(&self.scenario),
             started = escape(&self.started_at),
             target = escape(&self.target),
         )
     }
+}
+
+/// Colours of the lines of one chart, in order.
+const PALETTE: &[&str] = &["#1f77b4", "#ff7f0e", "#2b7a0b", "#8e44ad", "#c0392b"];
+
+fn lag_chart(m: &MetricsTimeline) -> String {
+    let seconds: Vec<f64> = m.points.iter().map(|p| p.second).collect();
+    let series: Vec<(&str, &str, Vec<f64>)> = LAG_TOPICS
+        .iter()
+        .zip(PALETTE)
+        .map(|(topic, colour)| {
+            let values = m
+                .points
+                .iter()
+                .map(|p| p.lag.get(*topic).copied().unwrap_or(0.0))
+                .collect();
+            (*topic, *colour, values)
+        })
+        .collect();
+    chart(
+        "Consumer lag by topic (Postino's metrics)",
+        "records",
+        &seconds,
+        &series,
+    )
+}
+
+fn rates_chart(m: &MetricsTimeline) -> String {
+    // The first round has no rate yet.
+    let points: Vec<_> = m.points.iter().filter(|p| !p.rates.is_empty()).collect();
+    let seconds: Vec<f64> = points.iter().map(|p| p.second).collect();
+    let series: Vec<(&str, &str, Vec<f64>)> = RATES
+        .iter()
+        .zip(PALETTE)
+        .map(|((name, _, _), colour)| {
+            let values = points
+                .iter()
+                .map(|p| p.rates.get(*name).copied().unwrap_or(0.0))
+                .collect();
+            (*name, *colour, values)
+        })
+        .collect();
+    chart(
+        "Each stage's rate (Postino's metrics)",
+        "per second",
+        &seconds,
+        &series,
+    )
 }
 
 fn arrival_summary(out: &mut String, what: &str, push: &ArrivalReport) {
@@ -383,6 +439,7 @@ mod tests {
             timeline: vec![second(0, 1000), second(1, 999), second(2, 998)],
             push: None,
             email: None,
+            metrics: None,
         }
     }
 
@@ -451,6 +508,32 @@ mod tests {
             "{s}"
         );
         assert_eq!(r.html().matches("<svg").count(), 4);
+    }
+
+    #[test]
+    fn a_run_that_scraped_postino_plots_its_lag_and_stage_rates() {
+        let mut r = report();
+        let mut metrics = MetricsTimeline::default();
+        for (second, accepted, lag) in [(0.0, 0.0, 0.0), (1.0, 900.0, 120.0), (2.0, 1900.0, 40.0)] {
+            let text = format!(
+                "postino_ingest_messages_accepted_total {accepted}\n\
+                 postino_log_consumer_lag_records{{topic=\"deliveries.inbox\",partition=\"0\",group=\"inbox\"}} {lag}\n"
+            );
+            let samples = telemetry::exposition::parse(&text).expect("exposition");
+            metrics.add(second, &samples);
+        }
+        r.metrics = Some(metrics);
+        let html = r.html();
+        assert_eq!(html.matches("<svg").count(), 4, "lag and stage rates added");
+        assert!(html.contains("Consumer lag by topic") && html.contains("deliveries.inbox"));
+        assert!(html.contains("Each stage&#39;s rate") || html.contains("Each stage's rate"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        r.write(dir.path()).expect("write");
+        let back: Report = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("result.json")).expect("read"),
+        )
+        .expect("parse");
+        assert_eq!(back.metrics.map(|m| m.totals["accepted"]), Some(1900.0));
     }
 
     #[test]

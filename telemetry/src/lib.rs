@@ -9,6 +9,8 @@
 //! Label values must stay few: topics, operations, channels, outcomes, reasons. Never a fiscal
 //! code, an address, a token, a message id or a service id.
 
+pub mod exposition;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
