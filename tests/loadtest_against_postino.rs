@@ -408,7 +408,7 @@ fn the_series_the_tool_plots_are_series_postino_exports() {
         .collect();
     let plotted = loadtest::scrape::RATES
         .iter()
-        .map(|(_, series, _)| *series)
+        .map(|rate| rate.series)
         .chain([loadtest::scrape::LAG]);
     for series in plotted {
         assert!(

@@ -262,12 +262,12 @@ fn rates_chart(m: &MetricsTimeline) -> String {
     let series: Vec<(&str, &str, Vec<f64>)> = RATES
         .iter()
         .zip(PALETTE)
-        .map(|((name, _, _), colour)| {
+        .map(|(rate, colour)| {
             let values = points
                 .iter()
-                .map(|p| p.rates.get(*name).copied().unwrap_or(0.0))
+                .map(|p| p.rates.get(rate.name).copied().unwrap_or(0.0))
                 .collect();
-            (*name, *colour, values)
+            (rate.name, *colour, values)
         })
         .collect();
     chart(

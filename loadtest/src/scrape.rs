@@ -9,18 +9,41 @@ use serde::{Deserialize, Serialize};
 use telemetry::exposition::{self, Sample};
 use tokio::sync::watch;
 
-/// The stages' rates the report plots: a name, and the counter (series and labels) it is
-/// the rate of.
-pub const RATES: &[(&str, &str, &[(&str, &str)])] = &[
-    ("accepted", "postino_ingest_messages_accepted_total", &[]),
-    (
-        "routed",
-        "postino_log_records_consumed_total",
-        &[("topic", "messages"), ("group", "router")],
-    ),
-    ("readable", "postino_e2e_inbox_readable_seconds_count", &[]),
-    ("pushed", "postino_e2e_push_sent_seconds_count", &[]),
-    ("emailed", "postino_e2e_email_sent_seconds_count", &[]),
+/// One stage's rate the report plots: the rate of a counter (series and labels).
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    pub name: &'static str,
+    pub series: &'static str,
+    pub labels: &'static [(&'static str, &'static str)],
+}
+
+/// The stages' rates the report plots.
+pub const RATES: &[Rate] = &[
+    Rate {
+        name: "accepted",
+        series: "postino_ingest_messages_accepted_total",
+        labels: &[],
+    },
+    Rate {
+        name: "routed",
+        series: "postino_log_records_consumed_total",
+        labels: &[("topic", "messages"), ("group", "router")],
+    },
+    Rate {
+        name: "readable",
+        series: "postino_e2e_inbox_readable_seconds_count",
+        labels: &[],
+    },
+    Rate {
+        name: "pushed",
+        series: "postino_e2e_push_sent_seconds_count",
+        labels: &[],
+    },
+    Rate {
+        name: "emailed",
+        series: "postino_e2e_email_sent_seconds_count",
+        labels: &[],
+    },
 ];
 
 /// The series of the consumer lag the report plots, by topic.
@@ -60,8 +83,9 @@ impl MetricsTimeline {
     pub fn add(&mut self, second: f64, samples: &[Sample]) {
         let totals: BTreeMap<String, f64> = RATES
             .iter()
-            .map(|(name, series, labels)| {
-                (name.to_string(), exposition::sum(samples, series, labels))
+            .map(|rate| {
+                let total = exposition::sum(samples, rate.series, rate.labels);
+                (rate.name.to_string(), total)
             })
             .collect();
         let rates = match self.points.last() {
