@@ -68,7 +68,11 @@ impl App {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-        crate::telemetry::install();
+        // Without a listener nobody reads the figures: no recorder, so recording them costs
+        // next to nothing.
+        if config.metrics_listen != MetricsListen::Off {
+            crate::telemetry::install();
+        }
         let backend = match config.store {
             StoreAddress::Sqlite => Backend::Sqlite,
             StoreAddress::Scylla(_) => Backend::Scylla,

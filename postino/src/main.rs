@@ -75,6 +75,8 @@ enum Command {
     },
     /// Prints the OpenAPI document of every API served.
     Openapi,
+    /// Lists every metric Postino exports (a Markdown table: name, type, labels, meaning).
+    Metrics,
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,6 +201,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Openapi => {
             print!("{}", postino::openapi::json());
+            Ok(())
+        }
+        Command::Metrics => {
+            print!("{}", postino::telemetry::table());
             Ok(())
         }
     }

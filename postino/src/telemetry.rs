@@ -44,6 +44,27 @@ pub fn catalogue() -> Vec<Metric> {
     .concat()
 }
 
+/// The catalogue as a Markdown table (`postino metrics`, and the README's list).
+pub fn table() -> String {
+    let mut out = String::from("| metric | type | labels | what it means |\n|---|---|---|---|\n");
+    for metric in catalogue() {
+        let labels: Vec<String> = metric.labels.iter().map(|l| format!("`{l}`")).collect();
+        let labels = if labels.is_empty() {
+            "—".to_string()
+        } else {
+            labels.join(", ")
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            metric.name,
+            metric.kind.exposition_name(),
+            labels,
+            metric.help
+        ));
+    }
+    out
+}
+
 /// Installs the recorder (once per process) and describes every series to it.
 pub fn install() {
     telemetry::recorder();
@@ -179,6 +200,18 @@ mod tests {
                     metric.name
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_readme_lists_every_series_as_postino_metrics_prints_it() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+            .expect("README.md");
+        for row in table().lines().skip(2) {
+            assert!(
+                readme.contains(row),
+                "README.md lacks, or words differently: {row}"
+            );
         }
     }
 
