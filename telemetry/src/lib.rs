@@ -49,17 +49,26 @@ pub struct Metric {
 }
 
 impl Metric {
-    pub const fn counter(
+    const fn of(
+        kind: Kind,
         name: &'static str,
         help: &'static str,
         labels: &'static [&'static str],
     ) -> Self {
         Self {
             name,
-            kind: Kind::Counter,
+            kind,
             help,
             labels,
         }
+    }
+
+    pub const fn counter(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+    ) -> Self {
+        Self::of(Kind::Counter, name, help, labels)
     }
 
     pub const fn gauge(
@@ -67,12 +76,7 @@ impl Metric {
         help: &'static str,
         labels: &'static [&'static str],
     ) -> Self {
-        Self {
-            name,
-            kind: Kind::Gauge,
-            help,
-            labels,
-        }
+        Self::of(Kind::Gauge, name, help, labels)
     }
 
     pub const fn histogram(
@@ -80,12 +84,7 @@ impl Metric {
         help: &'static str,
         labels: &'static [&'static str],
     ) -> Self {
-        Self {
-            name,
-            kind: Kind::Histogram,
-            help,
-            labels,
-        }
+        Self::of(Kind::Histogram, name, help, labels)
     }
 
     /// Gives the recorder its help text, so the exposition carries `# HELP`.
