@@ -20,7 +20,13 @@ pub const ALL: &[Metric] = &[ACCEPTED, REFUSALS];
 
 /// A message was accepted.
 pub(crate) fn accepted() {
-    counter!(ACCEPTED.name).increment(1);
+    // One handle for the process, registered on the first message (the recorder is
+    // installed before the APIs serve): no lookup per message.
+    static ACCEPTED_MESSAGES: std::sync::OnceLock<telemetry::metrics::Counter> =
+        std::sync::OnceLock::new();
+    ACCEPTED_MESSAGES
+        .get_or_init(|| counter!(ACCEPTED.name))
+        .increment(1);
 }
 
 /// Why a request was refused, read off its answer; `None` for an answer that is no refusal.

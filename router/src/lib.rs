@@ -85,6 +85,7 @@ impl RouterStage {
             .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
         let mut rejected = Vec::new();
         let mut deliveries = Vec::new();
+        let mut decisions = metrics::Decisions::default();
         for (
             Arrived {
                 lineage,
@@ -96,11 +97,11 @@ impl RouterStage {
         {
             match route(message, routing) {
                 Err(reason) => {
-                    metrics::rejected(reason);
+                    decisions.rejected(reason);
                     rejected.push(MessageRecord::rejected(message.clone(), reason))
                 }
                 Ok(decision) => {
-                    metrics::planned(&decision.channels);
+                    decisions.planned(&decision.channels);
                     deliveries.push(lineage.record(decision.plan_record(bytes)))
                 }
             }
@@ -116,6 +117,8 @@ impl RouterStage {
                 .publish(topics::DELIVERIES_INBOX, deliveries)
                 .await?;
         }
+        // Counted once the batch is done, so a batch held and retried counts once.
+        decisions.emit();
         Ok(())
     }
 }

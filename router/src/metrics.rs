@@ -1,6 +1,8 @@
 //! The router's series: what it decided for each channel, why it rejected messages, and how
 //! its profile cache does.
 
+use std::collections::BTreeMap;
+
 use model::channels::{ChannelChoice, ChannelPlan};
 use model::status::RejectionReason;
 use telemetry::metrics::{counter, gauge};
@@ -59,20 +61,40 @@ pub fn describe() {
     }
 }
 
-/// A message goes on to the inbox with this plan.
-pub(crate) fn planned(plan: &ChannelPlan) {
-    for (channel, choice) in [("push", &plan.push), ("email", &plan.email)] {
-        let outcome = match choice {
-            ChannelChoice::Send => "send",
-            ChannelChoice::Skip(reason) => reason.as_str(),
-        };
-        counter!(DECISIONS.name, "channel" => channel, "outcome" => outcome).increment(1);
-    }
+/// What a batch decided, counted in memory and recorded once per label set, so a batch of
+/// 512 messages costs a handful of recorder lookups, not a thousand.
+#[derive(Debug, Default)]
+pub(crate) struct Decisions {
+    planned: BTreeMap<(&'static str, &'static str), u64>,
+    rejected: BTreeMap<&'static str, u64>,
 }
 
-/// A message was rejected.
-pub(crate) fn rejected(reason: RejectionReason) {
-    counter!(REJECTIONS.name, "reason" => reason.label()).increment(1);
+impl Decisions {
+    /// A message goes on to the inbox with this plan.
+    pub(crate) fn planned(&mut self, plan: &ChannelPlan) {
+        for (channel, choice) in [("push", &plan.push), ("email", &plan.email)] {
+            let outcome = match choice {
+                ChannelChoice::Send => "send",
+                ChannelChoice::Skip(reason) => reason.as_str(),
+            };
+            *self.planned.entry((channel, outcome)).or_default() += 1;
+        }
+    }
+
+    /// A message was rejected.
+    pub(crate) fn rejected(&mut self, reason: RejectionReason) {
+        *self.rejected.entry(reason.label()).or_default() += 1;
+    }
+
+    /// Records the batch's counts.
+    pub(crate) fn emit(self) {
+        for ((channel, outcome), n) in self.planned {
+            counter!(DECISIONS.name, "channel" => channel, "outcome" => outcome).increment(n);
+        }
+        for (reason, n) in self.rejected {
+            counter!(REJECTIONS.name, "reason" => reason).increment(n);
+        }
+    }
 }
 
 /// A batch's routing reads: how many the cache answered and how many went to the store.
