@@ -16,9 +16,11 @@ cleanup() {   # runs under `set -e`: a process already gone must not stop the re
 }
 trap cleanup EXIT
 
-# METRICS_LISTEN: where Postino serves its metrics (`off` for nowhere, to compare the cost).
-start() { "$SERVER" serve --data-dir "$DATA" --listen 127.0.0.1:$PORT \
-            --metrics-listen "${METRICS_LISTEN:-127.0.0.1:$((PORT + 100))}" --roles "$1" & PID=$!
+# METRICS_LISTEN: where Postino serves its metrics (`off` for nowhere, to compare the cost;
+# empty to pass no such option, for a build from before it had one).
+start() { local metrics=${METRICS_LISTEN-127.0.0.1:$((PORT + 100))}
+          "$SERVER" serve --data-dir "$DATA" --listen 127.0.0.1:$PORT \
+            ${metrics:+--metrics-listen "$metrics"} --roles "$1" & PID=$!
           until curl -sf http://127.0.0.1:$PORT/health >/dev/null; do sleep 0.1; done; }
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
 

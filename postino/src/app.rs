@@ -192,7 +192,14 @@ impl App {
             bus: Arc::clone(&bus),
         };
         let server = tokio::spawn(async move {
-            axum::serve(listener, http(routes, &problem_type_base, readiness))
+            // Request ids around the whole router (cloning a router is one reference count),
+            // so every answer, the fallback's included, carries one.
+            let tagged = tower::Layer::layer(
+                &axum::middleware::from_fn(crate::request_id::tag),
+                http(routes, &problem_type_base, readiness),
+            );
+            let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(tagged);
+            axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = server_stop.wait_for(|s| *s).await;
                 })
@@ -318,12 +325,11 @@ fn http(apis: Router, problem_type_base: &str, readiness: Readiness) -> Router {
         )
     })
     .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-    .layer(axum::middleware::from_fn(crate::telemetry::track))
+    .layer(crate::telemetry::TrackLayer)
     .layer(axum::middleware::map_response_with_state(
         Arc::<str>::from(problem_type_base),
         every_error_a_problem,
     ))
-    .layer(axum::middleware::from_fn(crate::request_id::tag))
 }
 
 /// Every error answer as problem+json with the deployment's `type` base. Rejections
