@@ -94,7 +94,7 @@ fn api_of(path: &str) -> &'static str {
 /// and kept, so labelling a request allocates nothing. Bounded: the routes are Postino's, and
 /// a method other than the usual ones is `OTHER`.
 fn operation(method: &Method, route: Option<&MatchedPath>) -> &'static str {
-    static OPERATIONS: OnceLock<RwLock<HashMap<(&'static str, String), &'static str>>> =
+    static OPERATIONS: OnceLock<RwLock<HashMap<&'static str, HashMap<String, &'static str>>>> =
         OnceLock::new();
     let Some(route) = route else {
         return "unmatched";
@@ -110,19 +110,20 @@ fn operation(method: &Method, route: Option<&MatchedPath>) -> &'static str {
         _ => "OTHER",
     };
     let operations = OPERATIONS.get_or_init(RwLock::default);
-    let key = (method, route.as_str().to_string());
-    if let Some(known) = operations
+    let known = operations
         .read()
         .unwrap_or_else(|p| p.into_inner())
-        .get(&key)
-    {
+        .get(method)
+        .and_then(|routes| routes.get(route.as_str()).copied());
+    if let Some(known) = known {
         return known;
     }
     let mut operations = operations.write().unwrap_or_else(|p| p.into_inner());
-    let label = format!("{} {}", key.0, key.1);
     operations
-        .entry(key)
-        .or_insert_with(|| Box::leak(label.into_boxed_str()))
+        .entry(method)
+        .or_default()
+        .entry(route.as_str().to_string())
+        .or_insert_with(|| Box::leak(format!("{method} {}", route.as_str()).into_boxed_str()))
 }
 
 /// The layer that counts and times every request by its route template, and for the senders'
