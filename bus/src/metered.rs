@@ -21,7 +21,6 @@ pub struct Metered {
 
 impl Metered {
     pub fn wrap(inner: Arc<dyn Bus>) -> Arc<dyn Bus> {
-        crate::metrics::describe();
         Arc::new(Self {
             inner,
             topics: RwLock::default(),

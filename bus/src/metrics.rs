@@ -173,10 +173,3 @@ impl StageLane {
         self.holds.increment(1);
     }
 }
-
-/// Describes every series of this module to the recorder.
-pub fn describe() {
-    for metric in ALL {
-        metric.describe();
-    }
-}

@@ -55,13 +55,6 @@ pub const ALL: &[Metric] = &[
     EMAIL_SENT,
 ];
 
-/// Describes this module's series to the recorder.
-pub fn describe() {
-    for metric in ALL {
-        metric.describe();
-    }
-}
-
 fn channel_label(channel: Channel) -> &'static str {
     match channel {
         Channel::Push => "push",

@@ -48,13 +48,6 @@ pub fn refused(status: StatusCode) {
     }
 }
 
-/// Describes this module's series to the recorder.
-pub fn describe() {
-    for metric in ALL {
-        metric.describe();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

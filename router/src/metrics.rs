@@ -54,13 +54,6 @@ pub const ALL: &[Metric] = &[
     CACHE_SIZE,
 ];
 
-/// Describes this module's series to the recorder.
-pub fn describe() {
-    for metric in ALL {
-        metric.describe();
-    }
-}
-
 /// What a batch decided, counted in memory and recorded once per label set, so a batch of
 /// 512 messages costs a handful of recorder lookups, not a thousand.
 #[derive(Debug, Default)]

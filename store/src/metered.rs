@@ -105,9 +105,6 @@ pub struct Metered {
 
 impl Metered {
     pub fn wrap(inner: Arc<dyn Store>, backend: Backend) -> Arc<dyn Store> {
-        for metric in ALL {
-            metric.describe();
-        }
         // Every operation's unavailability counted from zero, so an alert on its rate sees
         // the first failure.
         for operation in OPERATIONS {

@@ -166,15 +166,11 @@ pub fn recorder() -> &'static PrometheusHandle {
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
-            tracing_free_warning();
+            // This crate stays free of a logging dependency, hence stderr.
+            eprintln!("postino: a metrics recorder was already installed; /metrics shows only what Postino recorded through its own");
         }
         handle
     })
-}
-
-fn tracing_free_warning() {
-    // This crate stays free of a logging dependency; the caller's logs tell the rest.
-    eprintln!("postino: a metrics recorder was already installed; /metrics shows only what Postino recorded through its own");
 }
 
 /// The figures every process exports whatever its roles: the process's CPU, memory,
