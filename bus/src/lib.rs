@@ -44,6 +44,11 @@ impl Record {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// The id of the request this record came from, if it carries one.
+    pub fn request_id(&self) -> Option<&str> {
+        self.header(stage::headers::REQUEST_ID)
+    }
 }
 
 /// What a stage carries from a record it consumed to the records it makes of it: the key
@@ -59,10 +64,19 @@ impl Lineage {
     pub fn of(record: &Record) -> Self {
         Self {
             key: record.key.clone(),
-            request_id: record
-                .header(stage::headers::REQUEST_ID)
-                .map(str::to_string),
+            request_id: record.request_id().map(str::to_string),
         }
+    }
+
+    /// A record of `payload` with this key and request id, when only one is made of it.
+    pub fn into_record(self, payload: Vec<u8>) -> Record {
+        let mut record = Record::new(self.key, payload);
+        if let Some(id) = self.request_id {
+            record
+                .headers
+                .push((stage::headers::REQUEST_ID.to_string(), id));
+        }
+        record
     }
 
     /// A record of `payload` with this key and request id.

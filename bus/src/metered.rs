@@ -27,20 +27,21 @@ impl Metered {
         })
     }
 
-    fn series(&self, topic: &str) -> TopicPublishes {
+    /// Records a publish to `topic` in its series, registering them on its first publish.
+    fn emit(&self, topic: &str, records: usize, elapsed: Duration, ok: bool) {
         if let Some(series) = self
             .topics
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(topic)
         {
-            return series.clone();
+            return series.emit(records, elapsed, ok);
         }
         let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
         topics
             .entry(topic.to_string())
             .or_insert_with(|| TopicPublishes::new(topic))
-            .clone()
+            .emit(records, elapsed, ok);
     }
 }
 
@@ -50,8 +51,7 @@ impl Bus for Metered {
         let count = records.len();
         let started = Instant::now();
         let outcome = self.inner.publish(topic, records).await;
-        self.series(topic)
-            .emit(count, started.elapsed(), outcome.is_ok());
+        self.emit(topic, count, started.elapsed(), outcome.is_ok());
         outcome
     }
 

@@ -62,19 +62,18 @@ fn channel_label(channel: Channel) -> &'static str {
     }
 }
 
-/// Time since message `id` was accepted: its id is a ULID minted at acceptance.
-fn since_accepted(id: Ulid) -> Duration {
+/// Time from message `id`'s acceptance to `now`: its id is a ULID minted at acceptance.
+fn accepted_until(id: Ulid, now: SystemTime) -> Duration {
     let accepted = UNIX_EPOCH + Duration::from_millis(id.timestamp_ms());
-    SystemTime::now()
-        .duration_since(accepted)
-        .unwrap_or_default()
+    now.duration_since(accepted).unwrap_or_default()
 }
 
-/// Messages became readable in their inboxes.
+/// Messages became readable in their inboxes (all at once: one batch was written).
 pub(crate) fn readable(ids: impl IntoIterator<Item = Ulid>) {
     let series = histogram!(INBOX_READABLE.name);
+    let now = SystemTime::now();
     for id in ids {
-        series.record(telemetry::seconds(since_accepted(id)));
+        series.record(telemetry::seconds(accepted_until(id, now)));
     }
 }
 
@@ -111,7 +110,7 @@ impl SendOutcome {
                 Channel::Push => PUSH_SENT.name,
                 Channel::Email => EMAIL_SENT.name,
             };
-            histogram!(series).record(telemetry::seconds(since_accepted(id)));
+            histogram!(series).record(telemetry::seconds(accepted_until(id, SystemTime::now())));
         }
     }
 

@@ -23,9 +23,13 @@ mod profiles;
 
 pub use keys::Keys;
 
-/// What the handlers share.
-#[derive(Clone)]
-pub struct IngestState {
+/// What the handlers share. Every request clones it (axum's `State`), so it is one reference
+/// count, not one per field.
+#[derive(Clone, Debug)]
+pub struct IngestState(Arc<Shared>);
+
+/// The fields of [`IngestState`].
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
     pub keys: Keys,
@@ -45,7 +49,15 @@ pub struct IngestState {
 /// process, the change applies at once).
 pub const CALLER_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
-impl std::fmt::Debug for IngestState {
+impl std::ops::Deref for IngestState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IngestState")
             .field("store", &self.store)
@@ -64,7 +76,7 @@ impl IngestState {
         partition_key: [u8; 32],
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (accepted, writer) = accepted::AcceptedRows::spawn(Arc::clone(&store));
-        let state = Self {
+        let state = Self(Arc::new(Shared {
             store,
             bus,
             keys,
@@ -72,10 +84,12 @@ impl IngestState {
             ids: Arc::new(Mutex::new(ulid::Generator::new())),
             callers: Arc::new(callers::CallerCache::new(CALLER_TTL)),
             accepted,
-        };
+        }));
         (state, writer)
     }
+}
 
+impl Shared {
     fn next_id(&self) -> ulid::Ulid {
         let mut generator = self.ids.lock().unwrap_or_else(|p| p.into_inner());
         // The generator only fails when 2^80 ids were made in one millisecond.

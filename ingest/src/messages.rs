@@ -147,9 +147,9 @@ async fn submit(
     let key = message.fiscal_code.keyed_hash(&state.partition_key);
     let lineage = Lineage {
         key: key.into_bytes(),
-        request_id: request_id.map(|id| id.to_string()),
+        request_id: request_id.map(|id| id.as_str().to_owned()),
     };
-    let record = lineage.record(encode(&message));
+    let record = lineage.into_record(encode(&message));
     if let Err(err) = state.bus.publish(topics::MESSAGES, vec![record]).await {
         tracing::error!(error = %err, "cannot append to the log");
         return Err(if err.is_retryable() {

@@ -4,10 +4,12 @@
 //! never a person.
 
 use std::fmt;
+use std::sync::Arc;
 
-/// A request id: 1 to 128 characters of letters, digits and `-_.:@/+=`.
+/// A request id: 1 to 128 characters of letters, digits and `-_.:@/+=`. Shared rather than
+/// owned, since a request hands it to its span, its handler and its answer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RequestId(String);
+pub struct RequestId(Arc<str>);
 
 impl RequestId {
     /// The HTTP header it comes in and goes back on.
@@ -22,12 +24,13 @@ impl RequestId {
             && text
                 .bytes()
                 .all(|c| c.is_ascii_alphanumeric() || b"-_.:@/+=".contains(&c));
-        fits.then(|| Self(text.to_string()))
+        fits.then(|| Self(Arc::from(text)))
     }
 
     /// A fresh id (a ULID: unique, and sorted by time).
     pub fn generate() -> Self {
-        Self(ulid::Ulid::new().to_string())
+        let mut text = [0; ulid::ULID_LEN];
+        Self(Arc::from(&*ulid::Ulid::new().array_to_str(&mut text)))
     }
 
     pub fn as_str(&self) -> &str {

@@ -12,18 +12,26 @@ use tracing::Instrument;
 
 /// Middleware: tags the request, its log lines and its answer with its id.
 pub async fn tag(mut request: Request, next: Next) -> Response {
-    let id = request
+    let given = request
         .headers()
         .get(RequestId::HTTP_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(RequestId::parse)
-        .unwrap_or_else(RequestId::generate);
-    request.extensions_mut().insert(id.clone());
+        .and_then(|value| {
+            let id = RequestId::parse(value.to_str().ok()?)?;
+            Some((id, value.clone()))
+        });
+    let (id, header) = match given {
+        Some(given) => (given.0, Some(given.1)),
+        None => (RequestId::generate(), None),
+    };
     let span = tracing::info_span!("request", request_id = %id, method = %request.method());
+    // Ids are header-safe ASCII, so making a header of a fresh one never fails.
+    let header = header.or_else(|| HeaderValue::from_str(id.as_str()).ok());
+    request.extensions_mut().insert(id);
     let mut response = next.run(request).instrument(span).await;
-    // Parsed ids are header-safe ASCII, so this never fails.
-    if let Ok(value) = HeaderValue::from_str(id.as_str()) {
-        response.headers_mut().insert(RequestId::HTTP_HEADER, value);
+    if let Some(header) = header {
+        response
+            .headers_mut()
+            .insert(RequestId::HTTP_HEADER, header);
     }
     response
 }

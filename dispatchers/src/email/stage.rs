@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bus::stage::{PipelineStage, Stage, StageError};
-use bus::{Lineage, Record};
+use bus::Record;
 use lettre::Address;
 use model::email::EmailJob;
 use model::pipeline::{decode, topics};
@@ -85,7 +85,7 @@ impl Stage for EmailStage {
 
     fn decode(&self, record: &Record) -> Result<EmailJob, String> {
         let mut job: EmailJob = decode(&record.payload).map_err(|e| e.to_string())?;
-        job.request_id = Lineage::of(record).request_id;
+        job.request_id = record.request_id().map(str::to_string);
         Ok(job)
     }
 

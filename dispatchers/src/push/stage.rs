@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bus::stage::{PipelineStage, Stage, StageError};
-use bus::{Lineage, Record};
+use bus::Record;
 use model::pipeline::{decode, topics};
 use model::push::PushJob;
 use model::status::{Channel, ChannelStatus};
@@ -66,7 +66,7 @@ impl Stage for PushStage {
 
     fn decode(&self, record: &Record) -> Result<PushJob, String> {
         let mut job: PushJob = decode(&record.payload).map_err(|e| e.to_string())?;
-        job.request_id = Lineage::of(record).request_id;
+        job.request_id = record.request_id().map(str::to_string);
         Ok(job)
     }
 
