@@ -3,8 +3,10 @@
 # message, and `queue_jobs`, which fills one delivery topic through a Postino without the
 # dispatcher that consumes it.
 export POSTINO_MANAGE_KEY=bench-manage-key-0123456789 POSTINO_JWT_SECRET=bench-jwt-secret-0123456789-abcdefgh POSTINO_LOG=warn
-cargo build -q --release -p postino -p loadtest
-BIN=${CARGO_TARGET_DIR:-target}/release
+# PREBUILT: a directory holding `postino` and `loadtest` built earlier, to bench those
+# (and build nothing) while the tree changes.
+if [ -z "${PREBUILT:-}" ]; then cargo build -q --release -p postino -p loadtest; fi
+BIN=${PREBUILT:-${CARGO_TARGET_DIR:-target}/release}
 SERVER=${SERVER:-$BIN/postino}   # another postino build, to compare two builds of it
 DATA=$(mktemp -d) WORK=$(mktemp -d)
 PID=

@@ -195,7 +195,7 @@ impl App {
             // Request ids around the whole router (cloning a router is one reference count),
             // so every answer, the fallback's included, carries one.
             let tagged = tower::Layer::layer(
-                &axum::middleware::from_fn(crate::request_id::tag),
+                &crate::request_id::TagLayer,
                 http(routes, &problem_type_base, readiness),
             );
             let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(tagged);

@@ -15,7 +15,7 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use telemetry::metrics::{counter, histogram};
+use telemetry::metrics::{counter, histogram, Counter, Histogram};
 use telemetry::{Metric, ProcessFigures};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -90,14 +90,57 @@ fn api_of(path: &str) -> &'static str {
     }
 }
 
-/// The `operation` label of a request: its method and route template, made once per route
-/// and kept, so labelling a request allocates nothing. Bounded: the routes are Postino's, and
-/// a method other than the usual ones is `OTHER`.
-fn operation(method: &Method, route: Option<&MatchedPath>) -> &'static str {
-    static OPERATIONS: OnceLock<RwLock<HashMap<&'static str, HashMap<String, &'static str>>>> =
-        OnceLock::new();
+/// One operation's series (its method and route template), made once per route and kept,
+/// so answering a request allocates nothing and looks nothing up. Bounded: the routes are
+/// Postino's, and a method other than the usual ones is `OTHER`.
+#[derive(Debug)]
+struct Operation {
+    api: &'static str,
+    label: &'static str,
+    duration: Histogram,
+    /// By status class (1xx to 5xx), each registered on its first answer.
+    requests: [OnceLock<Counter>; 5],
+}
+
+impl Operation {
+    fn new(api: &'static str, label: &'static str) -> Self {
+        Self {
+            api,
+            label,
+            duration: histogram!(HTTP_DURATION.name, "api" => api, "operation" => label),
+            requests: Default::default(),
+        }
+    }
+
+    /// A request was answered with `status`, `started` ago.
+    fn served(&self, status: StatusCode, started: Instant) {
+        self.duration.record(telemetry::seconds(started.elapsed()));
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.requests[class]
+            .get_or_init(|| {
+                counter!(HTTP_REQUESTS.name, "api" => self.api, "operation" => self.label, "status_class" => STATUS_CLASSES[class])
+            })
+            .increment(1);
+        if self.api == "ingest" {
+            ingest::metrics::refused(status);
+        }
+    }
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The series of a request to `route` (none: it matched no route) with `method` at `path`.
+fn operation(method: &Method, route: Option<&MatchedPath>, path: &str) -> &'static Operation {
+    type Routes = HashMap<String, &'static Operation>;
+    static OPERATIONS: OnceLock<RwLock<HashMap<&'static str, Routes>>> = OnceLock::new();
+    static UNMATCHED: OnceLock<[Operation; 4]> = OnceLock::new();
     let Some(route) = route else {
-        return "unmatched";
+        let unmatched = UNMATCHED.get_or_init(|| {
+            ["ingest", "manage", "citizen", "other"].map(|api| Operation::new(api, "unmatched"))
+        });
+        let api = api_of(path);
+        let index = unmatched.iter().position(|o| o.api == api).unwrap_or(3);
+        return &unmatched[index];
     };
     let method = match *method {
         Method::GET => "GET",
@@ -123,7 +166,10 @@ fn operation(method: &Method, route: Option<&MatchedPath>) -> &'static str {
         .entry(method)
         .or_default()
         .entry(route.as_str().to_string())
-        .or_insert_with(|| Box::leak(format!("{method} {}", route.as_str()).into_boxed_str()))
+        .or_insert_with(|| {
+            let label = Box::leak(format!("{method} {}", route.as_str()).into_boxed_str());
+            Box::leak(Box::new(Operation::new(api_of(route.as_str()), label)))
+        })
 }
 
 /// The layer that counts and times every request by its route template, and for the senders'
@@ -159,12 +205,16 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let operation = operation(request.method(), request.extensions().get::<MatchedPath>());
-        let api = api_of(request.uri().path());
+        // Without a recorder there is nothing to count into: no clock read, no lookup.
+        let operation = telemetry::recording().then(|| {
+            let route = request.extensions().get::<MatchedPath>();
+            (
+                operation(request.method(), route, request.uri().path()),
+                Instant::now(),
+            )
+        });
         Tracked {
             inner: self.inner.call(request),
-            started: Instant::now(),
-            api,
             operation,
         }
     }
@@ -176,9 +226,7 @@ pin_project_lite::pin_project! {
     pub struct Tracked<F> {
         #[pin]
         inner: F,
-        started: Instant,
-        api: &'static str,
-        operation: &'static str,
+        operation: Option<(&'static Operation, Instant)>,
     }
 }
 
@@ -191,28 +239,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let answered = std::task::ready!(this.inner.poll(cx));
-        if let Ok(response) = &answered {
-            served(this.api, this.operation, response.status(), *this.started);
+        if let (Ok(response), Some((operation, started))) = (&answered, this.operation) {
+            operation.served(response.status(), *started);
         }
         Poll::Ready(answered)
-    }
-}
-
-/// A request was answered with `status`.
-fn served(api: &'static str, operation: &'static str, status: StatusCode, started: Instant) {
-    let class = match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
-    histogram!(HTTP_DURATION.name, "api" => api, "operation" => operation)
-        .record(telemetry::seconds(started.elapsed()));
-    counter!(HTTP_REQUESTS.name, "api" => api, "operation" => operation, "status_class" => class)
-        .increment(1);
-    if api == "ingest" {
-        ingest::metrics::refused(status);
     }
 }
 

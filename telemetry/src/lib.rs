@@ -143,6 +143,12 @@ pub const END_TO_END_PREFIX: &str = "postino_e2e_";
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Whether this process records series at all (its recorder is installed): a hot path may
+/// skip its clock reads and handles when not.
+pub fn recording() -> bool {
+    RECORDER.get().is_some()
+}
+
 /// The process's Prometheus recorder, installed on first use. Every `App` in one process (as
 /// in the in-process tests) shares it, so their figures add up.
 pub fn recorder() -> &'static PrometheusHandle {
