@@ -20,7 +20,7 @@ until curl -sf http://127.0.0.1:$PORT/health >/dev/null; do sleep 0.1; done
 API=http://127.0.0.1:$PORT
 
 SID=$(curl -sf -X POST $API/api/v1/manage/services -H "Ocp-Apim-Subscription-Key: $KEY" \
-  -d '{"name":"Bench","description":"bench","organization":{"name":"o","fiscal_code":"00493410583"},"metadata":{"scope":"LOCAL"}}' \
+  -H 'Content-Type: application/json' -d '{"name":"Bench","description":"bench","organization":{"name":"o","fiscal_code":"00493410583"},"metadata":{"scope":"LOCAL"}}' \
   | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
 SKEY=$(curl -sf $API/api/v1/manage/services/$SID/keys -H "Ocp-Apim-Subscription-Key: $KEY" \
   | python3 -c 'import json,sys;print(json.load(sys.stdin)["primary_key"])')
@@ -47,7 +47,7 @@ PY
 echo "seeding $CITIZENS profiles..."
 while read -r FC; do
   TOKEN=$(POSTINO_JWT_SECRET=$SECRET "$BIN" admin token --fiscal-code "$FC")
-  curl -sf -o /dev/null -X PUT $API/citizen/v1/profile -H "Authorization: Bearer $TOKEN" -d '{}'
+  curl -sf -o /dev/null -X PUT $API/citizen/v1/profile -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{}'
 done < "$WORK/codes.txt"
 
 echo "== no-op endpoint (GET /health): the machine's HTTP ceiling with this load generator"

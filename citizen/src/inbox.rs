@@ -1,10 +1,10 @@
 //! The inbox: newest first, cursor-paged, with read status.
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use model::message::NewMessageContent;
 use model::ValidationError;
+use problem::body::JsonBody;
 use problem::{doc, Problem};
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
@@ -181,7 +181,7 @@ pub(crate) async fn change_status(
     State(state): State<CitizenState>,
     Citizen(fc): Citizen,
     Path(id): Path<String>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> Result<Json<MessageStatusAttributes>, Problem> {
     let id = parse_id("id", &id)?;
     let change: MessageStatusChange = model::validation::from_json(&body)?;

@@ -1,11 +1,11 @@
 //! The citizen's devices (IO `createOrUpdateInstallation`, plus listing, removing one and
 //! "log out of all devices"). Answers never echo a device token back.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use model::installation::{Installation, InstallationId, NewInstallation, Platform};
+use problem::body::JsonBody;
 use problem::{doc, Problem};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -60,7 +60,7 @@ pub(crate) async fn put_installation(
     State(state): State<CitizenState>,
     Citizen(fc): Citizen,
     Path(raw_id): Path<String>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> Result<Json<InstallationView>, Problem> {
     let id = installation_id(&raw_id)?;
     let installation =

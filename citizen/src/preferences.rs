@@ -1,10 +1,10 @@
 //! Per-service preferences (IO `getServicePreferences` / `upsertServicePreferences`).
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::Json;
 use model::profile::{Profile, ServicePreference};
 use model::FiscalCode;
+use problem::body::JsonBody;
 use problem::{doc, Problem};
 
 use crate::auth::Citizen;
@@ -70,7 +70,7 @@ pub(crate) async fn put_preference(
     State(state): State<CitizenState>,
     Citizen(fc): Citizen,
     Path(service_id): Path<String>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> Result<Json<ServicePreference>, Problem> {
     let preference = ServicePreference::parse(&body)?;
     let profile = profile_for_service(&state, &fc, &service_id).await?;

@@ -1,10 +1,10 @@
 //! The citizen's own profile (IO `getProfile` / `createProfile` / `updateProfile` of the app
 //! API, folded into one `PUT` that creates or updates with the optimistic `version`).
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
 use model::profile::{Profile, ProfileUpdate};
+use problem::body::JsonBody;
 use problem::{doc, Problem};
 
 use crate::auth::Citizen;
@@ -45,7 +45,7 @@ pub(crate) async fn get_profile(
 pub(crate) async fn put_profile(
     State(state): State<CitizenState>,
     Citizen(fc): Citizen,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> Result<Json<Profile>, Problem> {
     let update = ProfileUpdate::parse(&body)?;
     let current = state.store.get_profile(&fc).await?;

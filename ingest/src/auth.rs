@@ -2,17 +2,20 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use model::net::{client_address, Peer};
 use model::service::Service;
 use problem::Problem;
 use store::KeyOwner;
 
+use crate::rate::RateHeaders;
 use crate::{IngestState, Keys};
 
 pub const KEY_HEADER: &str = "Ocp-Apim-Subscription-Key";
 
-/// A request made with one of a service's keys.
+/// A request made with one of a service's keys, within its rate limit: the service, and the
+/// rate-limit headers its answer carries (return them beside it).
 #[derive(Debug)]
-pub struct ServiceCaller(pub std::sync::Arc<Service>);
+pub struct ServiceCaller(pub std::sync::Arc<Service>, pub RateHeaders);
 
 /// A request made with the manage key.
 #[derive(Debug)]
@@ -41,23 +44,55 @@ impl FromRequestParts<IngestState> for ServiceCaller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &IngestState) -> Result<Self, Problem> {
-        let hash = key_hash(parts)?;
-        if let Some(service) = state.callers.get(&hash) {
-            return Ok(ServiceCaller(service));
+        let service = caller(&key_hash(parts)?, state).await?;
+        check_address(parts, &service, state)?;
+        let rate = state.rates.admit(&service)?;
+        Ok(ServiceCaller(service, rate))
+    }
+}
+
+/// Refuses a request from outside the service's `authorized_cidrs`, if it has any.
+fn check_address(parts: &Parts, service: &Service, state: &IngestState) -> Result<(), Problem> {
+    if service.payload.authorized_cidrs.is_empty() {
+        return Ok(());
+    }
+    let Some(Peer(peer)) = parts.extensions.get::<Peer>() else {
+        return Err(Problem::forbidden(
+            "this service's keys may be used only from its authorized_cidrs, and this request's address is unknown",
+        ));
+    };
+    let forwarded_for = parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let client = client_address(peer.ip(), forwarded_for, &state.trusted_proxies);
+    if service.payload.admits(client) {
+        Ok(())
+    } else {
+        Err(Problem::forbidden(
+            "this service's keys may be used only from its authorized_cidrs; this request came from outside them",
+        ))
+    }
+}
+
+/// The service whose key hashes to `hash`: remembered, else from the store.
+async fn caller(hash: &str, state: &IngestState) -> Result<std::sync::Arc<Service>, Problem> {
+    if let Some(service) = state.callers.get(hash) {
+        return Ok(service);
+    }
+    match service_of(hash, state).await {
+        Ok(service) => {
+            let service = std::sync::Arc::new(service);
+            state
+                .callers
+                .put(hash.to_string(), std::sync::Arc::clone(&service));
+            Ok(service)
         }
-        match service_of(&hash, state).await {
-            Ok(service) => {
-                let service = std::sync::Arc::new(service);
-                state.callers.put(hash, std::sync::Arc::clone(&service));
-                Ok(ServiceCaller(service))
-            }
-            Err(Lookup::Store(err)) if err.is_retryable() => match state.callers.get_stale(&hash) {
-                Some(service) => Ok(ServiceCaller(service)),
-                None => Err(err.into()),
-            },
-            Err(Lookup::Store(err)) => Err(err.into()),
-            Err(Lookup::Refused(problem)) => Err(problem),
+        Err(Lookup::Store(err)) if err.is_retryable() => {
+            state.callers.get_stale(hash).ok_or_else(|| err.into())
         }
+        Err(Lookup::Store(err)) => Err(err.into()),
+        Err(Lookup::Refused(problem)) => Err(problem),
     }
 }
 

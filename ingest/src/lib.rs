@@ -20,8 +20,64 @@ mod manage;
 mod messages;
 pub mod metrics;
 mod profiles;
+pub mod rate;
 
 pub use keys::Keys;
+use model::net::Cidr;
+use model::service::RateLimit;
+
+/// The `[ingest]` settings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestSettings {
+    /// Each service's request rate, unless the service sets its own.
+    pub rate_limit: RateLimit,
+    /// How many ingest processes share the senders' traffic; each allows its share of
+    /// every rate limit (see [`rate`]).
+    pub replicas: u32,
+    /// The proxies (addresses or CIDRs) whose `X-Forwarded-For` is believed when checking a
+    /// service's `authorized_cidrs`; from anyone else the connection's peer is the client.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            rate_limit: RateLimit::IO_DEFAULT,
+            replicas: 1,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl IngestSettings {
+    /// Why these settings cannot run, naming the key.
+    pub fn check(&self) -> Result<(), String> {
+        self.rate_limit
+            .check("ingest.rate_limit")
+            .map_err(|err| err.to_string())?;
+        if self.replicas == 0 {
+            return Err("ingest.replicas must be at least 1".into());
+        }
+        if let Some(bad) = self
+            .trusted_proxies
+            .iter()
+            .find(|proxy| Cidr::parse(proxy).is_none())
+        {
+            return Err(format!(
+                "ingest.trusted_proxies: {bad:?} is neither an IP address nor a CIDR such as 10.0.0.0/8"
+            ));
+        }
+        Ok(())
+    }
+
+    fn trusted_proxies(&self) -> Vec<Cidr> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|proxy| Cidr::parse(proxy))
+            .collect()
+    }
+}
 
 /// What the handlers share. Every request clones it (axum's `State`), so it is one reference
 /// count, not one per field.
@@ -42,6 +98,10 @@ pub struct Shared {
     callers: Arc<callers::CallerCache>,
     /// ACCEPTED rows queued behind the responses.
     accepted: accepted::AcceptedRows,
+    /// Each service's request allowance in this process.
+    rates: rate::RateLimits,
+    /// Whose `X-Forwarded-For` is believed.
+    trusted_proxies: Vec<Cidr>,
 }
 
 /// How long ingest trusts what it read about a key: a key revoked or a service changed
@@ -74,6 +134,7 @@ impl IngestState {
         bus: Arc<dyn Bus>,
         keys: Keys,
         partition_key: [u8; 32],
+        settings: &IngestSettings,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (accepted, writer) = accepted::AcceptedRows::spawn(Arc::clone(&store));
         let state = Self(Arc::new(Shared {
@@ -84,6 +145,8 @@ impl IngestState {
             ids: Arc::new(Mutex::new(ulid::Generator::new())),
             callers: Arc::new(callers::CallerCache::new(CALLER_TTL)),
             accepted,
+            rates: rate::RateLimits::new(settings.rate_limit, settings.replicas),
+            trusted_proxies: settings.trusted_proxies(),
         }));
         (state, writer)
     }

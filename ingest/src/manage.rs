@@ -2,12 +2,12 @@
 //! keys (IO `cmsCreateService`, `cmsGetService`, `cmsUpdateService`, `cmsDeleteService`,
 //! `cmsGetServiceKeys`, `cmsRegenerateServiceKey`).
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use model::service::{KeySlot, Service, ServicePayload};
 use model::ValidationError;
+use problem::body::JsonBody;
 use problem::{doc, Problem};
 use serde::Serialize;
 use store::KeyOwner;
@@ -98,7 +98,7 @@ async fn register_keys(
 pub(crate) async fn create_service(
     State(state): State<IngestState>,
     _: ManageCaller,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<ServiceLifecycle>), Problem> {
     let payload = ServicePayload::parse(&body)?;
     let service = Service {
@@ -153,7 +153,7 @@ pub(crate) async fn update_service(
     State(state): State<IngestState>,
     _: ManageCaller,
     Path(id): Path<String>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> Result<Json<ServiceLifecycle>, Problem> {
     let payload = ServicePayload::parse(&body)?;
     let mut service = find(&state, &id).await?;

@@ -1,6 +1,5 @@
 //! Submitting a message and following it (IO `submitMessageforUser…`, `getMessage`).
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -11,6 +10,7 @@ use model::pipeline::{encode, topics, AcceptedMessage, SenderMetadata};
 use model::request_id::RequestId;
 use model::status::{IoNotificationStatus, MessageStatus, RejectionReason, SkippedChannels};
 use model::{FiscalCode, ValidationError};
+use problem::body::JsonBody;
 use problem::{doc, Problem};
 use serde::Serialize;
 use store::MessageRecord;
@@ -18,6 +18,7 @@ use ulid::Ulid;
 use utoipa::ToSchema;
 
 use crate::auth::ServiceCaller;
+use crate::rate::RateHeaders;
 use crate::IngestState;
 
 /// IO `CreatedMessage`.
@@ -68,17 +69,18 @@ pub struct ExternalCreatedMessage {
         doc::BadRequest,
         doc::Unauthorized,
         doc::Forbidden,
+        doc::TooManyRequests,
         doc::Unavailable,
     )
 )]
 pub(crate) async fn submit_with_fiscal_code_in_body(
     State(state): State<IngestState>,
-    ServiceCaller(service): ServiceCaller,
+    ServiceCaller(service, rate): ServiceCaller,
     request_id: Option<Extension<RequestId>>,
-    body: Bytes,
-) -> Result<Response, Problem> {
+    JsonBody(body): JsonBody,
+) -> (RateHeaders, Result<Response, Problem>) {
     let request_id = request_id.map(|Extension(id)| id);
-    submit(state, service, None, request_id, &body).await
+    (rate, submit(state, service, None, request_id, &body).await)
 }
 
 #[utoipa::path(
@@ -93,18 +95,20 @@ pub(crate) async fn submit_with_fiscal_code_in_body(
         doc::BadRequest,
         doc::Unauthorized,
         doc::Forbidden,
+        doc::TooManyRequests,
         doc::Unavailable,
     )
 )]
 pub(crate) async fn submit_for_user(
     State(state): State<IngestState>,
-    ServiceCaller(service): ServiceCaller,
+    ServiceCaller(service, rate): ServiceCaller,
     Path(fiscal_code): Path<String>,
     request_id: Option<Extension<RequestId>>,
-    body: Bytes,
-) -> Result<Response, Problem> {
+    JsonBody(body): JsonBody,
+) -> (RateHeaders, Result<Response, Problem>) {
     let request_id = request_id.map(|Extension(id)| id);
-    submit(state, service, Some(&fiscal_code), request_id, &body).await
+    let answer = submit(state, service, Some(&fiscal_code), request_id, &body).await;
+    (rate, answer)
 }
 
 async fn submit(
@@ -195,15 +199,26 @@ async fn submit(
         doc::Unauthorized,
         doc::Forbidden,
         doc::NotFound,
+        doc::TooManyRequests,
     )
 )]
 pub(crate) async fn get_message(
     State(state): State<IngestState>,
-    ServiceCaller(service): ServiceCaller,
+    ServiceCaller(service, rate): ServiceCaller,
     Path((fiscal_code, id)): Path<(String, String)>,
+) -> (RateHeaders, Result<Json<ExternalMessageResponse>, Problem>) {
+    (rate, message_for(&state, &service, &fiscal_code, &id).await)
+}
+
+/// The message `id` to `fiscal_code`, as IO shows it to the service that sent it.
+async fn message_for(
+    state: &IngestState,
+    service: &model::service::Service,
+    fiscal_code: &str,
+    id: &str,
 ) -> Result<Json<ExternalMessageResponse>, Problem> {
-    let fc = FiscalCode::parse("fiscal_code", &fiscal_code)?;
-    let id = Ulid::from_string(&id)
+    let fc = FiscalCode::parse("fiscal_code", fiscal_code)?;
+    let id = Ulid::from_string(id)
         .map_err(|_| ValidationError::new("id", "must be a message id (a ULID)"))?;
     // Memory first: a row leaves memory only once it is written, so looking in this order
     // never misses a message in between. The store's row wins when there is one: the

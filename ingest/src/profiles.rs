@@ -1,16 +1,17 @@
 //! Whether a citizen can be written to (IO `getProfile`, `getProfileByPOST`).
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::Json;
 use model::channels::{decide, Verdict};
 use model::profile::PreferencesMode;
 use model::FiscalCode;
+use problem::body::JsonBody;
 use problem::{doc, Problem};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::ServiceCaller;
+use crate::rate::RateHeaders;
 use crate::IngestState;
 
 /// IO `LimitedProfile`.
@@ -37,15 +38,19 @@ pub struct FiscalCodePayload {
         doc::BadRequest,
         doc::Unauthorized,
         doc::NotFound,
+        doc::TooManyRequests,
     )
 )]
 pub(crate) async fn get_profile(
     State(state): State<IngestState>,
-    ServiceCaller(service): ServiceCaller,
+    ServiceCaller(service, rate): ServiceCaller,
     Path(fiscal_code): Path<String>,
-) -> Result<Json<LimitedProfile>, Problem> {
-    let fc = FiscalCode::parse("fiscal_code", &fiscal_code)?;
-    limited_profile(&state, &service, &fc).await
+) -> (RateHeaders, Result<Json<LimitedProfile>, Problem>) {
+    let answer = match FiscalCode::parse("fiscal_code", &fiscal_code) {
+        Ok(fc) => limited_profile(&state, &service, &fc).await,
+        Err(err) => Err(err.into()),
+    };
+    (rate, answer)
 }
 
 #[utoipa::path(
@@ -58,16 +63,20 @@ pub(crate) async fn get_profile(
         doc::BadRequest,
         doc::Unauthorized,
         doc::NotFound,
+        doc::TooManyRequests,
     )
 )]
 pub(crate) async fn get_profile_by_post(
     State(state): State<IngestState>,
-    ServiceCaller(service): ServiceCaller,
-    body: Bytes,
-) -> Result<Json<LimitedProfile>, Problem> {
-    let payload: FiscalCodePayload = model::validation::from_json(&body)?;
-    let fc = FiscalCode::parse("fiscal_code", &payload.fiscal_code)?;
-    limited_profile(&state, &service, &fc).await
+    ServiceCaller(service, rate): ServiceCaller,
+    JsonBody(body): JsonBody,
+) -> (RateHeaders, Result<Json<LimitedProfile>, Problem>) {
+    let answer = async {
+        let payload: FiscalCodePayload = model::validation::from_json(&body)?;
+        let fc = FiscalCode::parse("fiscal_code", &payload.fiscal_code)?;
+        limited_profile(&state, &service, &fc).await
+    };
+    (rate, answer.await)
 }
 
 async fn limited_profile(

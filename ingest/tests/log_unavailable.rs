@@ -41,8 +41,13 @@ async fn a_message_the_log_cannot_take_is_refused_with_503_and_retry_after() {
     };
     store.put_key(&Keys::hash(&key), &owner).await.expect("key");
 
-    let (state, _accepted_rows) =
-        IngestState::new(Arc::clone(&store), Arc::new(DownLog), keys, [4; 32]);
+    let (state, _accepted_rows) = IngestState::new(
+        Arc::clone(&store),
+        Arc::new(DownLog),
+        keys,
+        [4; 32],
+        &ingest::IngestSettings::default(),
+    );
     let app = ingest::router(state);
     let body = r#"{"content":{"subject":"Bollo auto in scadenza","markdown":"mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm"}}"#;
     let request = Request::post("/api/v1/messages/RSSMRA85T10A562S")

@@ -178,6 +178,9 @@ impl Api {
                     "organization": {"name": "Loadtest", "fiscal_code": "00493410583"},
                     "metadata": {"scope": "NATIONAL"},
                     "max_allowed_payment_amount": 1_000_000,
+                    // A rehearsal measures the pipeline, not the senders' rate limit: as
+                    // an operator would for a national campaign, lift it.
+                    "rate_limit": {"requests": 1_000_000, "period_seconds": 1},
                 }))
                 .send()
                 .await,

@@ -72,6 +72,48 @@ pub struct ServicePayload {
     /// Euro cents; 0 (the default) allows no payment notices.
     #[serde(default)]
     pub max_allowed_payment_amount: u64,
+    /// Postino's extension: this service's own request rate, instead of the deployment's
+    /// (`ingest.rate_limit`, IO's 150 requests per 5 s unless changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// How many requests a service may make per period (DESIGN §5). The allowance refills
+/// steadily, so `150` per `5` s lets a burst of 150 through, then one every 33 ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// 1 to 1,000,000.
+    pub requests: u32,
+    /// 1 to 86,400.
+    pub period_seconds: u32,
+}
+
+impl RateLimit {
+    /// IO's gateway default.
+    pub const IO_DEFAULT: Self = Self {
+        requests: 150,
+        period_seconds: 5,
+    };
+    const MAX_REQUESTS: u32 = 1_000_000;
+    const MAX_PERIOD_SECONDS: u32 = 86_400;
+
+    /// Why this limit cannot be used, naming `field`.
+    pub fn check(&self, field: &str) -> Result<(), ValidationError> {
+        if !(1..=Self::MAX_REQUESTS).contains(&self.requests) {
+            return Err(ValidationError::new(
+                format!("{field}.requests"),
+                format!("must be 1 to {}", Self::MAX_REQUESTS),
+            ));
+        }
+        if !(1..=Self::MAX_PERIOD_SECONDS).contains(&self.period_seconds) {
+            return Err(ValidationError::new(
+                format!("{field}.period_seconds"),
+                format!("must be 1 to {}", Self::MAX_PERIOD_SECONDS),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl ServicePayload {
@@ -93,6 +135,9 @@ impl ServicePayload {
         for (i, cidr) in p.authorized_cidrs.iter().enumerate() {
             parse_cidr(&format!("authorized_cidrs[{i}]"), cidr)?;
         }
+        if let Some(limit) = &p.rate_limit {
+            limit.check("rate_limit")?;
+        }
         Ok(p)
     }
 }
@@ -107,20 +152,22 @@ fn non_empty(field: &str, value: &str) -> Result<(), ValidationError> {
 
 /// `address` or `address/prefix`, IPv4 or IPv6.
 fn parse_cidr(field: &str, value: &str) -> Result<(), ValidationError> {
-    let bad = || ValidationError::new(field, "must be an IP address or CIDR such as 192.0.2.0/24");
-    let (addr, prefix) = match value.split_once('/') {
-        Some((a, p)) => (a, Some(p)),
-        None => (value, None),
-    };
-    let ip: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
-    if let Some(prefix) = prefix {
-        let bits: u8 = prefix.parse().map_err(|_| bad())?;
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        if bits > max {
-            return Err(bad());
-        }
+    crate::net::Cidr::parse(value).map(|_| ()).ok_or_else(|| {
+        ValidationError::new(field, "must be an IP address or CIDR such as 192.0.2.0/24")
+    })
+}
+
+impl ServicePayload {
+    /// Whether a request from `client` may use this service's keys: any address when
+    /// `authorized_cidrs` is empty (as in IO), else only those within one of them.
+    pub fn admits(&self, client: std::net::IpAddr) -> bool {
+        self.authorized_cidrs.is_empty()
+            || self
+                .authorized_cidrs
+                .iter()
+                .filter_map(|cidr| crate::net::Cidr::parse(cidr))
+                .any(|net| net.contains(client))
     }
-    Ok(())
 }
 
 /// Which of a service's two keys (IO `SubscriptionKeyType`, `primary`/`secondary` in paths).
@@ -165,7 +212,8 @@ mod tests {
             "metadata": {"scope": "NATIONAL", "privacy_url": "https://example.org/privacy", "topic_id": 3},
             "max_allowed_payment_amount": 100000,
             "authorized_cidrs": [],
-            "authorized_recipients": []
+            "authorized_recipients": [],
+            "rate_limit": {"requests": 10, "period_seconds": 1}
         })
     }
 
@@ -200,6 +248,18 @@ mod tests {
                 "/authorized_recipients",
                 json!(["RSSMRA85T10A562T"]),
                 "authorized_recipients[0]",
+            ),
+            ("/rate_limit/requests", json!(0), "rate_limit.requests"),
+            (
+                "/rate_limit/period_seconds",
+                json!(86_401),
+                "rate_limit.period_seconds",
+            ),
+            ("/rate_limit", json!("fast"), "rate_limit"),
+            (
+                "/rate_limit",
+                json!({"requests": 1, "period_seconds": 1, "burst": 9}),
+                "rate_limit.burst",
             ),
         ];
         for (pointer, value, field) in cases {

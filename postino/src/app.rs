@@ -9,7 +9,6 @@ use anyhow::Context;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use bus::embedded::EmbeddedBus;
 use bus::stage::{self, PipelineStage, StageSettings};
@@ -162,6 +161,7 @@ impl App {
                         Arc::clone(&bus),
                         Keys::new(&secret),
                         Keys::partition_key(&secret),
+                        &config.ingest,
                     );
                     background.push(accepted_rows);
                     routes = routes.merge(ingest::router(ingest));
@@ -178,32 +178,27 @@ impl App {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
-        // Answers go out at once: with Nagle's algorithm an answer written while the
-        // previous one is still unacknowledged waits for the client's delayed ACK.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %err, "cannot set TCP_NODELAY on a connection");
-            }
-        });
-        let mut server_stop = stopped.clone();
-        let problem_type_base = config.problem_type_base.clone();
+        let server_stop = stopped.clone();
+        let problem_type_base = Arc::<str>::from(config.problem_type_base.as_str());
         let readiness = Readiness {
             store: Arc::clone(&store),
             bus: Arc::clone(&bus),
         };
+        let http_settings = config.http.clone();
         let server = tokio::spawn(async move {
             // Request ids around the whole router (cloning a router is one reference count),
             // so every answer, the fallback's included, carries one.
-            let tagged = tower::Layer::layer(
-                &crate::request_id::TagLayer,
-                http(routes, &problem_type_base, readiness),
-            );
-            let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(tagged);
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = server_stop.wait_for(|s| *s).await;
-                })
-                .await
+            let routes = http(routes, &problem_type_base, readiness, &http_settings);
+            let tagged = tower::Layer::layer(&crate::request_id::TagLayer, routes);
+            crate::server::serve(
+                listener,
+                tagged,
+                &http_settings,
+                problem_type_base,
+                server_stop,
+            )
+            .await;
+            Ok::<(), std::io::Error>(())
         });
         tracing::info!(%addr, data_dir = %dir.display(), roles = %config.roles, bus = %config.bus, store = %config.store, "Postino listening on http://{addr}");
         Ok(App {
@@ -307,7 +302,12 @@ impl Readiness {
     }
 }
 
-fn http(apis: Router, problem_type_base: &str, readiness: Readiness) -> Router {
+fn http(
+    apis: Router,
+    problem_type_base: &Arc<str>,
+    readiness: Readiness,
+    settings: &crate::server::HttpSettings,
+) -> Router {
     apis.route(
         "/openapi.json",
         get(|| async { Json(crate::openapi::document()) }),
@@ -325,9 +325,13 @@ fn http(apis: Router, problem_type_base: &str, readiness: Readiness) -> Router {
         )
     })
     .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        settings.request_timeout(),
+    ))
     .layer(crate::telemetry::TrackLayer)
     .layer(axum::middleware::map_response_with_state(
-        Arc::<str>::from(problem_type_base),
+        Arc::clone(problem_type_base),
         every_error_a_problem,
     ))
 }
@@ -356,10 +360,13 @@ async fn every_error_a_problem(
         .unwrap_or_default();
     let text = String::from_utf8_lossy(&bytes).trim().to_string();
     let reason = status.canonical_reason().unwrap_or("Error");
-    let detail = if text.is_empty() {
-        reason.to_string()
-    } else {
-        text
+    let detail = match (text.is_empty(), status) {
+        (false, _) => text,
+        (true, StatusCode::REQUEST_TIMEOUT) => {
+            "the request was not read and answered within http.request_timeout_secs; send it again"
+                .to_string()
+        }
+        (true, _) => reason.to_string(),
     };
     let kind = reason.to_ascii_lowercase().replace(' ', "-");
     problem::with_type_base(Problem::new(status, &kind, detail).into_response(), &base)

@@ -1,7 +1,7 @@
 //! Configuration, layered: built-in defaults, then a TOML file (`--config` or
 //! `POSTINO_CONFIG`), then `POSTINO_*` environment variables, then command-line flags.
 //!
-//! The file has a few top-level keys and one section per part of Postino (`[jwt]`,
+//! The file has a few top-level keys and one section per part of Postino (`[http]`, `[ingest]`, `[jwt]`,
 //! `[kafka]`, `[scylla]`, `[router]`, `[stage]`, `[push]`, `[smtp]`, `[email]`), each a typed struct defined beside
 //! the code that uses it. Every setting is also reachable by environment, by names derived
 //! from the structure, never listed by hand:
@@ -25,6 +25,7 @@ use dispatchers::push::PushSettings;
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
+use ingest::IngestSettings;
 use model::secret::Secret;
 use router::cache::RouterSettings;
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,7 @@ use store::scylla::ScyllaSettings;
 use store::StoreAddress;
 
 pub use crate::roles::{Role, Roles};
+use crate::server::HttpSettings;
 
 /// What environment variables of settings start with.
 pub const ENV_PREFIX: &str = "POSTINO_";
@@ -66,6 +68,8 @@ pub struct Config {
     pub bus: BusAddress,
     /// Where state lives.
     pub store: StoreAddress,
+    pub http: HttpSettings,
+    pub ingest: IngestSettings,
     pub jwt: JwtSettings,
     pub kafka: KafkaSettings,
     pub scylla: ScyllaSettings,
@@ -91,6 +95,8 @@ impl Default for Config {
             roles: Roles::ALL,
             bus: BusAddress::Embedded,
             store: StoreAddress::Sqlite,
+            http: HttpSettings::default(),
+            ingest: IngestSettings::default(),
             jwt: JwtSettings::default(),
             kafka: KafkaSettings::default(),
             scylla: ScyllaSettings::default(),
@@ -259,7 +265,8 @@ impl std::error::Error for ConfigError {}
 pub struct Key {
     pub path: String,
     pub flat: String,
-    /// Whether its value is a table (`kafka.properties`), set whole.
+    /// Whether its value is a table (`kafka.properties`) or a list
+    /// (`ingest.trusted_proxies`), set whole: in the environment, written as TOML.
     pub table: bool,
 }
 
@@ -303,7 +310,7 @@ pub fn keys() -> Vec<Key> {
                     } else {
                         format!("{section}_{name}")
                     },
-                    table: value.is_object(),
+                    table: value.is_object() || value.is_array(),
                     path,
                 }),
             }
@@ -378,7 +385,7 @@ impl Provider for File<'_> {
 /// The `POSTINO_*` variables that name a setting. Values stay strings (the extraction
 /// reads numbers and booleans out of them where a setting wants one), so a secret or
 /// user name made of digits is not turned into a number; a table setting is parsed as an
-/// inline table (`{"security.protocol" = "SASL_SSL"}`). Other `POSTINO_*` variables
+/// inline table (`{"security.protocol" = "SASL_SSL"}`), a list as an array (`["10.0.0.0/8"]`). Other `POSTINO_*` variables
 /// (`POSTINO_CONFIG`, `POSTINO_URL`, a Kubernetes service's `POSTINO_PORT`…) are not
 /// settings and are left alone.
 struct Environment<'a> {
@@ -483,6 +490,8 @@ impl Config {
 
     fn check(&self) -> Result<(), ConfigError> {
         let sections = [
+            self.http.check(),
+            self.ingest.check(),
             self.stage.check(),
             self.kafka.check(),
             self.scylla.check(),
@@ -769,6 +778,7 @@ mod tests {
                 vec![("smtp.host", json!("relay.example.org"))],
             ),
             "email.from" => (json!("avvisi@example.org"), vec![]),
+            "ingest.trusted_proxies" => (json!(["10.0.0.0/8", "192.0.2.7"]), vec![]),
             // Every other setting is a count or a duration.
             _ => (json!(7), vec![]),
         }

@@ -11,4 +11,5 @@ pub mod openapi;
 pub mod request_id;
 pub mod roles;
 pub mod secrets;
+pub mod server;
 pub mod telemetry;

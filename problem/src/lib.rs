@@ -6,7 +6,9 @@
 //! Handlers make a [`Problem`] knowing only its kind; the app's outermost layer calls
 //! [`with_type_base`] to write it out with the configured base.
 
-use axum::http::{header, HeaderValue, StatusCode};
+pub mod body;
+
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -47,7 +49,12 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     #[serde(skip)]
-    pub retry_after: Option<u64>,
+    /// Seconds (at most 136 years fit, in 4 bytes that keep a problem small).
+    pub retry_after: Option<u32>,
+    /// Headers the answer carries besides `Retry-After` (e.g. the rate-limit ones).
+    /// Boxed: most problems have none, and every `Result` carrying a problem pays its size.
+    #[serde(skip)]
+    pub headers: Option<Box<HeaderMap>>,
 }
 
 impl Problem {
@@ -59,7 +66,14 @@ impl Problem {
             detail: detail.into(),
             field: None,
             retry_after: None,
+            headers: None,
         }
+    }
+
+    /// The same problem, answered with `name: value` too.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.get_or_insert_default().insert(name, value);
+        self
     }
 
     pub fn validation(err: ValidationError) -> Self {
@@ -90,7 +104,14 @@ impl Problem {
     /// The request was fine but a dependency (bus, store) could not take it now.
     pub fn unavailable(detail: impl Into<String>, retry_after_secs: u64) -> Self {
         let mut p = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail);
-        p.retry_after = Some(retry_after_secs);
+        p.retry_after = Some(u32::try_from(retry_after_secs).unwrap_or(u32::MAX));
+        p
+    }
+
+    /// The caller has made too many requests; it may try again after `retry_after_secs`.
+    pub fn too_many_requests(detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut p = Self::new(StatusCode::TOO_MANY_REQUESTS, "too-many-requests", detail);
+        p.retry_after = Some(u32::try_from(retry_after_secs).unwrap_or(u32::MAX));
         p
     }
 
@@ -146,9 +167,10 @@ pub fn with_type_base(response: Response, base: &str) -> Response {
 }
 
 impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let retry_after = self.retry_after;
+        let extra = std::mem::take(&mut self.headers);
         let answered = Answered(self.clone());
         let mut response = (status, axum::Json(self)).into_response();
         response.extensions_mut().insert(answered);
@@ -159,6 +181,9 @@ impl IntoResponse for Problem {
         );
         if let Some(secs) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(extra) = extra {
+            headers.extend(*extra);
         }
         response
     }
@@ -195,6 +220,21 @@ pub mod doc {
     #[derive(Debug, IntoResponses)]
     #[response(status = 409, content_type = "application/problem+json")]
     pub struct Conflict(pub Problem);
+
+    /// Postino's extension: the service's rate limit is spent; retry after `Retry-After`.
+    /// Every answer to a service's key carries the `RateLimit-*` headers.
+    #[derive(Debug, IntoResponses)]
+    #[response(
+        status = 429,
+        content_type = "application/problem+json",
+        headers(
+            ("Retry-After" = u64, description = "Seconds until a request is allowed again"),
+            ("RateLimit-Limit" = u32, description = "Requests allowed per period (this replica's share)"),
+            ("RateLimit-Remaining" = u32, description = "Requests left now"),
+            ("RateLimit-Reset" = u64, description = "Seconds until the allowance is whole again"),
+        )
+    )]
+    pub struct TooManyRequests(pub Problem);
 
     /// A dependency (log, store) cannot take the request now; retry after `Retry-After`.
     #[derive(Debug, IntoResponses)]

@@ -72,6 +72,7 @@ pub fn sample_service() -> Service {
             authorized_recipients: vec![],
             authorized_cidrs: vec![],
             max_allowed_payment_amount: 0,
+            rate_limit: None,
         },
         last_update: "2026-01-01T00:00:00.000Z".parse().expect("a timestamp"),
         primary_key_generation: 0,
@@ -434,6 +435,77 @@ pub async fn read_state_can_be_set_and_cleared(store: Arc<dyn Store>) {
 
 // ---- settings ------------------------------------------------------------------------
 
+pub async fn a_quota_gives_exactly_its_limit_per_counter_and_period(store: Arc<dyn Store>) {
+    let key = format!("key-{}", Ulid::new());
+    for expected in 1..=3 {
+        assert_eq!(
+            store.take_quota(&key, "2026-W49", 3).await.expect("take"),
+            Some(expected)
+        );
+    }
+    assert_eq!(
+        store.take_quota(&key, "2026-W49", 3).await.expect("take"),
+        None,
+        "spent"
+    );
+    assert_eq!(store.quota_used(&key, "2026-W49").await.expect("used"), 3);
+    // Another period, another counter: each its own.
+    assert_eq!(
+        store.take_quota(&key, "2026-W50", 3).await.expect("take"),
+        Some(1)
+    );
+    let other = format!("{key}-other");
+    assert_eq!(
+        store.take_quota(&other, "2026-W49", 3).await.expect("take"),
+        Some(1)
+    );
+    assert_eq!(store.quota_used(&other, "2026-W48").await.expect("used"), 0);
+    assert_eq!(
+        store.take_quota(&other, "2026-W51", 0).await.expect("take"),
+        None,
+        "a limit of 0 gives nothing"
+    );
+    // A limit raised later gives the difference.
+    assert_eq!(
+        store.take_quota(&key, "2026-W49", 4).await.expect("take"),
+        Some(4)
+    );
+}
+
+/// Takers racing for one quota get exactly its limit between them, each count once.
+pub async fn racing_takers_share_a_quota_exactly(store: Arc<dyn Store>) {
+    const LIMIT: u32 = 25;
+    let key = format!("key-{}", Ulid::new());
+    let takers: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, key) = (Arc::clone(&store), key.clone());
+            tokio::spawn(async move {
+                let mut taken = Vec::new();
+                for _ in 0..10 {
+                    if let Some(n) = store
+                        .take_quota(&key, "2026-W49", LIMIT)
+                        .await
+                        .expect("take")
+                    {
+                        taken.push(n);
+                    }
+                }
+                taken
+            })
+        })
+        .collect();
+    let mut taken = Vec::new();
+    for taker in takers {
+        taken.extend(taker.await.expect("taker"));
+    }
+    taken.sort_unstable();
+    assert_eq!(taken, (1..=LIMIT).collect::<Vec<_>>());
+    assert_eq!(
+        store.quota_used(&key, "2026-W49").await.expect("used"),
+        LIMIT
+    );
+}
+
 pub async fn settings_are_set_once(store: Arc<dyn Store>) {
     let name = format!("setting-{}", unique());
     assert_eq!(store.get_setting(&name).await.expect("get"), None);
@@ -663,6 +735,8 @@ macro_rules! store_conformance {
             the_inbox_pages_across_months_and_gaps,
             read_state_can_be_set_and_cleared,
             settings_are_set_once,
+            a_quota_gives_exactly_its_limit_per_counter_and_period,
+            racing_takers_share_a_quota_exactly,
             installations_are_per_citizen_and_replace_by_id,
             installations_are_removed_one_stale_token_or_all,
             channel_outcomes_keep_the_best_per_channel,

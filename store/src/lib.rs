@@ -318,6 +318,28 @@ pub trait SettingStore: Send + Sync {
     async fn put_setting(&self, name: &str, value: &str) -> Result<(), StoreError>;
 }
 
+/// Counters of requests per key and period, for quotas that hold exactly across every
+/// process sharing the store (a sandbox key's 1000 requests a week): each take is one
+/// conditional write, a single atomic statement in SQLite and a lightweight transaction in
+/// ScyllaDB, never a count of rows.
+#[async_trait]
+pub trait QuotaStore: Send + Sync {
+    /// Takes one of `limit` for `counter` in `period` (e.g. `2026-W49`): how many are taken
+    /// now, this one included, or `None` when all `limit` were already taken (then nothing
+    /// changes). A period's count is kept at least [`QUOTA_KEPT_DAYS`].
+    async fn take_quota(
+        &self,
+        counter: &str,
+        period: &str,
+        limit: u32,
+    ) -> Result<Option<u32>, StoreError>;
+    /// How many were taken for `counter` in `period`.
+    async fn quota_used(&self, counter: &str, period: &str) -> Result<u32, StoreError>;
+}
+
+/// How long a quota period's count is kept: longer than any period (a week).
+pub const QUOTA_KEPT_DAYS: u32 = 15;
+
 /// Everything Postino keeps.
 pub trait Store:
     ServiceStore
@@ -326,6 +348,7 @@ pub trait Store:
     + NotificationStore
     + InstallationStore
     + SettingStore
+    + QuotaStore
     + std::fmt::Debug
 {
 }
@@ -336,6 +359,7 @@ impl<
             + NotificationStore
             + InstallationStore
             + SettingStore
+            + QuotaStore
             + std::fmt::Debug,
     > Store for T
 {

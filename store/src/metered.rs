@@ -18,7 +18,8 @@ use ulid::Ulid;
 
 use crate::{
     InboxItem, InstallationStore, KeyOwner, MessageRecord, MessageStore, NotificationKey,
-    NotificationStore, ProfileStore, Routing, ServiceStore, SettingStore, Store, StoreError,
+    NotificationStore, ProfileStore, QuotaStore, Routing, ServiceStore, SettingStore, Store,
+    StoreError,
 };
 
 pub const OPERATION_DURATION: Metric = Metric::histogram(
@@ -66,6 +67,8 @@ pub const OPERATIONS: &[&str] = &[
     "get_setting",
     "put_setting_if_absent",
     "put_setting",
+    "take_quota",
+    "quota_used",
 ];
 
 /// The backend label: `sqlite` or `scylla`.
@@ -328,6 +331,23 @@ impl SettingStore for Metered {
     }
     async fn put_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
         self.timed("put_setting", self.inner.put_setting(name, value))
+            .await
+    }
+}
+
+#[async_trait]
+impl QuotaStore for Metered {
+    async fn take_quota(
+        &self,
+        counter: &str,
+        period: &str,
+        limit: u32,
+    ) -> Result<Option<u32>, StoreError> {
+        let call = self.inner.take_quota(counter, period, limit);
+        self.timed("take_quota", call).await
+    }
+    async fn quota_used(&self, counter: &str, period: &str) -> Result<u32, StoreError> {
+        self.timed("quota_used", self.inner.quota_used(counter, period))
             .await
     }
 }

@@ -513,6 +513,7 @@ async fn malformed_devices_are_refused_naming_the_field() {
     }
     let r = app
         .as_citizen(Method::PUT, "/installations/phone", &fc)
+        .header("content-type", "application/json")
         .body("{not json")
         .header("content-type", "application/json")
         .send()

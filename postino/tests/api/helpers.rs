@@ -142,6 +142,18 @@ impl TestApp {
         }
     }
 
+    /// Replaces service `id` with `payload` as an operator; asserts `200` and returns it.
+    pub async fn update_service(&self, id: &str, payload: &Value) -> Value {
+        let updated = self
+            .manage(reqwest::Method::PUT, &format!("/{id}"))
+            .json(payload)
+            .send()
+            .await
+            .expect("update");
+        assert_eq!(updated.status(), StatusCode::OK);
+        json_of(updated).await
+    }
+
     pub async fn service(&self) -> Service {
         self.create_service(service_payload("Tassa automobilistica"))
             .await

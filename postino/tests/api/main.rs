@@ -6,6 +6,7 @@ mod email;
 mod health;
 mod helpers;
 mod io_contract;
+mod limits;
 mod manage;
 mod messages;
 mod openapi;

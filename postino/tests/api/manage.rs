@@ -23,14 +23,8 @@ async fn services_are_created_read_updated_and_deleted() {
 
     let mut changed = service_payload("Tassa automobilistica 2027");
     changed["require_secure_channel"] = json!(true);
-    let r = app
-        .manage(Method::PUT, &format!("/{}", svc.id))
-        .json(&changed)
-        .send()
-        .await
-        .expect("put");
-    assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(json_of(r).await["require_secure_channel"], true);
+    let updated = app.update_service(&svc.id, &changed).await;
+    assert_eq!(updated["require_secure_channel"], true);
 
     let r = app
         .manage(Method::DELETE, &format!("/{}", svc.id))

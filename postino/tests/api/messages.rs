@@ -154,6 +154,7 @@ async fn every_rule_of_new_message_is_enforced_naming_the_field() {
     );
     let r = app
         .as_service(Method::POST, &format!("/messages/{fc}"), &svc.key)
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await

@@ -66,6 +66,7 @@ async fn framework_rejections_are_problems_too() {
     let huge = vec![b'x'; postino::app::MAX_BODY_BYTES + 1];
     let r = app
         .as_service(reqwest::Method::POST, "/messages", &svc.key)
+        .header("content-type", "application/json")
         .body(huge)
         .send()
         .await

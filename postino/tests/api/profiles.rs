@@ -77,6 +77,7 @@ async fn malformed_profile_lookups_are_refused() {
     problem(r, StatusCode::BAD_REQUEST).await;
     let r = app
         .as_service(Method::POST, "/profiles", &svc.key)
+        .header("content-type", "application/json")
         .body("[")
         .send()
         .await

@@ -33,7 +33,7 @@ use super::{ScyllaAddress, ScyllaSettings};
 use crate::codec::{channel_name, from_json, name_of, parse_name, parse_optional_name, to_json};
 use crate::{
     InboxItem, InstallationStore, KeyOwner, MessageRecord, MessageStore, NotificationKey,
-    NotificationStore, ProfileStore, Routing, ServiceStore, SettingStore, StoreError,
+    NotificationStore, ProfileStore, QuotaStore, Routing, ServiceStore, SettingStore, StoreError,
 };
 
 /// How much time one inbox partition covers: 30 days of message ids.
@@ -751,6 +751,107 @@ impl SettingStore for ScyllaStore {
         self.execute(&self.statements.put_setting, (name, value))
             .await
             .map(drop)
+    }
+}
+
+/// Conditional writes one take may make before giving up: each lost race means another
+/// process took one meanwhile, so this many only under heavy contention for one counter.
+const QUOTA_ATTEMPTS: usize = 32;
+
+#[async_trait]
+impl QuotaStore for ScyllaStore {
+    async fn take_quota(
+        &self,
+        counter: &str,
+        period: &str,
+        limit: u32,
+    ) -> Result<Option<u32>, StoreError> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        if limit == 0 {
+            return Ok(None);
+        }
+        // Compare-and-set on what the last conditional write saw, with no plain read: the
+        // first write starts the period's count, and when the row exists its answer carries
+        // the count; each advance that loses answers with the count that beat it.
+        let mut used: Option<i32> = None;
+        for _ in 0..QUOTA_ATTEMPTS {
+            let (applied, now) = match used {
+                None => {
+                    let started = self
+                        .execute(&self.statements.start_quota, (counter, period))
+                        .await?;
+                    let (applied, now) = Self::compared(started)?;
+                    if applied {
+                        return Ok(Some(1));
+                    }
+                    (applied, now)
+                }
+                Some(seen) if seen >= limit => return Ok(None),
+                Some(seen) => {
+                    let advanced = self
+                        .execute(
+                            &self.statements.advance_quota,
+                            (seen + 1, counter, period, seen),
+                        )
+                        .await?;
+                    let (applied, now) = Self::compared(advanced)?;
+                    if applied {
+                        return Ok(u32::try_from(seen + 1).ok());
+                    }
+                    (applied, now)
+                }
+            };
+            debug_assert!(!applied);
+            // The row may have expired meanwhile (`None`): then start it again.
+            used = now;
+        }
+        Err(StoreError::Unavailable(format!(
+            "cql: quota {counter:?} is contended: {QUOTA_ATTEMPTS} conditional writes lost"
+        )))
+    }
+    async fn quota_used(&self, counter: &str, period: &str) -> Result<u32, StoreError> {
+        let rows: Vec<(Option<i32>,)> = self
+            .rows(&self.statements.get_quota, (counter, period))
+            .await?;
+        let used = rows
+            .into_iter()
+            .next()
+            .and_then(|(used,)| used)
+            .unwrap_or(0);
+        Ok(u32::try_from(used).unwrap_or(0))
+    }
+}
+
+impl ScyllaStore {
+    /// A conditional write's answer: whether it was applied, and the `used` it found (when
+    /// it was not applied and the row exists).
+    fn compared(result: QueryResult) -> Result<(bool, Option<i32>), StoreError> {
+        let rows = result.into_rows_result().map_err(corrupt)?;
+        let used_at = rows
+            .column_specs()
+            .iter()
+            .position(|spec| spec.name() == "used");
+        let row: Option<Row> = rows.maybe_first_row().map_err(corrupt)?;
+        let Some(row) = row else {
+            return Err(StoreError::Corrupt(
+                "cql: a conditional write answered no row".into(),
+            ));
+        };
+        let applied = match row.columns.first().cloned().flatten() {
+            Some(CqlValue::Boolean(applied)) => applied,
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "cql: a conditional write answered {other:?}, not [applied]"
+                )))
+            }
+        };
+        let used = used_at
+            .and_then(|at| row.columns.get(at).cloned().flatten())
+            .and_then(|value| match value {
+                CqlValue::Int(used) => Some(used),
+                _ => None,
+            });
+        Ok((applied, used))
     }
 }
 

@@ -20,11 +20,18 @@ pub struct Migration {
 }
 
 /// Every schema change this build knows, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_initial",
-    cql: include_str!("schema/0001_initial.cql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_initial",
+        cql: include_str!("schema/0001_initial.cql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_quotas",
+        cql: include_str!("schema/0002_quotas.cql"),
+    },
+];
 
 /// The table recording which migrations a keyspace has had.
 const RECORD: &str = "schema_migrations";

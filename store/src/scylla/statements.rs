@@ -7,7 +7,7 @@
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 
-use crate::{StoreError, SENT_NOTIFICATION_RETENTION};
+use crate::{StoreError, QUOTA_KEPT_DAYS, SENT_NOTIFICATION_RETENTION};
 
 #[derive(Debug)]
 pub(crate) struct Statements {
@@ -40,6 +40,9 @@ pub(crate) struct Statements {
     pub get_setting: PreparedStatement,
     pub put_setting: PreparedStatement,
     pub put_setting_if_absent: PreparedStatement,
+    pub start_quota: PreparedStatement,
+    pub advance_quota: PreparedStatement,
+    pub get_quota: PreparedStatement,
 }
 
 /// Whether running a statement twice does what running it once does.
@@ -62,6 +65,7 @@ impl Statements {
         };
         let q = |cql: &str| cql.to_string();
         let ttl = SENT_NOTIFICATION_RETENTION.as_secs();
+        let quota_ttl = u64::from(QUOTA_KEPT_DAYS) * 86_400;
         Ok(Self {
             put_service: prepare(q("INSERT INTO services (id, body) VALUES (?, ?)"), Yes).await?,
             get_service: prepare(q("SELECT body FROM services WHERE id = ?"), Yes).await?,
@@ -171,6 +175,27 @@ impl Statements {
             put_setting_if_absent: prepare(
                 q("INSERT INTO settings (name, value) VALUES (?, ?) IF NOT EXISTS"),
                 No,
+            )
+            .await?,
+            start_quota: prepare(
+                format!(
+                    "INSERT INTO quotas (counter, period, used) VALUES (?, ?, 1) \
+                     IF NOT EXISTS USING TTL {quota_ttl}"
+                ),
+                No,
+            )
+            .await?,
+            advance_quota: prepare(
+                format!(
+                    "UPDATE quotas USING TTL {quota_ttl} SET used = ? \
+                     WHERE counter = ? AND period = ? IF used = ?"
+                ),
+                No,
+            )
+            .await?,
+            get_quota: prepare(
+                q("SELECT used FROM quotas WHERE counter = ? AND period = ?"),
+                Yes,
             )
             .await?,
         })

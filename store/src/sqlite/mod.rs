@@ -25,7 +25,8 @@ use ulid::Ulid;
 use crate::codec::{self, channel_name, from_json};
 use crate::{
     InboxItem, InstallationStore, KeyOwner, MessageRecord, MessageStore, NotificationKey,
-    NotificationStore, ProfileStore, Routing, ServiceStore, SettingStore, StoreError,
+    NotificationStore, ProfileStore, QuotaStore, Routing, ServiceStore, SettingStore, StoreError,
+    QUOTA_KEPT_DAYS,
 };
 
 const SCHEMA: &str = "
@@ -49,6 +50,10 @@ CREATE TABLE IF NOT EXISTS sent_notifications(
 CREATE TABLE IF NOT EXISTS installations(
     fc TEXT NOT NULL, id TEXT NOT NULL, token TEXT NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY(fc, id)) WITHOUT ROWID;
+-- Quota counters; `kept_until` (Unix seconds) lets old periods be removed.
+CREATE TABLE IF NOT EXISTS quotas(
+    counter TEXT NOT NULL, period TEXT NOT NULL, used INTEGER NOT NULL,
+    kept_until INTEGER NOT NULL, PRIMARY KEY(counter, period)) WITHOUT ROWID;
 ";
 
 /// The message table. ULIDs grow with time, so message ids append at the end of the table
@@ -839,6 +844,62 @@ impl SettingStore for SqliteStore {
         .await
         .map(drop)
     }
+}
+
+#[async_trait]
+impl QuotaStore for SqliteStore {
+    async fn take_quota(
+        &self,
+        counter: &str,
+        period: &str,
+        limit: u32,
+    ) -> Result<Option<u32>, StoreError> {
+        if limit == 0 {
+            return Ok(None);
+        }
+        let (counter, period) = (counter.to_string(), period.to_string());
+        let kept_until = unix_now() + i64::from(QUOTA_KEPT_DAYS) * 86_400;
+        // One statement, so one atomic step however many processes share the file: it
+        // counts the first take, adds one while under the limit, and returns nothing once
+        // the limit is reached. Old periods go on the way.
+        let taken = self
+            .writer
+            .write(move |c| {
+                c.prepare_cached("DELETE FROM quotas WHERE counter = ?1 AND kept_until < ?2")?
+                    .execute(params![counter, unix_now()])?;
+                Ok(c.prepare_cached(
+                    "INSERT INTO quotas(counter, period, used, kept_until) VALUES (?1, ?2, 1, ?4)
+                     ON CONFLICT(counter, period) DO UPDATE SET used = used + 1
+                     WHERE used < ?3 RETURNING used",
+                )?
+                .query_row(params![counter, period, limit, kept_until], |r| {
+                    r.get::<_, u32>(0)
+                })
+                .optional()?)
+            })
+            .await?;
+        Ok(taken)
+    }
+    async fn quota_used(&self, counter: &str, period: &str) -> Result<u32, StoreError> {
+        let (counter, period) = (counter.to_string(), period.to_string());
+        let used: Option<u32> = self
+            .readers
+            .read(move |c| {
+                Ok(
+                    c.prepare_cached("SELECT used FROM quotas WHERE counter = ?1 AND period = ?2")?
+                        .query_row(params![counter, period], |r| r.get(0))
+                        .optional()?,
+                )
+            })
+            .await?;
+        Ok(used.unwrap_or(0))
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
