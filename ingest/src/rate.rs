@@ -10,6 +10,7 @@
 //! than N − 1 requests a period over it; a sender whose requests all reach one replica gets
 //! only that replica's share.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,9 @@ type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformati
 struct Allowance {
     share: RateLimit,
     limiter: Limiter,
+    /// Whether its last request was refused: a run of refusals is logged once, so an SRE
+    /// learns which service to talk to without a line per refused request.
+    refusing: AtomicBool,
 }
 
 impl Allowance {
@@ -41,6 +45,7 @@ impl Allowance {
             share,
             limiter: RateLimiter::direct(quota(share))
                 .with_middleware::<StateInformationMiddleware>(),
+            refusing: AtomicBool::new(false),
         }
     }
 }
@@ -110,6 +115,9 @@ impl RateLimits {
         let share = allowance.share;
         match allowance.limiter.check() {
             Ok(state) => {
+                if allowance.refusing.load(Ordering::Relaxed) {
+                    allowance.refusing.store(false, Ordering::Relaxed);
+                }
                 let remaining = state.remaining_burst_capacity();
                 Ok(RateHeaders {
                     limit: share.requests,
@@ -118,6 +126,14 @@ impl RateLimits {
                 })
             }
             Err(not_until) => {
+                if !allowance.refusing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        service_id = %service.id,
+                        requests = share.requests,
+                        period_seconds = share.period_seconds,
+                        "a service is over its rate limit: refusing its requests with 429"
+                    );
+                }
                 let wait = not_until.wait_time_from(allowance.limiter.clock().now());
                 let retry_after = whole_seconds(wait).max(1);
                 let headers = RateHeaders {
