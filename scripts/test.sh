@@ -60,3 +60,6 @@ cargo clippy -p postino --no-default-features --locked -- -D warnings
 
 step "tests"
 cargo test --workspace --locked
+
+step "fuzzing the message parser and the citizen tokens (scripts/fuzz.sh)"
+scripts/fuzz.sh
