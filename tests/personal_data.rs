@@ -2,8 +2,8 @@
 //! runs in this process, logging JSON at `debug` for Postino's own crates (`info` for the
 //! libraries, the level a deployment runs them at), while messages go through every channel
 //! and failure path; then no line holds a fiscal code, an email address, a device token, a
-//! subject or a markdown body of the run, and the request id the sender gave is on the lines
-//! of the ingest and of the dispatchers.
+//! subject or a markdown body of the run, nor an API key, and the request id the sender gave
+//! is on the lines of the ingest and of the dispatchers.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -132,6 +132,8 @@ async fn no_log_line_holds_personal_data_and_a_request_is_followed_to_the_dispat
     }
     // The scripted tokens and every address of the run.
     personal.extend(["unregistered-", "flaky-1-", "status-503-", "@example.org"].map(String::from));
+    // Nor a key: the service's, the operators'.
+    personal.extend([run.service.key.clone(), every_path::MANAGE_KEY.to_string()]);
     for line in &lines {
         for secret in &personal {
             assert!(
