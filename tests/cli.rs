@@ -90,6 +90,54 @@ async fn an_operator_manages_a_service_from_the_terminal() {
     assert_eq!(regenerated[0]["primary_key"], keys["primary_key"]);
     assert_ne!(regenerated[0]["secondary_key"], keys["secondary_key"]);
 
+    let limited = json_documents(&postino(
+        &[
+            "admin",
+            "service",
+            "limits",
+            id,
+            "--rate",
+            "600/60",
+            "--authorized-cidrs",
+            "10.0.0.0/8, 192.0.2.7",
+        ],
+        &env,
+    ));
+    assert_eq!(
+        limited[0]["rate_limit"],
+        serde_json::json!({"requests": 600, "period_seconds": 60})
+    );
+    assert_eq!(
+        limited[0]["authorized_cidrs"],
+        serde_json::json!(["10.0.0.0/8", "192.0.2.7"])
+    );
+    let refused = postino(&["admin", "service", "limits", id, "--rate", "0/60"], &env);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--rate.requests: must be 1 to"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let cleared = json_documents(&postino(
+        &[
+            "admin",
+            "service",
+            "limits",
+            id,
+            "--rate",
+            "default",
+            "--authorized-cidrs",
+            "",
+        ],
+        &env,
+    ));
+    assert!(cleared[0].get("rate_limit").is_none(), "{}", cleared[0]);
+    assert_eq!(cleared[0]["authorized_cidrs"], serde_json::json!([]));
+    assert_eq!(
+        cleared[0]["max_allowed_payment_amount"], 50000,
+        "the rest stays"
+    );
+
     let got = json_documents(&postino(&["admin", "service", "get", id], &env));
     assert_eq!(got[0]["name"], "TARI");
     assert!(postino(&["admin", "service", "delete", id], &env)

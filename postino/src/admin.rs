@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use model::service::RateLimit;
 use model::FiscalCode;
 use serde_json::{json, Value};
 
@@ -97,6 +98,39 @@ pub enum ServiceCommand {
     },
     /// Deletes a service; its keys stop working.
     Delete { id: String },
+    /// Sets a service's limits (what is not given stays); prints the service.
+    Limits {
+        id: String,
+        /// Its own rate limit, `REQUESTS/SECONDS` (e.g. `600/60`), or `default` for the
+        /// deployment's `ingest.rate_limit`.
+        #[arg(long)]
+        rate: Option<String>,
+        /// The addresses or CIDRs it may call from, comma-separated; `""` for anywhere.
+        #[arg(long)]
+        authorized_cidrs: Option<String>,
+    },
+}
+
+/// `--rate`: `REQUESTS/SECONDS` as the service's own limit, or `default` (none of its own).
+fn parse_rate(text: &str) -> anyhow::Result<Option<RateLimit>> {
+    if text == "default" {
+        return Ok(None);
+    }
+    let bad =
+        || anyhow::anyhow!("--rate {text:?}: give REQUESTS/SECONDS (e.g. 600/60) or `default`");
+    let (requests, seconds) = text.split_once('/').ok_or_else(bad)?;
+    let limit = RateLimit {
+        requests: requests.trim().parse().map_err(|_| bad())?,
+        period_seconds: seconds
+            .trim()
+            .trim_end_matches('s')
+            .parse()
+            .map_err(|_| bad())?,
+    };
+    limit
+        .check("--rate")
+        .map_err(|err| anyhow::anyhow!("{err}"))?;
+    Ok(Some(limit))
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
@@ -183,6 +217,27 @@ async fn service(remote: Remote, command: ServiceCommand) -> anyhow::Result<()> 
         ServiceCommand::Delete { id } => {
             send(call(Method::DELETE, format!("{base}/{id}"))).await?;
             eprintln!("service {id} deleted");
+        }
+        ServiceCommand::Limits {
+            id,
+            rate,
+            authorized_cidrs,
+        } => {
+            // Checked before anything is sent.
+            let rate = rate.as_deref().map(parse_rate).transpose()?;
+            let mut service = send(call(Method::GET, format!("{base}/{id}"))).await?;
+            if let Some(rate) = rate {
+                service["rate_limit"] = json!(rate);
+            }
+            if let Some(cidrs) = authorized_cidrs {
+                let cidrs: Vec<&str> = cidrs
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .collect();
+                service["authorized_cidrs"] = json!(cidrs);
+            }
+            print_json(&send(call(Method::PUT, format!("{base}/{id}")).json(&service)).await?);
         }
     }
     Ok(())
