@@ -322,7 +322,7 @@ fn store_migrate_brings_the_keyspace_to_this_schema_and_serve_refuses_one_withou
         );
         let report = String::from_utf8_lossy(&out.stdout);
         assert!(
-            report.ends_with("keyspace postino_test is at schema 0002_quotas\n"),
+            report.ends_with("keyspace postino_test is at schema 0003_idempotency_keys\n"),
             "{report}"
         );
     }

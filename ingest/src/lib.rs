@@ -15,6 +15,7 @@ use store::Store;
 mod accepted;
 pub mod auth;
 mod callers;
+pub mod idempotency;
 pub mod keys;
 mod manage;
 mod messages;

@@ -1,7 +1,7 @@
 //! Submitting a message and following it (IO `submitMessageforUser…`, `getMessage`).
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bus::Lineage;
@@ -9,15 +9,17 @@ use model::message::{NewMessage, NewMessageBody, NewMessageContent, Payee};
 use model::pipeline::{encode, topics, AcceptedMessage, SenderMetadata};
 use model::request_id::RequestId;
 use model::status::{IoNotificationStatus, MessageStatus, RejectionReason, SkippedChannels};
+use model::timestamp::Timestamp;
 use model::{FiscalCode, ValidationError};
 use problem::body::JsonBody;
 use problem::{doc, Problem};
 use serde::Serialize;
-use store::MessageRecord;
+use store::{IdempotentSubmit, MessageRecord};
 use ulid::Ulid;
 use utoipa::ToSchema;
 
 use crate::auth::ServiceCaller;
+use crate::idempotency::{self, IdempotencyKey};
 use crate::rate::RateHeaders;
 use crate::IngestState;
 
@@ -61,14 +63,19 @@ pub struct ExternalCreatedMessage {
 #[utoipa::path(
     post, path = "/api/v1/messages", tag = "messages",
     operation_id = "submitMessageforUserWithFiscalCodeInBody",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Postino's extension: a submit retried with the same key and request gets the first answer (same id, `Idempotent-Replayed: true`) for at least 24 h; the same key with another request is 422. 1 to 255 visible ASCII characters.")),
     request_body = NewMessageBody,
     security(("SubscriptionKey" = [])),
     responses(
         (status = 201, description = "Accepted: durably in the log.", body = CreatedMessage,
-            headers(("Location" = String, description = "Where to follow the message"))),
+            headers(
+                ("Location" = String, description = "Where to follow the message"),
+                ("Idempotent-Replayed" = String, description = "Postino's extension: `true` when this repeats the answer to an earlier request with the same Idempotency-Key"),
+            )),
         doc::BadRequest,
         doc::Unauthorized,
         doc::Forbidden,
+        doc::IdempotencyKeyReused,
         doc::TooManyRequests,
         doc::Unavailable,
     )
@@ -77,24 +84,33 @@ pub(crate) async fn submit_with_fiscal_code_in_body(
     State(state): State<IngestState>,
     ServiceCaller(service, rate): ServiceCaller,
     request_id: Option<Extension<RequestId>>,
+    IdempotencyKey(key): IdempotencyKey,
     JsonBody(body): JsonBody,
 ) -> (RateHeaders, Result<Response, Problem>) {
     let request_id = request_id.map(|Extension(id)| id);
-    (rate, submit(state, service, None, request_id, &body).await)
+    let answer = submit(state, service, None, request_id, key.as_deref(), &body).await;
+    (rate, answer)
 }
 
 #[utoipa::path(
     post, path = "/api/v1/messages/{fiscal_code}", tag = "messages",
     operation_id = "submitMessageforUser",
-    params(("fiscal_code" = String, Path, description = "The recipient's fiscal code")),
+    params(
+        ("fiscal_code" = String, Path, description = "The recipient's fiscal code"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Postino's extension: a submit retried with the same key and request gets the first answer (same id, `Idempotent-Replayed: true`) for at least 24 h; the same key with another request is 422. 1 to 255 visible ASCII characters."),
+    ),
     request_body = NewMessageBody,
     security(("SubscriptionKey" = [])),
     responses(
         (status = 201, description = "Accepted: durably in the log.", body = CreatedMessage,
-            headers(("Location" = String, description = "Where to follow the message"))),
+            headers(
+                ("Location" = String, description = "Where to follow the message"),
+                ("Idempotent-Replayed" = String, description = "Postino's extension: `true` when this repeats the answer to an earlier request with the same Idempotency-Key"),
+            )),
         doc::BadRequest,
         doc::Unauthorized,
         doc::Forbidden,
+        doc::IdempotencyKeyReused,
         doc::TooManyRequests,
         doc::Unavailable,
     )
@@ -104,10 +120,12 @@ pub(crate) async fn submit_for_user(
     ServiceCaller(service, rate): ServiceCaller,
     Path(fiscal_code): Path<String>,
     request_id: Option<Extension<RequestId>>,
+    IdempotencyKey(key): IdempotencyKey,
     JsonBody(body): JsonBody,
 ) -> (RateHeaders, Result<Response, Problem>) {
     let request_id = request_id.map(|Extension(id)| id);
-    let answer = submit(state, service, Some(&fiscal_code), request_id, &body).await;
+    let path = Some(fiscal_code.as_str());
+    let answer = submit(state, service, path, request_id, key.as_deref(), &body).await;
     (rate, answer)
 }
 
@@ -116,6 +134,7 @@ async fn submit(
     service: std::sync::Arc<model::service::Service>,
     path_fiscal_code: Option<&str>,
     request_id: Option<RequestId>,
+    idempotency_key: Option<&str>,
     body: &[u8],
 ) -> Result<Response, Problem> {
     let parsed = NewMessage::parse(
@@ -123,6 +142,38 @@ async fn submit(
         path_fiscal_code,
         service.payload.max_allowed_payment_amount,
     )?;
+    // A request that is not valid claims no key: only a message does.
+    let (id, created_at, replayed) = match idempotency_key {
+        None => (state.next_id(), Timestamp::now(), false),
+        Some(key) => {
+            let claim = IdempotentSubmit {
+                request_hash: idempotency::request_hash(path_fiscal_code, body),
+                message_id: state.next_id(),
+                created_at: Timestamp::now(),
+                accepted: false,
+            };
+            match state
+                .store
+                .claim_idempotency_key(&service.id, key, &claim)
+                .await?
+            {
+                None => (claim.message_id, claim.created_at, false),
+                Some(earlier) if earlier.request_hash != claim.request_hash => {
+                    return Err(Problem::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "idempotency-key-reused",
+                        "this Idempotency-Key was used with a different request; \
+                         use a new key for a new message",
+                    ));
+                }
+                Some(earlier) if earlier.accepted => {
+                    return Ok(created(&earlier.message_id, &parsed.fiscal_code, true));
+                }
+                // Its message may not have reached the log: publish it again, same id.
+                Some(earlier) => (earlier.message_id, earlier.created_at, true),
+            }
+        }
+    };
     let org = &service.payload.organization;
     let mut content = parsed.content;
     if let Some(payment) = content.payment_data.as_mut() {
@@ -132,10 +183,10 @@ async fn submit(
         });
     }
     let message = AcceptedMessage {
-        id: state.next_id(),
+        id,
         fiscal_code: parsed.fiscal_code,
         sender_service_id: service.id.clone(),
-        created_at: model::timestamp::Timestamp::now(),
+        created_at,
         time_to_live: parsed.time_to_live,
         content,
         default_email: parsed.default_email,
@@ -166,23 +217,39 @@ async fn submit(
         });
     }
 
-    let (id, fc) = (
-        message.id.to_string(),
-        message.fiscal_code.as_str().to_string(),
-    );
+    if let Some(key) = idempotency_key {
+        // Not fatal: an unsettled claim only makes a retry publish the message again.
+        if let Err(err) = state.store.settle_idempotency_key(&service.id, key).await {
+            tracing::warn!(error = %err, service_id = %service.id, "cannot record an idempotency key's message as accepted");
+        }
+    }
+    let answer = created(&message.id, &message.fiscal_code, replayed);
+    tracing::debug!(message_id = %message.id, service_id = %service.id, "message accepted");
     state
         .accepted
         .add(MessageRecord::new(message, MessageStatus::Accepted))
         .await;
     crate::metrics::accepted();
-    tracing::debug!(message_id = %id, service_id = %service.id, "message accepted");
-    let location = format!("/api/v1/messages/{fc}/{id}");
-    Ok((
+    Ok(answer)
+}
+
+/// `201` for message `id` to `fc`: its id, and where to follow it; `replayed` when it
+/// repeats the answer to an earlier request with the same `Idempotency-Key`.
+fn created(id: &Ulid, fc: &FiscalCode, replayed: bool) -> Response {
+    let id = id.to_string();
+    let location = format!("/api/v1/messages/{}/{id}", fc.as_str());
+    let mut response = (
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         Json(CreatedMessage { id }),
     )
-        .into_response())
+        .into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert(idempotency::REPLAYED, HeaderValue::from_static("true"));
+    }
+    response
 }
 
 #[utoipa::path(

@@ -221,6 +221,11 @@ pub mod doc {
     #[response(status = 409, content_type = "application/problem+json")]
     pub struct Conflict(pub Problem);
 
+    /// Postino's extension: the `Idempotency-Key` was used before with another request.
+    #[derive(Debug, IntoResponses)]
+    #[response(status = 422, content_type = "application/problem+json")]
+    pub struct IdempotencyKeyReused(pub Problem);
+
     /// Postino's extension: the service's rate limit is spent; retry after `Retry-After`.
     /// Every answer to a service's key carries the `RateLimit-*` headers.
     #[derive(Debug, IntoResponses)]

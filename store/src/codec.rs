@@ -46,3 +46,21 @@ pub(crate) fn channel_name(channel: Channel) -> &'static str {
         Channel::Push => "webhook",
     }
 }
+
+/// An idempotency claim from its stored columns (both stores keep the same four).
+pub(crate) fn idempotent_submit(
+    request_hash: String,
+    message_id: &str,
+    created_at: &str,
+    accepted: bool,
+) -> Result<crate::IdempotentSubmit, StoreError> {
+    Ok(crate::IdempotentSubmit {
+        request_hash,
+        message_id: ulid::Ulid::from_string(message_id).map_err(|e| {
+            StoreError::Corrupt(format!("idempotency key: message id {message_id:?}: {e}"))
+        })?,
+        created_at: model::timestamp::Timestamp::parse(created_at)
+            .map_err(|e| StoreError::Corrupt(format!("idempotency key: {e}")))?,
+        accepted,
+    })
+}

@@ -16,7 +16,7 @@ use model::status::{Channel, ChannelStatus, MessageStatus, NotificationStatus, R
 use model::FiscalCode;
 use ulid::Ulid;
 
-use crate::{KeyOwner, MessageRecord, NotificationKey, Routing, Store};
+use crate::{IdempotentSubmit, KeyOwner, MessageRecord, NotificationKey, Routing, Store};
 
 static COUNTER: AtomicU64 = AtomicU64::new(1);
 
@@ -506,6 +506,84 @@ pub async fn racing_takers_share_a_quota_exactly(store: Arc<dyn Store>) {
     );
 }
 
+fn idempotent_submit(request_hash: &str) -> IdempotentSubmit {
+    IdempotentSubmit {
+        request_hash: request_hash.into(),
+        message_id: Ulid::new(),
+        created_at: model::timestamp::Timestamp::parse("2026-11-30T10:00:00.123Z")
+            .expect("timestamp"),
+        accepted: false,
+    }
+}
+
+pub async fn an_idempotency_key_is_claimed_once_per_service(store: Arc<dyn Store>) {
+    let service = format!("svc-{}", Ulid::new());
+    let first = idempotent_submit("first");
+    let retry = idempotent_submit("retry");
+    assert_eq!(
+        store
+            .claim_idempotency_key(&service, "key-1", &first)
+            .await
+            .expect("claim"),
+        None
+    );
+    assert_eq!(
+        store
+            .claim_idempotency_key(&service, "key-1", &retry)
+            .await
+            .expect("claim"),
+        Some(first.clone()),
+        "the earlier claim, unchanged"
+    );
+    store
+        .settle_idempotency_key(&service, "key-1")
+        .await
+        .expect("settle");
+    assert_eq!(
+        store
+            .claim_idempotency_key(&service, "key-1", &retry)
+            .await
+            .expect("claim"),
+        Some(IdempotentSubmit {
+            accepted: true,
+            ..first
+        })
+    );
+    // Another key, or the same key of another service: their own.
+    for (service, key) in [(service.as_str(), "key-2"), ("another-service", "key-1")] {
+        assert_eq!(
+            store
+                .claim_idempotency_key(service, key, &retry)
+                .await
+                .expect("claim"),
+            None,
+            "{service} {key}"
+        );
+    }
+
+    // Racing claims: one wins, and every other sees the winner.
+    let key = format!("key-{}", Ulid::new());
+    let racers: Vec<_> = (0..4)
+        .map(|i| {
+            let (store, service, key) = (Arc::clone(&store), service.clone(), key.clone());
+            tokio::spawn(async move {
+                let mine = idempotent_submit(&format!("racer-{i}"));
+                let earlier = store
+                    .claim_idempotency_key(&service, &key, &mine)
+                    .await
+                    .expect("claim");
+                earlier.unwrap_or(mine).message_id
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for racer in racers {
+        winners.push(racer.await.expect("racer"));
+    }
+    winners.dedup();
+    assert_eq!(winners.len(), 1, "one message for one key: {winners:?}");
+}
+
 pub async fn settings_are_set_once(store: Arc<dyn Store>) {
     let name = format!("setting-{}", unique());
     assert_eq!(store.get_setting(&name).await.expect("get"), None);
@@ -737,6 +815,7 @@ macro_rules! store_conformance {
             settings_are_set_once,
             a_quota_gives_exactly_its_limit_per_counter_and_period,
             racing_takers_share_a_quota_exactly,
+            an_idempotency_key_is_claimed_once_per_service,
             installations_are_per_citizen_and_replace_by_id,
             installations_are_removed_one_stale_token_or_all,
             channel_outcomes_keep_the_best_per_channel,

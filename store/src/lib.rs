@@ -337,6 +337,38 @@ pub trait QuotaStore: Send + Sync {
     async fn quota_used(&self, counter: &str, period: &str) -> Result<u32, StoreError>;
 }
 
+/// What a submit made with an `Idempotency-Key` claimed: the request it was (its hash), and
+/// the message it became. A retry with the same key finds it and answers with the same
+/// message; until the log confirmed that message (`accepted`), a retry publishes it again,
+/// with the same id, which the pipeline takes once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentSubmit {
+    /// A hash of what was submitted (the path's fiscal code and the body).
+    pub request_hash: String,
+    pub message_id: Ulid,
+    pub created_at: model::timestamp::Timestamp,
+    /// Whether the log confirmed the message.
+    pub accepted: bool,
+}
+
+/// How long an idempotency key is kept: IO's senders retry for at most a day.
+pub const IDEMPOTENCY_KEPT: std::time::Duration = std::time::Duration::from_secs(48 * 3600);
+
+/// Submits by `Idempotency-Key`, per service, kept at least [`IDEMPOTENCY_KEPT`].
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Claims `key` of `service_id` for `submit` with a conditional write, unless it is
+    /// claimed already: `None` when this call claimed it, else the earlier claim.
+    async fn claim_idempotency_key(
+        &self,
+        service_id: &str,
+        key: &str,
+        submit: &IdempotentSubmit,
+    ) -> Result<Option<IdempotentSubmit>, StoreError>;
+    /// Records that the claim's message is in the log.
+    async fn settle_idempotency_key(&self, service_id: &str, key: &str) -> Result<(), StoreError>;
+}
+
 /// How long a quota period's count is kept: longer than any period (a week).
 pub const QUOTA_KEPT_DAYS: u32 = 15;
 
@@ -349,6 +381,7 @@ pub trait Store:
     + InstallationStore
     + SettingStore
     + QuotaStore
+    + IdempotencyStore
     + std::fmt::Debug
 {
 }
@@ -360,6 +393,7 @@ impl<
             + InstallationStore
             + SettingStore
             + QuotaStore
+            + IdempotencyStore
             + std::fmt::Debug,
     > Store for T
 {

@@ -17,9 +17,9 @@ use telemetry::Metric;
 use ulid::Ulid;
 
 use crate::{
-    InboxItem, InstallationStore, KeyOwner, MessageRecord, MessageStore, NotificationKey,
-    NotificationStore, ProfileStore, QuotaStore, Routing, ServiceStore, SettingStore, Store,
-    StoreError,
+    IdempotencyStore, IdempotentSubmit, InboxItem, InstallationStore, KeyOwner, MessageRecord,
+    MessageStore, NotificationKey, NotificationStore, ProfileStore, QuotaStore, Routing,
+    ServiceStore, SettingStore, Store, StoreError,
 };
 
 pub const OPERATION_DURATION: Metric = Metric::histogram(
@@ -69,6 +69,8 @@ pub const OPERATIONS: &[&str] = &[
     "put_setting",
     "take_quota",
     "quota_used",
+    "claim_idempotency_key",
+    "settle_idempotency_key",
 ];
 
 /// The backend label: `sqlite` or `scylla`.
@@ -349,5 +351,22 @@ impl QuotaStore for Metered {
     async fn quota_used(&self, counter: &str, period: &str) -> Result<u32, StoreError> {
         self.timed("quota_used", self.inner.quota_used(counter, period))
             .await
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for Metered {
+    async fn claim_idempotency_key(
+        &self,
+        service_id: &str,
+        key: &str,
+        submit: &IdempotentSubmit,
+    ) -> Result<Option<IdempotentSubmit>, StoreError> {
+        let call = self.inner.claim_idempotency_key(service_id, key, submit);
+        self.timed("claim_idempotency_key", call).await
+    }
+    async fn settle_idempotency_key(&self, service_id: &str, key: &str) -> Result<(), StoreError> {
+        let call = self.inner.settle_idempotency_key(service_id, key);
+        self.timed("settle_idempotency_key", call).await
     }
 }

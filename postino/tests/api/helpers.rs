@@ -14,7 +14,9 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     /// Held so the app lives exactly as long as the test.
-    _app: App,
+    app: App,
+    /// What it was started with, to start it again.
+    config: Config,
     pub dir: tempfile::TempDir,
 }
 
@@ -43,7 +45,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     TestApp {
         base: format!("http://{}", app.addr),
         client: reqwest::Client::new(),
-        _app: app,
+        app,
+        config: cfg,
         dir,
     }
 }
@@ -106,6 +109,22 @@ pub struct Service {
 }
 
 impl TestApp {
+    /// Stops the app as SIGTERM would and starts it again on the same data directory.
+    pub async fn restart(self) -> TestApp {
+        let Self {
+            app, config, dir, ..
+        } = self;
+        app.shutdown().await.expect("shut down");
+        let app = App::start(&config).await.expect("start again");
+        TestApp {
+            base: format!("http://{}", app.addr),
+            client: reqwest::Client::new(),
+            app,
+            config,
+            dir,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -200,6 +219,17 @@ impl TestApp {
         self.client
             .request(method, self.url(&format!("/citizen/v1{path}")))
             .bearer_auth(self.token(fc))
+    }
+
+    /// The first page of citizen `fc`'s inbox, as the citizen API gives it.
+    pub async fn inbox(&self, fc: &str) -> Value {
+        let page = self
+            .as_citizen(reqwest::Method::GET, "/messages", fc)
+            .send()
+            .await
+            .expect("inbox");
+        assert_eq!(page.status(), StatusCode::OK);
+        json_of(page).await
     }
 
     pub async fn put_profile(&self, fc: &str, body: Value) -> Value {

@@ -5,6 +5,7 @@ mod citizen_api;
 mod email;
 mod health;
 mod helpers;
+mod idempotency;
 mod io_contract;
 mod limits;
 mod manage;

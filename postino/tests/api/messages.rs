@@ -47,13 +47,7 @@ async fn a_message_is_accepted_processed_and_readable_in_the_inbox() {
         "Postino's extension says why"
     );
 
-    let inbox = json_of(
-        app.as_citizen(Method::GET, "/messages", &fc)
-            .send()
-            .await
-            .expect("inbox"),
-    )
-    .await;
+    let inbox = app.inbox(&fc).await;
     assert_eq!(inbox["items"][0]["id"], id.as_str());
     assert_eq!(inbox["items"][0]["is_read"], false);
     assert_eq!(inbox["items"][0]["service_name"], "Tassa automobilistica");

@@ -30,10 +30,13 @@ use super::schema::{self, Migrated};
 use super::session::connect;
 use super::statements::Statements;
 use super::{ScyllaAddress, ScyllaSettings};
-use crate::codec::{channel_name, from_json, name_of, parse_name, parse_optional_name, to_json};
+use crate::codec::{
+    self, channel_name, from_json, name_of, parse_name, parse_optional_name, to_json,
+};
 use crate::{
-    InboxItem, InstallationStore, KeyOwner, MessageRecord, MessageStore, NotificationKey,
-    NotificationStore, ProfileStore, QuotaStore, Routing, ServiceStore, SettingStore, StoreError,
+    IdempotencyStore, IdempotentSubmit, InboxItem, InstallationStore, KeyOwner, MessageRecord,
+    MessageStore, NotificationKey, NotificationStore, ProfileStore, QuotaStore, Routing,
+    ServiceStore, SettingStore, StoreError,
 };
 
 /// How much time one inbox partition covers: 30 days of message ids.
@@ -822,35 +825,90 @@ impl QuotaStore for ScyllaStore {
     }
 }
 
+#[async_trait]
+impl IdempotencyStore for ScyllaStore {
+    async fn claim_idempotency_key(
+        &self,
+        service_id: &str,
+        key: &str,
+        submit: &IdempotentSubmit,
+    ) -> Result<Option<IdempotentSubmit>, StoreError> {
+        let claimed = self
+            .execute(
+                &self.statements.claim_idempotency_key,
+                (
+                    service_id,
+                    key,
+                    submit.request_hash.as_str(),
+                    submit.message_id.to_string(),
+                    submit.created_at.to_string(),
+                ),
+            )
+            .await?;
+        let (applied, earlier) = Self::conditional(claimed)?;
+        if applied {
+            return Ok(None);
+        }
+        let text = |name: &str| match earlier.get(name) {
+            Some(CqlValue::Text(text)) => Some(text.clone()),
+            _ => None,
+        };
+        let accepted = matches!(earlier.get("accepted"), Some(CqlValue::Boolean(true)));
+        match (text("request_hash"), text("message_id"), text("created_at")) {
+            (Some(hash), Some(id), Some(created_at)) => {
+                codec::idempotent_submit(hash, &id, &created_at, accepted).map(Some)
+            }
+            // The row is expiring (its cells a few milliseconds apart): try again soon.
+            _ => Err(StoreError::Unavailable(
+                "cql: an idempotency key is expiring; retry".into(),
+            )),
+        }
+    }
+    async fn settle_idempotency_key(&self, service_id: &str, key: &str) -> Result<(), StoreError> {
+        self.execute(&self.statements.settle_idempotency_key, (service_id, key))
+            .await
+            .map(drop)
+    }
+}
+
 impl ScyllaStore {
-    /// A conditional write's answer: whether it was applied, and the `used` it found (when
-    /// it was not applied and the row exists).
-    fn compared(result: QueryResult) -> Result<(bool, Option<i32>), StoreError> {
+    /// A conditional write's answer: whether it was applied, and, when it was not, the
+    /// values of the row that stopped it, by column name.
+    fn conditional(
+        result: QueryResult,
+    ) -> Result<(bool, std::collections::HashMap<String, CqlValue>), StoreError> {
         let rows = result.into_rows_result().map_err(corrupt)?;
-        let used_at = rows
+        let names: Vec<String> = rows
             .column_specs()
             .iter()
-            .position(|spec| spec.name() == "used");
+            .map(|spec| spec.name().to_string())
+            .collect();
         let row: Option<Row> = rows.maybe_first_row().map_err(corrupt)?;
         let Some(row) = row else {
             return Err(StoreError::Corrupt(
                 "cql: a conditional write answered no row".into(),
             ));
         };
-        let applied = match row.columns.first().cloned().flatten() {
-            Some(CqlValue::Boolean(applied)) => applied,
-            other => {
-                return Err(StoreError::Corrupt(format!(
-                    "cql: a conditional write answered {other:?}, not [applied]"
-                )))
-            }
+        let mut values: std::collections::HashMap<String, CqlValue> = names
+            .into_iter()
+            .zip(row.columns)
+            .filter_map(|(name, value)| Some((name, value?)))
+            .collect();
+        match values.remove("[applied]") {
+            Some(CqlValue::Boolean(applied)) => Ok((applied, values)),
+            other => Err(StoreError::Corrupt(format!(
+                "cql: a conditional write answered {other:?}, not [applied]"
+            ))),
+        }
+    }
+
+    /// A quota's conditional write: whether it was applied, and the `used` it found.
+    fn compared(result: QueryResult) -> Result<(bool, Option<i32>), StoreError> {
+        let (applied, values) = Self::conditional(result)?;
+        let used = match values.get("used") {
+            Some(CqlValue::Int(used)) => Some(*used),
+            _ => None,
         };
-        let used = used_at
-            .and_then(|at| row.columns.get(at).cloned().flatten())
-            .and_then(|value| match value {
-                CqlValue::Int(used) => Some(used),
-                _ => None,
-            });
         Ok((applied, used))
     }
 }

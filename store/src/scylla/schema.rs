@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_quotas",
         cql: include_str!("schema/0002_quotas.cql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_idempotency_keys",
+        cql: include_str!("schema/0003_idempotency_keys.cql"),
+    },
 ];
 
 /// The table recording which migrations a keyspace has had.

@@ -7,7 +7,7 @@
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 
-use crate::{StoreError, QUOTA_KEPT_DAYS, SENT_NOTIFICATION_RETENTION};
+use crate::{StoreError, IDEMPOTENCY_KEPT, QUOTA_KEPT_DAYS, SENT_NOTIFICATION_RETENTION};
 
 #[derive(Debug)]
 pub(crate) struct Statements {
@@ -43,6 +43,8 @@ pub(crate) struct Statements {
     pub start_quota: PreparedStatement,
     pub advance_quota: PreparedStatement,
     pub get_quota: PreparedStatement,
+    pub claim_idempotency_key: PreparedStatement,
+    pub settle_idempotency_key: PreparedStatement,
 }
 
 /// Whether running a statement twice does what running it once does.
@@ -66,6 +68,7 @@ impl Statements {
         let q = |cql: &str| cql.to_string();
         let ttl = SENT_NOTIFICATION_RETENTION.as_secs();
         let quota_ttl = u64::from(QUOTA_KEPT_DAYS) * 86_400;
+        let idempotency_ttl = IDEMPOTENCY_KEPT.as_secs();
         Ok(Self {
             put_service: prepare(q("INSERT INTO services (id, body) VALUES (?, ?)"), Yes).await?,
             get_service: prepare(q("SELECT body FROM services WHERE id = ?"), Yes).await?,
@@ -195,6 +198,23 @@ impl Statements {
             .await?,
             get_quota: prepare(
                 q("SELECT used FROM quotas WHERE counter = ? AND period = ?"),
+                Yes,
+            )
+            .await?,
+            claim_idempotency_key: prepare(
+                format!(
+                    "INSERT INTO idempotency_keys (service_id, key, request_hash, message_id, \
+                     created_at, accepted) VALUES (?, ?, ?, ?, ?, false) \
+                     IF NOT EXISTS USING TTL {idempotency_ttl}"
+                ),
+                No,
+            )
+            .await?,
+            settle_idempotency_key: prepare(
+                format!(
+                    "UPDATE idempotency_keys USING TTL {idempotency_ttl} SET accepted = true \
+                     WHERE service_id = ? AND key = ?"
+                ),
                 Yes,
             )
             .await?,

@@ -24,9 +24,9 @@ use ulid::Ulid;
 
 use crate::codec::{self, channel_name, from_json};
 use crate::{
-    InboxItem, InstallationStore, KeyOwner, MessageRecord, MessageStore, NotificationKey,
-    NotificationStore, ProfileStore, QuotaStore, Routing, ServiceStore, SettingStore, StoreError,
-    QUOTA_KEPT_DAYS,
+    IdempotencyStore, IdempotentSubmit, InboxItem, InstallationStore, KeyOwner, MessageRecord,
+    MessageStore, NotificationKey, NotificationStore, ProfileStore, QuotaStore, Routing,
+    ServiceStore, SettingStore, StoreError, IDEMPOTENCY_KEPT, QUOTA_KEPT_DAYS,
 };
 
 const SCHEMA: &str = "
@@ -50,6 +50,11 @@ CREATE TABLE IF NOT EXISTS sent_notifications(
 CREATE TABLE IF NOT EXISTS installations(
     fc TEXT NOT NULL, id TEXT NOT NULL, token TEXT NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY(fc, id)) WITHOUT ROWID;
+-- Submits by Idempotency-Key; `kept_until` (Unix seconds) lets old ones be removed.
+CREATE TABLE IF NOT EXISTS idempotency_keys(
+    service_id TEXT NOT NULL, key TEXT NOT NULL, request_hash TEXT NOT NULL,
+    message_id TEXT NOT NULL, created_at TEXT NOT NULL, accepted INTEGER NOT NULL,
+    kept_until INTEGER NOT NULL, PRIMARY KEY(service_id, key)) WITHOUT ROWID;
 -- Quota counters; `kept_until` (Unix seconds) lets old periods be removed.
 CREATE TABLE IF NOT EXISTS quotas(
     counter TEXT NOT NULL, period TEXT NOT NULL, used INTEGER NOT NULL,
@@ -893,6 +898,74 @@ impl QuotaStore for SqliteStore {
             })
             .await?;
         Ok(used.unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for SqliteStore {
+    async fn claim_idempotency_key(
+        &self,
+        service_id: &str,
+        key: &str,
+        submit: &IdempotentSubmit,
+    ) -> Result<Option<IdempotentSubmit>, StoreError> {
+        let (service_id, key) = (service_id.to_string(), key.to_string());
+        let claim = submit.clone();
+        let kept_until = unix_now() + i64::try_from(IDEMPOTENCY_KEPT.as_secs()).unwrap_or(0);
+        // Expired keys go first, then one insert that claims the key unless it is taken,
+        // and the earlier claim read in the same write, so no other process comes between.
+        let earlier = self
+            .writer
+            .write(move |c| {
+                c.prepare_cached(
+                    "DELETE FROM idempotency_keys WHERE service_id = ?1 AND key = ?2 AND kept_until < ?3",
+                )?
+                .execute(params![service_id, key, unix_now()])?;
+                let claimed = c
+                    .prepare_cached(
+                        "INSERT INTO idempotency_keys(service_id, key, request_hash, message_id,
+                         created_at, accepted, kept_until) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)
+                         ON CONFLICT(service_id, key) DO NOTHING",
+                    )?
+                    .execute(params![
+                        service_id,
+                        key,
+                        claim.request_hash,
+                        claim.message_id.to_string(),
+                        claim.created_at.to_string(),
+                        kept_until
+                    ])?;
+                if claimed > 0 {
+                    return Ok(None);
+                }
+                Ok(c.prepare_cached(
+                    "SELECT request_hash, message_id, created_at, accepted FROM idempotency_keys
+                     WHERE service_id = ?1 AND key = ?2",
+                )?
+                .query_row(params![service_id, key], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, bool>(3)?,
+                    ))
+                })
+                .optional()?)
+            })
+            .await?;
+        earlier
+            .map(|(request_hash, id, created_at, accepted)| {
+                codec::idempotent_submit(request_hash, &id, &created_at, accepted)
+            })
+            .transpose()
+    }
+    async fn settle_idempotency_key(&self, service_id: &str, key: &str) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE idempotency_keys SET accepted = 1 WHERE service_id = ?1 AND key = ?2",
+            vec![service_id.into(), key.into()],
+        )
+        .await
+        .map(drop)
     }
 }
 
