@@ -21,7 +21,7 @@ start all
 before=$(cpu_ticks "$PID"); thread_ticks "$PID" > "$WORK/threads.before"
 if [ -n "${PERF_OUT:-}" ]; then perf record ${PERF_ARGS:--F 499 -g} -p "$PID" -o "$PERF_OUT" 2>/dev/null & PERF=$!; fi
 "$GENERATOR" mass-notice --url http://127.0.0.1:$PORT --state "$WORK/state.json" --rate "${RATE:-max}" \
-  --connections "${CONNECTIONS:-64}" --baseline "${BASELINE:-0s}" --out "$WORK" &
+  --connections "${CONNECTIONS:-64}" --baseline "${BASELINE:-0s}" --out "$WORK" ${RUN_ARGS:-} &
 LOADTEST=$!
 HELPERS+=("$LOADTEST")
 # The generator's own CPU, read just before it exits (it waits for the last inbox).

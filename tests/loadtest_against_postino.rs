@@ -116,6 +116,8 @@ async fn a_seeded_mass_notice_is_measured_and_reported() {
         "10",
         "--baseline",
         "1s",
+        // Each message with a key of its own: 400 keys, 400 messages.
+        "--idempotency-keys",
         "--out",
         &out_arg,
     ]))
@@ -382,19 +384,29 @@ async fn each_submit_is_counted_by_what_postino_answered() {
     let fiscal_code = &fiscal_code(7);
     let body = Scenario::MassNotice.body(7);
 
-    let (accepted, id) = api.submit(&service, fiscal_code, body.clone()).await;
+    let (accepted, id) = api.submit(&service, fiscal_code, body.clone(), None).await;
     assert_eq!(accepted, Outcome::Ok);
     let id = id.expect("the 201's id");
     assert_eq!(id.len(), 26, "a ULID: {id}");
+    // With an Idempotency-Key, a retry is the same message.
+    let keyed = api
+        .submit(&service, fiscal_code, body.clone(), Some("k-7"))
+        .await;
+    let retried = api
+        .submit(&service, fiscal_code, body.clone(), Some("k-7"))
+        .await;
+    assert_eq!(keyed.0, Outcome::Ok);
+    assert_eq!(keyed, retried);
+    assert_ne!(keyed.1.as_deref(), Some(id.as_str()));
 
     let impostor = SenderService {
         id: service.id.clone(),
         key: "not-a-key-of-this-service".into(),
     };
-    let (refused, none) = api.submit(&impostor, fiscal_code, body).await;
+    let (refused, none) = api.submit(&impostor, fiscal_code, body, None).await;
     assert_eq!((refused, none), (Outcome::Status(401), None));
 
-    let (malformed, none) = api.submit(&service, fiscal_code, b"{".to_vec()).await;
+    let (malformed, none) = api.submit(&service, fiscal_code, b"{".to_vec(), None).await;
     assert_eq!((malformed, none), (Outcome::Status(400), None));
 
     assert_eq!(api.health().await, Outcome::Ok);

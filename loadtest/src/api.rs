@@ -15,6 +15,8 @@ use crate::stats::Outcome;
 
 /// The header a service key travels in.
 const KEY_HEADER: &str = "Ocp-Apim-Subscription-Key";
+/// Postino's extension: a retried submit with the same key gets the first answer.
+const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
 
 /// How long one request may take before it counts as a `timeout` error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -234,16 +236,24 @@ impl Api {
         )
     }
 
-    /// Submits a message; on `201` returns its id.
+    /// Submits a message, with `idempotency_key` as its `Idempotency-Key` if given; on
+    /// `201` returns its id.
     pub async fn submit(
         &self,
         service: &SenderService,
         fiscal_code: &str,
         body: Vec<u8>,
+        idempotency_key: Option<&str>,
     ) -> (Outcome, Option<String>) {
         let path = format!("/api/v1/messages/{fiscal_code}");
         let replied = self
-            .load_request(hyper::Method::POST, &path, Some(&service.key), body)
+            .load_request(
+                hyper::Method::POST,
+                &path,
+                Some(&service.key),
+                idempotency_key,
+                body,
+            )
             .await;
         match replied {
             Ok(reply) if reply.status.as_u16() == 201 => {
@@ -272,19 +282,24 @@ impl Api {
     }
 
     /// One of the load's own requests: by the lean path over plain http, else by reqwest.
-    /// `key` is the service key to send, a non-empty `body` goes as JSON. A transport
-    /// failure comes back as its name in the error counts.
+    /// `key` is the service key to send, `idempotency_key` its `Idempotency-Key`, a
+    /// non-empty `body` goes as JSON. A transport failure comes back as its name in the
+    /// error counts.
     async fn load_request(
         &self,
         method: hyper::Method,
         path: &str,
         key: Option<&str>,
+        idempotency_key: Option<&str>,
         body: Vec<u8>,
     ) -> Result<Reply, String> {
         let Some(pool) = &self.load else {
             let mut request = self.http.request(method, self.url(path));
             if let Some(key) = key {
                 request = request.header(KEY_HEADER, key);
+            }
+            if let Some(idempotency_key) = idempotency_key {
+                request = request.header(IDEMPOTENCY_KEY_HEADER, idempotency_key);
             }
             if !body.is_empty() {
                 request = request.header(CONTENT_TYPE, "application/json").body(body);
@@ -296,6 +311,9 @@ impl Api {
             .uri(format!("{}{path}", self.base_path));
         if let Some(key) = key {
             request = request.header(KEY_HEADER, key);
+        }
+        if let Some(idempotency_key) = idempotency_key {
+            request = request.header(IDEMPOTENCY_KEY_HEADER, idempotency_key);
         }
         if !body.is_empty() {
             request = request.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -310,7 +328,7 @@ impl Api {
     /// submits so the two rates compare.
     pub async fn health(&self) -> Outcome {
         let replied = self
-            .load_request(hyper::Method::GET, "/health", None, Vec::new())
+            .load_request(hyper::Method::GET, "/health", None, None, Vec::new())
             .await;
         match replied {
             Ok(reply) if reply.status.is_success() => Outcome::Ok,

@@ -187,6 +187,10 @@ pub struct RunArgs {
     /// Do not wait for the last message to reach its inbox.
     #[arg(long)]
     pub no_wait: bool,
+    /// Send each message with an `Idempotency-Key` of its own (`loadtest-<run>-<n>`), as a
+    /// careful sender would, to measure what keyed submits cost.
+    #[arg(long)]
+    pub idempotency_keys: bool,
     /// The FCM stand-in Postino pushes to (`loadtest fake-fcm`): the run then waits for the
     /// pushes to seeded FCM phones and reports send → push latency and pushes/s.
     #[arg(long)]

@@ -263,11 +263,16 @@ async fn load(
             scraped,
         ))
     });
+    // Keys unique to this run, so a second run against the same Postino is not a replay.
+    let idempotency_keys = args
+        .idempotency_keys
+        .then(|| Arc::from(format!("loadtest-{}", standins::unix_millis())));
     let workload = scenarios::messages(
         Arc::new(api.clone()),
         Arc::clone(&seeded),
         scenario,
         followers.clone(),
+        idempotency_keys,
     );
     let (stats, driven) = drive(api, &plan, workload, stopped.clone()).await;
     let Followers { pushes, emails } = followers;

@@ -202,15 +202,20 @@ pub struct Followers {
 }
 
 /// Sends message `i` of `scenario`, noting the messages that should reach a followed push
-/// stand-in or mailbox.
+/// stand-in or mailbox. With `idempotency_keys` (the run's prefix), message `i` goes with
+/// the key `<prefix>-<i>`.
 pub fn messages(
     api: Arc<Api>,
     seeded: Arc<Seeded>,
     scenario: Scenario,
     followers: Followers,
+    idempotency_keys: Option<Arc<str>>,
 ) -> Workload {
     Arc::new(move |i| -> Job {
         let (api, seeded, followers) = (Arc::clone(&api), Arc::clone(&seeded), followers.clone());
+        let key = idempotency_keys
+            .as_ref()
+            .map(|prefix| format!("{prefix}-{i}"));
         Box::pin(async move {
             let (citizen, service) = scenario.address(i, &seeded);
             let fc = fiscal_code(citizen);
@@ -221,7 +226,9 @@ pub fn messages(
                 };
             };
             let sent_ms = crate::standins::unix_millis();
-            let (outcome, id) = api.submit(sender, &fc, scenario.body(i)).await;
+            let (outcome, id) = api
+                .submit(sender, &fc, scenario.body(i), key.as_deref())
+                .await;
             if let Some(id) = &id {
                 if let (Some(pushes), Some(platform)) =
                     (&followers.pushes, seeded.mix.pushed_to(citizen, service))
