@@ -20,7 +20,7 @@ until curl -sf http://127.0.0.1:$PORT/health >/dev/null; do sleep 0.1; done
 API=http://127.0.0.1:$PORT
 
 SID=$(curl -sf -X POST $API/api/v1/manage/services -H "Ocp-Apim-Subscription-Key: $KEY" \
-  -H 'Content-Type: application/json' -d '{"name":"Bench","description":"bench","organization":{"name":"o","fiscal_code":"00493410583"},"metadata":{"scope":"LOCAL"},"rate_limit":{"requests":1000000,"period_seconds":1}}' \
+  -H 'Content-Type: application/json' -d '{"name":"Bench","description":"bench","organization":{"name":"o","fiscal_code":"00493410583"},"metadata":{"scope":"LOCAL"},"mode":"production","rate_limit":{"requests":1000000,"period_seconds":1}}' \
   | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
 SKEY=$(curl -sf $API/api/v1/manage/services/$SID/keys -H "Ocp-Apim-Subscription-Key: $KEY" \
   | python3 -c 'import json,sys;print(json.load(sys.stdin)["primary_key"])')

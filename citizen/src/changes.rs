@@ -27,3 +27,21 @@ pub(crate) async fn announce(bus: &Arc<dyn Bus>, fc: &FiscalCode) -> Result<(), 
             Problem::unavailable("the change is saved but could not be announced; retry", 1)
         })
 }
+
+/// Records for the subscriptions feed that `fc` subscribed to (`true`) or unsubscribed from
+/// `scope` today: a service id, or [`store::FEED_SCOPE_INBOX`] for the whole inbox. Written
+/// before the change itself: a change the feed missed would leave a sender writing to
+/// someone who left, while a change recorded and then not made is recorded again, right,
+/// when the app retries.
+pub(crate) async fn record_subscription(
+    store: &Arc<dyn store::Store>,
+    fc: &FiscalCode,
+    scope: &str,
+    subscribed: bool,
+) -> Result<(), Problem> {
+    let day = model::timestamp::Timestamp::now().utc_day();
+    store
+        .record_subscription_change(&day, scope, &fc.feed_hash(), subscribed)
+        .await?;
+    Ok(())
+}

@@ -77,6 +77,19 @@ pub(crate) async fn put_preference(
     preference
         .check_against(&profile)
         .map_err(|c| Problem::conflict(c.to_string()))?;
+    let stored = state.store.get_preference(&fc, &service_id).await?;
+    // What the citizen had: the stored preference, or the profile's default for the service.
+    let was_subscribed = ServicePreference::effective(&profile, stored.as_ref())
+        .map_or(profile.is_inbox_enabled, |p| p.is_inbox_enabled);
+    if preference.is_inbox_enabled != was_subscribed {
+        crate::changes::record_subscription(
+            &state.store,
+            &fc,
+            &service_id,
+            preference.is_inbox_enabled,
+        )
+        .await?;
+    }
     state
         .store
         .put_preference(&fc, &service_id, &preference)

@@ -52,6 +52,16 @@ pub(crate) async fn put_profile(
     let next = update
         .apply(current.as_ref())
         .map_err(|conflict| Problem::conflict(conflict.to_string()))?;
+    let was_subscribed = current.as_ref().is_some_and(|p| p.is_inbox_enabled);
+    if next.is_inbox_enabled != was_subscribed {
+        crate::changes::record_subscription(
+            &state.store,
+            &fc,
+            store::FEED_SCOPE_INBOX,
+            next.is_inbox_enabled,
+        )
+        .await?;
+    }
     state.store.put_profile(&fc, &next).await?;
     crate::changes::announce(&state.bus, &fc).await?;
     Ok(Json(next))

@@ -1,10 +1,15 @@
-//! Who is calling: the `Ocp-Apim-Subscription-Key` header, hashed and looked up.
+//! Who is calling: the `Ocp-Apim-Subscription-Key` header, hashed and looked up. A key is
+//! never compared with another: its hash is the store's lookup key, so nothing about a
+//! stored key leaks through how long a comparison took.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use model::net::{client_address, Peer};
 use model::service::Service;
 use problem::Problem;
+use std::sync::Arc;
+
+use crate::callers::Caller;
 use store::KeyOwner;
 
 use crate::rate::RateHeaders;
@@ -17,9 +22,43 @@ pub const KEY_HEADER: &str = "Ocp-Apim-Subscription-Key";
 #[derive(Debug)]
 pub struct ServiceCaller(pub std::sync::Arc<Service>, pub RateHeaders);
 
-/// A request made with the manage key.
-#[derive(Debug)]
-pub struct ManageCaller;
+/// A request to the manage API: with the platform's manage key (every service, and what
+/// only the platform decides), or with an organisation's (its own services only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManageCaller {
+    Platform,
+    Organization { fiscal_code: String },
+}
+
+impl ManageCaller {
+    /// Refuses an organisation's key for what only the platform's operators do.
+    pub fn require_platform(&self, what: &str) -> Result<(), Problem> {
+        match self {
+            Self::Platform => Ok(()),
+            Self::Organization { .. } => Err(Problem::forbidden(format!(
+                "only the platform's manage key may {what}; an organisation's key may not"
+            ))),
+        }
+    }
+
+    /// Refuses an organisation's key for another organisation's service or organisation.
+    pub fn require_organization(&self, fiscal_code: &str) -> Result<(), Problem> {
+        match self {
+            Self::Organization { fiscal_code: own } if own != fiscal_code => {
+                Err(Problem::forbidden(format!(
+                    "this organisation's key may manage only the services of organisation {own}"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether this caller sees `service` (in listings).
+    pub fn sees(&self, service: &Service) -> bool {
+        self.require_organization(&service.payload.organization.fiscal_code)
+            .is_ok()
+    }
+}
 
 /// The hash of the request's key.
 fn key_hash(parts: &Parts) -> Result<String, Problem> {
@@ -44,9 +83,14 @@ impl FromRequestParts<IngestState> for ServiceCaller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &IngestState) -> Result<Self, Problem> {
-        let service = caller(&key_hash(parts)?, state).await?;
+        let Caller { service, slot } = caller(&key_hash(parts)?, state).await?;
         check_address(parts, &service, state)?;
         let rate = state.rates.admit(&service)?;
+        // Over the quota, the answer still tells the rate allowance.
+        if let Err(mut problem) = crate::quota::take(state, &service, slot).await {
+            rate.add_to(&mut problem);
+            return Err(problem);
+        }
         Ok(ServiceCaller(service, rate))
     }
 }
@@ -76,17 +120,18 @@ fn check_address(parts: &Parts, service: &Service, state: &IngestState) -> Resul
 }
 
 /// The service whose key hashes to `hash`: remembered, else from the store.
-async fn caller(hash: &str, state: &IngestState) -> Result<std::sync::Arc<Service>, Problem> {
-    if let Some(service) = state.callers.get(hash) {
-        return Ok(service);
+async fn caller(hash: &str, state: &IngestState) -> Result<Caller, Problem> {
+    if let Some(caller) = state.callers.get(hash) {
+        return Ok(caller);
     }
     match service_of(hash, state).await {
-        Ok(service) => {
-            let service = std::sync::Arc::new(service);
-            state
-                .callers
-                .put(hash.to_string(), std::sync::Arc::clone(&service));
-            Ok(service)
+        Ok((service, slot)) => {
+            let caller = Caller {
+                service: Arc::new(service),
+                slot,
+            };
+            state.callers.put(hash.to_string(), caller.clone());
+            Ok(caller)
         }
         Err(Lookup::Store(err)) if err.is_retryable() => {
             state.callers.get_stale(hash).ok_or_else(|| err.into())
@@ -102,21 +147,25 @@ enum Lookup {
     Refused(Problem),
 }
 
-/// The service a key belongs to, from the store.
-async fn service_of(hash: &str, state: &IngestState) -> Result<model::service::Service, Lookup> {
+/// The service a key belongs to, and which of its keys it is, from the store.
+async fn service_of(
+    hash: &str,
+    state: &IngestState,
+) -> Result<(Service, model::service::KeySlot), Lookup> {
     let owner = state.store.get_key(hash).await.map_err(Lookup::Store)?;
     match owner {
-        Some(KeyOwner::Service { service_id, .. }) => state
+        Some(KeyOwner::Service { service_id, slot }) => state
             .store
             .get_service(&service_id)
             .await
             .map_err(Lookup::Store)?
+            .map(|service| (service, slot))
             .ok_or_else(|| {
                 Lookup::Refused(Problem::unauthorized("the key's service no longer exists"))
             }),
-        Some(KeyOwner::Manage) => Err(Lookup::Refused(Problem::forbidden(
-            "the manage key is for /manage endpoints; use a service key",
-        ))),
+        Some(KeyOwner::Manage | KeyOwner::Organization { .. }) => Err(Lookup::Refused(
+            Problem::forbidden("a manage key is for /manage endpoints; use a service key"),
+        )),
         None => Err(Lookup::Refused(Problem::unauthorized(format!(
             "the {KEY_HEADER} is not a valid key"
         )))),
@@ -128,9 +177,12 @@ impl FromRequestParts<IngestState> for ManageCaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &IngestState) -> Result<Self, Problem> {
         match owner(&key_hash(parts)?, state).await? {
-            KeyOwner::Manage => Ok(ManageCaller),
+            KeyOwner::Manage => Ok(ManageCaller::Platform),
+            KeyOwner::Organization { fiscal_code, .. } => {
+                Ok(ManageCaller::Organization { fiscal_code })
+            }
             KeyOwner::Service { .. } => Err(Problem::forbidden(
-                "a service key cannot use the manage API; use the manage key",
+                "a service key cannot use the manage API; use a manage key",
             )),
         }
     }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use model::service::Service;
+use model::service::{KeySlot, Service};
 
 /// Most keys remembered; beyond it the cache starts over (there are few services).
 const CAPACITY: usize = 10_000;
@@ -20,10 +20,17 @@ const CAPACITY: usize = 10_000;
 /// How old a remembered key may be and still serve while the store is unavailable.
 pub const STALE_IF_UNAVAILABLE: Duration = Duration::from_secs(15 * 60);
 
+/// A service key's owner: the service, and which of its keys it is.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub service: Arc<Service>,
+    pub slot: KeySlot,
+}
+
 #[derive(Debug)]
 pub struct CallerCache {
     ttl: Duration,
-    entries: Mutex<HashMap<String, (Instant, Arc<Service>)>>,
+    entries: Mutex<HashMap<String, (Instant, Caller)>>,
 }
 
 impl CallerCache {
@@ -34,28 +41,28 @@ impl CallerCache {
         }
     }
 
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<Service>)>> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Caller)>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The service of `key_hash`, if remembered and fresh.
-    pub fn get(&self, key_hash: &str) -> Option<Arc<Service>> {
+    pub fn get(&self, key_hash: &str) -> Option<Caller> {
         self.remembered_within(key_hash, self.ttl)
     }
 
     /// The service of `key_hash` if remembered within [`STALE_IF_UNAVAILABLE`], fresh or
     /// not: for when the store cannot be asked.
-    pub fn get_stale(&self, key_hash: &str) -> Option<Arc<Service>> {
+    pub fn get_stale(&self, key_hash: &str) -> Option<Caller> {
         self.remembered_within(key_hash, STALE_IF_UNAVAILABLE)
     }
 
-    fn remembered_within(&self, key_hash: &str, age: Duration) -> Option<Arc<Service>> {
+    fn remembered_within(&self, key_hash: &str, age: Duration) -> Option<Caller> {
         let entries = self.entries();
-        let (at, service) = entries.get(key_hash)?;
-        (at.elapsed() < age).then(|| Arc::clone(service))
+        let (at, caller) = entries.get(key_hash)?;
+        (at.elapsed() < age).then(|| caller.clone())
     }
 
-    pub fn put(&self, key_hash: String, service: Arc<Service>) {
+    pub fn put(&self, key_hash: String, caller: Caller) {
         if self.ttl.is_zero() {
             return;
         }
@@ -63,7 +70,7 @@ impl CallerCache {
         if entries.len() >= CAPACITY {
             entries.clear();
         }
-        entries.insert(key_hash, (Instant::now(), service));
+        entries.insert(key_hash, (Instant::now(), caller));
     }
 
     /// Forgets everything: a service or key changed.
@@ -76,8 +83,8 @@ impl CallerCache {
 mod tests {
     use super::*;
 
-    fn service(id: &str) -> Service {
-        serde_json::from_value(serde_json::json!({
+    fn service(id: &str) -> Caller {
+        let service: Service = serde_json::from_value(serde_json::json!({
             "id": id,
             "name": "n", "description": "d",
             "organization": {"name": "o", "fiscal_code": "00493410583"},
@@ -86,15 +93,22 @@ mod tests {
             "primary_key_generation": 0,
             "secondary_key_generation": 0
         }))
-        .expect("service")
+        .expect("service");
+        Caller {
+            service: Arc::new(service),
+            slot: KeySlot::Primary,
+        }
     }
 
     #[test]
     fn remembers_until_cleared() {
         let cache = CallerCache::new(Duration::from_secs(60));
         assert!(cache.get("h").is_none());
-        cache.put("h".into(), Arc::new(service("s1")));
-        assert_eq!(cache.get("h").map(|s| s.id.clone()), Some("s1".to_string()));
+        cache.put("h".into(), service("s1"));
+        assert_eq!(
+            cache.get("h").map(|c| c.service.id.clone()),
+            Some("s1".to_string())
+        );
         cache.clear();
         assert!(cache.get("h").is_none());
     }
@@ -102,18 +116,18 @@ mod tests {
     #[test]
     fn a_zero_time_to_live_remembers_nothing() {
         let cache = CallerCache::new(Duration::ZERO);
-        cache.put("h".into(), Arc::new(service("s1")));
+        cache.put("h".into(), service("s1"));
         assert!(cache.get("h").is_none());
     }
 
     #[test]
     fn a_key_past_its_time_to_live_still_serves_while_the_store_is_away() {
         let cache = CallerCache::new(Duration::from_millis(1));
-        cache.put("h".into(), Arc::new(service("s1")));
+        cache.put("h".into(), service("s1"));
         std::thread::sleep(Duration::from_millis(5));
         assert!(cache.get("h").is_none(), "stale for normal use");
         assert_eq!(
-            cache.get_stale("h").map(|s| s.id.clone()),
+            cache.get_stale("h").map(|c| c.service.id.clone()),
             Some("s1".to_string())
         );
         assert!(cache.get_stale("unknown").is_none());

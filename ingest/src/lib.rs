@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use axum::Router;
 use bus::Bus;
 use store::Store;
@@ -15,12 +15,14 @@ use store::Store;
 mod accepted;
 pub mod auth;
 mod callers;
+mod feed;
 pub mod idempotency;
 pub mod keys;
 mod manage;
 mod messages;
 pub mod metrics;
 mod profiles;
+pub mod quota;
 pub mod rate;
 
 pub use keys::Keys;
@@ -180,7 +182,27 @@ pub fn router(state: IngestState) -> Router {
         )
         .route("/api/v1/profiles", post(profiles::get_profile_by_post))
         .route("/api/v1/profiles/{fiscal_code}", get(profiles::get_profile))
-        .route("/api/v1/manage/services", post(manage::create_service))
+        .route("/api/v1/subscriptions-feed/{date}", get(feed::get_feed))
+        .route(
+            "/api/v1/manage/services",
+            post(manage::create_service).get(manage::list_services),
+        )
+        .route(
+            "/api/v1/manage/services/{service_id}/limits",
+            patch(manage::update_limits),
+        )
+        .route(
+            "/api/v1/manage/organizations",
+            post(manage::create_organization),
+        )
+        .route(
+            "/api/v1/manage/organizations/{organization_fiscal_code}/keys",
+            get(manage::get_organization_keys),
+        )
+        .route(
+            "/api/v1/manage/organizations/{organization_fiscal_code}/keys/{key_type}",
+            put(manage::regenerate_organization_key),
+        )
         .route(
             "/api/v1/manage/services/{service_id}",
             get(manage::get_service)
@@ -207,12 +229,18 @@ pub fn router(state: IngestState) -> Router {
         messages::get_message,
         profiles::get_profile,
         profiles::get_profile_by_post,
+        feed::get_feed,
         manage::create_service,
+        manage::list_services,
         manage::get_service,
         manage::update_service,
         manage::delete_service,
         manage::get_keys,
         manage::regenerate_key,
+        manage::update_limits,
+        manage::create_organization,
+        manage::get_organization_keys,
+        manage::regenerate_organization_key,
     ),
     components(schemas(problem::Problem)),
     modifiers(&SecuritySchemes),
@@ -233,7 +261,7 @@ impl utoipa::Modify for SecuritySchemes {
         let components = openapi.components.get_or_insert_with(Default::default);
         for (name, what) in [
             ("SubscriptionKey", "A service's primary or secondary key."),
-            ("ManageSubscriptionKey", "The operators' manage key."),
+            ("ManageSubscriptionKey", "A manage key: the platform's (every service), or an organisation's (its own services)."),
         ] {
             components.add_security_scheme(
                 name,

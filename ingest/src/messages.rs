@@ -142,6 +142,7 @@ async fn submit(
         path_fiscal_code,
         service.payload.max_allowed_payment_amount,
     )?;
+    let sandbox_email = test_mode_recipient(&service, &parsed.fiscal_code)?;
     // A request that is not valid claims no key: only a message does.
     let (id, created_at, replayed) = match idempotency_key {
         None => (state.next_id(), Timestamp::now(), false),
@@ -191,6 +192,7 @@ async fn submit(
         content,
         default_email: parsed.default_email,
         feature_level_type: parsed.feature_level_type,
+        sandbox_email,
         sender: SenderMetadata {
             service_name: service.payload.name.clone(),
             organization_name: org.name.clone(),
@@ -231,6 +233,43 @@ async fn submit(
         .await;
     crate::metrics::accepted();
     Ok(answer)
+}
+
+/// The problem kind of a submit that test mode does not allow.
+pub const TEST_MODE: &str = "test-mode";
+
+/// Refuses a recipient a service in test mode may not write to; for IO's test fiscal code,
+/// the address its message goes to instead (the service's contact email).
+fn test_mode_recipient(
+    service: &model::service::Service,
+    fc: &FiscalCode,
+) -> Result<Option<model::email::EmailAddress>, Problem> {
+    if !service.may_address(fc) {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            TEST_MODE,
+            format!(
+                "this service is in test mode: it may send only to its authorized_recipients \
+                 and to IO's test fiscal code {}, until the platform's operators move it to \
+                 production",
+                model::fiscal_code::IO_TEST_FISCAL_CODE
+            ),
+        ));
+    }
+    if service.limits.mode != model::service::ServiceMode::Test || !fc.is_io_test_code() {
+        return Ok(None);
+    }
+    let contact = service.payload.metadata.email.as_deref().unwrap_or("");
+    model::email::EmailAddress::parse("metadata.email", contact)
+        .map(Some)
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::FORBIDDEN,
+                TEST_MODE,
+                "in test mode, messages to IO's test fiscal code go to the service's contact \
+                 email (metadata.email), and this service has no valid one",
+            )
+        })
 }
 
 /// `201` for message `id` to `fc`: its id, and where to follow it; `replayed` when it

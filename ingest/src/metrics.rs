@@ -29,12 +29,14 @@ pub(crate) fn accepted() {
         .increment(1);
 }
 
-/// Why a request was refused, read off its answer; `None` for an answer that is no refusal.
-pub fn refusal_reason(status: StatusCode) -> Option<&'static str> {
+/// Why a request was refused, read off its answer's status and problem kind; `None` for an
+/// answer that is no refusal.
+pub fn refusal_reason(status: StatusCode, kind: Option<&str>) -> Option<&'static str> {
     Some(match status.as_u16() {
         400 | 405 | 408 | 413 | 415 | 422 => "validation",
         401 | 403 => "auth",
         404 => "not_found",
+        429 if kind == Some(crate::quota::QUOTA_EXCEEDED) => "quota",
         429 => "rate_limit",
         500..=599 => "unavailable",
         _ => return None,
@@ -42,8 +44,8 @@ pub fn refusal_reason(status: StatusCode) -> Option<&'static str> {
 }
 
 /// A request to the senders' API was refused.
-pub fn refused(status: StatusCode) {
-    if let Some(reason) = refusal_reason(status) {
+pub fn refused(status: StatusCode, kind: Option<&str>) {
+    if let Some(reason) = refusal_reason(status, kind) {
         counter!(REFUSALS.name, "reason" => reason).increment(1);
     }
 }
@@ -55,24 +57,31 @@ mod tests {
     #[test]
     fn refusals_are_classified_by_their_status_and_successes_are_not_refusals() {
         assert_eq!(
-            refusal_reason(StatusCode::UNPROCESSABLE_ENTITY),
+            refusal_reason(StatusCode::UNPROCESSABLE_ENTITY, None),
             Some("validation")
         );
         assert_eq!(
-            refusal_reason(StatusCode::PAYLOAD_TOO_LARGE),
+            refusal_reason(StatusCode::PAYLOAD_TOO_LARGE, None),
             Some("validation")
         );
-        assert_eq!(refusal_reason(StatusCode::UNAUTHORIZED), Some("auth"));
-        assert_eq!(refusal_reason(StatusCode::FORBIDDEN), Some("auth"));
+        assert_eq!(refusal_reason(StatusCode::UNAUTHORIZED, None), Some("auth"));
+        assert_eq!(refusal_reason(StatusCode::FORBIDDEN, None), Some("auth"));
         assert_eq!(
-            refusal_reason(StatusCode::TOO_MANY_REQUESTS),
+            refusal_reason(StatusCode::TOO_MANY_REQUESTS, None),
             Some("rate_limit")
         );
         assert_eq!(
-            refusal_reason(StatusCode::SERVICE_UNAVAILABLE),
+            refusal_reason(StatusCode::SERVICE_UNAVAILABLE, None),
             Some("unavailable")
         );
-        assert_eq!(refusal_reason(StatusCode::CREATED), None);
-        assert_eq!(refusal_reason(StatusCode::OK), None);
+        assert_eq!(
+            refusal_reason(
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(crate::quota::QUOTA_EXCEEDED)
+            ),
+            Some("quota")
+        );
+        assert_eq!(refusal_reason(StatusCode::CREATED, None), None);
+        assert_eq!(refusal_reason(StatusCode::OK, None), None);
     }
 }

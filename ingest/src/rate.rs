@@ -96,7 +96,7 @@ impl RateLimits {
     }
 
     fn allowance(&self, service: &Service) -> Arc<Allowance> {
-        let share = self.share(service.payload.rate_limit.unwrap_or(self.default));
+        let share = self.share(service.limits.rate_limit.unwrap_or(self.default));
         match self.services.get(service.id.as_str()) {
             Some(allowance) if allowance.share == share => allowance,
             // New, or its limit changed: it starts whole.
@@ -185,12 +185,17 @@ impl RateHeaders {
         ]
     }
 
-    fn stamp_problem(self, problem: Problem) -> Problem {
-        self.values()
-            .into_iter()
-            .fold(problem, |problem, (name, value)| {
-                problem.with_header(name, value)
-            })
+    fn stamp_problem(self, mut problem: Problem) -> Problem {
+        self.add_to(&mut problem);
+        problem
+    }
+
+    /// Puts these headers on `problem`'s answer too.
+    pub fn add_to(self, problem: &mut Problem) {
+        problem
+            .headers
+            .get_or_insert_default()
+            .extend(self.values());
     }
 }
 
@@ -219,7 +224,7 @@ mod tests {
             "secondary_key_generation": 0
         }))
         .expect("a service");
-        service.payload.rate_limit = rate_limit;
+        service.limits.rate_limit = rate_limit;
         service
     }
 
@@ -258,7 +263,7 @@ mod tests {
         let mut acme = service("acme", Some(own));
         assert_eq!(limits.admit(&acme).ok().map(|h| h.limit), Some(1));
         assert!(limits.admit(&acme).is_err());
-        acme.payload.rate_limit = Some(RateLimit {
+        acme.limits.rate_limit = Some(RateLimit {
             requests: 2,
             period_seconds: 60,
         });

@@ -180,9 +180,6 @@ impl Api {
                     "organization": {"name": "Loadtest", "fiscal_code": "00493410583"},
                     "metadata": {"scope": "NATIONAL"},
                     "max_allowed_payment_amount": 1_000_000,
-                    // A rehearsal measures the pipeline, not the senders' rate limit: as
-                    // an operator would for a national campaign, lift it.
-                    "rate_limit": {"requests": 1_000_000, "period_seconds": 1},
                 }))
                 .send()
                 .await,
@@ -201,6 +198,22 @@ impl Api {
             source,
         };
         let id = created.json::<Created>().await.map_err(parse)?.id;
+        // A rehearsal sends to anyone and measures the pipeline, not the senders' limits:
+        // as the platform's operators would for a national campaign, move the service to
+        // production and lift its rate limit.
+        Self::checked(
+            "moving a service to production (is --manage-key the platform's?)",
+            self.http
+                .patch(format!("{}/api/v1/manage/services/{id}/limits", self.base))
+                .header(KEY_HEADER, manage_key)
+                .json(&json!({
+                    "mode": "production",
+                    "rate_limit": {"requests": 1_000_000, "period_seconds": 1},
+                }))
+                .send()
+                .await,
+        )
+        .await?;
         let keys = Self::checked(
             what,
             self.http

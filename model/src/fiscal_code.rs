@@ -25,8 +25,16 @@ const ODD_VALUES: [u32; 26] = [
     1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24, 23,
 ];
 
+/// IO's fiscal code for trying a service out: no citizen's, with no valid check character,
+/// accepted as IO accepts it. A service in test mode may send to it (its messages go to the
+/// service's own contact email).
+pub const IO_TEST_FISCAL_CODE: &str = "AAAAAA00A00A000A";
+
 impl FiscalCode {
     pub fn parse(field: &str, value: &str) -> Result<Self, ValidationError> {
+        if value == IO_TEST_FISCAL_CODE {
+            return Ok(Self(value.to_string()));
+        }
         let b = value.as_bytes();
         if b.len() != 16 {
             return Err(ValidationError::new(
@@ -63,6 +71,19 @@ impl FiscalCode {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// What IO's subscriptions feed shows for a citizen: the lowercase hex SHA-256 of the
+    /// code. Unkeyed, so that senders can match it against the codes they hold; it hides a
+    /// code from a reader who does not already have it, no more.
+    pub fn feed_hash(&self) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, self.0.as_bytes());
+        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether this is [`IO_TEST_FISCAL_CODE`].
+    pub fn is_io_test_code(&self) -> bool {
+        self.0 == IO_TEST_FISCAL_CODE
     }
 
     /// A keyed hash of the code: the citizen's partition key on the bus, and what may stand
@@ -124,6 +145,28 @@ mod tests {
     fn accepts_a_real_code() {
         let fc = FiscalCode::parse("fiscal_code", "RSSMRA85T10A562S").unwrap();
         assert_eq!(fc.as_str(), "RSSMRA85T10A562S");
+    }
+
+    #[test]
+    fn the_feed_hash_is_the_hex_sha256_of_the_code() {
+        // sha256("RSSMRA85T10A562S"), computed apart.
+        let fc = FiscalCode::parse("fiscal_code", "RSSMRA85T10A562S").unwrap();
+        assert_eq!(
+            fc.feed_hash(),
+            "bd807ad78163541b86ec74dec91f028a83299ba3adc7e1345f8c213573cd22be"
+        );
+        assert_eq!(fc.feed_hash().len(), 64);
+    }
+
+    #[test]
+    fn ios_test_code_is_accepted_though_its_check_character_is_wrong() {
+        let fc = FiscalCode::parse("fiscal_code", IO_TEST_FISCAL_CODE).unwrap();
+        assert!(fc.is_io_test_code());
+        assert_ne!(check_character(&IO_TEST_FISCAL_CODE.as_bytes()[..15]), b'A');
+        assert!(FiscalCode::parse("fiscal_code", "AAAAAA00A00A000B").is_err());
+        assert!(!FiscalCode::parse("fiscal_code", "RSSMRA85T10A562S")
+            .unwrap()
+            .is_io_test_code());
     }
 
     #[test]

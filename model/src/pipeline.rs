@@ -63,6 +63,10 @@ pub struct AcceptedMessage {
     pub default_email: Option<EmailAddress>,
     pub feature_level_type: String,
     pub sender: SenderMetadata,
+    /// Test mode only: the message went to IO's test fiscal code, and its email goes to
+    /// this address (the sending service's contact email) whatever the store holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_email: Option<EmailAddress>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

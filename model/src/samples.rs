@@ -35,6 +35,7 @@ pub fn accepted_message(id: Ulid, fiscal_code: FiscalCode, subject: &str) -> Acc
             third_party_data: None,
         },
         default_email: None,
+        sandbox_email: None,
         feature_level_type: "STANDARD".into(),
         sender: SenderMetadata {
             service_name: "Tassa automobilistica".into(),

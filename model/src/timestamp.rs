@@ -84,6 +84,13 @@ impl Timestamp {
         Some(out)
     }
 
+    /// Its UTC day, `YYYY-MM-DD`: how the subscriptions feed names a day.
+    pub fn utc_day(self) -> String {
+        let mut text = self.to_string();
+        text.truncate(10);
+        text
+    }
+
     /// Seconds since the Unix epoch.
     pub fn unix_seconds(self) -> i64 {
         self.0.unix_timestamp()

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use model::service::RateLimit;
+use model::service::{RateLimit, ServiceLimits};
 use model::FiscalCode;
 use serde_json::{json, Value};
 
@@ -38,6 +38,34 @@ pub enum AdminCommand {
         remote: Remote,
         #[command(subcommand)]
         command: ServiceCommand,
+    },
+    /// Organisations and their manage keys, through the manage API (the platform's key
+    /// registers them; an organisation's key may read and regenerate its own).
+    Organization {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: OrganizationCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrganizationCommand {
+    /// Registers an organisation; prints it with its two manage keys.
+    Create {
+        /// Its fiscal code (11 digits), as in its services' `organization.fiscal_code`.
+        #[arg(long)]
+        fiscal_code: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Shows an organisation's manage keys.
+    Keys { fiscal_code: String },
+    /// Replaces one of its manage keys; the old one stops working at once.
+    Regenerate {
+        fiscal_code: String,
+        /// primary or secondary
+        key_type: String,
     },
 }
 
@@ -86,8 +114,24 @@ pub enum ServiceCommand {
         #[arg(long)]
         require_secure_channel: bool,
     },
+    /// Lists the services the key may see, a page at a time (IO `cmsGetServices`).
+    List {
+        /// How many, 1 to 100.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// How many to skip first.
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+    },
     /// Shows a service.
     Get { id: String },
+    /// Replaces a service's payload with the JSON in a file (IO `cmsUpdateService`).
+    Update {
+        id: String,
+        /// A file holding the service payload (as `get` prints it, edited).
+        #[arg(long)]
+        file: PathBuf,
+    },
     /// Shows a service's primary and secondary keys.
     Keys { id: String },
     /// Replaces one key; the old one stops working.
@@ -98,17 +142,47 @@ pub enum ServiceCommand {
     },
     /// Deletes a service; its keys stop working.
     Delete { id: String },
-    /// Sets a service's limits (what is not given stays); prints the service.
+    /// Sets a service's mode and limits (what is not given stays); prints the service.
+    /// Mode, rate and weekly quota need the platform's manage key.
     Limits {
         id: String,
+        /// `test` (only its authorized recipients, 1000 requests per key a week) or
+        /// `production`.
+        #[arg(long)]
+        mode: Option<String>,
         /// Its own rate limit, `REQUESTS/SECONDS` (e.g. `600/60`), or `default` for the
         /// deployment's `ingest.rate_limit`.
         #[arg(long)]
         rate: Option<String>,
+        /// Requests per ISO week for the whole service, or `none`.
+        #[arg(long)]
+        weekly_quota: Option<String>,
         /// The addresses or CIDRs it may call from, comma-separated; `""` for anywhere.
         #[arg(long)]
         authorized_cidrs: Option<String>,
     },
+}
+
+/// `--mode`: `test` or `production`.
+fn parse_mode(text: &str) -> anyhow::Result<Value> {
+    match text {
+        "test" | "production" => Ok(json!(text)),
+        _ => anyhow::bail!("--mode {text:?}: give test or production"),
+    }
+}
+
+/// `--weekly-quota`: a number of requests, or `none`.
+fn parse_weekly_quota(text: &str) -> anyhow::Result<Value> {
+    if text == "none" {
+        return Ok(Value::Null);
+    }
+    match text.parse::<u32>() {
+        Ok(n) if (1..=ServiceLimits::MAX_WEEKLY_QUOTA).contains(&n) => Ok(json!(n)),
+        _ => anyhow::bail!(
+            "--weekly-quota {text:?}: give 1 to {} requests, or `none`",
+            ServiceLimits::MAX_WEEKLY_QUOTA
+        ),
+    }
 }
 
 /// `--rate`: `REQUESTS/SECONDS` as the service's own limit, or `default` (none of its own).
@@ -157,23 +231,63 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             Ok(())
         }
         AdminCommand::Service { remote, command } => service(remote, command).await,
+        AdminCommand::Organization { remote, command } => organization(remote, command).await,
     }
 }
 
-async fn service(remote: Remote, command: ServiceCommand) -> anyhow::Result<()> {
-    let key = remote
-        .manage_key
-        .context("the manage key is needed: pass --manage-key or set POSTINO_MANAGE_KEY")?;
-    let base = format!(
-        "{}/api/v1/manage/services",
-        remote.url.trim_end_matches('/')
-    );
-    let client = reqwest::Client::new();
-    let call = |method: reqwest::Method, url: String| {
-        client
-            .request(method, url)
-            .header(ingest::auth::KEY_HEADER, key.as_str())
+/// A client of the manage API at `remote`, calling with its manage key.
+struct ManageClient {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl ManageClient {
+    fn new(remote: Remote) -> anyhow::Result<Self> {
+        let key = remote
+            .manage_key
+            .context("the manage key is needed: pass --manage-key or set POSTINO_MANAGE_KEY")?;
+        Ok(Self {
+            base: format!("{}/api/v1/manage", remote.url.trim_end_matches('/')),
+            key,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    fn call(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header(ingest::auth::KEY_HEADER, self.key.as_str())
+    }
+}
+
+async fn organization(remote: Remote, command: OrganizationCommand) -> anyhow::Result<()> {
+    let client = ManageClient::new(remote)?;
+    use reqwest::Method;
+    let answer = match command {
+        OrganizationCommand::Create { fiscal_code, name } => {
+            let body = json!({"fiscal_code": fiscal_code, "name": name});
+            send(client.call(Method::POST, "/organizations").json(&body)).await?
+        }
+        OrganizationCommand::Keys { fiscal_code } => {
+            send(client.call(Method::GET, &format!("/organizations/{fiscal_code}/keys"))).await?
+        }
+        OrganizationCommand::Regenerate {
+            fiscal_code,
+            key_type,
+        } => {
+            let path = format!("/organizations/{fiscal_code}/keys/{key_type}");
+            send(client.call(Method::PUT, &path)).await?
+        }
     };
+    print_json(&answer);
+    Ok(())
+}
+
+async fn service(remote: Remote, command: ServiceCommand) -> anyhow::Result<()> {
+    let client = ManageClient::new(remote)?;
+    let call = |method: reqwest::Method, path: String| client.call(method, &path);
+    let base = "/services".to_string();
     use reqwest::Method;
     match command {
         ServiceCommand::Create {
@@ -205,8 +319,22 @@ async fn service(remote: Remote, command: ServiceCommand) -> anyhow::Result<()> 
                 .context("the answer has no service id")?;
             print_json(&send(call(Method::GET, format!("{base}/{id}/keys"))).await?);
         }
+        ServiceCommand::List { limit, offset } => print_json(
+            &send(call(
+                Method::GET,
+                format!("{base}?limit={limit}&offset={offset}"),
+            ))
+            .await?,
+        ),
         ServiceCommand::Get { id } => {
             print_json(&send(call(Method::GET, format!("{base}/{id}"))).await?)
+        }
+        ServiceCommand::Update { id, file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let payload: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            print_json(&send(call(Method::PUT, format!("{base}/{id}")).json(&payload)).await?);
         }
         ServiceCommand::Keys { id } => {
             print_json(&send(call(Method::GET, format!("{base}/{id}/keys"))).await?)
@@ -220,15 +348,32 @@ async fn service(remote: Remote, command: ServiceCommand) -> anyhow::Result<()> 
         }
         ServiceCommand::Limits {
             id,
+            mode,
             rate,
+            weekly_quota,
             authorized_cidrs,
         } => {
-            // Checked before anything is sent.
-            let rate = rate.as_deref().map(parse_rate).transpose()?;
-            let mut service = send(call(Method::GET, format!("{base}/{id}"))).await?;
-            if let Some(rate) = rate {
-                service["rate_limit"] = json!(rate);
+            // Everything is checked before anything is sent.
+            let mut change = serde_json::Map::new();
+            if let Some(mode) = mode.as_deref().map(parse_mode).transpose()? {
+                change.insert("mode".into(), mode);
             }
+            if let Some(rate) = rate.as_deref().map(parse_rate).transpose()? {
+                change.insert("rate_limit".into(), json!(rate));
+            }
+            if let Some(quota) = weekly_quota
+                .as_deref()
+                .map(parse_weekly_quota)
+                .transpose()?
+            {
+                change.insert("weekly_quota".into(), quota);
+            }
+            let mut service = if change.is_empty() {
+                send(call(Method::GET, format!("{base}/{id}"))).await?
+            } else {
+                let path = format!("{base}/{id}/limits");
+                send(call(Method::PATCH, path).json(&change)).await?
+            };
             if let Some(cidrs) = authorized_cidrs {
                 let cidrs: Vec<&str> = cidrs
                     .split(',')
@@ -236,8 +381,9 @@ async fn service(remote: Remote, command: ServiceCommand) -> anyhow::Result<()> 
                     .filter(|c| !c.is_empty())
                     .collect();
                 service["authorized_cidrs"] = json!(cidrs);
+                service = send(call(Method::PUT, format!("{base}/{id}")).json(&service)).await?;
             }
-            print_json(&send(call(Method::PUT, format!("{base}/{id}")).json(&service)).await?);
+            print_json(&service);
         }
     }
     Ok(())

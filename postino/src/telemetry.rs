@@ -113,7 +113,8 @@ impl Operation {
     }
 
     /// A request was answered with `status`, `started` ago.
-    fn served(&self, status: StatusCode, started: Instant) {
+    fn served(&self, response: &Response, started: Instant) {
+        let status = response.status();
         self.duration.record(telemetry::seconds(started.elapsed()));
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
         self.requests[class]
@@ -122,7 +123,7 @@ impl Operation {
             })
             .increment(1);
         if self.api == "ingest" {
-            ingest::metrics::refused(status);
+            ingest::metrics::refused(status, problem::kind_of(response));
         }
     }
 }
@@ -240,7 +241,7 @@ where
         let this = self.project();
         let answered = std::task::ready!(this.inner.poll(cx));
         if let (Ok(response), Some((operation, started))) = (&answered, this.operation) {
-            operation.served(response.status(), *started);
+            operation.served(response, *started);
         }
         Poll::Ready(answered)
     }

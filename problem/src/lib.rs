@@ -144,6 +144,13 @@ impl From<ValidationError> for Problem {
 #[derive(Debug, Clone)]
 struct Answered(Problem);
 
+/// The kind of the problem `response` answers with (`too-many-requests`, …), if it is one
+/// of ours: for the layers that count refusals by kind.
+pub fn kind_of(response: &Response) -> Option<&str> {
+    let Answered(problem) = response.extensions().get::<Answered>()?;
+    problem.kind.strip_prefix(DEFAULT_TYPE_BASE)
+}
+
 /// Writes the problem in `response` (if it is one of ours) with `base` instead of the
 /// default `type` base. Other answers pass unchanged.
 pub fn with_type_base(response: Response, base: &str) -> Response {

@@ -10,7 +10,8 @@ use model::installation::{DeviceToken, Installation, InstallationId, Platform};
 use model::pipeline::AcceptedMessage;
 use model::profile::{Profile, ServicePreference};
 use model::service::{
-    KeySlot, Organization, Service, ServiceMetadata, ServicePayload, ServiceScope,
+    KeySlot, Organization, OrganizationAccount, Service, ServiceLimits, ServiceMetadata,
+    ServiceMode, ServicePayload, ServiceScope,
 };
 use model::status::{Channel, ChannelStatus, MessageStatus, NotificationStatus, RejectionReason};
 use model::FiscalCode;
@@ -72,7 +73,11 @@ pub fn sample_service() -> Service {
             authorized_recipients: vec![],
             authorized_cidrs: vec![],
             max_allowed_payment_amount: 0,
-            rate_limit: None,
+        },
+        // A service that sends for real: what most tests built on it need.
+        limits: ServiceLimits {
+            mode: ServiceMode::Production,
+            ..ServiceLimits::NEW
         },
         last_update: "2026-01-01T00:00:00.000Z".parse().expect("a timestamp"),
         primary_key_generation: 0,
@@ -166,6 +171,110 @@ pub async fn keys_map_hashes_to_owners(store: Arc<dyn Store>) {
     );
     store.delete_key(&hash).await.expect("delete");
     assert_eq!(store.get_key(&hash).await.expect("get"), None);
+}
+
+pub async fn services_are_listed_by_id(store: Arc<dyn Store>) {
+    let mut mine: Vec<Service> = (0..3).map(|_| sample_service()).collect();
+    for service in mine.iter().rev() {
+        store.put_service(service).await.expect("put");
+    }
+    mine.sort_by(|a, b| a.id.cmp(&b.id));
+    let ids: Vec<_> = mine.iter().map(|s| s.id.clone()).collect();
+    // Other tests may share the store: look only at this test's services.
+    let listed: Vec<Service> = store
+        .list_services()
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|s| ids.contains(&s.id))
+        .collect();
+    assert_eq!(listed, mine);
+    store.delete_service(&ids[1]).await.expect("delete");
+    let left: Vec<String> = store
+        .list_services()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| s.id)
+        .filter(|id| ids.contains(id))
+        .collect();
+    assert_eq!(left, vec![ids[0].clone(), ids[2].clone()]);
+}
+
+pub async fn organizations_round_trip_and_own_keys(store: Arc<dyn Store>) {
+    let unique = unique();
+    let fiscal_code = format!("{:011}", unique % 100_000_000_000);
+    assert_eq!(
+        store.get_organization(&fiscal_code).await.expect("get"),
+        None
+    );
+    let mut account = OrganizationAccount {
+        fiscal_code: fiscal_code.clone(),
+        name: "Comune di Roma".into(),
+        last_update: model::timestamp::Timestamp::now(),
+        primary_key_generation: 0,
+        secondary_key_generation: 0,
+    };
+    store.put_organization(&account).await.expect("put");
+    assert_eq!(
+        store.get_organization(&fiscal_code).await.expect("get"),
+        Some(account.clone())
+    );
+    account.secondary_key_generation = 2;
+    store.put_organization(&account).await.expect("replace");
+    assert_eq!(
+        store.get_organization(&fiscal_code).await.expect("get"),
+        Some(account)
+    );
+    let owner = KeyOwner::Organization {
+        fiscal_code,
+        slot: KeySlot::Primary,
+    };
+    let hash = format!("org-hash-{unique}");
+    store.put_key(&hash, &owner).await.expect("put key");
+    assert_eq!(store.get_key(&hash).await.expect("get key"), Some(owner));
+}
+
+// ---- the subscriptions feed ----------------------------------------------------------
+
+pub async fn subscription_changes_keep_each_citizens_last_of_the_day_per_scope(
+    store: Arc<dyn Store>,
+) {
+    let today = model::timestamp::Timestamp::now().to_string();
+    let day = &today[..10];
+    let scope = format!("svc-{}", unique());
+    let other_scope = format!("svc-{}", unique());
+    assert_eq!(
+        store.subscription_changes(day, &scope).await.expect("read"),
+        vec![]
+    );
+    store
+        .record_subscription_change(day, &scope, "bbbb", true)
+        .await
+        .expect("record");
+    store
+        .record_subscription_change(day, &scope, "aaaa", true)
+        .await
+        .expect("record");
+    store
+        .record_subscription_change(day, &scope, "bbbb", false)
+        .await
+        .expect("the same citizen again");
+    store
+        .record_subscription_change(day, &other_scope, "cccc", true)
+        .await
+        .expect("another scope");
+    assert_eq!(
+        store.subscription_changes(day, &scope).await.expect("read"),
+        vec![("aaaa".to_string(), true), ("bbbb".to_string(), false)]
+    );
+    assert_eq!(
+        store
+            .subscription_changes("2020-01-01", &scope)
+            .await
+            .expect("another day"),
+        vec![]
+    );
 }
 
 // ---- profiles and preferences --------------------------------------------------------
@@ -803,6 +912,9 @@ macro_rules! store_conformance {
     ($make:expr) => {
         $crate::store_conformance!(@each $make;
             services_round_trip_and_delete,
+            services_are_listed_by_id,
+            organizations_round_trip_and_own_keys,
+            subscription_changes_keep_each_citizens_last_of_the_day_per_scope,
             keys_map_hashes_to_owners,
             profiles_and_preferences_are_per_citizen,
             routing_reads_a_batch_in_order,

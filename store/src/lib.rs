@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use model::installation::{DeviceToken, Installation, InstallationId};
 use model::pipeline::AcceptedMessage;
 use model::profile::{Profile, ServicePreference};
-use model::service::{KeySlot, Service};
+use model::service::{KeySlot, OrganizationAccount, Service};
 use model::status::{Channel, ChannelStatus, MessageStatus, NotificationStatus, RejectionReason};
 use model::timestamp::Timestamp;
 use model::FiscalCode;
@@ -64,14 +64,25 @@ pub enum KeyOwner {
     Manage,
     /// One of a service's two keys.
     Service { service_id: String, slot: KeySlot },
+    /// One of an organisation's two manage keys: the manage API for its own services.
+    Organization { fiscal_code: String, slot: KeySlot },
 }
 
-/// Services and the hashes of their keys (partitions: service id, key hash).
+/// Services, organisations, and the hashes of their keys (partitions: service id,
+/// organisation fiscal code, key hash).
 #[async_trait]
 pub trait ServiceStore: Send + Sync {
     async fn put_service(&self, service: &Service) -> Result<(), StoreError>;
     async fn get_service(&self, id: &str) -> Result<Option<Service>, StoreError>;
+    /// Every service, by id. A deployment has thousands at most (one per public body's
+    /// service), so the manage API pages them in memory; in ScyllaDB this is a scan.
+    async fn list_services(&self) -> Result<Vec<Service>, StoreError>;
     async fn delete_service(&self, id: &str) -> Result<(), StoreError>;
+    async fn put_organization(&self, account: &OrganizationAccount) -> Result<(), StoreError>;
+    async fn get_organization(
+        &self,
+        fiscal_code: &str,
+    ) -> Result<Option<OrganizationAccount>, StoreError>;
     async fn put_key(&self, key_hash: &str, owner: &KeyOwner) -> Result<(), StoreError>;
     async fn get_key(&self, key_hash: &str) -> Result<Option<KeyOwner>, StoreError>;
     async fn delete_key(&self, key_hash: &str) -> Result<(), StoreError>;
@@ -369,6 +380,36 @@ pub trait IdempotencyStore: Send + Sync {
     async fn settle_idempotency_key(&self, service_id: &str, key: &str) -> Result<(), StoreError>;
 }
 
+/// The scope of the subscription changes that concern every service: a citizen's inbox
+/// enabled or disabled (IO: the profile's `is_inbox_enabled`).
+pub const FEED_SCOPE_INBOX: &str = "*";
+
+/// How long a day's subscription changes are kept (IO serves the feed of recent days).
+pub const FEED_KEPT_DAYS: u32 = 31;
+
+/// Who subscribed to or unsubscribed from a service on a UTC day (IO's subscriptions feed),
+/// by the SHA-256 of their fiscal code (partition: day and scope). A scope is a service id,
+/// or [`FEED_SCOPE_INBOX`] for changes concerning every service. A citizen's last change
+/// of the day in a scope is the one kept.
+#[async_trait]
+pub trait SubscriptionFeedStore: Send + Sync {
+    /// Records that the citizen hashed `fc_hash` subscribed (`true`) or unsubscribed on
+    /// `day` (`YYYY-MM-DD`) in `scope`, replacing their earlier change that day there.
+    async fn record_subscription_change(
+        &self,
+        day: &str,
+        scope: &str,
+        fc_hash: &str,
+        subscribed: bool,
+    ) -> Result<(), StoreError>;
+    /// The changes of `day` in `scope`, as (fiscal code hash, subscribed), by hash.
+    async fn subscription_changes(
+        &self,
+        day: &str,
+        scope: &str,
+    ) -> Result<Vec<(String, bool)>, StoreError>;
+}
+
 /// How long a quota period's count is kept: longer than any period (a week).
 pub const QUOTA_KEPT_DAYS: u32 = 15;
 
@@ -382,6 +423,7 @@ pub trait Store:
     + SettingStore
     + QuotaStore
     + IdempotencyStore
+    + SubscriptionFeedStore
     + std::fmt::Debug
 {
 }
@@ -394,6 +436,7 @@ impl<
             + SettingStore
             + QuotaStore
             + IdempotencyStore
+            + SubscriptionFeedStore
             + std::fmt::Debug,
     > Store for T
 {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use model::installation::{DeviceToken, Installation, InstallationId};
 use model::profile::{Profile, ServicePreference};
-use model::service::Service;
+use model::service::{OrganizationAccount, Service};
 use model::status::{Channel, ChannelStatus};
 use model::FiscalCode;
 use telemetry::metrics::{counter, histogram};
@@ -19,7 +19,7 @@ use ulid::Ulid;
 use crate::{
     IdempotencyStore, IdempotentSubmit, InboxItem, InstallationStore, KeyOwner, MessageRecord,
     MessageStore, NotificationKey, NotificationStore, ProfileStore, QuotaStore, Routing,
-    ServiceStore, SettingStore, Store, StoreError,
+    ServiceStore, SettingStore, Store, StoreError, SubscriptionFeedStore,
 };
 
 pub const OPERATION_DURATION: Metric = Metric::histogram(
@@ -39,7 +39,10 @@ pub const ALL: &[Metric] = &[OPERATION_DURATION, ERRORS];
 pub const OPERATIONS: &[&str] = &[
     "put_service",
     "get_service",
+    "list_services",
     "delete_service",
+    "put_organization",
+    "get_organization",
     "put_key",
     "get_key",
     "delete_key",
@@ -71,6 +74,8 @@ pub const OPERATIONS: &[&str] = &[
     "quota_used",
     "claim_idempotency_key",
     "settle_idempotency_key",
+    "record_subscription_change",
+    "subscription_changes",
 ];
 
 /// The backend label: `sqlite` or `scylla`.
@@ -152,8 +157,23 @@ impl ServiceStore for Metered {
     async fn get_service(&self, id: &str) -> Result<Option<Service>, StoreError> {
         self.timed("get_service", self.inner.get_service(id)).await
     }
+    async fn list_services(&self) -> Result<Vec<Service>, StoreError> {
+        self.timed("list_services", self.inner.list_services())
+            .await
+    }
     async fn delete_service(&self, id: &str) -> Result<(), StoreError> {
         self.timed("delete_service", self.inner.delete_service(id))
+            .await
+    }
+    async fn put_organization(&self, account: &OrganizationAccount) -> Result<(), StoreError> {
+        self.timed("put_organization", self.inner.put_organization(account))
+            .await
+    }
+    async fn get_organization(
+        &self,
+        fiscal_code: &str,
+    ) -> Result<Option<OrganizationAccount>, StoreError> {
+        self.timed("get_organization", self.inner.get_organization(fiscal_code))
             .await
     }
     async fn put_key(&self, key_hash: &str, owner: &KeyOwner) -> Result<(), StoreError> {
@@ -351,6 +371,35 @@ impl QuotaStore for Metered {
     async fn quota_used(&self, counter: &str, period: &str) -> Result<u32, StoreError> {
         self.timed("quota_used", self.inner.quota_used(counter, period))
             .await
+    }
+}
+
+#[async_trait]
+impl SubscriptionFeedStore for Metered {
+    async fn record_subscription_change(
+        &self,
+        day: &str,
+        scope: &str,
+        fc_hash: &str,
+        subscribed: bool,
+    ) -> Result<(), StoreError> {
+        self.timed(
+            "record_subscription_change",
+            self.inner
+                .record_subscription_change(day, scope, fc_hash, subscribed),
+        )
+        .await
+    }
+    async fn subscription_changes(
+        &self,
+        day: &str,
+        scope: &str,
+    ) -> Result<Vec<(String, bool)>, StoreError> {
+        self.timed(
+            "subscription_changes",
+            self.inner.subscription_changes(day, scope),
+        )
+        .await
     }
 }
 

@@ -146,11 +146,19 @@ pub async fn create_service_with_id(client: &reqwest::Client, base: &str) -> (St
     let service: Value = client
         .post(format!("{base}/api/v1/manage/services"))
         .header("Ocp-Apim-Subscription-Key", MANAGE_KEY)
-        // These tests stream messages as fast as they go: the rate limit is not theirs to test.
-        .json(&json!({"name": "Process test", "description": "d", "organization": {"name": "o", "fiscal_code": "00493410583"}, "metadata": {"scope": "LOCAL"},
-            "rate_limit": {"requests": 1_000_000, "period_seconds": 1}}))
+        .json(&json!({"name": "Process test", "description": "d", "organization": {"name": "o", "fiscal_code": "00493410583"}, "metadata": {"scope": "LOCAL"}}))
         .send().await.expect("create").json().await.expect("json");
     let id = service["id"].as_str().expect("id");
+    // These tests send to anyone, as fast as they go: test mode and the rate limit are
+    // not theirs to test.
+    let promoted = client
+        .patch(format!("{base}/api/v1/manage/services/{id}/limits"))
+        .header("Ocp-Apim-Subscription-Key", MANAGE_KEY)
+        .json(&json!({"mode": "production", "rate_limit": {"requests": 1_000_000, "period_seconds": 1}}))
+        .send()
+        .await
+        .expect("limits");
+    assert_eq!(promoted.status(), reqwest::StatusCode::OK);
     let keys: Value = client
         .get(format!("{base}/api/v1/manage/services/{id}/keys"))
         .header("Ocp-Apim-Subscription-Key", MANAGE_KEY)

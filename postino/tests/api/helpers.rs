@@ -129,13 +129,41 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
+    /// Where the app serves `/metrics`.
+    pub fn metrics_url(&self) -> String {
+        let addr = self.app.metrics_addr.expect("the tests' app serves metrics");
+        format!("http://{addr}/metrics")
+    }
+
     pub fn manage(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client
             .request(method, self.url(&format!("/api/v1/manage/services{path}")))
             .header("Ocp-Apim-Subscription-Key", MANAGE_KEY)
     }
 
+    /// Creates a service from `payload` and moves it to production, as most tests send to
+    /// anyone; [`Self::create_test_mode_service`] leaves it in test mode.
     pub async fn create_service(&self, payload: Value) -> Service {
+        let service = self.create_test_mode_service(payload).await;
+        self.set_limits(&service.id, &json!({"mode": "production"}))
+            .await;
+        service
+    }
+
+    /// Changes service `id`'s mode and limits with the platform's key; asserts `200`.
+    pub async fn set_limits(&self, id: &str, change: &Value) -> Value {
+        let updated = self
+            .manage(reqwest::Method::PATCH, &format!("/{id}/limits"))
+            .json(change)
+            .send()
+            .await
+            .expect("limits");
+        assert_eq!(updated.status(), StatusCode::OK);
+        json_of(updated).await
+    }
+
+    /// Creates a service from `payload`, left in test mode as every new service starts.
+    pub async fn create_test_mode_service(&self, payload: Value) -> Service {
         let created = self
             .manage(reqwest::Method::POST, "")
             .json(&payload)

@@ -11,4 +11,7 @@ mod limits;
 mod manage;
 mod messages;
 mod openapi;
+mod organizations;
 mod profiles;
+mod subscriptions_feed;
+mod test_mode;

@@ -29,7 +29,12 @@ async fn the_served_document_is_the_checked_in_one_with_ios_operation_ids() {
         "getMessage",
         "getProfile",
         "getProfileByPOST",
+        "getSubscriptionsFeedForDate",
         "cmsCreateService",
+        "cmsGetServices",
+        "cmsGetService",
+        "cmsUpdateService",
+        "cmsDeleteService",
         "cmsGetServiceKeys",
         "cmsRegenerateServiceKey",
     ] {

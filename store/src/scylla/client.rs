@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use model::installation::{DeviceToken, Installation, InstallationId};
 use model::profile::{Profile, ServicePreference};
-use model::service::Service;
+use model::service::{OrganizationAccount, Service};
 use model::status::{Channel, ChannelOutcome, ChannelStatus, NotificationStatus};
 use model::FiscalCode;
 use scylla::client::session::Session;
@@ -36,7 +36,7 @@ use crate::codec::{
 use crate::{
     IdempotencyStore, IdempotentSubmit, InboxItem, InstallationStore, KeyOwner, MessageRecord,
     MessageStore, NotificationKey, NotificationStore, ProfileStore, QuotaStore, Routing,
-    ServiceStore, SettingStore, StoreError,
+    ServiceStore, SettingStore, StoreError, SubscriptionFeedStore,
 };
 
 /// How much time one inbox partition covers: 30 days of message ids.
@@ -286,10 +286,49 @@ impl ServiceStore for ScyllaStore {
         let body = self.text(&self.statements.get_service, (id,)).await?;
         body.map(|b| from_json(&b)).transpose()
     }
+    async fn list_services(&self) -> Result<Vec<Service>, StoreError> {
+        // Paged: a whole table in one answer could be more than one frame should carry.
+        let unavailable = |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("cql: {e}"));
+        let pager = self
+            .session
+            .execute_iter(self.statements.list_services.clone(), ())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let bodies: Vec<(String,)> = pager
+            .rows_stream::<(String,)>()
+            .map_err(corrupt)?
+            .try_collect()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut services = bodies
+            .into_iter()
+            .map(|(body,)| from_json::<Service>(&body))
+            .collect::<Result<Vec<_>, _>>()?;
+        services.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(services)
+    }
     async fn delete_service(&self, id: &str) -> Result<(), StoreError> {
         self.execute(&self.statements.delete_service, (id,))
             .await
             .map(drop)
+    }
+    async fn put_organization(&self, account: &OrganizationAccount) -> Result<(), StoreError> {
+        let body = to_json(account).map_err(refused)?;
+        self.execute(
+            &self.statements.put_organization,
+            (&account.fiscal_code, body),
+        )
+        .await
+        .map(drop)
+    }
+    async fn get_organization(
+        &self,
+        fiscal_code: &str,
+    ) -> Result<Option<OrganizationAccount>, StoreError> {
+        let body = self
+            .text(&self.statements.get_organization, (fiscal_code,))
+            .await?;
+        body.map(|b| from_json(&b)).transpose()
     }
     async fn put_key(&self, key_hash: &str, owner: &KeyOwner) -> Result<(), StoreError> {
         let owner = to_json(owner).map_err(refused)?;
@@ -822,6 +861,42 @@ impl QuotaStore for ScyllaStore {
             .and_then(|(used,)| used)
             .unwrap_or(0);
         Ok(u32::try_from(used).unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl SubscriptionFeedStore for ScyllaStore {
+    async fn record_subscription_change(
+        &self,
+        day: &str,
+        scope: &str,
+        fc_hash: &str,
+        subscribed: bool,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            &self.statements.record_subscription_change,
+            (day, scope, fc_hash, subscribed),
+        )
+        .await
+        .map(drop)
+    }
+    async fn subscription_changes(
+        &self,
+        day: &str,
+        scope: &str,
+    ) -> Result<Vec<(String, bool)>, StoreError> {
+        let unavailable = |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("cql: {e}"));
+        let pager = self
+            .session
+            .execute_iter(self.statements.subscription_changes.clone(), (day, scope))
+            .await
+            .map_err(|e| unavailable(&e))?;
+        pager
+            .rows_stream::<(String, bool)>()
+            .map_err(corrupt)?
+            .try_collect()
+            .await
+            .map_err(|e| unavailable(&e))
     }
 }
 

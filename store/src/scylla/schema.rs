@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_idempotency_keys",
         cql: include_str!("schema/0003_idempotency_keys.cql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_organizations_and_feed",
+        cql: include_str!("schema/0004_organizations_and_feed.cql"),
+    },
 ];
 
 /// The table recording which migrations a keyspace has had.

@@ -7,13 +7,20 @@
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 
-use crate::{StoreError, IDEMPOTENCY_KEPT, QUOTA_KEPT_DAYS, SENT_NOTIFICATION_RETENTION};
+use crate::{
+    StoreError, FEED_KEPT_DAYS, IDEMPOTENCY_KEPT, QUOTA_KEPT_DAYS, SENT_NOTIFICATION_RETENTION,
+};
 
 #[derive(Debug)]
 pub(crate) struct Statements {
     pub put_service: PreparedStatement,
     pub get_service: PreparedStatement,
+    pub list_services: PreparedStatement,
     pub delete_service: PreparedStatement,
+    pub put_organization: PreparedStatement,
+    pub get_organization: PreparedStatement,
+    pub record_subscription_change: PreparedStatement,
+    pub subscription_changes: PreparedStatement,
     pub put_key: PreparedStatement,
     pub get_key: PreparedStatement,
     pub delete_key: PreparedStatement,
@@ -72,7 +79,32 @@ impl Statements {
         Ok(Self {
             put_service: prepare(q("INSERT INTO services (id, body) VALUES (?, ?)"), Yes).await?,
             get_service: prepare(q("SELECT body FROM services WHERE id = ?"), Yes).await?,
+            list_services: prepare(q("SELECT body FROM services"), Yes).await?,
             delete_service: prepare(q("DELETE FROM services WHERE id = ?"), Yes).await?,
+            put_organization: prepare(
+                q("INSERT INTO organizations (fiscal_code, body) VALUES (?, ?)"),
+                Yes,
+            )
+            .await?,
+            get_organization: prepare(
+                q("SELECT body FROM organizations WHERE fiscal_code = ?"),
+                Yes,
+            )
+            .await?,
+            record_subscription_change: prepare(
+                format!(
+                    "INSERT INTO subscription_changes (day, scope, fc_hash, subscribed) \
+                     VALUES (?, ?, ?, ?) USING TTL {}",
+                    u64::from(FEED_KEPT_DAYS) * 86_400
+                ),
+                Yes,
+            )
+            .await?,
+            subscription_changes: prepare(
+                q("SELECT fc_hash, subscribed FROM subscription_changes WHERE day = ? AND scope = ?"),
+                Yes,
+            )
+            .await?,
             put_key: prepare(q("INSERT INTO api_keys (hash, owner) VALUES (?, ?)"), Yes).await?,
             get_key: prepare(q("SELECT owner FROM api_keys WHERE hash = ?"), Yes).await?,
             delete_key: prepare(q("DELETE FROM api_keys WHERE hash = ?"), Yes).await?,

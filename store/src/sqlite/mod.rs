@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use model::installation::{DeviceToken, Installation, InstallationId};
 use model::profile::{Profile, ServicePreference};
-use model::service::Service;
+use model::service::{OrganizationAccount, Service};
 use model::status::{Channel, ChannelStatus, MessageStatus, NotificationStatus};
 use model::FiscalCode;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -26,7 +26,8 @@ use crate::codec::{self, channel_name, from_json};
 use crate::{
     IdempotencyStore, IdempotentSubmit, InboxItem, InstallationStore, KeyOwner, MessageRecord,
     MessageStore, NotificationKey, NotificationStore, ProfileStore, QuotaStore, Routing,
-    ServiceStore, SettingStore, StoreError, IDEMPOTENCY_KEPT, QUOTA_KEPT_DAYS,
+    ServiceStore, SettingStore, StoreError, SubscriptionFeedStore, FEED_KEPT_DAYS,
+    IDEMPOTENCY_KEPT, QUOTA_KEPT_DAYS,
 };
 
 const SCHEMA: &str = "
@@ -55,6 +56,12 @@ CREATE TABLE IF NOT EXISTS idempotency_keys(
     service_id TEXT NOT NULL, key TEXT NOT NULL, request_hash TEXT NOT NULL,
     message_id TEXT NOT NULL, created_at TEXT NOT NULL, accepted INTEGER NOT NULL,
     kept_until INTEGER NOT NULL, PRIMARY KEY(service_id, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS organizations(fiscal_code TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
+-- Each citizen's last subscription change of a day in a scope (a service id, or '*' for
+-- the inbox). Days sort as text, so old ones go by a range delete on the key.
+CREATE TABLE IF NOT EXISTS subscription_changes(
+    day TEXT NOT NULL, scope TEXT NOT NULL, fc_hash TEXT NOT NULL, subscribed INTEGER NOT NULL,
+    PRIMARY KEY(day, scope, fc_hash)) WITHOUT ROWID;
 -- Quota counters; `kept_until` (Unix seconds) lets old periods be removed.
 CREATE TABLE IF NOT EXISTS quotas(
     counter TEXT NOT NULL, period TEXT NOT NULL, used INTEGER NOT NULL,
@@ -221,10 +228,40 @@ impl ServiceStore for SqliteStore {
         self.read_one("SELECT body FROM services WHERE id = ?1", vec![id.into()])
             .await
     }
+    async fn list_services(&self) -> Result<Vec<Service>, StoreError> {
+        let bodies: Vec<String> = self
+            .readers
+            .read(|c| {
+                let mut statement = c.prepare_cached("SELECT body FROM services ORDER BY id")?;
+                let rows = statement.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await?;
+        bodies.iter().map(|body| from_json(body)).collect()
+    }
     async fn delete_service(&self, id: &str) -> Result<(), StoreError> {
         self.exec("DELETE FROM services WHERE id = ?1", vec![id.into()])
             .await
             .map(drop)
+    }
+    async fn put_organization(&self, account: &OrganizationAccount) -> Result<(), StoreError> {
+        let body = to_json(account)?;
+        self.exec(
+            "INSERT OR REPLACE INTO organizations(fiscal_code, body) VALUES (?1, ?2)",
+            vec![account.fiscal_code.clone(), body],
+        )
+        .await
+        .map(drop)
+    }
+    async fn get_organization(
+        &self,
+        fiscal_code: &str,
+    ) -> Result<Option<OrganizationAccount>, StoreError> {
+        self.read_one(
+            "SELECT body FROM organizations WHERE fiscal_code = ?1",
+            vec![fiscal_code.into()],
+        )
+        .await
     }
     async fn put_key(&self, key_hash: &str, owner: &KeyOwner) -> Result<(), StoreError> {
         let owner = to_json(owner)?;
@@ -848,6 +885,52 @@ impl SettingStore for SqliteStore {
         )
         .await
         .map(drop)
+    }
+}
+
+#[async_trait]
+impl SubscriptionFeedStore for SqliteStore {
+    async fn record_subscription_change(
+        &self,
+        day: &str,
+        scope: &str,
+        fc_hash: &str,
+        subscribed: bool,
+    ) -> Result<(), StoreError> {
+        let (day, scope, fc_hash) = (day.to_string(), scope.to_string(), fc_hash.to_string());
+        let kept = format!("-{FEED_KEPT_DAYS} days");
+        Ok(self
+            .writer
+            .write(move |c| {
+                c.prepare_cached("DELETE FROM subscription_changes WHERE day < date('now', ?1)")?
+                    .execute(params![kept])?;
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO subscription_changes(day, scope, fc_hash, subscribed)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![day, scope, fc_hash, subscribed])?;
+                Ok(())
+            })
+            .await?)
+    }
+    async fn subscription_changes(
+        &self,
+        day: &str,
+        scope: &str,
+    ) -> Result<Vec<(String, bool)>, StoreError> {
+        let (day, scope) = (day.to_string(), scope.to_string());
+        Ok(self
+            .readers
+            .read(move |c| {
+                let mut statement = c.prepare_cached(
+                    "SELECT fc_hash, subscribed FROM subscription_changes
+                     WHERE day = ?1 AND scope = ?2 ORDER BY fc_hash",
+                )?;
+                let rows =
+                    statement.query_map(params![day, scope], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await?)
     }
 }
 
