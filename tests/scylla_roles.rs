@@ -23,21 +23,6 @@ use testkit::exposition::{samples, sum};
 /// The roles, one process each.
 const ROLES: [&str; 5] = ["ingest,citizen", "router", "inbox", "push", "email"];
 
-/// A configuration for Postino on Kafka at `bootstrap` and the store at `store`, with
-/// `settings` added; returns its path. Every process shares the deployment secret, as in
-/// production (each data directory would otherwise generate its own). A consumer that dies
-/// is dropped from its group after 6 s (the broker's least session timeout).
-fn write_config(dir: &Path, bootstrap: &str, store: &ScyllaAddress, settings: &str) -> String {
-    let path = dir.join("postino.toml");
-    let text = format!(
-        "bus = \"kafka://{bootstrap}\"\nstore = \"{store}\"\nsecret = \"{}\"\n{settings}\n\
-         [kafka]\npartitions = 3\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n",
-        "5e".repeat(32)
-    );
-    std::fs::write(&path, text).expect("config");
-    path.to_string_lossy().to_string()
-}
-
 /// The five processes, by role.
 struct Roles {
     config: String,

@@ -84,18 +84,8 @@ mod tests {
     use super::*;
 
     fn service(id: &str) -> Caller {
-        let service: Service = serde_json::from_value(serde_json::json!({
-            "id": id,
-            "name": "n", "description": "d",
-            "organization": {"name": "o", "fiscal_code": "00493410583"},
-            "metadata": {"scope": "NATIONAL"},
-            "last_update": "2026-01-01T00:00:00.000Z",
-            "primary_key_generation": 0,
-            "secondary_key_generation": 0
-        }))
-        .expect("service");
         Caller {
-            service: Arc::new(service),
+            service: Arc::new(model::samples::service(id)),
             slot: KeySlot::Primary,
         }
     }

@@ -105,6 +105,8 @@ pub struct Shared {
     rates: rate::RateLimits,
     /// Whose `X-Forwarded-For` is believed.
     trusted_proxies: Vec<Cidr>,
+    /// Weekly quotas seen used up, each logged once.
+    quotas_refusing: quota::Refusing,
 }
 
 /// How long ingest trusts what it read about a key: a key revoked or a service changed
@@ -150,6 +152,7 @@ impl IngestState {
             accepted,
             rates: rate::RateLimits::new(settings.rate_limit, settings.replicas),
             trusted_proxies: settings.trusted_proxies(),
+            quotas_refusing: quota::Refusing::default(),
         }));
         (state, writer)
     }

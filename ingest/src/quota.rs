@@ -44,6 +44,24 @@ impl Week {
     }
 }
 
+/// The quotas this process has seen used up, so that each is logged once a week, not once
+/// per refused request.
+#[derive(Debug, Default)]
+pub(crate) struct Refusing(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl Refusing {
+    /// Most remembered; beyond it the set starts over (a few more log lines, no more).
+    const CAPACITY: usize = 10_000;
+
+    fn first_time(&self, counter: &str, week: &str) -> bool {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= Self::CAPACITY {
+            seen.clear();
+        }
+        seen.insert(format!("{counter}@{week}"))
+    }
+}
+
 /// The quotas a request with `slot` of `service` takes from: (counter, limit, what it is).
 fn quotas_of(service: &Service, slot: KeySlot) -> Vec<(String, u32, &'static str)> {
     let mut quotas = Vec::new();
@@ -95,6 +113,14 @@ pub(crate) async fn take(
                 ),
             );
             problem.retry_after = Some(u32::try_from(week.seconds_left).unwrap_or(u32::MAX));
+            if state.quotas_refusing.first_time(&counter, &week.name) {
+                tracing::warn!(
+                    service_id = %service.id,
+                    week = %week.name,
+                    limit,
+                    "a service used its weekly quota: refusing its requests with 429 until Monday"
+                );
+            }
             return Err(problem);
         }
     }
@@ -126,16 +152,7 @@ mod tests {
     }
 
     fn service(mode: ServiceMode, weekly_quota: Option<u32>) -> Service {
-        let mut service: Service = serde_json::from_value(serde_json::json!({
-            "id": "s1",
-            "name": "n", "description": "d",
-            "organization": {"name": "o", "fiscal_code": "00493410583"},
-            "metadata": {"scope": "NATIONAL"},
-            "last_update": "2026-01-01T00:00:00.000Z",
-            "primary_key_generation": 0,
-            "secondary_key_generation": 0
-        }))
-        .expect("service");
+        let mut service = model::samples::service("s1");
         service.limits.mode = mode;
         service.limits.weekly_quota = weekly_quota;
         service

@@ -213,17 +213,7 @@ mod tests {
     use super::*;
 
     fn service(id: &str, rate_limit: Option<RateLimit>) -> Service {
-        let mut service: Service = serde_json::from_value(serde_json::json!({
-            "id": id,
-            "name": "Tassa automobilistica",
-            "description": "Avvisi",
-            "organization": {"name": "ACI", "fiscal_code": "00493410583"},
-            "metadata": {"scope": "NATIONAL"},
-            "last_update": "2026-11-30T00:00:00Z",
-            "primary_key_generation": 0,
-            "secondary_key_generation": 0
-        }))
-        .expect("a service");
+        let mut service = model::samples::service(id);
         service.limits.rate_limit = rate_limit;
         service
     }

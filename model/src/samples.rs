@@ -46,3 +46,24 @@ pub fn accepted_message(id: Ulid, fiscal_code: FiscalCode, subject: &str) -> Acc
         },
     }
 }
+
+/// A service in production, ACI's, with the smallest payload IO accepts and no limits of
+/// its own.
+///
+/// # Panics
+/// Never: the values are constants that parse.
+pub fn service(id: &str) -> crate::service::Service {
+    let mut service: crate::service::Service = serde_json::from_value(serde_json::json!({
+        "id": id,
+        "name": "Tassa automobilistica",
+        "description": "Avvisi",
+        "organization": {"name": "ACI", "fiscal_code": "00493410583"},
+        "metadata": {"scope": "NATIONAL"},
+        "last_update": CREATED_AT,
+        "primary_key_generation": 0,
+        "secondary_key_generation": 0
+    }))
+    .expect("a sample service");
+    service.limits.mode = crate::service::ServiceMode::Production;
+    service
+}

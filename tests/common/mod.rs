@@ -61,6 +61,26 @@ impl Server {
     }
 }
 
+/// A configuration for Postino on Kafka at `bootstrap` and the store at `store`, with
+/// `settings` added; returns its path. Every process shares the deployment secret, as in
+/// production (each data directory would otherwise generate its own). A consumer that dies
+/// is dropped from its group after 6 s (the broker's least session timeout).
+pub fn write_config(
+    dir: &Path,
+    bootstrap: &str,
+    store: &store::scylla::ScyllaAddress,
+    settings: &str,
+) -> String {
+    let path = dir.join("postino.toml");
+    let text = format!(
+        "bus = \"kafka://{bootstrap}\"\nstore = \"{store}\"\nsecret = \"{}\"\n{settings}\n\
+         [kafka]\npartitions = 3\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n",
+        "5e".repeat(32)
+    );
+    std::fs::write(&path, text).expect("config");
+    path.to_string_lossy().to_string()
+}
+
 /// Starts `postino serve` with `args` on 127.0.0.1:0 and waits until it listens.
 pub fn start(data_dir: &Path, args: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_postino"))
@@ -141,35 +161,54 @@ pub async fn create_service(client: &reqwest::Client, base: &str) -> String {
     create_service_with_id(client, base).await.1
 }
 
-/// Creates a service and returns its id and primary key.
+/// Creates a service and returns its id and primary key. These tests send to anyone, as
+/// fast as they go: test mode and the rate limit are not theirs to test.
 pub async fn create_service_with_id(client: &reqwest::Client, base: &str) -> (String, String) {
-    let service: Value = client
-        .post(format!("{base}/api/v1/manage/services"))
-        .header("Ocp-Apim-Subscription-Key", MANAGE_KEY)
-        .json(&json!({"name": "Process test", "description": "d", "organization": {"name": "o", "fiscal_code": "00493410583"}, "metadata": {"scope": "LOCAL"}}))
-        .send().await.expect("create").json().await.expect("json");
-    let id = service["id"].as_str().expect("id");
-    // These tests send to anyone, as fast as they go: test mode and the rate limit are
-    // not theirs to test.
-    let promoted = client
-        .patch(format!("{base}/api/v1/manage/services/{id}/limits"))
-        .header("Ocp-Apim-Subscription-Key", MANAGE_KEY)
-        .json(&json!({"mode": "production", "rate_limit": {"requests": 1_000_000, "period_seconds": 1}}))
+    let payload = json!({"name": "Process test", "description": "d",
+        "organization": {"name": "o", "fiscal_code": "00493410583"}, "metadata": {"scope": "LOCAL"}});
+    let limits = json!({"mode": "production",
+        "rate_limit": {"requests": 1_000_000, "period_seconds": 1}});
+    let (id, primary, _) = create_service_with(client, base, &payload, &limits).await;
+    (id, primary)
+}
+
+/// Creates a service from `payload` with the platform's key and sets its `limits`; its
+/// id, primary key and secondary key.
+pub async fn create_service_with(
+    client: &reqwest::Client,
+    base: &str,
+    payload: &Value,
+    limits: &Value,
+) -> (String, String, String) {
+    let manage = |method: reqwest::Method, path: &str| {
+        client
+            .request(method, format!("{base}/api/v1/manage/services{path}"))
+            .header("Ocp-Apim-Subscription-Key", MANAGE_KEY)
+    };
+    let service: Value = manage(reqwest::Method::POST, "")
+        .json(payload)
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let id = service["id"].as_str().expect("id").to_string();
+    let changed = manage(reqwest::Method::PATCH, &format!("/{id}/limits"))
+        .json(limits)
         .send()
         .await
         .expect("limits");
-    assert_eq!(promoted.status(), reqwest::StatusCode::OK);
-    let keys: Value = client
-        .get(format!("{base}/api/v1/manage/services/{id}/keys"))
-        .header("Ocp-Apim-Subscription-Key", MANAGE_KEY)
+    assert_eq!(changed.status(), reqwest::StatusCode::OK);
+    let keys: Value = manage(reqwest::Method::GET, &format!("/{id}/keys"))
         .send()
         .await
         .expect("keys")
         .json()
         .await
         .expect("json");
-    let key = keys["primary_key"].as_str().expect("key").to_string();
-    (id.to_string(), key)
+    let key = |slot: &str| keys[slot].as_str().expect("key").to_string();
+    (id, key("primary_key"), key("secondary_key"))
 }
 
 pub async fn create_profiles(client: &reqwest::Client, base: &str, citizens: &[String]) {

@@ -131,7 +131,10 @@ impl TestApp {
 
     /// Where the app serves `/metrics`.
     pub fn metrics_url(&self) -> String {
-        let addr = self.app.metrics_addr.expect("the tests' app serves metrics");
+        let addr = self
+            .app
+            .metrics_addr
+            .expect("the tests' app serves metrics");
         format!("http://{addr}/metrics")
     }
 

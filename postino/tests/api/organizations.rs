@@ -138,7 +138,11 @@ async fn an_organisation_cannot_lift_its_own_limits_or_register_organisations() 
     let (aci_key, _) = app.organization(ACI).await;
     let service = app.create_test_mode_service(payload_of(ACI)).await;
     let r = app
-        .manage_as(&aci_key, Method::PATCH, &format!("/services/{}/limits", service.id))
+        .manage_as(
+            &aci_key,
+            Method::PATCH,
+            &format!("/services/{}/limits", service.id),
+        )
         .json(&json!({"mode": "production"}))
         .send()
         .await
@@ -163,7 +167,10 @@ async fn an_organisation_cannot_lift_its_own_limits_or_register_organisations() 
     for (field, value) in [
         ("mode", json!("production")),
         ("weekly_quota", json!(1_000_000)),
-        ("rate_limit", json!({"requests": 1_000_000, "period_seconds": 1})),
+        (
+            "rate_limit",
+            json!({"requests": 1_000_000, "period_seconds": 1}),
+        ),
     ] {
         let mut lifted = read.clone();
         lifted[field] = value;
@@ -175,7 +182,9 @@ async fn an_organisation_cannot_lift_its_own_limits_or_register_organisations() 
             .expect("update");
         let refused = problem(r, StatusCode::FORBIDDEN).await;
         assert!(
-            refused["detail"].as_str().is_some_and(|d| d.contains("/limits")),
+            refused["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("/limits")),
             "{refused}"
         );
     }
@@ -193,7 +202,11 @@ async fn an_organisations_keys_rotate_one_at_a_time_and_registering_is_checked()
     let app = spawn_app().await;
     let (primary, secondary) = app.organization(ACI).await;
     let r = app
-        .manage_as(&primary, Method::PUT, &format!("/organizations/{ACI}/keys/primary"))
+        .manage_as(
+            &primary,
+            Method::PUT,
+            &format!("/organizations/{ACI}/keys/primary"),
+        )
         .send()
         .await
         .expect("regenerate");
@@ -219,17 +232,33 @@ async fn an_organisations_keys_rotate_one_at_a_time_and_registering_is_checked()
     // Another organisation's keys are not its to see.
     app.organization(COMUNE).await;
     let r = app
-        .manage_as(new_primary, Method::GET, &format!("/organizations/{COMUNE}/keys"))
+        .manage_as(
+            new_primary,
+            Method::GET,
+            &format!("/organizations/{COMUNE}/keys"),
+        )
         .send()
         .await
         .expect("keys");
     problem(r, StatusCode::FORBIDDEN).await;
 
     for (body, status) in [
-        (json!({"fiscal_code": ACI, "name": "Again"}), StatusCode::CONFLICT),
-        (json!({"fiscal_code": "123", "name": "Short"}), StatusCode::BAD_REQUEST),
-        (json!({"fiscal_code": "01234567890", "name": ""}), StatusCode::BAD_REQUEST),
-        (json!({"fiscal_code": "01234567890"}), StatusCode::BAD_REQUEST),
+        (
+            json!({"fiscal_code": ACI, "name": "Again"}),
+            StatusCode::CONFLICT,
+        ),
+        (
+            json!({"fiscal_code": "123", "name": "Short"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"fiscal_code": "01234567890", "name": ""}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"fiscal_code": "01234567890"}),
+            StatusCode::BAD_REQUEST,
+        ),
     ] {
         let r = app
             .manage_as(MANAGE_KEY, Method::POST, "/organizations")
@@ -254,7 +283,10 @@ async fn services_are_listed_a_page_at_a_time_in_ios_shape() {
         async move { request.send().await.expect("list") }
     };
     let first = json_of(page("?limit=2").await).await;
-    assert_eq!(first["pagination"], json!({"offset": 0, "limit": 2, "count": 5}));
+    assert_eq!(
+        first["pagination"],
+        json!({"offset": 0, "limit": 2, "count": 5})
+    );
     let second = json_of(page("?limit=2&offset=2").await).await;
     let third = json_of(page("?limit=2&offset=4").await).await;
     let listed: Vec<String> = [first, second, third]

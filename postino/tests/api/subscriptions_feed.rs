@@ -25,9 +25,15 @@ async fn feed(app: &TestApp, key: &str, date: &str) -> reqwest::Response {
 
 async fn set_inbox_for(app: &TestApp, fc: &str, service_id: &str, enabled: bool) {
     let r = app
-        .as_citizen(Method::PUT, &format!("/services/{service_id}/preferences"), fc)
-        .json(&json!({"is_inbox_enabled": enabled, "is_email_enabled": enabled,
-                      "is_webhook_enabled": enabled, "settings_version": 0}))
+        .as_citizen(
+            Method::PUT,
+            &format!("/services/{service_id}/preferences"),
+            fc,
+        )
+        .json(
+            &json!({"is_inbox_enabled": enabled, "is_email_enabled": enabled,
+                      "is_webhook_enabled": enabled, "settings_version": 0}),
+        )
         .send()
         .await
         .expect("preference");
@@ -51,8 +57,11 @@ async fn the_feed_shows_todays_subscriptions_and_unsubscriptions_per_service() {
     // One leaves our service only, one disables the whole inbox.
     set_inbox_for(&app, &left_us, &ours.id, false).await;
     let version = profile["version"].as_i64().expect("version");
-    app.put_profile(&left_all, json!({"is_inbox_enabled": false, "version": version}))
-        .await;
+    app.put_profile(
+        &left_all,
+        json!({"is_inbox_enabled": false, "version": version}),
+    )
+    .await;
     // Setting what was already so is no change.
     set_inbox_for(&app, &joined, &ours.id, true).await;
 
@@ -76,7 +85,10 @@ async fn the_feed_shows_todays_subscriptions_and_unsubscriptions_per_service() {
         .iter()
         .filter_map(|h| h.as_str().map(str::to_string))
         .collect();
-    assert_eq!(sorted(unsubscribed), sorted(vec![hash(&left_us), hash(&left_all)]));
+    assert_eq!(
+        sorted(unsubscribed),
+        sorted(vec![hash(&left_us), hash(&left_all)])
+    );
 
     // The other service lost only the citizen who disabled the inbox.
     let other = json_of(feed(&app, &theirs.key, &day).await).await;
@@ -106,7 +118,11 @@ async fn the_feed_refuses_malformed_future_and_forgotten_days() {
     let app = spawn_app().await;
     let service = app.service().await;
     for date in ["2026-13-01", "yesterday", "2026-1-1"] {
-        let refused = problem(feed(&app, &service.key, date).await, StatusCode::BAD_REQUEST).await;
+        let refused = problem(
+            feed(&app, &service.key, date).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
         assert_eq!(refused["field"], "date", "{date}");
     }
     for date in ["2999-01-01", "2000-01-01"] {

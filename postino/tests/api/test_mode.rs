@@ -49,7 +49,9 @@ async fn a_new_service_writes_only_to_its_authorized_recipients_until_it_goes_to
     );
     let refused = problem(app.send(&service.key, &other).await, StatusCode::FORBIDDEN).await;
     assert!(
-        refused["type"].as_str().is_some_and(|t| t.ends_with("test-mode")),
+        refused["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("test-mode")),
         "{refused}"
     );
     let detail = refused["detail"].as_str().unwrap_or("");
@@ -136,7 +138,11 @@ async fn ios_test_fiscal_code_is_delivered_to_the_services_contact_email() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
-    assert_eq!(mails.len(), 1, "one email, to the service's contact address");
+    assert_eq!(
+        mails.len(),
+        1,
+        "one email, to the service's contact address"
+    );
     let mail = MessageParser::default().parse(&mails[0]).expect("an email");
     let to = mail
         .to()
@@ -170,7 +176,9 @@ async fn ios_test_fiscal_code_is_delivered_to_the_services_contact_email() {
 fn seconds_to_monday() -> i64 {
     let now = time::OffsetDateTime::now_utc();
     let days = 7 - i64::from(now.weekday().number_days_from_monday());
-    let monday = (now.date() + time::Duration::days(days)).midnight().assume_utc();
+    let monday = (now.date() + time::Duration::days(days))
+        .midnight()
+        .assume_utc();
     (monday - now).whole_seconds()
 }
 
