@@ -17,10 +17,14 @@ use crate::{IngestState, Keys};
 
 pub const KEY_HEADER: &str = "Ocp-Apim-Subscription-Key";
 
-/// A request made with one of a service's keys, within its rate limit: the service, and the
-/// rate-limit headers its answer carries (return them beside it).
+/// A request made with one of a service's keys, within its rate limit: the service, the
+/// rate-limit headers its answer carries (return them beside it), and which key it was.
 #[derive(Debug)]
-pub struct ServiceCaller(pub std::sync::Arc<Service>, pub RateHeaders);
+pub struct ServiceCaller(
+    pub std::sync::Arc<Service>,
+    pub RateHeaders,
+    pub model::service::KeySlot,
+);
 
 /// A request to the manage API: with the platform's manage key (every service, and what
 /// only the platform decides), or with an organisation's (its own services only).
@@ -87,11 +91,11 @@ impl FromRequestParts<IngestState> for ServiceCaller {
         check_address(parts, &service, state)?;
         let rate = state.rates.admit(&service)?;
         // Over the quota, the answer still tells the rate allowance.
-        if let Err(mut problem) = crate::quota::take(state, &service, slot).await {
+        if let Err(mut problem) = crate::quota::take(state, &service, slot, 1).await {
             rate.add_to(&mut problem);
             return Err(problem);
         }
-        Ok(ServiceCaller(service, rate))
+        Ok(ServiceCaller(service, rate, slot))
     }
 }
 

@@ -74,7 +74,7 @@ fn day(text: &str, today: Date) -> Result<Date, Problem> {
 )]
 pub(crate) async fn get_feed(
     State(state): State<IngestState>,
-    ServiceCaller(service, rate): ServiceCaller,
+    ServiceCaller(service, rate, _): ServiceCaller,
     Path(date): Path<String>,
 ) -> (RateHeaders, Result<Json<SubscriptionsFeed>, Problem>) {
     (rate, feed(&state, &service, &date).await)

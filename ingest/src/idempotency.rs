@@ -8,9 +8,14 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::HeaderName;
+use axum::http::{HeaderName, StatusCode};
+use model::timestamp::Timestamp;
 use model::ValidationError;
 use problem::Problem;
+use store::IdempotentSubmit;
+use ulid::Ulid;
+
+use crate::IngestState;
 
 /// The request header a sender names its key in.
 pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
@@ -45,6 +50,69 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
 
 fn is_valid(key: &str) -> bool {
     (1..=MAX_LEN).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// What a request's key gave it: the id its work has (a message's, or a bulk call's from
+/// which its items' derive) and when it was made, new or an earlier request's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimed {
+    pub id: Ulid,
+    pub created_at: Timestamp,
+    /// `None` for a first request; for a repeat, whether the earlier one's work is
+    /// confirmed in the log (then it is not published again).
+    pub repeat: Option<bool>,
+}
+
+/// Claims `key` of `service_id` for the request hashed `request_hash`, or finds the earlier
+/// request that claimed it; without a key, a fresh id. The same key with another request
+/// is `422`.
+pub async fn claim(
+    state: &IngestState,
+    service_id: &str,
+    key: Option<&str>,
+    request_hash: impl FnOnce() -> String,
+) -> Result<Claimed, Problem> {
+    let fresh = Claimed {
+        id: state.next_id(),
+        created_at: Timestamp::now(),
+        repeat: None,
+    };
+    let Some(key) = key else {
+        return Ok(fresh);
+    };
+    let claim = IdempotentSubmit {
+        request_hash: request_hash(),
+        message_id: fresh.id,
+        created_at: fresh.created_at,
+        accepted: false,
+    };
+    match state
+        .store
+        .claim_idempotency_key(service_id, key, &claim)
+        .await?
+    {
+        None => Ok(fresh),
+        Some(earlier) if earlier.request_hash != claim.request_hash => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "this Idempotency-Key was used with a different request; use a new key for a new request",
+        )),
+        Some(earlier) => Ok(Claimed {
+            id: earlier.message_id,
+            created_at: earlier.created_at,
+            repeat: Some(earlier.accepted),
+        }),
+    }
+}
+
+/// Records that the work of `key`'s request is in the log. Not fatal when it fails: an
+/// unsettled claim only makes a retry publish the same ids again.
+pub async fn settle(state: &IngestState, service_id: &str, key: Option<&str>) {
+    if let Some(key) = key {
+        if let Err(err) = state.store.settle_idempotency_key(service_id, key).await {
+            tracing::warn!(error = %err, service_id, "cannot record an idempotency key's work as in the log");
+        }
+    }
 }
 
 /// What identifies a request for its key: the path's fiscal code (if any) and the body.

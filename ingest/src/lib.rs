@@ -15,6 +15,7 @@ use store::Store;
 mod accepted;
 pub mod auth;
 mod callers;
+pub mod campaigns;
 mod feed;
 pub mod idempotency;
 pub mod keys;
@@ -223,6 +224,24 @@ pub fn router(state: IngestState) -> Router {
         .with_state(state)
 }
 
+/// The bulk submit's routes (`/api/v1/campaigns…`): apart from [`router`]'s, because they
+/// take bodies far larger than a message ([`campaigns::MAX_JSON_CALL_BYTES`]) and streams
+/// of any length, so they have no whole-request timeout (a stream idle for
+/// [`campaigns::STREAM_IDLE`] is cut).
+pub fn bulk_router(state: IngestState) -> Router {
+    Router::new()
+        .route("/api/v1/campaigns", post(campaigns::create))
+        .route("/api/v1/campaigns/{campaign_id}", get(campaigns::get))
+        .route(
+            "/api/v1/campaigns/{campaign_id}/items",
+            post(campaigns::add_items),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(
+            campaigns::MAX_JSON_CALL_BYTES,
+        ))
+        .with_state(state)
+}
+
 /// The OpenAPI description of these routes.
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -233,6 +252,9 @@ pub fn router(state: IngestState) -> Router {
         profiles::get_profile,
         profiles::get_profile_by_post,
         feed::get_feed,
+        campaigns::create,
+        campaigns::add_items,
+        campaigns::get,
         manage::create_service,
         manage::list_services,
         manage::get_service,
@@ -250,6 +272,7 @@ pub fn router(state: IngestState) -> Router {
     tags(
         (name = "messages", description = "IO senders' API: messages"),
         (name = "profiles", description = "IO senders' API: profiles"),
+        (name = "campaigns", description = "Postino's extension: bulk submit"),
         (name = "manage", description = "IO manage API: services and keys"),
     )
 )]

@@ -14,7 +14,7 @@ use model::{FiscalCode, ValidationError};
 use problem::body::JsonBody;
 use problem::{doc, Problem};
 use serde::Serialize;
-use store::{IdempotentSubmit, MessageRecord};
+use store::MessageRecord;
 use ulid::Ulid;
 use utoipa::ToSchema;
 
@@ -82,7 +82,7 @@ pub struct ExternalCreatedMessage {
 )]
 pub(crate) async fn submit_with_fiscal_code_in_body(
     State(state): State<IngestState>,
-    ServiceCaller(service, rate): ServiceCaller,
+    ServiceCaller(service, rate, _): ServiceCaller,
     request_id: Option<Extension<RequestId>>,
     IdempotencyKey(key): IdempotencyKey,
     JsonBody(body): JsonBody,
@@ -117,7 +117,7 @@ pub(crate) async fn submit_with_fiscal_code_in_body(
 )]
 pub(crate) async fn submit_for_user(
     State(state): State<IngestState>,
-    ServiceCaller(service, rate): ServiceCaller,
+    ServiceCaller(service, rate, _): ServiceCaller,
     Path(fiscal_code): Path<String>,
     request_id: Option<Extension<RequestId>>,
     IdempotencyKey(key): IdempotencyKey,
@@ -144,87 +144,22 @@ async fn submit(
     )?;
     let sandbox_email = test_mode_recipient(&service, &parsed.fiscal_code)?;
     // A request that is not valid claims no key: only a message does.
-    let (id, created_at, replayed) = match idempotency_key {
-        None => (state.next_id(), Timestamp::now(), false),
-        Some(key) => {
-            let claim = IdempotentSubmit {
-                request_hash: idempotency::request_hash(path_fiscal_code, body),
-                message_id: state.next_id(),
-                created_at: Timestamp::now(),
-                accepted: false,
-            };
-            match state
-                .store
-                .claim_idempotency_key(&service.id, key, &claim)
-                .await?
-            {
-                None => (claim.message_id, claim.created_at, false),
-                Some(earlier) if earlier.request_hash != claim.request_hash => {
-                    return Err(Problem::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "idempotency-key-reused",
-                        "this Idempotency-Key was used with a different request; \
-                         use a new key for a new message",
-                    ));
-                }
-                Some(earlier) if earlier.accepted => {
-                    return Ok(created(&earlier.message_id, &parsed.fiscal_code, true));
-                }
-                // Its message may not have reached the log: publish it again, same id.
-                Some(earlier) => (earlier.message_id, earlier.created_at, true),
-            }
-        }
-    };
-    let org = &service.payload.organization;
-    let mut content = parsed.content;
-    if let Some(payment) = content.payment_data.as_mut() {
-        // IO's rule: a notice without a payee is payable to the sending organization.
-        payment.payee.get_or_insert_with(|| Payee {
-            fiscal_code: org.fiscal_code.clone(),
-        });
+    let claimed = idempotency::claim(&state, &service.id, idempotency_key, || {
+        idempotency::request_hash(path_fiscal_code, body)
+    })
+    .await?;
+    if claimed.repeat == Some(true) {
+        return Ok(created(&claimed.id, &parsed.fiscal_code, true));
     }
-    let message = AcceptedMessage {
-        id,
-        fiscal_code: parsed.fiscal_code,
-        sender_service_id: service.id.clone(),
-        created_at,
-        time_to_live: parsed.time_to_live,
-        content,
-        default_email: parsed.default_email,
-        feature_level_type: parsed.feature_level_type,
-        sandbox_email,
-        sender: SenderMetadata {
-            service_name: service.payload.name.clone(),
-            organization_name: org.name.clone(),
-            organization_fiscal_code: org.fiscal_code.clone(),
-            department_name: org.department_name.clone(),
-            require_secure_channel: service.payload.require_secure_channel,
-        },
-    };
-    let key = message.fiscal_code.keyed_hash(&state.partition_key);
-    let lineage = Lineage {
-        key: key.into_bytes(),
-        request_id: request_id.map(|id| id.as_str().to_owned()),
-    };
-    let record = lineage.into_record(encode(&message));
+    // A repeat whose message may not have reached the log publishes it again, same id.
+    let (id, created_at, replayed) = (claimed.id, claimed.created_at, claimed.repeat.is_some());
+    let message = accepted_message(&service, parsed, id, created_at, sandbox_email, None);
+    let record = log_record(&state, &message, request_id.as_ref());
     if let Err(err) = state.bus.publish(topics::MESSAGES, vec![record]).await {
-        tracing::error!(error = %err, "cannot append to the log");
-        return Err(if err.is_retryable() {
-            Problem::unavailable(
-                "the message log did not confirm the message, so it is not accepted; retry later",
-                1,
-            )
-        } else {
-            Problem::internal("the message log refused the message, so it is not accepted")
-        });
+        return Err(not_in_log(&err));
     }
 
-    if let Some(key) = idempotency_key {
-        // Not fatal: an unsettled claim only makes a retry publish the message again.
-        if let Err(err) = state.store.settle_idempotency_key(&service.id, key).await {
-            tracing::warn!(error = %err, service_id = %service.id, "cannot record an idempotency key's message as accepted");
-        }
-    }
+    idempotency::settle(&state, &service.id, idempotency_key).await;
     let answer = created(&message.id, &message.fiscal_code, replayed);
     tracing::debug!(message_id = %message.id, service_id = %service.id, "message accepted");
     state
@@ -235,12 +170,79 @@ async fn submit(
     Ok(answer)
 }
 
+/// The message `parsed` becomes once accepted from `service` with `id`: IO's rules for
+/// what a sender leaves out applied, the service as it is now kept beside it.
+pub(crate) fn accepted_message(
+    service: &model::service::Service,
+    parsed: NewMessage,
+    id: Ulid,
+    created_at: Timestamp,
+    sandbox_email: Option<model::email::EmailAddress>,
+    campaign_id: Option<String>,
+) -> AcceptedMessage {
+    let org = &service.payload.organization;
+    let mut content = parsed.content;
+    if let Some(payment) = content.payment_data.as_mut() {
+        // IO's rule: a notice without a payee is payable to the sending organization.
+        payment.payee.get_or_insert_with(|| Payee {
+            fiscal_code: org.fiscal_code.clone(),
+        });
+    }
+    AcceptedMessage {
+        id,
+        fiscal_code: parsed.fiscal_code,
+        sender_service_id: service.id.clone(),
+        created_at,
+        time_to_live: parsed.time_to_live,
+        content,
+        default_email: parsed.default_email,
+        feature_level_type: parsed.feature_level_type,
+        sandbox_email,
+        campaign_id,
+        sender: SenderMetadata {
+            service_name: service.payload.name.clone(),
+            organization_name: org.name.clone(),
+            organization_fiscal_code: org.fiscal_code.clone(),
+            department_name: org.department_name.clone(),
+            require_secure_channel: service.payload.require_secure_channel,
+        },
+    }
+}
+
+/// `message` as a record of the log, keyed by its citizen (so one citizen's messages stay
+/// in order) and carrying the request's id.
+pub(crate) fn log_record(
+    state: &IngestState,
+    message: &AcceptedMessage,
+    request_id: Option<&RequestId>,
+) -> bus::Record {
+    let key = message.fiscal_code.keyed_hash(&state.partition_key);
+    let lineage = Lineage {
+        key: key.into_bytes(),
+        request_id: request_id.map(|id| id.as_str().to_owned()),
+    };
+    lineage.into_record(encode(message))
+}
+
+/// The answer when the log did not take what was submitted.
+pub(crate) fn not_in_log(err: &bus::BusError) -> Problem {
+    tracing::error!(error = %err, "cannot append to the log");
+    if err.is_retryable() {
+        Problem::unavailable(
+            "the message log did not confirm the message, so it is not accepted; retry later",
+            1,
+        )
+    } else {
+        Problem::internal("the message log refused the message, so it is not accepted")
+    }
+}
+
 /// The problem kind of a submit that test mode does not allow.
 pub const TEST_MODE: &str = "test-mode";
 
 /// Refuses a recipient a service in test mode may not write to; for IO's test fiscal code,
 /// the address its message goes to instead (the service's contact email).
-fn test_mode_recipient(
+pub(crate) fn test_mode_recipient(
     service: &model::service::Service,
     fc: &FiscalCode,
 ) -> Result<Option<model::email::EmailAddress>, Problem> {
@@ -310,7 +312,7 @@ fn created(id: &Ulid, fc: &FiscalCode, replayed: bool) -> Response {
 )]
 pub(crate) async fn get_message(
     State(state): State<IngestState>,
-    ServiceCaller(service, rate): ServiceCaller,
+    ServiceCaller(service, rate, _): ServiceCaller,
     Path((fiscal_code, id)): Path<(String, String)>,
 ) -> (RateHeaders, Result<Json<ExternalMessageResponse>, Problem>) {
     (rate, message_for(&state, &service, &fiscal_code, &id).await)

@@ -44,7 +44,7 @@ pub struct FiscalCodePayload {
 )]
 pub(crate) async fn get_profile(
     State(state): State<IngestState>,
-    ServiceCaller(service, rate): ServiceCaller,
+    ServiceCaller(service, rate, _): ServiceCaller,
     Path(fiscal_code): Path<String>,
 ) -> (RateHeaders, Result<Json<LimitedProfile>, Problem>) {
     let answer = match FiscalCode::parse("fiscal_code", &fiscal_code) {
@@ -69,7 +69,7 @@ pub(crate) async fn get_profile(
 )]
 pub(crate) async fn get_profile_by_post(
     State(state): State<IngestState>,
-    ServiceCaller(service, rate): ServiceCaller,
+    ServiceCaller(service, rate, _): ServiceCaller,
     JsonBody(body): JsonBody,
 ) -> (RateHeaders, Result<Json<LimitedProfile>, Problem>) {
     let answer = async {

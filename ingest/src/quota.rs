@@ -86,11 +86,13 @@ fn quotas_of(service: &Service, slot: KeySlot) -> Vec<(String, u32, &'static str
     quotas
 }
 
-/// Takes one request from each quota of `service` for `slot`, or refuses it with `429`.
+/// Takes `amount` requests from each quota of `service` for `slot`, all or none, or
+/// refuses them with `429`.
 pub(crate) async fn take(
     state: &IngestState,
     service: &Service,
     slot: KeySlot,
+    amount: u32,
 ) -> Result<(), Problem> {
     let quotas = quotas_of(service, slot);
     if quotas.is_empty() {
@@ -100,7 +102,7 @@ pub(crate) async fn take(
     for (counter, limit, rule) in quotas {
         if state
             .store
-            .take_quota(&counter, &week.name, limit)
+            .take_quota(&counter, &week.name, amount, limit)
             .await?
             .is_none()
         {

@@ -4,6 +4,7 @@
 //! Parsing is where the rules of IO's specification live (ARCHITECTURE.md §4); everything past the
 //! edge works with the parsed types and never re-validates.
 
+pub mod campaign;
 pub mod channels;
 pub mod email;
 pub mod fiscal_code;

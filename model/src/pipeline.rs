@@ -32,13 +32,74 @@ pub mod topics {
     /// read by every router process to drop what its cache holds of them.
     pub const PROFILE_CHANGES: &str = "profile-changes";
 
-    /// The topics the pipeline works on (each with its dead-letter twin).
-    pub const PIPELINE: [&str; 4] = [
+    /// The same four in the bulk lane: campaigns' messages, apart from one-off ones.
+    pub const BULK_MESSAGES: &str = "bulk.messages";
+    pub const BULK_DELIVERIES_INBOX: &str = "bulk.deliveries.inbox";
+    pub const BULK_DELIVERIES_PUSH: &str = "bulk.deliveries.push";
+    pub const BULK_DELIVERIES_EMAIL: &str = "bulk.deliveries.email";
+
+    /// The topics the pipeline works on, both lanes (each with its retry and dead-letter
+    /// twins).
+    pub const PIPELINE: [&str; 8] = [
         MESSAGES,
         DELIVERIES_INBOX,
         DELIVERIES_PUSH,
         DELIVERIES_EMAIL,
+        BULK_MESSAGES,
+        BULK_DELIVERIES_INBOX,
+        BULK_DELIVERIES_PUSH,
+        BULK_DELIVERIES_EMAIL,
     ];
+
+    /// `topic`'s twin in the bulk lane (itself when it has none).
+    pub fn bulk(topic: &'static str) -> &'static str {
+        match topic {
+            MESSAGES => BULK_MESSAGES,
+            DELIVERIES_INBOX => BULK_DELIVERIES_INBOX,
+            DELIVERIES_PUSH => BULK_DELIVERIES_PUSH,
+            DELIVERIES_EMAIL => BULK_DELIVERIES_EMAIL,
+            other => other,
+        }
+    }
+}
+
+/// Which lane of the pipeline a message travels. Every stage runs once per lane, on the
+/// lane's own topics and consumer group, so a campaign of millions queued in the bulk lane
+/// never stands in front of a one-off message. Order per citizen holds within a lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// One-off messages (`POST /api/v1/messages…`).
+    Priority,
+    /// Campaigns' messages (`POST /api/v1/campaigns…`).
+    Bulk,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Priority, Lane::Bulk];
+
+    /// The lane's twin of `topic`, one of the priority lane's [`topics`].
+    pub fn topic(self, topic: &'static str) -> &'static str {
+        match self {
+            Lane::Priority => topic,
+            Lane::Bulk => topics::bulk(topic),
+        }
+    }
+
+    /// The lane's consumer group for a stage whose group is `group`.
+    pub fn group(self, group: &str) -> String {
+        match self {
+            Lane::Priority => group.to_string(),
+            Lane::Bulk => format!("bulk.{group}"),
+        }
+    }
+
+    /// `0` or `1`, to keep per-lane things in an array.
+    pub fn index(self) -> usize {
+        match self {
+            Lane::Priority => 0,
+            Lane::Bulk => 1,
+        }
+    }
 }
 
 /// A citizen whose profile, preferences or installations changed (on `profile-changes`).
@@ -67,6 +128,9 @@ pub struct AcceptedMessage {
     /// this address (the sending service's contact email) whatever the store holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox_email: Option<EmailAddress>,
+    /// The campaign it belongs to, if it came in bulk: then it travels the bulk lane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +144,15 @@ pub struct SenderMetadata {
 }
 
 impl AcceptedMessage {
+    /// The lane it travels: a campaign's message the bulk one.
+    pub fn lane(&self) -> Lane {
+        if self.campaign_id.is_some() {
+            Lane::Bulk
+        } else {
+            Lane::Priority
+        }
+    }
+
     /// True when neither the service nor the message allows insecure channels (email).
     pub fn requires_secure_channel(&self) -> bool {
         self.sender.require_secure_channel || self.content.require_secure_channels == Some(true)

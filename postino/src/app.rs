@@ -19,7 +19,7 @@ use dispatchers::email::EmailStage;
 use dispatchers::inbox::InboxStage;
 use dispatchers::push::PushStage;
 use ingest::{IngestState, Keys};
-use model::pipeline::topics;
+use model::pipeline::{topics, Lane};
 use model::secret::Secret;
 use problem::Problem;
 use router::cache::ProfileCache;
@@ -104,6 +104,7 @@ impl App {
         // Every process serves /health and /openapi.json; the APIs only where their role
         // runs. Stages join their groups before the server listens.
         let mut routes = Router::new();
+        let mut bulk_routes = Router::new();
         let mut generated_manage_key = None;
         let mut background = Vec::new();
         let mut stages = Vec::new();
@@ -128,7 +129,7 @@ impl App {
                     ));
                     let stage =
                         RouterStage::with_cache(Arc::clone(&store), Arc::clone(&bus), citizens);
-                    stages.push(supervisor.start(stage, &config.stage).await?);
+                    stages.extend(supervisor.start(stage, &config.stage).await?);
                 }
                 Role::Inbox => {
                     let push = config.push.platforms();
@@ -138,16 +139,16 @@ impl App {
                         );
                     }
                     let stage = InboxStage::new(Arc::clone(&store), Arc::clone(&bus), push);
-                    stages.push(supervisor.start(stage, &config.stage).await?);
+                    stages.extend(supervisor.start(stage, &config.stage).await?);
                 }
                 Role::Push => {
                     let service = Arc::new(config.push.service()?);
                     let stage = PushStage::new(Arc::clone(&store), service);
-                    stages.push(supervisor.start(stage, &config.stage).await?);
+                    stages.extend(supervisor.start(stage, &config.stage).await?);
                 }
                 Role::Email => {
                     let stage = email_stage(config, Arc::clone(&store))?;
-                    stages.push(supervisor.start(stage, &config.stage).await?);
+                    stages.extend(supervisor.start(stage, &config.stage).await?);
                 }
                 Role::Ingest => {
                     let secret = deployment_secret(config)?;
@@ -164,6 +165,7 @@ impl App {
                         &config.ingest,
                     );
                     background.push(accepted_rows);
+                    bulk_routes = bulk_routes.merge(ingest::bulk_router(ingest.clone()));
                     routes = routes.merge(ingest::router(ingest));
                 }
                 Role::Citizen => {
@@ -188,7 +190,13 @@ impl App {
         let server = tokio::spawn(async move {
             // Request ids around the whole router (cloning a router is one reference count),
             // so every answer, the fallback's included, carries one.
-            let routes = http(routes, &problem_type_base, readiness, &http_settings);
+            let routes = http(
+                routes,
+                bulk_routes,
+                &problem_type_base,
+                readiness,
+                &http_settings,
+            );
             let tagged = tower::Layer::layer(&crate::request_id::TagLayer, routes);
             crate::server::serve(
                 listener,
@@ -302,8 +310,11 @@ impl Readiness {
     }
 }
 
+/// Every route of the process with the layers around them. `bulk` (the campaigns' routes)
+/// keeps its own body limit and has no whole-request timeout.
 fn http(
     apis: Router,
+    bulk: Router,
     problem_type_base: &Arc<str>,
     readiness: Readiness,
     settings: &crate::server::HttpSettings,
@@ -329,6 +340,7 @@ fn http(
         StatusCode::REQUEST_TIMEOUT,
         settings.request_timeout(),
     ))
+    .merge(bulk)
     .layer(crate::telemetry::TrackLayer)
     .layer(axum::middleware::map_response_with_state(
         Arc::clone(problem_type_base),
@@ -411,18 +423,25 @@ impl Supervisor {
         &self,
         stage: S,
         settings: &StageSettings,
-    ) -> anyhow::Result<JoinHandle<Result<(), bus::BusError>>> {
-        let (topic, group) = (S::TOPIC, S::GROUP);
-        let joined = stage::join(&*self.bus, topic, group)
-            .await
-            .with_context(|| format!("cannot subscribe to {topic} as group {group}"))?;
-        let run = joined.run(
-            Arc::clone(&self.bus),
-            Arc::new(stage),
-            settings.stage_config(),
-            self.stopped.clone(),
-        );
-        Ok(self.spawn(format!("the stage on {topic} ({group})"), run))
+    ) -> anyhow::Result<Vec<JoinHandle<Result<(), bus::BusError>>>> {
+        let stage = Arc::new(stage);
+        let mut lanes = Vec::with_capacity(Lane::ALL.len());
+        // One run per lane, each on its own topic and group: a campaign queued in the bulk
+        // lane never stands in front of a one-off message.
+        for lane in Lane::ALL {
+            let (topic, group) = (lane.topic(S::TOPIC), lane.group(S::GROUP));
+            let joined = stage::join(&*self.bus, topic, &group)
+                .await
+                .with_context(|| format!("cannot subscribe to {topic} as group {group}"))?;
+            let run = joined.run(
+                Arc::clone(&self.bus),
+                Arc::clone(&stage),
+                settings.stage_config(),
+                self.stopped.clone(),
+            );
+            lanes.push(self.spawn(format!("the stage on {topic} ({group})"), run));
+        }
+        Ok(lanes)
     }
 
     /// Runs `stage` as a task. Should it end before shutdown was asked for (an error it

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bus::stage::{self, PipelineStage, Stage, StageError};
 use bus::{Bus, Lineage, Record};
 use model::channels::{decide, ChannelChoice, Verdict};
-use model::pipeline::{decode, topics, AcceptedMessage, RoutingDecision};
+use model::pipeline::{decode, topics, AcceptedMessage, Lane, RoutingDecision};
 use model::profile::PushContent;
 use model::status::{MessageStatus, RejectionReason};
 use store::{MessageRecord, Routing, Store};
@@ -84,7 +84,7 @@ impl RouterStage {
             .await
             .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
         let mut rejected = Vec::new();
-        let mut deliveries = Vec::new();
+        let mut deliveries: [Vec<Record>; 2] = Default::default();
         let mut decisions = metrics::Decisions::default();
         for (
             Arrived {
@@ -102,7 +102,8 @@ impl RouterStage {
                 }
                 Ok(decision) => {
                     decisions.planned(&decision.channels);
-                    deliveries.push(lineage.record(decision.plan_record(bytes)))
+                    deliveries[message.lane().index()]
+                        .push(lineage.record(decision.plan_record(bytes)))
                 }
             }
         }
@@ -112,10 +113,12 @@ impl RouterStage {
             .put_messages(rejected)
             .await
             .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
-        if !deliveries.is_empty() {
-            self.bus
-                .publish(topics::DELIVERIES_INBOX, deliveries)
-                .await?;
+        for (lane, deliveries) in Lane::ALL.into_iter().zip(deliveries) {
+            if !deliveries.is_empty() {
+                self.bus
+                    .publish(lane.topic(topics::DELIVERIES_INBOX), deliveries)
+                    .await?;
+            }
         }
         // Counted once the batch is done, so a batch held and retried counts once.
         decisions.emit();

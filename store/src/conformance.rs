@@ -235,6 +235,25 @@ pub async fn organizations_round_trip_and_own_keys(store: Arc<dyn Store>) {
     assert_eq!(store.get_key(&hash).await.expect("get key"), Some(owner));
 }
 
+pub async fn campaigns_round_trip(store: Arc<dyn Store>) {
+    let id = Ulid::new().to_string();
+    assert_eq!(store.get_campaign(&id).await.expect("get"), None);
+    let mut campaign = model::campaign::Campaign {
+        id: id.clone(),
+        service_id: format!("svc-{}", unique()),
+        name: "Bollo auto 2027".into(),
+        created_at: model::timestamp::Timestamp::now(),
+    };
+    store.put_campaign(&campaign).await.expect("put");
+    assert_eq!(
+        store.get_campaign(&id).await.expect("get"),
+        Some(campaign.clone())
+    );
+    campaign.name = "Bollo auto 2027, secondo invio".into();
+    store.put_campaign(&campaign).await.expect("replace");
+    assert_eq!(store.get_campaign(&id).await.expect("get"), Some(campaign));
+}
+
 // ---- the subscriptions feed ----------------------------------------------------------
 
 pub async fn subscription_changes_keep_each_citizens_last_of_the_day_per_scope(
@@ -548,37 +567,76 @@ pub async fn a_quota_gives_exactly_its_limit_per_counter_and_period(store: Arc<d
     let key = format!("key-{}", Ulid::new());
     for expected in 1..=3 {
         assert_eq!(
-            store.take_quota(&key, "2026-W49", 3).await.expect("take"),
+            store
+                .take_quota(&key, "2026-W49", 1, 3)
+                .await
+                .expect("take"),
             Some(expected)
         );
     }
     assert_eq!(
-        store.take_quota(&key, "2026-W49", 3).await.expect("take"),
+        store
+            .take_quota(&key, "2026-W49", 1, 3)
+            .await
+            .expect("take"),
         None,
         "spent"
     );
     assert_eq!(store.quota_used(&key, "2026-W49").await.expect("used"), 3);
     // Another period, another counter: each its own.
     assert_eq!(
-        store.take_quota(&key, "2026-W50", 3).await.expect("take"),
+        store
+            .take_quota(&key, "2026-W50", 1, 3)
+            .await
+            .expect("take"),
         Some(1)
     );
     let other = format!("{key}-other");
     assert_eq!(
-        store.take_quota(&other, "2026-W49", 3).await.expect("take"),
+        store
+            .take_quota(&other, "2026-W49", 1, 3)
+            .await
+            .expect("take"),
         Some(1)
     );
     assert_eq!(store.quota_used(&other, "2026-W48").await.expect("used"), 0);
     assert_eq!(
-        store.take_quota(&other, "2026-W51", 0).await.expect("take"),
+        store
+            .take_quota(&other, "2026-W51", 1, 0)
+            .await
+            .expect("take"),
         None,
         "a limit of 0 gives nothing"
     );
     // A limit raised later gives the difference.
     assert_eq!(
-        store.take_quota(&key, "2026-W49", 4).await.expect("take"),
+        store
+            .take_quota(&key, "2026-W49", 1, 4)
+            .await
+            .expect("take"),
         Some(4)
     );
+}
+
+/// Many at once are taken all or none: a take that would pass the limit takes nothing.
+pub async fn a_quota_is_taken_many_at_once_all_or_none(store: Arc<dyn Store>) {
+    let key = format!("key-{}", Ulid::new());
+    let take = |amount| {
+        let (store, key) = (Arc::clone(&store), key.clone());
+        async move {
+            store
+                .take_quota(&key, "2026-W49", amount, 10)
+                .await
+                .expect("take")
+        }
+    };
+    assert_eq!(take(11).await, None, "more than the whole limit");
+    assert_eq!(store.quota_used(&key, "2026-W49").await.expect("used"), 0);
+    assert_eq!(take(6).await, Some(6), "the first take may be many");
+    assert_eq!(take(5).await, None, "one more than is left");
+    assert_eq!(take(4).await, Some(10), "exactly what is left");
+    assert_eq!(take(1).await, None);
+    assert_eq!(store.quota_used(&key, "2026-W49").await.expect("used"), 10);
 }
 
 /// Takers racing for one quota get exactly its limit between them, each count once.
@@ -592,7 +650,7 @@ pub async fn racing_takers_share_a_quota_exactly(store: Arc<dyn Store>) {
                 let mut taken = Vec::new();
                 for _ in 0..10 {
                     if let Some(n) = store
-                        .take_quota(&key, "2026-W49", LIMIT)
+                        .take_quota(&key, "2026-W49", 1, LIMIT)
                         .await
                         .expect("take")
                     {
@@ -916,6 +974,7 @@ macro_rules! store_conformance {
             services_round_trip_and_delete,
             services_are_listed_by_id,
             organizations_round_trip_and_own_keys,
+            campaigns_round_trip,
             subscription_changes_keep_each_citizens_last_of_the_day_per_scope,
             keys_map_hashes_to_owners,
             profiles_and_preferences_are_per_citizen,
@@ -928,6 +987,7 @@ macro_rules! store_conformance {
             read_state_can_be_set_and_cleared,
             settings_are_set_once,
             a_quota_gives_exactly_its_limit_per_counter_and_period,
+            a_quota_is_taken_many_at_once_all_or_none,
             racing_takers_share_a_quota_exactly,
             an_idempotency_key_is_claimed_once_per_service,
             installations_are_per_citizen_and_replace_by_id,

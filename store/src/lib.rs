@@ -10,6 +10,7 @@
 //! feature); [`conformance`] is the suite every implementation passes.
 
 use async_trait::async_trait;
+use model::campaign::Campaign;
 use model::installation::{DeviceToken, Installation, InstallationId};
 use model::pipeline::AcceptedMessage;
 use model::profile::{Profile, ServicePreference};
@@ -335,13 +336,15 @@ pub trait SettingStore: Send + Sync {
 /// ScyllaDB, never a count of rows.
 #[async_trait]
 pub trait QuotaStore: Send + Sync {
-    /// Takes one of `limit` for `counter` in `period` (e.g. `2026-W49`): how many are taken
-    /// now, this one included, or `None` when all `limit` were already taken (then nothing
-    /// changes). A period's count is kept at least [`QUOTA_KEPT_DAYS`].
+    /// Takes `amount` (at least 1) of `limit` for `counter` in `period` (e.g. `2026-W49`),
+    /// all or none: how many are taken now, these included, or `None` when fewer than
+    /// `amount` were left (then nothing changes). A period's count is kept at least
+    /// [`QUOTA_KEPT_DAYS`].
     async fn take_quota(
         &self,
         counter: &str,
         period: &str,
+        amount: u32,
         limit: u32,
     ) -> Result<Option<u32>, StoreError>;
     /// How many were taken for `counter` in `period`.
@@ -410,6 +413,14 @@ pub trait SubscriptionFeedStore: Send + Sync {
     ) -> Result<Vec<(String, bool)>, StoreError>;
 }
 
+/// Campaigns (partition: campaign id).
+#[async_trait]
+pub trait CampaignStore: Send + Sync {
+    /// Stores `campaign`, replacing one with its id (a retried call writes the same).
+    async fn put_campaign(&self, campaign: &Campaign) -> Result<(), StoreError>;
+    async fn get_campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError>;
+}
+
 /// How long a quota period's count is kept: longer than any period (a week).
 pub const QUOTA_KEPT_DAYS: u32 = 15;
 
@@ -424,6 +435,7 @@ pub trait Store:
     + QuotaStore
     + IdempotencyStore
     + SubscriptionFeedStore
+    + CampaignStore
     + std::fmt::Debug
 {
 }
@@ -437,6 +449,7 @@ impl<
             + QuotaStore
             + IdempotencyStore
             + SubscriptionFeedStore
+            + CampaignStore
             + std::fmt::Debug,
     > Store for T
 {

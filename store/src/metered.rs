@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use model::campaign::Campaign;
 use model::installation::{DeviceToken, Installation, InstallationId};
 use model::profile::{Profile, ServicePreference};
 use model::service::{OrganizationAccount, Service};
@@ -17,9 +18,9 @@ use telemetry::Metric;
 use ulid::Ulid;
 
 use crate::{
-    IdempotencyStore, IdempotentSubmit, InboxItem, InstallationStore, KeyOwner, MessageRecord,
-    MessageStore, NotificationKey, NotificationStore, ProfileStore, QuotaStore, Routing,
-    ServiceStore, SettingStore, Store, StoreError, SubscriptionFeedStore,
+    CampaignStore, IdempotencyStore, IdempotentSubmit, InboxItem, InstallationStore, KeyOwner,
+    MessageRecord, MessageStore, NotificationKey, NotificationStore, ProfileStore, QuotaStore,
+    Routing, ServiceStore, SettingStore, Store, StoreError, SubscriptionFeedStore,
 };
 
 pub const OPERATION_DURATION: Metric = Metric::histogram(
@@ -76,6 +77,8 @@ pub const OPERATIONS: &[&str] = &[
     "settle_idempotency_key",
     "record_subscription_change",
     "subscription_changes",
+    "put_campaign",
+    "get_campaign",
 ];
 
 /// The backend label: `sqlite` or `scylla`.
@@ -363,13 +366,26 @@ impl QuotaStore for Metered {
         &self,
         counter: &str,
         period: &str,
+        amount: u32,
         limit: u32,
     ) -> Result<Option<u32>, StoreError> {
-        let call = self.inner.take_quota(counter, period, limit);
+        let call = self.inner.take_quota(counter, period, amount, limit);
         self.timed("take_quota", call).await
     }
     async fn quota_used(&self, counter: &str, period: &str) -> Result<u32, StoreError> {
         self.timed("quota_used", self.inner.quota_used(counter, period))
+            .await
+    }
+}
+
+#[async_trait]
+impl CampaignStore for Metered {
+    async fn put_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {
+        self.timed("put_campaign", self.inner.put_campaign(campaign))
+            .await
+    }
+    async fn get_campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError> {
+        self.timed("get_campaign", self.inner.get_campaign(id))
             .await
     }
 }

@@ -7,7 +7,7 @@ use bus::stage::{self, PipelineStage, Stage, StageError};
 use bus::{Bus, Lineage, Record};
 use model::channels::{ChannelChoice, SkipReason};
 use model::email::EmailJob;
-use model::pipeline::{decode, encode, topics, DeliveryPlan};
+use model::pipeline::{decode, encode, topics, DeliveryPlan, Lane};
 use model::status::{Channel, ChannelOutcome, ChannelStatus, MessageStatus, NotificationStatus};
 use store::{MessageRecord, Store};
 
@@ -51,9 +51,11 @@ impl InboxStage {
             .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
 
         let mut records: Vec<MessageRecord> = Vec::with_capacity(items.len());
-        let mut jobs = Vec::new();
-        let mut emails = Vec::new();
+        // By lane: a campaign's notifications stay in the bulk lane.
+        let mut jobs: [Vec<Record>; 2] = Default::default();
+        let mut emails: [Vec<Record>; 2] = Default::default();
         for (Planned { lineage, plan }, push) in items.iter().copied().zip(pushes) {
+            let lane = plan.message.lane().index();
             let mut record = record(plan, MessageStatus::Processed);
             match push {
                 PushFanOut::NotChosen => {}
@@ -61,11 +63,11 @@ impl InboxStage {
                     record.notification.webhook = Some(ChannelOutcome::Skipped(why));
                 }
                 PushFanOut::Jobs(reachable) => {
-                    jobs.extend(reachable.iter().map(|job| lineage.record(encode(job))))
+                    jobs[lane].extend(reachable.iter().map(|job| lineage.record(encode(job))))
                 }
             }
             match EmailJob::for_plan(plan) {
-                Some(email) => emails.push(lineage.record(encode(&email))),
+                Some(email) => emails[lane].push(lineage.record(encode(&email))),
                 // Chosen, but no address came with the plan: nothing to send to.
                 None if plan.channels.email == ChannelChoice::Send => {
                     record.notification.email =
@@ -83,14 +85,16 @@ impl InboxStage {
         crate::metrics::readable(readable);
         // Only now, with every message of the batch readable, may a push or an email go
         // out (invariant 3).
-        for (topic, records) in [
-            (topics::DELIVERIES_PUSH, jobs),
-            (topics::DELIVERIES_EMAIL, emails),
-        ] {
-            if !records.is_empty() {
-                // A log that refuses the jobs for good dead-letters the plan, as any
-                // permanent error does; a log that is down holds the stage.
-                self.bus.publish(topic, records).await?;
+        for (lane, (jobs, emails)) in Lane::ALL.into_iter().zip(jobs.into_iter().zip(emails)) {
+            for (topic, records) in [
+                (topics::DELIVERIES_PUSH, jobs),
+                (topics::DELIVERIES_EMAIL, emails),
+            ] {
+                if !records.is_empty() {
+                    // A log that refuses the jobs for good dead-letters the plan, as any
+                    // permanent error does; a log that is down holds the stage.
+                    self.bus.publish(lane.topic(topic), records).await?;
+                }
             }
         }
         Ok(())

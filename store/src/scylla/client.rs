@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
+use model::campaign::Campaign;
 use model::installation::{DeviceToken, Installation, InstallationId};
 use model::profile::{Profile, ServicePreference};
 use model::service::{OrganizationAccount, Service};
@@ -34,9 +35,9 @@ use crate::codec::{
     self, channel_name, from_json, name_of, parse_name, parse_optional_name, to_json,
 };
 use crate::{
-    IdempotencyStore, IdempotentSubmit, InboxItem, InstallationStore, KeyOwner, MessageRecord,
-    MessageStore, NotificationKey, NotificationStore, ProfileStore, QuotaStore, Routing,
-    ServiceStore, SettingStore, StoreError, SubscriptionFeedStore,
+    CampaignStore, IdempotencyStore, IdempotentSubmit, InboxItem, InstallationStore, KeyOwner,
+    MessageRecord, MessageStore, NotificationKey, NotificationStore, ProfileStore, QuotaStore,
+    Routing, ServiceStore, SettingStore, StoreError, SubscriptionFeedStore,
 };
 
 /// How much time one inbox partition covers: 30 days of message ids.
@@ -806,10 +807,12 @@ impl QuotaStore for ScyllaStore {
         &self,
         counter: &str,
         period: &str,
+        amount: u32,
         limit: u32,
     ) -> Result<Option<u32>, StoreError> {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        if limit == 0 {
+        let amount = i32::try_from(amount).unwrap_or(i32::MAX);
+        if amount == 0 || amount > limit {
             return Ok(None);
         }
         // Compare-and-set on what the last conditional write saw, with no plain read: the
@@ -820,25 +823,25 @@ impl QuotaStore for ScyllaStore {
             let (applied, now) = match used {
                 None => {
                     let started = self
-                        .execute(&self.statements.start_quota, (counter, period))
+                        .execute(&self.statements.start_quota, (counter, period, amount))
                         .await?;
                     let (applied, now) = Self::compared(started)?;
                     if applied {
-                        return Ok(Some(1));
+                        return Ok(u32::try_from(amount).ok());
                     }
                     (applied, now)
                 }
-                Some(seen) if seen >= limit => return Ok(None),
+                Some(seen) if seen > limit - amount => return Ok(None),
                 Some(seen) => {
                     let advanced = self
                         .execute(
                             &self.statements.advance_quota,
-                            (seen + 1, counter, period, seen),
+                            (seen + amount, counter, period, seen),
                         )
                         .await?;
                     let (applied, now) = Self::compared(advanced)?;
                     if applied {
-                        return Ok(u32::try_from(seen + 1).ok());
+                        return Ok(u32::try_from(seen + amount).ok());
                     }
                     (applied, now)
                 }
@@ -861,6 +864,20 @@ impl QuotaStore for ScyllaStore {
             .and_then(|(used,)| used)
             .unwrap_or(0);
         Ok(u32::try_from(used).unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl CampaignStore for ScyllaStore {
+    async fn put_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {
+        let body = to_json(campaign).map_err(refused)?;
+        self.execute(&self.statements.put_campaign, (&campaign.id, body))
+            .await
+            .map(drop)
+    }
+    async fn get_campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError> {
+        let body = self.text(&self.statements.get_campaign, (id,)).await?;
+        body.map(|b| from_json(&b)).transpose()
     }
 }
 

@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_organizations_and_feed",
         cql: include_str!("schema/0004_organizations_and_feed.cql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_campaigns",
+        cql: include_str!("schema/0005_campaigns.cql"),
+    },
 ];
 
 /// The table recording which migrations a keyspace has had.

@@ -17,6 +17,8 @@ pub(crate) struct Statements {
     pub get_service: PreparedStatement,
     pub list_services: PreparedStatement,
     pub delete_service: PreparedStatement,
+    pub put_campaign: PreparedStatement,
+    pub get_campaign: PreparedStatement,
     pub put_organization: PreparedStatement,
     pub get_organization: PreparedStatement,
     pub record_subscription_change: PreparedStatement,
@@ -81,6 +83,8 @@ impl Statements {
             get_service: prepare(q("SELECT body FROM services WHERE id = ?"), Yes).await?,
             list_services: prepare(q("SELECT body FROM services"), Yes).await?,
             delete_service: prepare(q("DELETE FROM services WHERE id = ?"), Yes).await?,
+            put_campaign: prepare(q("INSERT INTO campaigns (id, body) VALUES (?, ?)"), Yes).await?,
+            get_campaign: prepare(q("SELECT body FROM campaigns WHERE id = ?"), Yes).await?,
             put_organization: prepare(
                 q("INSERT INTO organizations (fiscal_code, body) VALUES (?, ?)"),
                 Yes,
@@ -214,7 +218,7 @@ impl Statements {
             .await?,
             start_quota: prepare(
                 format!(
-                    "INSERT INTO quotas (counter, period, used) VALUES (?, ?, 1) \
+                    "INSERT INTO quotas (counter, period, used) VALUES (?, ?, ?) \
                      IF NOT EXISTS USING TTL {quota_ttl}"
                 ),
                 No,

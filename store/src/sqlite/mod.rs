@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use model::campaign::Campaign;
 use model::installation::{DeviceToken, Installation, InstallationId};
 use model::profile::{Profile, ServicePreference};
 use model::service::{OrganizationAccount, Service};
@@ -24,9 +25,9 @@ use ulid::Ulid;
 
 use crate::codec::{self, channel_name, from_json};
 use crate::{
-    IdempotencyStore, IdempotentSubmit, InboxItem, InstallationStore, KeyOwner, MessageRecord,
-    MessageStore, NotificationKey, NotificationStore, ProfileStore, QuotaStore, Routing,
-    ServiceStore, SettingStore, StoreError, SubscriptionFeedStore, FEED_KEPT_DAYS,
+    CampaignStore, IdempotencyStore, IdempotentSubmit, InboxItem, InstallationStore, KeyOwner,
+    MessageRecord, MessageStore, NotificationKey, NotificationStore, ProfileStore, QuotaStore,
+    Routing, ServiceStore, SettingStore, StoreError, SubscriptionFeedStore, FEED_KEPT_DAYS,
     IDEMPOTENCY_KEPT, QUOTA_KEPT_DAYS,
 };
 
@@ -56,6 +57,7 @@ CREATE TABLE IF NOT EXISTS idempotency_keys(
     service_id TEXT NOT NULL, key TEXT NOT NULL, request_hash TEXT NOT NULL,
     message_id TEXT NOT NULL, created_at TEXT NOT NULL, accepted INTEGER NOT NULL,
     kept_until INTEGER NOT NULL, PRIMARY KEY(service_id, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS campaigns(id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS organizations(fiscal_code TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 -- Each citizen's last subscription change of a day in a scope (a service id, or '*' for
 -- the inbox). Days sort as text, so old ones go by a range delete on the key.
@@ -889,6 +891,23 @@ impl SettingStore for SqliteStore {
 }
 
 #[async_trait]
+impl CampaignStore for SqliteStore {
+    async fn put_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {
+        let body = to_json(campaign)?;
+        self.exec(
+            "INSERT OR REPLACE INTO campaigns(id, body) VALUES (?1, ?2)",
+            vec![campaign.id.clone(), body],
+        )
+        .await
+        .map(drop)
+    }
+    async fn get_campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError> {
+        self.read_one("SELECT body FROM campaigns WHERE id = ?1", vec![id.into()])
+            .await
+    }
+}
+
+#[async_trait]
 impl SubscriptionFeedStore for SqliteStore {
     async fn record_subscription_change(
         &self,
@@ -940,27 +959,28 @@ impl QuotaStore for SqliteStore {
         &self,
         counter: &str,
         period: &str,
+        amount: u32,
         limit: u32,
     ) -> Result<Option<u32>, StoreError> {
-        if limit == 0 {
+        if amount == 0 || amount > limit {
             return Ok(None);
         }
         let (counter, period) = (counter.to_string(), period.to_string());
         let kept_until = unix_now() + i64::from(QUOTA_KEPT_DAYS) * 86_400;
         // One statement, so one atomic step however many processes share the file: it
-        // counts the first take, adds one while under the limit, and returns nothing once
-        // the limit is reached. Old periods go on the way.
+        // counts the first take, adds `amount` while that stays within the limit, and
+        // returns nothing once it would not. Old periods go on the way.
         let taken = self
             .writer
             .write(move |c| {
                 c.prepare_cached("DELETE FROM quotas WHERE counter = ?1 AND kept_until < ?2")?
                     .execute(params![counter, unix_now()])?;
                 Ok(c.prepare_cached(
-                    "INSERT INTO quotas(counter, period, used, kept_until) VALUES (?1, ?2, 1, ?4)
-                     ON CONFLICT(counter, period) DO UPDATE SET used = used + 1
-                     WHERE used < ?3 RETURNING used",
+                    "INSERT INTO quotas(counter, period, used, kept_until) VALUES (?1, ?2, ?5, ?4)
+                     ON CONFLICT(counter, period) DO UPDATE SET used = used + ?5
+                     WHERE used + ?5 <= ?3 RETURNING used",
                 )?
-                .query_row(params![counter, period, limit, kept_until], |r| {
+                .query_row(params![counter, period, limit, kept_until, amount], |r| {
                     r.get::<_, u32>(0)
                 })
                 .optional()?)

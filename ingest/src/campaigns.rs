@@ -1,0 +1,622 @@
+//! Bulk submit (Postino's extension): a campaign opened with `POST /api/v1/campaigns`, its
+//! messages sent up to 10,000 per JSON call or as an NDJSON stream of any length, each item
+//! an IO `NewMessage` with its fiscal code in the body.
+//!
+//! A call is answered `202` once every item it accepted is durably in the log (invariant 1
+//! per item), on the bulk lane ([`model::pipeline::Lane::Bulk`]); items that are not valid
+//! are refused one by one, by index, and the others go on. Item `i` of a call gets an id
+//! derived from the call's ([`model::campaign::item_id`]), so a JSON call retried with its
+//! `Idempotency-Key` gives every item the id it had, and the pipeline takes each once.
+//!
+//! Limits: a call is one request for the rate limit; for weekly quotas each accepted item
+//! counts one more, taken before the items are published (all of a chunk or none).
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
+use futures::StreamExt;
+use model::campaign::{self, Campaign, CampaignPayload};
+use model::message::NewMessage;
+use model::pipeline::topics;
+use model::request_id::RequestId;
+use model::service::{KeySlot, Service};
+use model::timestamp::Timestamp;
+use model::ValidationError;
+use problem::body::JsonBody;
+use problem::{doc, Problem};
+use serde::Serialize;
+use store::MessageRecord;
+use ulid::Ulid;
+use utoipa::ToSchema;
+
+use crate::auth::ServiceCaller;
+use crate::idempotency::{self, IdempotencyKey};
+use crate::messages::{accepted_message, log_record, not_in_log, test_mode_recipient};
+use crate::rate::RateHeaders;
+use crate::IngestState;
+
+/// The largest JSON call taken: 10,000 items of a few KiB each. Longer campaigns are sent
+/// as NDJSON, which is read a line at a time.
+pub const MAX_JSON_CALL_BYTES: usize = 64 * 1024 * 1024;
+/// The longest NDJSON line: a message is far smaller.
+pub const MAX_LINE_BYTES: usize = 256 * 1024;
+/// Items published to the log together (one log write each).
+const CHUNK: usize = 1000;
+/// How long an NDJSON stream may send nothing before it is cut with `408`: it has no
+/// whole-request timeout, being of any length.
+pub const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What a bulk call did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CampaignCall {
+    /// The campaign's id.
+    pub id: String,
+    /// Items accepted by this call: durably in the log.
+    pub accepted: usize,
+    /// Items refused, by their index in the call (0-based), each with why.
+    pub refused: Vec<ItemRefused>,
+}
+
+/// One item a call refused.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemRefused {
+    pub index: usize,
+    pub problem: Problem,
+}
+
+/// A stored campaign, as its service sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CampaignView {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+}
+
+/// One call's work: its items are `call`'s, for `campaign_id` of `service`.
+struct Call<'a> {
+    state: &'a IngestState,
+    service: &'a Service,
+    slot: KeySlot,
+    campaign_id: &'a str,
+    call: Ulid,
+    request_id: Option<&'a RequestId>,
+    /// False when the call repeats one whose items all reached the log: they are checked
+    /// again, to answer the same, but not published again.
+    publish: bool,
+}
+
+impl Call<'_> {
+    /// Takes a chunk of items (index, bytes): refuses the invalid ones, publishes the
+    /// others. Fails as a whole only when the log or the store does.
+    async fn chunk(
+        &self,
+        items: Vec<(usize, Result<&[u8], Problem>)>,
+        answer: &mut CampaignCall,
+    ) -> Result<(), Problem> {
+        let max_amount = self.service.payload.max_allowed_payment_amount;
+        let mut messages = Vec::with_capacity(items.len());
+        for (index, item) in items {
+            let parsed = item.and_then(|bytes| {
+                let parsed = NewMessage::parse(bytes, None, max_amount)?;
+                let sandbox_email = test_mode_recipient(self.service, &parsed.fiscal_code)?;
+                Ok((parsed, sandbox_email))
+            });
+            match parsed {
+                Ok((parsed, sandbox_email)) => messages.push(accepted_message(
+                    self.service,
+                    parsed,
+                    campaign::item_id(self.call, index),
+                    Timestamp::now(),
+                    sandbox_email,
+                    Some(self.campaign_id.to_string()),
+                )),
+                Err(problem) => answer.refused.push(ItemRefused { index, problem }),
+            }
+        }
+        if messages.is_empty() {
+            return Ok(());
+        }
+        if self.publish {
+            let amount = u32::try_from(messages.len()).unwrap_or(u32::MAX);
+            if let Err(problem) =
+                crate::quota::take(self.state, self.service, self.slot, amount).await
+            {
+                answer.refused.extend(messages.iter().map(|m| ItemRefused {
+                    index: index_of(self.call, &m.id),
+                    problem: problem.clone(),
+                }));
+                return Ok(());
+            }
+            let records = messages
+                .iter()
+                .map(|m| log_record(self.state, m, self.request_id))
+                .collect();
+            self.state
+                .bus
+                .publish(topics::BULK_MESSAGES, records)
+                .await
+                .map_err(|err| not_in_log(&err))?;
+            for message in &messages {
+                crate::metrics::accepted();
+                self.state
+                    .accepted
+                    .add(MessageRecord::new(
+                        message.clone(),
+                        model::status::MessageStatus::Accepted,
+                    ))
+                    .await;
+            }
+        }
+        answer.accepted += messages.len();
+        Ok(())
+    }
+}
+
+/// The index an item id was derived with (see [`campaign::item_id`]).
+fn index_of(call: Ulid, id: &Ulid) -> usize {
+    usize::try_from(id.random().wrapping_sub(call.random())).unwrap_or(usize::MAX)
+}
+
+fn answered(answer: CampaignCall, replayed: bool) -> axum::response::Response {
+    let mut response = (StatusCode::ACCEPTED, Json(answer)).into_response();
+    if replayed {
+        response.headers_mut().insert(
+            idempotency::REPLAYED,
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    response
+}
+
+/// Runs a JSON call's items, a chunk at a time, and settles its key once all are in the log.
+async fn json_call(
+    work: &Call<'_>,
+    items: &[Box<serde_json::value::RawValue>],
+    key: Option<&str>,
+    claimed: idempotency::Claimed,
+) -> Result<CampaignCall, Problem> {
+    let mut answer = CampaignCall {
+        id: work.campaign_id.to_string(),
+        accepted: 0,
+        refused: Vec::new(),
+    };
+    for chunk in json_items(items) {
+        work.chunk(chunk, &mut answer).await?;
+    }
+    if claimed.repeat != Some(true) {
+        idempotency::settle(work.state, &work.service.id, key).await;
+    }
+    Ok(answer)
+}
+
+/// The JSON items of a call, each checked on its own.
+fn json_items(
+    items: &[Box<serde_json::value::RawValue>],
+) -> impl Iterator<Item = Vec<(usize, Result<&[u8], Problem>)>> {
+    items.chunks(CHUNK).enumerate().map(|(n, chunk)| {
+        chunk
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| (n * CHUNK + i, Ok(raw.get().as_bytes())))
+            .collect()
+    })
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/campaigns", tag = "campaigns",
+    operation_id = "createCampaign",
+    description = "Postino's extension: opens a campaign, optionally with its first items (at most 10,000, each an IO NewMessage with its fiscal code). `202` once every accepted item is durably in the log; refused items are listed by index. With an `Idempotency-Key`, a retried call answers the same and sends nothing twice.",
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retried call with the same key and body gets the first answer, with the same campaign and message ids, for at least 24 h.")),
+    request_body = CampaignPayload,
+    security(("SubscriptionKey" = [])),
+    responses(
+        (status = 202, description = "Opened; the items accepted are in the log", body = CampaignCall),
+        doc::BadRequest,
+        doc::Unauthorized,
+        doc::Forbidden,
+        doc::IdempotencyKeyReused,
+        doc::TooManyRequests,
+        doc::Unavailable,
+    )
+)]
+pub(crate) async fn create(
+    State(state): State<IngestState>,
+    ServiceCaller(service, rate, slot): ServiceCaller,
+    request_id: Option<Extension<RequestId>>,
+    IdempotencyKey(key): IdempotencyKey,
+    JsonBody(body): JsonBody,
+) -> (RateHeaders, Result<axum::response::Response, Problem>) {
+    let request_id = request_id.map(|Extension(id)| id);
+    let answer = async {
+        let payload = CampaignPayload::parse(&body)?;
+        let items = match &payload.items {
+            Some(raw) => campaign::parse_items(raw.get().as_bytes())?,
+            None => Vec::new(),
+        };
+        let claimed = idempotency::claim(&state, &service.id, key.as_deref(), || {
+            idempotency::request_hash(None, &body)
+        })
+        .await?;
+        let call = claimed.id;
+        let campaign = Campaign {
+            id: call.to_string(),
+            service_id: service.id.clone(),
+            name: payload.name.trim().to_string(),
+            created_at: Timestamp::from(time::OffsetDateTime::from(call.datetime())),
+        };
+        state.store.put_campaign(&campaign).await?;
+        let work = Call {
+            state: &state,
+            service: &service,
+            slot,
+            campaign_id: &campaign.id,
+            call,
+            request_id: request_id.as_ref(),
+            publish: claimed.repeat != Some(true),
+        };
+        let answer = json_call(&work, &items, key.as_deref(), claimed).await?;
+        tracing::info!(service_id = %service.id, campaign_id = %campaign.id, accepted = answer.accepted, "campaign opened");
+        Ok(answered(answer, claimed.repeat.is_some()))
+    };
+    (rate, answer.await)
+}
+
+/// The campaign `id`, if `service` opened it.
+async fn own_campaign(
+    state: &IngestState,
+    service: &Service,
+    id: &str,
+) -> Result<Campaign, Problem> {
+    let campaign = state
+        .store
+        .get_campaign(id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no campaign with id {id}")))?;
+    if campaign.service_id != service.id {
+        return Err(Problem::forbidden(
+            "only the service that opened a campaign may add to it or read it",
+        ));
+    }
+    Ok(campaign)
+}
+
+/// Whether a request's body is NDJSON (`application/x-ndjson` or `application/jsonl`).
+fn is_ndjson(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|essence| essence == "application/x-ndjson" || essence == "application/jsonl")
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/campaigns/{campaign_id}/items", tag = "campaigns",
+    operation_id = "addCampaignItems",
+    description = "Postino's extension: adds items to a campaign: a JSON array of at most 10,000 IO NewMessages with their fiscal codes (`Content-Type: application/json`, with an optional `Idempotency-Key`), or an NDJSON stream of any length, one message per line (`application/x-ndjson`; read and published a thousand lines at a time, so a stream cut short leaves the lines before the cut accepted). `202` once every accepted item is durably in the log; refused items are listed by index (for NDJSON, the 0-based line number).",
+    params(
+        ("campaign_id" = String, Path, description = "The campaign id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "JSON calls only: a retried call with the same key and body gets the first answer and sends nothing twice."),
+    ),
+    request_body(content = Vec<model::message::NewMessageBody>, description = "The items, as JSON or NDJSON"),
+    security(("SubscriptionKey" = [])),
+    responses(
+        (status = 202, description = "The items accepted are in the log", body = CampaignCall),
+        doc::BadRequest,
+        doc::Unauthorized,
+        doc::Forbidden,
+        doc::NotFound,
+        doc::IdempotencyKeyReused,
+        doc::TooManyRequests,
+        doc::Unavailable,
+    )
+)]
+pub(crate) async fn add_items(
+    State(state): State<IngestState>,
+    ServiceCaller(service, rate, slot): ServiceCaller,
+    Path(id): Path<String>,
+    request_id: Option<Extension<RequestId>>,
+    IdempotencyKey(key): IdempotencyKey,
+    request: Request,
+) -> (RateHeaders, Result<axum::response::Response, Problem>) {
+    let request_id = request_id.map(|Extension(id)| id);
+    let answer = async {
+        let campaign = own_campaign(&state, &service, &id).await?;
+        if is_ndjson(request.headers()) {
+            if key.is_some() {
+                return Err(ValidationError::new(
+                    "Idempotency-Key",
+                    "is taken on JSON calls (up to 10,000 items each), whose body can be compared; send a stream you may need to retry as such calls",
+                )
+                .into());
+            }
+            let work = Call {
+                state: &state,
+                service: &service,
+                slot,
+                campaign_id: &campaign.id,
+                call: state.next_id(),
+                request_id: request_id.as_ref(),
+                publish: true,
+            };
+            let mut answer = CampaignCall {
+                id: campaign.id.clone(),
+                accepted: 0,
+                refused: Vec::new(),
+            };
+            stream_items(&work, request.into_body(), &mut answer).await?;
+            tracing::info!(service_id = %service.id, campaign_id = %campaign.id, accepted = answer.accepted, "campaign items added");
+            return Ok(answered(answer, false));
+        }
+        let body = json_body(request).await?;
+        let items = campaign::parse_items(&body)?;
+        let path = format!("campaign/{}", campaign.id);
+        let claimed = idempotency::claim(&state, &service.id, key.as_deref(), || {
+            idempotency::request_hash(Some(&path), &body)
+        })
+        .await?;
+        let work = Call {
+            state: &state,
+            service: &service,
+            slot,
+            campaign_id: &campaign.id,
+            call: claimed.id,
+            request_id: request_id.as_ref(),
+            publish: claimed.repeat != Some(true),
+        };
+        let answer = json_call(&work, &items, key.as_deref(), claimed).await?;
+        tracing::info!(service_id = %service.id, campaign_id = %campaign.id, accepted = answer.accepted, "campaign items added");
+        Ok(answered(answer, claimed.repeat.is_some()))
+    };
+    (rate, answer.await)
+}
+
+/// A JSON call's body, whole, refused `415` unless declared JSON and `413` past
+/// [`MAX_JSON_CALL_BYTES`].
+async fn json_body(request: Request) -> Result<axum::body::Bytes, Problem> {
+    let JsonBody(body) = JsonBody::from_request(request, &()).await.map_err(|refused| {
+        let status = refused.status();
+        let kind = match status {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
+            _ => "body-unreadable",
+        };
+        Problem::new(
+            status,
+            kind,
+            "send the items as a JSON array (application/json, at most 64 MiB) or as NDJSON (application/x-ndjson), and the whole body",
+        )
+    })?;
+    Ok(body)
+}
+
+/// Reads an NDJSON body a line at a time, in chunks of [`CHUNK`] lines: memory holds one
+/// chunk and one line, whatever the stream's length.
+async fn stream_items(
+    work: &Call<'_>,
+    body: Body,
+    answer: &mut CampaignCall,
+) -> Result<(), Problem> {
+    let mut frames = body.into_data_stream();
+    let mut lines = LineSplitter::default();
+    let mut pending: Vec<(usize, Result<Vec<u8>, Problem>)> = Vec::with_capacity(CHUNK);
+    loop {
+        let frame = tokio::time::timeout(STREAM_IDLE, frames.next())
+            .await
+            .map_err(|_| {
+                Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request-timeout",
+                    format!(
+                        "the stream sent nothing for {} s after {} lines; the lines before were taken, and a new call may carry on from there",
+                        STREAM_IDLE.as_secs(),
+                        lines.index
+                    ),
+                )
+            })?;
+        let end = frame.is_none();
+        match frame {
+            Some(Ok(bytes)) => lines.push(&bytes, &mut pending),
+            Some(Err(err)) => {
+                return Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "body-unreadable",
+                    format!(
+                        "the stream broke off after {} lines ({err}); the lines before were taken",
+                        lines.index
+                    ),
+                ))
+            }
+            None => lines.finish(&mut pending),
+        }
+        while pending.len() >= CHUNK || (end && !pending.is_empty()) {
+            let rest = if pending.len() > CHUNK {
+                pending.split_off(CHUNK)
+            } else {
+                Vec::new()
+            };
+            let chunk = std::mem::replace(&mut pending, rest);
+            let items = chunk
+                .iter()
+                .map(|(index, line)| {
+                    (
+                        *index,
+                        line.as_ref().map(Vec::as_slice).map_err(Clone::clone),
+                    )
+                })
+                .collect();
+            work.chunk(items, answer).await?;
+        }
+        if end {
+            return Ok(());
+        }
+    }
+}
+
+/// Splits a byte stream into lines, each an item; blank lines are skipped but counted, so
+/// an item's index is its line number.
+#[derive(Debug, Default)]
+struct LineSplitter {
+    /// The line being read.
+    line: Vec<u8>,
+    /// The current line's number (0-based).
+    index: usize,
+    /// The current line is past [`MAX_LINE_BYTES`]: its bytes are dropped to its end.
+    too_long: bool,
+}
+
+impl LineSplitter {
+    fn push(&mut self, bytes: &[u8], out: &mut Vec<(usize, Result<Vec<u8>, Problem>)>) {
+        let mut rest = bytes;
+        while let Some(at) = rest.iter().position(|b| *b == b'\n') {
+            self.take(&rest[..at]);
+            self.end_line(out);
+            rest = &rest[at + 1..];
+        }
+        self.take(rest);
+    }
+
+    fn take(&mut self, bytes: &[u8]) {
+        if self.too_long {
+            return;
+        }
+        if self.line.len() + bytes.len() > MAX_LINE_BYTES {
+            self.too_long = true;
+            self.line = Vec::new();
+        } else {
+            self.line.extend_from_slice(bytes);
+        }
+    }
+
+    fn end_line(&mut self, out: &mut Vec<(usize, Result<Vec<u8>, Problem>)>) {
+        let line = std::mem::take(&mut self.line);
+        if self.too_long {
+            out.push((
+                self.index,
+                Err(Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload-too-large",
+                    format!("a line is at most {MAX_LINE_BYTES} bytes"),
+                )),
+            ));
+        } else if !line.trim_ascii().is_empty() {
+            out.push((self.index, Ok(line)));
+        }
+        self.too_long = false;
+        self.index += 1;
+    }
+
+    /// The last line, if the stream did not end with a newline.
+    fn finish(&mut self, out: &mut Vec<(usize, Result<Vec<u8>, Problem>)>) {
+        if self.too_long || !self.line.is_empty() {
+            self.end_line(out);
+        }
+    }
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/campaigns/{campaign_id}", tag = "campaigns",
+    operation_id = "getCampaign",
+    description = "Postino's extension: a campaign, for the service that opened it.",
+    params(("campaign_id" = String, Path, description = "The campaign id")),
+    security(("SubscriptionKey" = [])),
+    responses(
+        (status = 200, description = "The campaign", body = CampaignView),
+        doc::Unauthorized,
+        doc::Forbidden,
+        doc::NotFound,
+        doc::TooManyRequests,
+    )
+)]
+pub(crate) async fn get(
+    State(state): State<IngestState>,
+    ServiceCaller(service, rate, _): ServiceCaller,
+    Path(id): Path<String>,
+) -> (RateHeaders, Result<Json<CampaignView>, Problem>) {
+    let answer = own_campaign(&state, &service, &id).await.map(|c| {
+        Json(CampaignView {
+            id: c.id,
+            name: c.name,
+            created_at: c.created_at.to_string(),
+        })
+    });
+    (rate, answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(frames: &[&[u8]]) -> Vec<(usize, Result<String, u16>)> {
+        let mut splitter = LineSplitter::default();
+        let mut out = Vec::new();
+        for frame in frames {
+            splitter.push(frame, &mut out);
+        }
+        splitter.finish(&mut out);
+        out.into_iter()
+            .map(|(i, line)| {
+                (
+                    i,
+                    line.map(|l| String::from_utf8_lossy(&l).into_owned())
+                        .map_err(|p| p.status),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lines_are_numbered_across_frames_and_blank_ones_skipped() {
+        assert_eq!(
+            split(&[b"{\"a\":1}\n\n{\"b\"", b":2}\r\n", b"  \n{\"c\":3}"]),
+            vec![
+                (0, Ok("{\"a\":1}".to_string())),
+                (2, Ok("{\"b\":2}\r".to_string())),
+                (4, Ok("{\"c\":3}".to_string())),
+            ]
+        );
+        assert!(split(&[b""]).is_empty());
+    }
+
+    #[test]
+    fn a_line_too_long_is_refused_alone() {
+        let long = vec![b'x'; MAX_LINE_BYTES + 1];
+        let lines = split(&[b"{}\n", &long, b"\n{}\n"]);
+        assert_eq!(
+            lines,
+            vec![
+                (0, Ok("{}".to_string())),
+                (1, Err(413)),
+                (2, Ok("{}".to_string()))
+            ]
+        );
+    }
+
+    #[test]
+    fn ndjson_is_told_by_its_content_type() {
+        let headers = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, ct.parse().expect("value"));
+            h
+        };
+        assert!(is_ndjson(&headers("application/x-ndjson")));
+        assert!(is_ndjson(&headers("application/jsonl; charset=utf-8")));
+        assert!(!is_ndjson(&headers("application/json")));
+        assert!(!is_ndjson(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn an_items_index_is_recovered_from_its_id() {
+        let call = Ulid::new();
+        for index in [0, 1, 9_999, 1_000_000] {
+            assert_eq!(index_of(call, &campaign::item_id(call, index)), index);
+        }
+    }
+}

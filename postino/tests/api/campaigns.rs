@@ -1,0 +1,306 @@
+//! Bulk submit: a campaign opened with its first items, items added as JSON or as an NDJSON
+//! stream, refusals by index, retries made harmless by `Idempotency-Key`, and every
+//! campaign message on the bulk lane.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+fn item(fc: &str) -> Value {
+    message(Some(fc))
+}
+
+/// Waits until `fc`'s inbox holds `n` messages (or 30 s pass); what it holds then.
+async fn inbox_of(app: &TestApp, fc: &str, n: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let items = app.inbox(fc).await["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if items.len() >= n || tokio::time::Instant::now() > deadline {
+            return items;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn open(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
+    app.as_service(Method::POST, "/campaigns", key)
+        .json(body)
+        .send()
+        .await
+        .expect("open")
+}
+
+async fn add_json(app: &TestApp, key: &str, id: &str, items: &Value) -> reqwest::Response {
+    app.as_service(Method::POST, &format!("/campaigns/{id}/items"), key)
+        .json(items)
+        .send()
+        .await
+        .expect("add")
+}
+
+async fn add_ndjson(app: &TestApp, key: &str, id: &str, lines: String) -> reqwest::Response {
+    app.as_service(Method::POST, &format!("/campaigns/{id}/items"), key)
+        .header("Content-Type", "application/x-ndjson")
+        .body(lines)
+        .send()
+        .await
+        .expect("add")
+}
+
+/// How many records the app's embedded log holds on `topic` (read from its files).
+fn records_on(app: &TestApp, topic: &str) -> i64 {
+    bus::embedded::status::read(app.dir.path())
+        .expect("the embedded log's status")
+        .into_iter()
+        .find(|t| t.topic == topic)
+        .map_or(0, |t| t.last - t.first + 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_opens_with_its_items_refuses_the_bad_ones_by_index_and_delivers_the_rest() {
+    let app = spawn_app().await;
+    let service = app.service().await;
+    let (first, second) = (fiscal_code(), fiscal_code());
+    for fc in [&first, &second] {
+        app.put_profile(fc, json!({})).await;
+    }
+    let mut broken = item(&first);
+    broken["content"]["subject"] = json!("short");
+    let opened = open(
+        &app,
+        &service.key,
+        &json!({"name": "Bollo auto 2027", "items": [item(&first), broken, item(&second), {"content": {}}]}),
+    )
+    .await;
+    assert_eq!(opened.status(), StatusCode::ACCEPTED);
+    let answer = json_of(opened).await;
+    assert_eq!(answer["accepted"], 2);
+    let refused = answer["refused"].as_array().expect("refused");
+    assert_eq!(refused.len(), 2, "{answer}");
+    assert_eq!(refused[0]["index"], 1);
+    assert_eq!(refused[0]["problem"]["status"], 400);
+    assert_eq!(refused[0]["problem"]["field"], "content.subject");
+    assert_eq!(refused[1]["index"], 3);
+    for fc in [&first, &second] {
+        let inbox = inbox_of(&app, fc, 1).await;
+        assert_eq!(inbox.len(), 1, "{fc}");
+        assert_eq!(inbox[0]["subject"], "Bollo auto in scadenza");
+    }
+    // Every campaign message went the bulk lane, none the one-off lane, and the bulk lane
+    // has a router group of its own.
+    assert_eq!(records_on(&app, "bulk.messages"), 2);
+    assert_eq!(records_on(&app, "messages"), 0);
+    let status = bus::embedded::status::read(app.dir.path()).expect("status");
+    let bulk = status
+        .iter()
+        .find(|t| t.topic == "bulk.messages")
+        .expect("topic");
+    assert!(
+        bulk.groups.iter().any(|(group, _)| group == "bulk.router"),
+        "{:?}",
+        bulk.groups
+    );
+
+    let id = answer["id"].as_str().expect("id");
+    let read = json_of(
+        app.as_service(Method::GET, &format!("/campaigns/{id}"), &service.key)
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    assert_eq!(read["name"], "Bollo auto 2027");
+    assert_eq!(read["id"], id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_stream_in_as_ndjson_of_any_length_a_thousand_lines_at_a_time() {
+    let app = spawn_app().await;
+    let service = app.service().await;
+    let opened = json_of(open(&app, &service.key, &json!({"name": "TARI 2027"})).await).await;
+    let id = opened["id"].as_str().expect("id").to_string();
+    assert_eq!(opened["accepted"], 0);
+
+    let known = fiscal_code();
+    app.put_profile(&known, json!({})).await;
+    // 2,500 lines: three chunks, with a blank line and a broken one in the middle.
+    let mut lines = vec![item(&known).to_string()];
+    lines.extend((1..2500).map(|_| item(&fiscal_code()).to_string()));
+    lines[1200] = String::new();
+    lines[1800] = "{not json".into();
+    let answer = json_of(add_ndjson(&app, &service.key, &id, lines.join("\n")).await).await;
+    assert_eq!(answer["accepted"], 2498, "{}", answer["refused"]);
+    assert_eq!(answer["refused"][0]["index"], 1800);
+    assert_eq!(answer["refused"].as_array().map(Vec::len), Some(1));
+    assert_eq!(inbox_of(&app, &known, 1).await.len(), 1);
+    assert_eq!(records_on(&app, "bulk.messages"), 2498);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_call_retried_with_its_idempotency_key_sends_nothing_twice() {
+    let app = spawn_app().await;
+    let service = app.service().await;
+    let citizens = [fiscal_code(), fiscal_code()];
+    for fc in &citizens {
+        app.put_profile(fc, json!({})).await;
+    }
+    let opened = json_of(open(&app, &service.key, &json!({"name": "Avvisi"})).await).await;
+    let id = opened["id"].as_str().expect("id");
+    let items = json!([item(&citizens[0]), item(&citizens[1])]);
+    let call = || {
+        app.as_service(
+            Method::POST,
+            &format!("/campaigns/{id}/items"),
+            &service.key,
+        )
+        .header("Idempotency-Key", "tari-2027-lotto-1")
+        .json(&items)
+        .send()
+    };
+    let first = call().await.expect("first");
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let first = json_of(first).await;
+    let again = call().await.expect("again");
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        again
+            .headers()
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    assert_eq!(json_of(again).await, first);
+    for fc in &citizens {
+        assert_eq!(inbox_of(&app, fc, 1).await.len(), 1);
+    }
+    assert_eq!(
+        records_on(&app, "bulk.messages"),
+        2,
+        "nothing published twice"
+    );
+    let reused = app
+        .as_service(
+            Method::POST,
+            &format!("/campaigns/{id}/items"),
+            &service.key,
+        )
+        .header("Idempotency-Key", "tari-2027-lotto-1")
+        .json(&json!([item(&citizens[0])]))
+        .send()
+        .await
+        .expect("reuse");
+    problem(reused, StatusCode::UNPROCESSABLE_ENTITY).await;
+    // A stream cannot be compared, so it takes no key.
+    let streamed = app
+        .as_service(
+            Method::POST,
+            &format!("/campaigns/{id}/items"),
+            &service.key,
+        )
+        .header("Idempotency-Key", "tari-2027-lotto-2")
+        .header("Content-Type", "application/x-ndjson")
+        .body(item(&citizens[0]).to_string())
+        .send()
+        .await
+        .expect("stream");
+    let refused = problem(streamed, StatusCode::BAD_REQUEST).await;
+    assert_eq!(refused["field"], "Idempotency-Key");
+}
+
+#[tokio::test]
+async fn bulk_calls_are_checked_and_a_campaign_is_its_services_own() {
+    let app = spawn_app().await;
+    let service = app.service().await;
+    let other = app.service().await;
+    let opened = json_of(open(&app, &service.key, &json!({"name": "Mine"})).await).await;
+    let id = opened["id"].as_str().expect("id");
+
+    for (body, field) in [
+        (json!({"items": []}), ""),
+        (json!({"name": ""}), "name"),
+        (json!({"name": "x", "items": {"a": 1}}), "items"),
+    ] {
+        let refused = problem(
+            open(&app, &service.key, &body).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        if !field.is_empty() {
+            assert_eq!(refused["field"], field, "{body}");
+        }
+    }
+    let too_many = Value::Array(vec![json!({}); 10_001]);
+    let refused = problem(
+        add_json(&app, &service.key, id, &too_many).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(refused["field"], "items");
+    let wrong_type = app
+        .as_service(
+            Method::POST,
+            &format!("/campaigns/{id}/items"),
+            &service.key,
+        )
+        .header("Content-Type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .expect("add");
+    problem(wrong_type, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    problem(
+        add_json(&app, &other.key, id, &json!([])).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    let r = app
+        .as_service(Method::GET, &format!("/campaigns/{id}"), &other.key)
+        .send()
+        .await
+        .expect("get");
+    problem(r, StatusCode::FORBIDDEN).await;
+    problem(
+        add_json(&app, &service.key, "01BX5ZZKBKACTAV9WEVGEMMVRZ", &json!([])).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_test_mode_campaign_keeps_to_its_recipients_and_its_quota_counts_items() {
+    let app = spawn_app().await;
+    let allowed = fiscal_code();
+    let mut payload = service_payload("In prova");
+    payload["authorized_recipients"] = json!([allowed]);
+    let service = app.create_test_mode_service(payload).await;
+    let answer = json_of(
+        open(
+            &app,
+            &service.key,
+            &json!({"name": "Prova", "items": [item(&allowed), item(&fiscal_code())]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(answer["accepted"], 1);
+    assert_eq!(answer["refused"][0]["index"], 1);
+    assert_eq!(answer["refused"][0]["problem"]["status"], 403);
+    // The week's 1000 go to items too: after 998 more (and the calls themselves), the
+    // rest of a call is refused with 429.
+    let id = answer["id"].as_str().expect("id");
+    let many = Value::Array(vec![item(&allowed); 1000]);
+    let answer = json_of(add_json(&app, &service.key, id, &many).await).await;
+    assert_eq!(answer["accepted"], 0, "1000 items would pass the quota");
+    let refused = answer["refused"].as_array().expect("refused");
+    assert_eq!(refused.len(), 1000);
+    assert_eq!(refused[0]["problem"]["status"], 429);
+    let fitting = Value::Array(vec![item(&allowed); 995]);
+    let answer = json_of(add_json(&app, &service.key, id, &fitting).await).await;
+    assert_eq!(answer["accepted"], 995);
+}
