@@ -179,6 +179,68 @@ async fn a_seeded_mass_notice_is_measured_and_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_notice_goes_through_the_bulk_api_in_calls_of_many() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let app = postino(data.path()).await;
+    let url = format!("http://{}", app.addr);
+    let state = work.path().join("state.json");
+    let out = work.path().join("results");
+    let (state_arg, out_arg) = (state.display().to_string(), out.display().to_string());
+    seed(&url, &state_arg, 400, 1).await;
+
+    let run = loadtest(args(&[
+        "mass-notice",
+        "--url",
+        &url,
+        "--state",
+        &state_arg,
+        "--bulk",
+        "150",
+        "--connections",
+        "2",
+        "--sample-every",
+        "10",
+        "--baseline",
+        "0s",
+        "--out",
+        &out_arg,
+    ]))
+    .await;
+    let (_, _, report) = finished(&run, &out);
+    let mix = Mix::default();
+    let readable = (0..400).filter(|&i| mix.readable(i, 0)).count() as u64;
+    assert_eq!(report.scenario, "mass-notice --bulk 150");
+    assert_eq!(report.sent, 3, "calls of 150, 150 and 100");
+    assert_eq!(report.accepted, 400, "{:?}", report.errors);
+    assert_eq!(report.latency_ms.count, 3, "latency is per call");
+    assert_eq!(report.expected_readable, readable);
+    assert!(
+        report.all_readable_after_secs.is_some(),
+        "the last message reached its inbox"
+    );
+    assert!(
+        report.end_to_end_ms.count > 0,
+        "calls were followed to the inbox"
+    );
+
+    let bad = loadtest(args(&[
+        "mixed",
+        "--url",
+        &url,
+        "--state",
+        &state_arg,
+        "--bulk",
+        "10",
+        "--baseline",
+        "0s",
+    ]))
+    .await;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--bulk"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_arguments_and_a_wrong_key_fail_with_a_message() {
     let data = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");

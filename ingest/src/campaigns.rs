@@ -57,6 +57,18 @@ pub struct CampaignCall {
     pub accepted: usize,
     /// Items refused, by their index in the call (0-based), each with why.
     pub refused: Vec<ItemRefused>,
+    /// JSON calls only: each accepted item's message id, by index, to follow it with
+    /// `getMessage`. (A stream's could be millions: absent.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<ItemAccepted>>,
+}
+
+/// One item a JSON call accepted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemAccepted {
+    pub index: usize,
+    /// Its message id.
+    pub id: String,
 }
 
 /// One item a call refused.
@@ -150,6 +162,12 @@ impl Call<'_> {
             }
         }
         answer.accepted += messages.len();
+        if let Some(items) = answer.items.as_mut() {
+            items.extend(messages.iter().map(|m| ItemAccepted {
+                index: index_of(self.call, &m.id),
+                id: m.id.to_string(),
+            }));
+        }
         Ok(())
     }
 }
@@ -181,6 +199,7 @@ async fn json_call(
         id: work.campaign_id.to_string(),
         accepted: 0,
         refused: Vec::new(),
+        items: Some(Vec::with_capacity(items.len())),
     };
     for chunk in json_items(items) {
         work.chunk(chunk, &mut answer).await?;
@@ -350,6 +369,7 @@ pub(crate) async fn add_items(
                 id: campaign.id.clone(),
                 accepted: 0,
                 refused: Vec::new(),
+                items: None,
             };
             stream_items(&work, request.into_body(), &mut answer).await?;
             tracing::info!(service_id = %service.id, campaign_id = %campaign.id, accepted = answer.accepted, "campaign items added");

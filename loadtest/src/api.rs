@@ -284,6 +284,82 @@ impl Api {
         }
     }
 
+    /// Opens a campaign for `service` (`POST /api/v1/campaigns`): its id.
+    pub async fn open_campaign(
+        &self,
+        service: &SenderService,
+        name: &str,
+    ) -> Result<String, ApiError> {
+        let what = "opening a campaign";
+        let opened = Self::checked(
+            what,
+            self.http
+                .post(self.url("/api/v1/campaigns"))
+                .header(KEY_HEADER, &service.key)
+                .json(&json!({"name": name}))
+                .send()
+                .await,
+        )
+        .await?;
+        #[derive(Deserialize)]
+        struct Opened {
+            id: String,
+        }
+        Ok(opened
+            .json::<Opened>()
+            .await
+            .map_err(|source| ApiError::Transport {
+                what: what.to_string(),
+                source,
+            })?
+            .id)
+    }
+
+    /// Sends `items` (a JSON array of messages with their fiscal codes) to campaign
+    /// `campaign`: the outcome (`Ok` when every item was accepted) and the accepted items'
+    /// message ids, by index.
+    pub async fn submit_bulk(
+        &self,
+        service: &SenderService,
+        campaign: &str,
+        items: Vec<u8>,
+    ) -> (Outcome, Vec<(usize, String)>) {
+        let path = format!("/api/v1/campaigns/{campaign}/items");
+        let replied = self
+            .load_request(hyper::Method::POST, &path, Some(&service.key), None, items)
+            .await;
+        match replied {
+            Ok(reply) if reply.status.as_u16() == 202 => {
+                #[derive(Deserialize)]
+                struct Call {
+                    refused: Vec<serde_json::Value>,
+                    #[serde(default)]
+                    items: Vec<Accepted>,
+                }
+                #[derive(Deserialize)]
+                struct Accepted {
+                    index: usize,
+                    id: String,
+                }
+                match serde_json::from_slice::<Call>(&reply.body) {
+                    Ok(call) => {
+                        let ids = call.items.into_iter().map(|a| (a.index, a.id)).collect();
+                        // Some items refused: counted apart from the calls wholly accepted.
+                        let outcome = if call.refused.is_empty() {
+                            Outcome::Ok
+                        } else {
+                            Outcome::Status(202)
+                        };
+                        (outcome, ids)
+                    }
+                    Err(_) => (Outcome::Transport("unreadable 202 body".into()), Vec::new()),
+                }
+            }
+            Ok(reply) => (Outcome::Status(reply.status.as_u16()), Vec::new()),
+            Err(kind) => (Outcome::Transport(kind), Vec::new()),
+        }
+    }
+
     /// Whether the citizen can read the message in the inbox now.
     pub async fn readable(&self, token: &str, message_id: &str) -> bool {
         self.http

@@ -187,6 +187,11 @@ pub struct RunArgs {
     /// Do not wait for the last message to reach its inbox.
     #[arg(long)]
     pub no_wait: bool,
+    /// Send through the bulk API instead (mass-notice and ingest): open a campaign for the
+    /// first seeded service, then send the messages as JSON calls of this many (1 to
+    /// 10,000). Latency is then per call; pushes and emails are not followed.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub bulk: Option<u64>,
     /// Send each message with an `Idempotency-Key` of its own (`loadtest-<run>-<n>`), as a
     /// careful sender would, to measure what keyed submits cost.
     #[arg(long)]

@@ -18,8 +18,26 @@ use crate::stats::{Outcome, Stats};
 #[derive(Debug)]
 pub struct Done {
     pub outcome: Outcome,
-    /// For an accepted message that should reach an inbox: whose, and its id.
+    /// For an accepted message that should reach an inbox: whose, and its id (for a bulk
+    /// call, its last such message's).
     pub readable: Option<(String, String)>,
+    /// Messages the request got accepted: one for a single submit, a call's accepted
+    /// items for a bulk one.
+    pub messages: u64,
+    /// How many of those should reach an inbox.
+    pub readable_messages: u64,
+}
+
+impl Done {
+    /// A request for one message (or none): accepted when `outcome` is `Ok`.
+    pub fn single(outcome: Outcome, readable: Option<(String, String)>) -> Self {
+        Self {
+            messages: u64::from(outcome == Outcome::Ok),
+            readable_messages: u64::from(readable.is_some()),
+            outcome,
+            readable,
+        }
+    }
 }
 
 pub type Job = Pin<Box<dyn Future<Output = Done> + Send>>;
@@ -82,10 +100,15 @@ impl Shared {
     fn finish(self: &Arc<Self>, i: u64, due: Duration, done: Done) {
         let now = Instant::now();
         let due_at = self.start + due;
-        self.stats()
-            .record(&done.outcome, due, now.saturating_duration_since(due_at));
+        self.stats().record(
+            &done.outcome,
+            due,
+            now.saturating_duration_since(due_at),
+            done.messages,
+        );
         if let Some((fiscal_code, id)) = done.readable {
-            self.readable.fetch_add(1, Ordering::Relaxed);
+            self.readable
+                .fetch_add(done.readable_messages, Ordering::Relaxed);
             if self.sample_every > 0 && i.is_multiple_of(self.sample_every) {
                 self.follow(fiscal_code.clone(), id.clone(), due_at);
             }

@@ -220,20 +220,29 @@ async fn load(
         Some(stats.ok() as f64 / driven.elapsed.as_secs_f64().max(1e-3))
     };
 
+    let total = args.messages.unwrap_or(seeded.citizens);
+    let per_call = args.bulk.unwrap_or(1);
+    if args.bulk.is_some() && !matches!(scenario, Scenario::MassNotice | Scenario::Ingest) {
+        anyhow::bail!("--bulk is for mass-notice and ingest: one service's campaign");
+    }
     let plan = Plan {
         pacing: args.rate,
         connections,
-        requests: Some(args.messages.unwrap_or(seeded.citizens)),
+        requests: Some(total.div_ceil(per_call)),
         duration: args.duration,
         sample_every: if scenario == Scenario::Ingest {
             0
         } else {
-            args.sample_every
+            // Every n-th message: for bulk calls, every call holding one.
+            args.sample_every.div_ceil(per_call)
         },
         wait_for_inbox: scenario != Scenario::Ingest && !args.no_wait,
-        label: scenario.name().into(),
+        label: match args.bulk {
+            Some(n) => format!("{} --bulk {n}", scenario.name()),
+            None => scenario.name().into(),
+        },
     };
-    let followers = if scenario == Scenario::Ingest {
+    let followers = if scenario == Scenario::Ingest || args.bulk.is_some() {
         Followers::default()
     } else {
         let start_ms = standins::unix_millis();
@@ -267,13 +276,31 @@ async fn load(
     let idempotency_keys = args
         .idempotency_keys
         .then(|| Arc::from(format!("loadtest-{}", standins::unix_millis())));
-    let workload = scenarios::messages(
-        Arc::new(api.clone()),
-        Arc::clone(&seeded),
-        scenario,
-        followers.clone(),
-        idempotency_keys,
-    );
+    let workload = match args.bulk {
+        Some(per_call) => {
+            let sender = seeded
+                .services
+                .first()
+                .context("the state file has no service: run loadtest seed")?;
+            let name = format!("loadtest {}", standins::unix_millis());
+            let campaign = api.open_campaign(sender, &name).await?;
+            scenarios::bulk_messages(
+                Arc::new(api.clone()),
+                Arc::clone(&seeded),
+                scenario,
+                Arc::from(campaign),
+                per_call,
+                total,
+            )
+        }
+        None => scenarios::messages(
+            Arc::new(api.clone()),
+            Arc::clone(&seeded),
+            scenario,
+            followers.clone(),
+            idempotency_keys,
+        ),
+    };
     let (stats, driven) = drive(api, &plan, workload, stopped.clone()).await;
     let Followers { pushes, emails } = followers;
     let (push, email) = if driven.interrupted {
@@ -294,7 +321,7 @@ async fn load(
     let secs = driven.elapsed.as_secs_f64().max(1e-3);
     let all_readable_after_secs = driven.all_readable_after.map(|d| d.as_secs_f64());
     let report = Report {
-        scenario: scenario.name().into(),
+        scenario: plan.label.clone(),
         target: args.target.url.clone(),
         started_at,
         offered_rate: args.rate.offered(),

@@ -47,13 +47,7 @@ impl Seeded {
 pub fn seed_citizen(api: Arc<Api>, mix: Mix, first_service: String) -> Workload {
     Arc::new(move |i| -> Job {
         let (api, first_service) = (Arc::clone(&api), first_service.clone());
-        Box::pin(async move {
-            let done = |outcome| Done {
-                outcome,
-                readable: None,
-            };
-            done(seed_one(&api, i, mix, &first_service).await)
-        })
+        Box::pin(async move { Done::single(seed_one(&api, i, mix, &first_service).await, None) })
     })
 }
 
@@ -220,10 +214,7 @@ pub fn messages(
             let (citizen, service) = scenario.address(i, &seeded);
             let fc = fiscal_code(citizen);
             let Some(sender) = seeded.services.get(service) else {
-                return Done {
-                    outcome: Outcome::Transport("no seeded service".into()),
-                    readable: None,
-                };
+                return Done::single(Outcome::Transport("no seeded service".into()), None);
             };
             let sent_ms = crate::standins::unix_millis();
             let (outcome, id) = api
@@ -244,9 +235,64 @@ pub fn messages(
                 }
             }
             let follow = scenario != Scenario::Ingest && seeded.mix.readable(citizen, service);
+            Done::single(outcome, id.filter(|_| follow).map(|id| (fc, id)))
+        })
+    })
+}
+
+/// Sends call `call` of a bulk run: messages `call * per_call` up to `total` (exclusive) of
+/// `scenario`, one JSON call to campaign `campaign` of the first seeded service. The call
+/// is followed by its last readable message. Pushes and emails are not followed.
+pub fn bulk_messages(
+    api: Arc<Api>,
+    seeded: Arc<Seeded>,
+    scenario: Scenario,
+    campaign: Arc<str>,
+    per_call: u64,
+    total: u64,
+) -> Workload {
+    Arc::new(move |call| -> Job {
+        let (api, seeded, campaign) =
+            (Arc::clone(&api), Arc::clone(&seeded), Arc::clone(&campaign));
+        Box::pin(async move {
+            let Some(sender) = seeded.services.first() else {
+                return Done::single(Outcome::Transport("no seeded service".into()), None);
+            };
+            let first = call.saturating_mul(per_call);
+            let end = first.saturating_add(per_call).min(total);
+            let mut items = Vec::with_capacity(((end - first) as usize) * 400);
+            items.push(b'[');
+            for i in first..end {
+                if i > first {
+                    items.push(b',');
+                }
+                let (citizen, _) = scenario.address(i, &seeded);
+                // The scenario's body is an object: the fiscal code goes in first.
+                let body = scenario.body(i);
+                items.extend_from_slice(b"{\"fiscal_code\":\"");
+                items.extend_from_slice(fiscal_code(citizen).as_bytes());
+                items.extend_from_slice(b"\",");
+                items.extend_from_slice(body.get(1..).unwrap_or_default());
+            }
+            items.push(b']');
+            let (outcome, ids) = api.submit_bulk(sender, &campaign, items).await;
+            let follow = scenario != Scenario::Ingest;
+            let readable = |index: usize| {
+                let (citizen, service) = scenario.address(first + index as u64, &seeded);
+                (follow && seeded.mix.readable(citizen, service)).then_some(citizen)
+            };
+            let readable_messages = ids
+                .iter()
+                .filter(|(index, _)| readable(*index).is_some())
+                .count();
+            let last = ids.iter().rev().find_map(|(index, id)| {
+                readable(*index).map(|citizen| (fiscal_code(citizen), id.clone()))
+            });
             Done {
                 outcome,
-                readable: id.filter(|_| follow).map(|id| (fc, id)),
+                readable: last,
+                messages: ids.len() as u64,
+                readable_messages: readable_messages as u64,
             }
         })
     })
@@ -256,12 +302,7 @@ pub fn messages(
 pub fn health(api: Arc<Api>) -> Workload {
     Arc::new(move |_| -> Job {
         let api = Arc::clone(&api);
-        Box::pin(async move {
-            Done {
-                outcome: api.health().await,
-                readable: None,
-            }
-        })
+        Box::pin(async move { Done::single(api.health().await, None) })
     })
 }
 

@@ -107,8 +107,9 @@ impl Default for Stats {
 }
 
 impl Stats {
-    /// Records a request that was due `at` after the start and took `latency` from then.
-    pub fn record(&mut self, outcome: &Outcome, at: Duration, latency: Duration) {
+    /// Records a request that was due `at` after the start, took `latency` from then, and
+    /// got `messages` accepted (a bulk call may get some accepted and some refused).
+    pub fn record(&mut self, outcome: &Outcome, at: Duration, latency: Duration, messages: u64) {
         // A run longer than a day keeps counting in its last second.
         let second = usize::try_from(at.as_secs())
             .unwrap_or(usize::MAX)
@@ -121,11 +122,11 @@ impl Stats {
             });
         }
         let window = &mut self.seconds[second];
+        self.ok += messages;
+        window.ok += messages;
         let kind = match outcome {
             Outcome::Ok => {
                 let us = micros(latency);
-                self.ok += 1;
-                window.ok += 1;
                 self.latency.saturating_record(us);
                 window.latency.saturating_record(us);
                 return;
@@ -142,6 +143,7 @@ impl Stats {
         self.end_to_end.saturating_record(micros(latency));
     }
 
+    /// Messages accepted.
     pub fn ok(&self) -> u64 {
         self.ok
     }
@@ -185,7 +187,7 @@ mod tests {
     fn percentiles_come_from_the_recorded_latencies() {
         let mut s = Stats::default();
         for ms in 1..=1000u64 {
-            s.record(&Outcome::Ok, Duration::ZERO, Duration::from_millis(ms));
+            s.record(&Outcome::Ok, Duration::ZERO, Duration::from_millis(ms), 1);
         }
         let p = s.latency();
         assert_eq!(p.count, 1000);
@@ -202,21 +204,25 @@ mod tests {
             &Outcome::Ok,
             Duration::from_millis(100),
             Duration::from_millis(3),
+            1,
         );
         s.record(
             &Outcome::Status(503),
             Duration::from_millis(1500),
             Duration::from_millis(1),
+            0,
         );
         s.record(
             &Outcome::Status(503),
             Duration::from_millis(1600),
             Duration::from_millis(1),
+            0,
         );
         s.record(
             &Outcome::Transport("connect".into()),
             Duration::from_millis(2100),
             Duration::from_millis(1),
+            0,
         );
         assert_eq!(s.ok(), 1);
         assert_eq!(s.error_count(), 3);
@@ -231,10 +237,35 @@ mod tests {
     }
 
     #[test]
+    fn a_bulk_call_counts_its_accepted_messages_and_its_latency_once() {
+        let mut s = Stats::default();
+        s.record(
+            &Outcome::Ok,
+            Duration::ZERO,
+            Duration::from_millis(40),
+            1000,
+        );
+        s.record(
+            &Outcome::Status(202),
+            Duration::from_millis(500),
+            Duration::from_millis(40),
+            998,
+        );
+        assert_eq!(s.ok(), 1998);
+        assert_eq!(s.latency().count, 1, "one call wholly accepted");
+        assert_eq!(
+            s.errors().get("202"),
+            Some(&1),
+            "one call with items refused"
+        );
+        assert_eq!(s.timeline()[0].ok, 1998);
+    }
+
+    #[test]
     fn latencies_beyond_the_bounds_are_clamped_not_lost() {
         let mut s = Stats::default();
-        s.record(&Outcome::Ok, Duration::ZERO, Duration::from_secs(3600));
-        s.record(&Outcome::Ok, Duration::ZERO, Duration::ZERO);
+        s.record(&Outcome::Ok, Duration::ZERO, Duration::from_secs(3600), 1);
+        s.record(&Outcome::Ok, Duration::ZERO, Duration::ZERO, 1);
         assert_eq!(s.latency().count, 2);
         assert!((s.latency().max - 600_000.0).abs() < 1000.0);
     }

@@ -87,6 +87,16 @@ async fn a_campaign_opens_with_its_items_refuses_the_bad_ones_by_index_and_deliv
     assert_eq!(refused[0]["problem"]["status"], 400);
     assert_eq!(refused[0]["problem"]["field"], "content.subject");
     assert_eq!(refused[1]["index"], 3);
+    // Each accepted item's id, to follow it as any message.
+    let items = answer["items"].as_array().expect("items");
+    assert_eq!(
+        items.iter().map(|i| i["index"].clone()).collect::<Vec<_>>(),
+        [json!(0), json!(2)]
+    );
+    let followed = app
+        .final_status(&service.key, &second, items[1]["id"].as_str().expect("id"))
+        .await;
+    assert_eq!(followed["status"], "PROCESSED");
     for fc in [&first, &second] {
         let inbox = inbox_of(&app, fc, 1).await;
         assert_eq!(inbox.len(), 1, "{fc}");
@@ -138,6 +148,10 @@ async fn items_stream_in_as_ndjson_of_any_length_a_thousand_lines_at_a_time() {
     assert_eq!(answer["accepted"], 2498, "{}", answer["refused"]);
     assert_eq!(answer["refused"][0]["index"], 1800);
     assert_eq!(answer["refused"].as_array().map(Vec::len), Some(1));
+    assert!(
+        answer.get("items").is_none(),
+        "a stream's ids are not listed"
+    );
     assert_eq!(inbox_of(&app, &known, 1).await.len(), 1);
     assert_eq!(records_on(&app, "bulk.messages"), 2498);
 }
