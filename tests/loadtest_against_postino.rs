@@ -241,6 +241,63 @@ async fn a_mass_notice_goes_through_the_bulk_api_in_calls_of_many() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lanes_scenario_reports_one_off_messages_idle_and_during_a_campaign() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let app = postino(data.path()).await;
+    let url = format!("http://{}", app.addr);
+    let state = work.path().join("state.json");
+    let out = work.path().join("results");
+    let (state_arg, out_arg) = (state.display().to_string(), out.display().to_string());
+    seed(&url, &state_arg, 600, 1).await;
+
+    let run = loadtest(args(&[
+        "lanes",
+        "--url",
+        &url,
+        "--state",
+        &state_arg,
+        "--bulk",
+        "100",
+        "--bulk-connections",
+        "2",
+        "--single-rate",
+        "20",
+        "--idle",
+        "1s",
+        "--out",
+        &out_arg,
+    ]))
+    .await;
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("one-off, during campaign"), "{stdout}");
+    let result = std::fs::read_dir(&out)
+        .expect("results")
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().starts_with("lanes-"))
+        .expect("a lanes result");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(result.path()).expect("read")).expect("json");
+    assert_eq!(report["campaign_accepted"], 600);
+    assert!(
+        report["campaign_readable_after_secs"].is_number(),
+        "{report}"
+    );
+    assert_eq!(report["single_errors"], 0);
+    for phase in ["single_idle_ms", "single_during_campaign_ms", "campaign_ms"] {
+        assert!(
+            report[phase]["count"].as_u64().is_some_and(|n| n > 0),
+            "{phase}: {report}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_arguments_and_a_wrong_key_fail_with_a_message() {
     let data = tempfile::tempdir().expect("tempdir");
     let work = tempfile::tempdir().expect("tempdir");

@@ -29,6 +29,10 @@ pub enum Command {
     Mixed(MixedArgs),
     /// The senders' API alone: like mass-notice, without following messages to the inbox.
     Ingest(RunArgs),
+    /// Whether a campaign delays one-off messages: one-off messages at a steady rate on an
+    /// idle Postino, then again while a campaign goes through the bulk API; both lanes'
+    /// send → inbox latencies side by side.
+    Lanes(LanesArgs),
     /// A stand-in for FCM HTTP v1 and its OAuth2 token endpoint (HTTP/2, cleartext).
     FakeFcm(FakeFcmArgs),
     /// A stand-in for APNs' provider API (HTTP/2, cleartext).
@@ -221,6 +225,33 @@ pub struct RunArgs {
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub scrape_every: Duration,
     /// Where to write result.json and report.html.
+    #[arg(long, default_value = "loadtest-results")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct LanesArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// What `loadtest seed` wrote.
+    #[arg(long, default_value = "loadtest-state.json")]
+    pub state: PathBuf,
+    /// Messages in the campaign (default: one per seeded citizen).
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// The campaign's messages per bulk call.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub bulk: u64,
+    /// Bulk calls in flight.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub bulk_connections: u32,
+    /// One-off messages per second, each followed to its inbox.
+    #[arg(long, default_value_t = 20.0)]
+    pub single_rate: f64,
+    /// How long to measure the one-off messages on an idle Postino first.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub idle: Duration,
+    /// Where to write lanes.json.
     #[arg(long, default_value = "loadtest-results")]
     pub out: PathBuf,
 }

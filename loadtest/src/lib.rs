@@ -10,6 +10,7 @@ pub mod arrivals;
 pub mod cli;
 pub mod engine;
 pub mod http1;
+pub mod lanes;
 pub mod pacing;
 pub mod population;
 pub mod report;

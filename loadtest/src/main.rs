@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use loadtest::api::Api;
 use loadtest::arrivals::{ArrivalReport, Follower};
-use loadtest::cli::{Cli, Command, FakeApnsArgs, FakeFcmArgs, RunArgs, SeedArgs};
+use loadtest::cli::{Cli, Command, FakeApnsArgs, FakeFcmArgs, LanesArgs, RunArgs, SeedArgs};
 use loadtest::engine::{drive, Plan};
 use loadtest::pacing::Pacing;
 use loadtest::report::Report;
@@ -59,6 +59,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             load(args.run, scenario, stopped).await
         }
         Command::Ingest(args) => load(args, Scenario::Ingest, stopped).await,
+        Command::Lanes(args) => lanes(args, stopped).await,
         Command::FakeFcm(args) => fake_fcm(args).await,
         Command::FakeApns(args) => fake_apns(args).await,
     }
@@ -184,6 +185,32 @@ async fn follow_up(
         .await?;
     bar.finish_and_clear();
     Ok(Some(report))
+}
+
+async fn lanes(args: LanesArgs, stopped: watch::Receiver<bool>) -> anyhow::Result<()> {
+    if !(args.single_rate.is_finite() && args.single_rate > 0.0) {
+        anyhow::bail!("--single-rate must be a positive number of messages per second");
+    }
+    let seeded = Arc::new(Seeded::load(&args.state)?);
+    let plan = loadtest::lanes::LanesPlan {
+        campaign_messages: args.messages.unwrap_or(seeded.citizens),
+        per_call: args.bulk,
+        bulk_connections: args.bulk_connections as usize,
+        single_rate: args.single_rate,
+        idle: args.idle,
+    };
+    let api = Api::new(&args.target.url, 64, &args.target.jwt_secret()?)?;
+    let report = loadtest::lanes::run(api, seeded, &plan, &args.target.url, stopped).await?;
+    print!("{}", report.summary());
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let path = args
+        .out
+        .join(format!("lanes-{}.json", standins::unix_millis()));
+    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!("  result: {}", path.display());
+    Ok(())
 }
 
 async fn load(
