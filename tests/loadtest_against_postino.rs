@@ -67,6 +67,36 @@ fn finished(run: &std::process::Output, out: &Path) -> (String, std::path::PathB
     (stdout, dir, report)
 }
 
+/// A Postino of the test's own, seeded with `citizens` (default mix) and `services`: where
+/// it listens, the state file, and where results go.
+struct Seeded {
+    app: App,
+    url: String,
+    state_arg: String,
+    out: std::path::PathBuf,
+    out_arg: String,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+async fn seeded(citizens: u64, services: u16) -> Seeded {
+    let data = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let app = postino(data.path()).await;
+    let url = format!("http://{}", app.addr);
+    let state_arg = work.path().join("state.json").display().to_string();
+    let out = work.path().join("results");
+    let out_arg = out.display().to_string();
+    seed(&url, &state_arg, citizens, services).await;
+    Seeded {
+        app,
+        url,
+        state_arg,
+        out,
+        out_arg,
+        _dirs: (data, work),
+    }
+}
+
 /// `loadtest seed` with the default mix; it must succeed.
 async fn seed(url: &str, state: &str, citizens: u64, services: u16) {
     let seeded = loadtest(args(&[
@@ -92,15 +122,14 @@ async fn seed(url: &str, state: &str, citizens: u64, services: u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeded_mass_notice_is_measured_and_reported() {
-    let data = tempfile::tempdir().expect("tempdir");
-    let work = tempfile::tempdir().expect("tempdir");
-    let app = postino(data.path()).await;
-    let url = format!("http://{}", app.addr);
-    let state = work.path().join("state.json");
-    let out = work.path().join("results");
-    let (state_arg, out_arg) = (state.display().to_string(), out.display().to_string());
-
-    seed(&url, &state_arg, 400, 2).await;
+    let Seeded {
+        app: _app,
+        url,
+        state_arg,
+        out,
+        out_arg,
+        _dirs,
+    } = seeded(400, 2).await;
 
     let run = loadtest(args(&[
         "mass-notice",
@@ -180,14 +209,14 @@ async fn a_seeded_mass_notice_is_measured_and_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mass_notice_goes_through_the_bulk_api_in_calls_of_many() {
-    let data = tempfile::tempdir().expect("tempdir");
-    let work = tempfile::tempdir().expect("tempdir");
-    let app = postino(data.path()).await;
-    let url = format!("http://{}", app.addr);
-    let state = work.path().join("state.json");
-    let out = work.path().join("results");
-    let (state_arg, out_arg) = (state.display().to_string(), out.display().to_string());
-    seed(&url, &state_arg, 400, 1).await;
+    let Seeded {
+        app: _app,
+        url,
+        state_arg,
+        out,
+        out_arg,
+        _dirs,
+    } = seeded(400, 1).await;
 
     let run = loadtest(args(&[
         "mass-notice",
@@ -242,14 +271,14 @@ async fn a_mass_notice_goes_through_the_bulk_api_in_calls_of_many() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lanes_scenario_reports_one_off_messages_idle_and_during_a_campaign() {
-    let data = tempfile::tempdir().expect("tempdir");
-    let work = tempfile::tempdir().expect("tempdir");
-    let app = postino(data.path()).await;
-    let url = format!("http://{}", app.addr);
-    let state = work.path().join("state.json");
-    let out = work.path().join("results");
-    let (state_arg, out_arg) = (state.display().to_string(), out.display().to_string());
-    seed(&url, &state_arg, 600, 1).await;
+    let Seeded {
+        app: _app,
+        url,
+        state_arg,
+        out,
+        out_arg,
+        _dirs,
+    } = seeded(600, 1).await;
 
     let run = loadtest(args(&[
         "lanes",
