@@ -107,6 +107,30 @@ impl ScyllaStore {
         decoded.map(|row| row.map_err(corrupt)).collect()
     }
 
+    /// Every row a statement reads, fetched page by page: for reads that may hold more
+    /// than one answer frame should carry (a table scan, a day's feed).
+    async fn paged_rows<R>(
+        &self,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'frame, 'metadata> DeserializeRow<'frame, 'metadata> + 'static,
+    {
+        let unavailable = |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("cql: {e}"));
+        let pager = self
+            .session
+            .execute_iter(statement.clone(), values)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        pager
+            .rows_stream::<R>()
+            .map_err(corrupt)?
+            .try_collect()
+            .await
+            .map_err(|e| unavailable(&e))
+    }
+
     /// The one text value a statement reads, if there is a row.
     async fn text(
         &self,
@@ -288,19 +312,7 @@ impl ServiceStore for ScyllaStore {
         body.map(|b| from_json(&b)).transpose()
     }
     async fn list_services(&self) -> Result<Vec<Service>, StoreError> {
-        // Paged: a whole table in one answer could be more than one frame should carry.
-        let unavailable = |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("cql: {e}"));
-        let pager = self
-            .session
-            .execute_iter(self.statements.list_services.clone(), ())
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let bodies: Vec<(String,)> = pager
-            .rows_stream::<(String,)>()
-            .map_err(corrupt)?
-            .try_collect()
-            .await
-            .map_err(|e| unavailable(&e))?;
+        let bodies: Vec<(String,)> = self.paged_rows(&self.statements.list_services, ()).await?;
         let mut services = bodies
             .into_iter()
             .map(|(body,)| from_json::<Service>(&body))
@@ -902,18 +914,8 @@ impl SubscriptionFeedStore for ScyllaStore {
         day: &str,
         scope: &str,
     ) -> Result<Vec<(String, bool)>, StoreError> {
-        let unavailable = |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("cql: {e}"));
-        let pager = self
-            .session
-            .execute_iter(self.statements.subscription_changes.clone(), (day, scope))
+        self.paged_rows(&self.statements.subscription_changes, (day, scope))
             .await
-            .map_err(|e| unavailable(&e))?;
-        pager
-            .rows_stream::<(String, bool)>()
-            .map_err(corrupt)?
-            .try_collect()
-            .await
-            .map_err(|e| unavailable(&e))
     }
 }
 
