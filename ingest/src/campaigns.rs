@@ -16,10 +16,12 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
+use campaigns::progress::Progress;
 use futures::StreamExt;
 use model::campaign::{self, Campaign, CampaignPayload};
 use model::message::NewMessage;
 use model::pipeline::topics;
+use model::progress::{CampaignCounts, ItemProgress, ItemStatus, StatusFilter};
 use model::request_id::RequestId;
 use model::service::{KeySlot, Service};
 use model::timestamp::Timestamp;
@@ -27,7 +29,7 @@ use model::ValidationError;
 use problem::body::JsonBody;
 use problem::{doc, Problem};
 use serde::Serialize;
-use store::MessageRecord;
+use store::{CampaignItem, ItemCursor, MessageRecord};
 use ulid::Ulid;
 use utoipa::ToSchema;
 
@@ -84,6 +86,25 @@ pub struct CampaignView {
     pub id: String,
     pub name: String,
     pub created_at: String,
+    /// When its sender cancelled it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancelled_at: Option<String>,
+    /// Its items by where they stand, as the pipeline reported them so far (a change
+    /// shows within a second or two of happening).
+    pub counts: CampaignCounts,
+}
+
+impl CampaignView {
+    async fn of(state: &IngestState, campaign: Campaign) -> Result<Self, Problem> {
+        let counts = state.store.campaign_counts(&campaign.id).await?;
+        Ok(Self {
+            id: campaign.id,
+            name: campaign.name,
+            created_at: campaign.created_at.to_string(),
+            cancelled_at: campaign.cancelled_at.map(|t| t.to_string()),
+            counts,
+        })
+    }
 }
 
 /// One call's work: its items are `call`'s, for `campaign_id` of `service`.
@@ -150,6 +171,16 @@ impl Call<'_> {
                 .publish(topics::BULK_MESSAGES, records)
                 .await
                 .map_err(|err| not_in_log(&err))?;
+            // The items are in the log, so accepted whatever happens next: a report lost
+            // here only leaves them uncounted until a later stage reports them.
+            let mut progress = Progress::default();
+            for message in &messages {
+                let accepted = ItemProgress::status(ItemStatus::Accepted);
+                progress.note(Some(self.campaign_id), message.id, accepted);
+            }
+            if let Err(err) = progress.publish(&*self.state.bus).await {
+                tracing::warn!(campaign_id = self.campaign_id, error = %err, "cannot report accepted campaign items to the tally");
+            }
             for message in &messages {
                 crate::metrics::accepted();
                 self.state
@@ -264,6 +295,7 @@ pub(crate) async fn create(
             service_id: service.id.clone(),
             name: payload.name.trim().to_string(),
             created_at: Timestamp::from(time::OffsetDateTime::from(call.datetime())),
+            cancelled_at: None,
         };
         state.store.put_campaign(&campaign).await?;
         let work = Call {
@@ -332,6 +364,7 @@ fn is_ndjson(headers: &HeaderMap) -> bool {
         doc::Unauthorized,
         doc::Forbidden,
         doc::NotFound,
+        doc::Conflict,
         doc::IdempotencyKeyReused,
         doc::TooManyRequests,
         doc::Unavailable,
@@ -348,6 +381,11 @@ pub(crate) async fn add_items(
     let request_id = request_id.map(|Extension(id)| id);
     let answer = async {
         let campaign = own_campaign(&state, &service, &id).await?;
+        if let Some(when) = campaign.cancelled_at {
+            return Err(Problem::conflict(format!(
+                "campaign {id} was cancelled at {when}: it takes no more items"
+            )));
+        }
         if is_ndjson(request.headers()) {
             if key.is_some() {
                 return Err(ValidationError::new(
@@ -560,14 +598,181 @@ pub(crate) async fn get(
     ServiceCaller(service, rate, _): ServiceCaller,
     Path(id): Path<String>,
 ) -> (RateHeaders, Result<Json<CampaignView>, Problem>) {
-    let answer = own_campaign(&state, &service, &id).await.map(|c| {
-        Json(CampaignView {
-            id: c.id,
-            name: c.name,
-            created_at: c.created_at.to_string(),
-        })
-    });
-    (rate, answer)
+    let answer = async {
+        let campaign = own_campaign(&state, &service, &id).await?;
+        Ok(Json(CampaignView::of(&state, campaign).await?))
+    };
+    (rate, answer.await)
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/campaigns/{campaign_id}/cancel", tag = "campaigns",
+    operation_id = "cancelCampaign",
+    description = "Postino's extension: cancels a campaign. Its items not yet routed are not delivered (REJECTED, `CANCELLED_BY_SENDER`), its notifications not yet sent do not go (`SKIPPED:campaign_cancelled`), and it takes no more items (`409`). What was delivered or sent stays. Takes effect everywhere within 2 seconds. Cancelling again changes nothing.",
+    params(("campaign_id" = String, Path, description = "The campaign id")),
+    security(("SubscriptionKey" = [])),
+    responses(
+        (status = 200, description = "The campaign, cancelled", body = CampaignView),
+        doc::Unauthorized,
+        doc::Forbidden,
+        doc::NotFound,
+        doc::TooManyRequests,
+    )
+)]
+pub(crate) async fn cancel(
+    State(state): State<IngestState>,
+    ServiceCaller(service, rate, _): ServiceCaller,
+    Path(id): Path<String>,
+) -> (RateHeaders, Result<Json<CampaignView>, Problem>) {
+    let answer = async {
+        let mut campaign = own_campaign(&state, &service, &id).await?;
+        if campaign.cancelled_at.is_none() {
+            campaign.cancelled_at = Some(Timestamp::now());
+            state.store.put_campaign(&campaign).await?;
+            tracing::info!(service_id = %service.id, campaign_id = %campaign.id, "campaign cancelled");
+        }
+        Ok(Json(CampaignView::of(&state, campaign).await?))
+    };
+    (rate, answer.await)
+}
+
+/// The most items one page of the listing holds.
+const MAX_PAGE: usize = 1000;
+/// The most items one listing request reads to fill a page filtered by status: a page may
+/// then hold fewer than asked, and `next` goes on from where the reading stopped.
+const MAX_SCANNED: usize = 20_000;
+
+/// Which items `GET …/items` lists.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ItemsQuery {
+    /// Only items where this stands (all when absent).
+    status: Option<StatusFilter>,
+    /// How many, 1 to 1000 (default 100).
+    limit: Option<usize>,
+    /// The `next` of the page before.
+    cursor: Option<String>,
+}
+
+/// A page of a campaign's items.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemsPage {
+    pub items: Vec<ItemView>,
+    /// Where the next page starts; absent at the end. A page filtered by status may hold
+    /// fewer items than asked (even none) and still have a `next`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// One item of a campaign, where it stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemView {
+    /// Its message id (for `getMessage`).
+    pub id: String,
+    /// `ACCEPTED` (pending), `PROCESSED`, `FAILED` or `REJECTED:<reason>`.
+    pub status: String,
+    /// `PLANNED`, `SENT`, `FAILED`, `EXPIRED`, `THROTTLED` or `SKIPPED:<reason>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+impl From<&CampaignItem> for ItemView {
+    fn from(item: &CampaignItem) -> Self {
+        let progress = item.progress;
+        Self {
+            id: item.id.to_string(),
+            status: progress.status.unwrap_or(ItemStatus::Accepted).to_string(),
+            push: progress.push.map(|p| p.to_string()),
+            email: progress.email.map(|p| p.to_string()),
+        }
+    }
+}
+
+/// A cursor as the listing hands it out: `<part>.<last id>`.
+fn cursor_text(cursor: ItemCursor) -> String {
+    format!("{}.{}", cursor.bucket, cursor.id)
+}
+
+fn parse_cursor(text: &str) -> Result<ItemCursor, ValidationError> {
+    let invalid = || ValidationError::new("cursor", "must be a `next` this listing handed out");
+    let (bucket, id) = text.split_once('.').ok_or_else(invalid)?;
+    let bucket: u16 = bucket.parse().map_err(|_| invalid())?;
+    if bucket >= model::progress::BUCKETS {
+        return Err(invalid());
+    }
+    let id = id.parse().map_err(|_| invalid())?;
+    Ok(ItemCursor { bucket, id })
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/campaigns/{campaign_id}/items", tag = "campaigns",
+    operation_id = "listCampaignItems",
+    description = "Postino's extension: a campaign's items and where each stands, a page at a time, optionally only those of one status (`pending`: not yet routed). Follow `next` until it is absent.",
+    params(("campaign_id" = String, Path, description = "The campaign id"), ItemsQuery),
+    security(("SubscriptionKey" = [])),
+    responses(
+        (status = 200, description = "A page of items", body = ItemsPage),
+        doc::BadRequest,
+        doc::Unauthorized,
+        doc::Forbidden,
+        doc::NotFound,
+        doc::TooManyRequests,
+    )
+)]
+pub(crate) async fn list_items(
+    State(state): State<IngestState>,
+    ServiceCaller(service, rate, _): ServiceCaller,
+    Path(id): Path<String>,
+    query: Result<axum::extract::Query<ItemsQuery>, axum::extract::rejection::QueryRejection>,
+) -> (RateHeaders, Result<Json<ItemsPage>, Problem>) {
+    let answer = async {
+        let axum::extract::Query(query) =
+            query.map_err(|err| ValidationError::new("query", err.body_text()))?;
+        let limit = query.limit.unwrap_or(100);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ValidationError::new("limit", format!("must be 1 to {MAX_PAGE}")).into());
+        }
+        let mut after = query.cursor.as_deref().map(parse_cursor).transpose()?;
+        let campaign = own_campaign(&state, &service, &id).await?;
+        let read = if query.status.is_some() {
+            MAX_PAGE
+        } else {
+            limit
+        };
+        let mut items = Vec::new();
+        let mut scanned = 0;
+        let next = loop {
+            let page = state
+                .store
+                .campaign_items(&campaign.id, after, read)
+                .await?;
+            scanned += page.len();
+            let ended = page.len() < read;
+            for item in &page {
+                after = Some(item.cursor());
+                if query
+                    .status
+                    .is_none_or(|status| status.matches(&item.progress))
+                {
+                    items.push(ItemView::from(item));
+                    if items.len() == limit {
+                        break;
+                    }
+                }
+            }
+            // Full: the next page starts after the last item listed.
+            if items.len() == limit || (!ended && scanned >= MAX_SCANNED) {
+                break after.map(cursor_text);
+            }
+            if ended {
+                break None;
+            }
+        };
+        Ok(Json(ItemsPage { items, next }))
+    };
+    (rate, answer.await)
 }
 
 #[cfg(test)]

@@ -234,7 +234,11 @@ pub fn bulk_router(state: IngestState) -> Router {
         .route("/api/v1/campaigns/{campaign_id}", get(campaigns::get))
         .route(
             "/api/v1/campaigns/{campaign_id}/items",
-            post(campaigns::add_items),
+            post(campaigns::add_items).get(campaigns::list_items),
+        )
+        .route(
+            "/api/v1/campaigns/{campaign_id}/cancel",
+            post(campaigns::cancel),
         )
         .layer(axum::extract::DefaultBodyLimit::max(
             campaigns::MAX_JSON_CALL_BYTES,
@@ -255,6 +259,8 @@ pub fn bulk_router(state: IngestState) -> Router {
         campaigns::create,
         campaigns::add_items,
         campaigns::get,
+        campaigns::cancel,
+        campaigns::list_items,
         manage::create_service,
         manage::list_services,
         manage::get_service,

@@ -52,6 +52,10 @@ pub struct Campaign {
     pub service_id: String,
     pub name: String,
     pub created_at: Timestamp,
+    /// When its sender cancelled it: its items not yet routed are not delivered, and its
+    /// notifications not yet sent do not go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_at: Option<Timestamp>,
 }
 
 /// The items of a JSON call: an array of IO `NewMessage`s, each kept as it came so that a

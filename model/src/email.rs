@@ -63,6 +63,10 @@ pub struct EmailJob {
     pub markdown: String,
     /// When the message's `time_to_live` runs out (Unix seconds): not sent after it.
     pub expires_at: i64,
+    /// The campaign its message belongs to: not sent once the campaign is cancelled, and
+    /// its outcome is reported to the campaign's tally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<String>,
     /// The request the message came from, as its record's header carries it (not part of
     /// the job's payload): on every log line about the job.
     #[serde(skip)]
@@ -87,6 +91,7 @@ impl EmailJob {
             subject: message.content.subject.clone(),
             markdown: message.content.markdown.clone(),
             expires_at: expires_at(message.created_at, message.time_to_live),
+            campaign_id: message.campaign_id.clone(),
             request_id: None,
         })
     }

@@ -15,6 +15,7 @@ pub mod message;
 pub mod net;
 pub mod pipeline;
 pub mod profile;
+pub mod progress;
 pub mod push;
 pub mod request_id;
 #[cfg(any(test, feature = "testsuite"))]

@@ -32,15 +32,19 @@ pub mod topics {
     /// read by every router process to drop what its cache holds of them.
     pub const PROFILE_CHANGES: &str = "profile-changes";
 
+    /// What stages learned about campaigns' items ([`crate::progress::ProgressRecord`]),
+    /// read by the campaign tally.
+    pub const CAMPAIGN_PROGRESS: &str = "campaign-progress";
+
     /// The same four in the bulk lane: campaigns' messages, apart from one-off ones.
     pub const BULK_MESSAGES: &str = "bulk.messages";
     pub const BULK_DELIVERIES_INBOX: &str = "bulk.deliveries.inbox";
     pub const BULK_DELIVERIES_PUSH: &str = "bulk.deliveries.push";
     pub const BULK_DELIVERIES_EMAIL: &str = "bulk.deliveries.email";
 
-    /// The topics the pipeline works on, both lanes (each with its retry and dead-letter
-    /// twins).
-    pub const PIPELINE: [&str; 8] = [
+    /// The topics the pipeline's stages consume, both lanes and the campaigns' tally (each
+    /// with its retry and dead-letter twins).
+    pub const PIPELINE: [&str; 9] = [
         MESSAGES,
         DELIVERIES_INBOX,
         DELIVERIES_PUSH,
@@ -49,6 +53,7 @@ pub mod topics {
         BULK_DELIVERIES_INBOX,
         BULK_DELIVERIES_PUSH,
         BULK_DELIVERIES_EMAIL,
+        CAMPAIGN_PROGRESS,
     ];
 
     /// `topic`'s twin in the bulk lane (itself when it has none).

@@ -23,6 +23,10 @@ pub struct PushJob {
     pub body: String,
     /// When the message's `time_to_live` runs out (Unix seconds): not sent after it.
     pub expires_at: i64,
+    /// The campaign its message belongs to: not sent once the campaign is cancelled, and
+    /// its outcome is reported to the campaign's tally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<String>,
     /// The request the message came from, as its record's header carries it (not part of
     /// the job's payload): on every log line about the job.
     #[serde(skip)]
@@ -50,6 +54,7 @@ impl PushJob {
                 title: title.clone(),
                 body: body.clone(),
                 expires_at,
+                campaign_id: message.campaign_id.clone(),
                 request_id: None,
             })
             .collect()

@@ -43,6 +43,9 @@ impl MessageStatus {
 pub enum RejectionReason {
     UserNotFound,
     ServiceNotAllowed,
+    /// Postino's extension (IO's enum is extensible): the message belonged to a campaign
+    /// its sender cancelled before it was routed.
+    CancelledBySender,
 }
 
 impl RejectionReason {
@@ -51,7 +54,22 @@ impl RejectionReason {
         match self {
             Self::UserNotFound => "user_not_found",
             Self::ServiceNotAllowed => "service_not_allowed",
+            Self::CancelledBySender => "cancelled_by_sender",
         }
+    }
+
+    /// Its serde name (`USER_NOT_FOUND`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UserNotFound => "USER_NOT_FOUND",
+            Self::ServiceNotAllowed => "SERVICE_NOT_ALLOWED",
+            Self::CancelledBySender => "CANCELLED_BY_SENDER",
+        }
+    }
+
+    /// From its serde name.
+    pub fn parse(text: &str) -> Option<Self> {
+        parse_name(text)
     }
 }
 
@@ -98,6 +116,8 @@ pub enum SkipReason {
     NoDevice,
     /// Push allowed, but this Postino has no push provider for the citizen's devices.
     NoPushProvider,
+    /// The sender cancelled the message's campaign before this notification went.
+    CampaignCancelled,
     /// Skipped by a Postino that did not record why (stores written before 2026-11-29).
     NotRecorded,
 }
@@ -112,6 +132,7 @@ impl SkipReason {
             Self::SecureChannelRequired => "secure_channel_required",
             Self::NoDevice => "no_device",
             Self::NoPushProvider => "no_push_provider",
+            Self::CampaignCancelled => "campaign_cancelled",
             Self::NotRecorded => "not_recorded",
         }
     }

@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use bus::embedded::EmbeddedBus;
 use bus::stage::{self, PipelineStage, StageSettings};
 use bus::Bus;
+use campaigns::tally::TallyStage;
 use citizen::{CitizenState, JwtKey, JwtVerifier};
 use dispatchers::email::mailer::{Mailer, OutboxMailer, SmtpMailer};
 use dispatchers::email::EmailStage;
@@ -140,14 +141,19 @@ impl App {
                     }
                     let stage = InboxStage::new(Arc::clone(&store), Arc::clone(&bus), push);
                     stages.extend(supervisor.start(stage, &config.stage).await?);
+                    // The campaigns' tally runs beside the inbox writes: both are store
+                    // writers, and it has one topic, not one per lane.
+                    let tally = TallyStage::new(Arc::clone(&store));
+                    let lanes = [Lane::Priority];
+                    stages.extend(supervisor.start_on(tally, &config.stage, &lanes).await?);
                 }
                 Role::Push => {
                     let service = Arc::new(config.push.service()?);
-                    let stage = PushStage::new(Arc::clone(&store), service);
+                    let stage = PushStage::new(Arc::clone(&store), Arc::clone(&bus), service);
                     stages.extend(supervisor.start(stage, &config.stage).await?);
                 }
                 Role::Email => {
-                    let stage = email_stage(config, Arc::clone(&store))?;
+                    let stage = email_stage(config, Arc::clone(&store), Arc::clone(&bus))?;
                     stages.extend(supervisor.start(stage, &config.stage).await?);
                 }
                 Role::Ingest => {
@@ -424,11 +430,21 @@ impl Supervisor {
         stage: S,
         settings: &StageSettings,
     ) -> anyhow::Result<Vec<JoinHandle<Result<(), bus::BusError>>>> {
-        let stage = Arc::new(stage);
-        let mut lanes = Vec::with_capacity(Lane::ALL.len());
         // One run per lane, each on its own topic and group: a campaign queued in the bulk
         // lane never stands in front of a one-off message.
-        for lane in Lane::ALL {
+        self.start_on(stage, settings, &Lane::ALL).await
+    }
+
+    /// [`Self::start`] on `on` lanes only.
+    async fn start_on<S: PipelineStage>(
+        &self,
+        stage: S,
+        settings: &StageSettings,
+        on: &[Lane],
+    ) -> anyhow::Result<Vec<JoinHandle<Result<(), bus::BusError>>>> {
+        let stage = Arc::new(stage);
+        let mut lanes = Vec::with_capacity(on.len());
+        for &lane in on {
             let (topic, group) = (lane.topic(S::TOPIC), lane.group(S::GROUP));
             let joined = stage::join(&*self.bus, topic, &group)
                 .await
@@ -468,7 +484,11 @@ impl Supervisor {
 }
 
 /// The email dispatcher: to the SMTP relay, or without one to the outbox's mailbox files.
-fn email_stage(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<EmailStage> {
+fn email_stage(
+    config: &Config,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+) -> anyhow::Result<EmailStage> {
     let mailer: Arc<dyn Mailer> = match config.smtp.relay(config.email.max_in_flight) {
         Some(smtp) => {
             tracing::info!(relay = %smtp.host, port = smtp.port, "emails go to the SMTP relay");
@@ -486,6 +506,7 @@ fn email_stage(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<EmailSt
     };
     Ok(EmailStage::new(
         store,
+        bus,
         mailer,
         config.email.from.clone(),
         config.email.max_in_flight,

@@ -1,7 +1,8 @@
 //! The router stage (ARCHITECTURE.md §2): reads `messages`, joins each with the citizen's profile and
 //! the preference for the sending service, and applies IO's rules
-//! ([`model::channels::decide`]). A rejected message gets its REJECTED status here; every
-//! other one goes on to `deliveries.inbox` with its channel plan.
+//! ([`model::channels::decide`]). A rejected message gets its REJECTED status here (as
+//! does a message of a campaign its sender cancelled); every other one goes on to
+//! `deliveries.inbox` with its channel plan.
 //!
 //! It reads citizens through its [`cache::ProfileCache`], which the citizens' changes
 //! ([`changes::ChangeFollower`]) keep current, so a profile or preference change is honoured
@@ -16,9 +17,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bus::stage::{self, PipelineStage, Stage, StageError};
 use bus::{Bus, Lineage, Record};
+use campaigns::cancel::Cancellations;
+use campaigns::progress::{report_failed, Progress};
 use model::channels::{decide, ChannelChoice, Verdict};
 use model::pipeline::{decode, topics, AcceptedMessage, Lane, RoutingDecision};
 use model::profile::PushContent;
+use model::progress::{ItemProgress, ItemStatus};
 use model::status::{MessageStatus, RejectionReason};
 use store::{MessageRecord, Routing, Store};
 
@@ -32,6 +36,7 @@ pub struct RouterStage {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     citizens: Arc<ProfileCache>,
+    cancellations: Cancellations,
 }
 
 /// An accepted message as the router reads it from `messages`.
@@ -60,6 +65,7 @@ impl RouterStage {
         citizens: Arc<ProfileCache>,
     ) -> Self {
         Self {
+            cancellations: Cancellations::new(Arc::clone(&store)),
             store,
             bus,
             citizens,
@@ -83,6 +89,16 @@ impl RouterStage {
             .get_routing(&pairs)
             .await
             .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
+        let campaigns: Vec<Option<&str>> = items
+            .iter()
+            .map(|a| a.message.campaign_id.as_deref())
+            .collect();
+        let cancelled = self
+            .cancellations
+            .cancelled_among(campaigns)
+            .await
+            .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
+        let mut progress = Progress::default();
         let mut rejected = Vec::new();
         let mut deliveries: [Vec<Record>; 2] = Default::default();
         let mut decisions = metrics::Decisions::default();
@@ -95,9 +111,16 @@ impl RouterStage {
             routing,
         ) in items.iter().copied().zip(routings)
         {
-            match route(message, routing) {
+            let campaign = message.campaign_id.as_deref();
+            let routed = match campaign {
+                Some(id) if cancelled.contains(id) => Err(RejectionReason::CancelledBySender),
+                _ => route(message, routing),
+            };
+            match routed {
                 Err(reason) => {
                     decisions.rejected(reason);
+                    let status = ItemProgress::status(ItemStatus::Rejected(reason));
+                    progress.note(campaign, message.id, status);
                     rejected.push(MessageRecord::rejected(message.clone(), reason))
                 }
                 Ok(decision) => {
@@ -120,6 +143,7 @@ impl RouterStage {
                     .await?;
             }
         }
+        progress.publish(&*self.bus).await?;
         // Counted once the batch is done, so a batch held and retried counts once.
         decisions.emit();
         Ok(())
@@ -208,5 +232,6 @@ impl Stage for RouterStage {
         if let Err(err) = self.store.put_messages(vec![failed]).await {
             tracing::error!(message_id = %message.id, error = %err, "cannot record FAILED status");
         }
+        report_failed(&*self.bus, message).await;
     }
 }

@@ -15,7 +15,7 @@ pub const DECISIONS: Metric = Metric::counter(
 );
 pub const REJECTIONS: Metric = Metric::counter(
     "postino_router_rejections_total",
-    "Messages rejected by the router (status REJECTED), by reason (user_not_found, service_not_allowed).",
+    "Messages rejected by the router (status REJECTED), by reason (user_not_found, service_not_allowed, cancelled_by_sender: its campaign was cancelled).",
     &["reason"],
 );
 pub const CACHE_HITS: Metric = Metric::counter(

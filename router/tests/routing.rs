@@ -188,3 +188,82 @@ async fn a_plan_the_log_refuses_for_good_is_dead_lettered_not_held() {
         "its batch-mate was routed as usual"
     );
 }
+
+/// A message of a campaign its sender cancelled is not delivered: REJECTED as cancelled,
+/// reported to the campaign's tally, while another campaign's message goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_campaigns_messages_are_rejected_and_reported() {
+    use bus::stage::Stage;
+    use model::progress::{ItemStatus, ProgressRecord};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+    let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
+    let campaign = |id: &str, cancelled: bool| model::campaign::Campaign {
+        id: id.into(),
+        service_id: "svc".into(),
+        name: "Bollo".into(),
+        created_at: model::timestamp::Timestamp::now(),
+        cancelled_at: cancelled.then(model::timestamp::Timestamp::now),
+    };
+    store
+        .put_campaign(&campaign("stopped", true))
+        .await
+        .expect("put");
+    store
+        .put_campaign(&campaign("going", false))
+        .await
+        .expect("put");
+    let fc = fresh_fiscal_code();
+    store
+        .put_profile(&fc, &Profile::new_default())
+        .await
+        .expect("profile");
+    let mut stopped = sample_record(&fc, 1, MessageStatus::Accepted).message;
+    stopped.campaign_id = Some("stopped".into());
+    let mut going = sample_record(&fc, 2, MessageStatus::Accepted).message;
+    going.campaign_id = Some("going".into());
+
+    let stage = RouterStage::new(Arc::clone(&store), Arc::clone(&bus));
+    let items: Vec<_> = [&stopped, &going]
+        .iter()
+        .map(|m| {
+            stage
+                .decode(&Record::new(b"k".to_vec(), encode(*m)))
+                .expect("decodes")
+        })
+        .collect();
+    let refs: Vec<_> = items.iter().collect();
+    assert!(stage.process(&refs).await.iter().all(Result::is_ok));
+
+    let record = store
+        .get_message(&stopped.id)
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(record.status, MessageStatus::Rejected);
+    assert_eq!(
+        record.rejection_reason,
+        Some(RejectionReason::CancelledBySender)
+    );
+    let mut planned = bus
+        .subscribe(topics::BULK_DELIVERIES_INBOX, "t")
+        .await
+        .expect("subscribe");
+    let planned = bus::conformance::collect(&mut *planned, 1).await;
+    let plan: DeliveryPlan = decode(&planned[0].record.payload).expect("plan");
+    assert_eq!(plan.message.id, going.id);
+    let mut reports = bus
+        .subscribe(topics::CAMPAIGN_PROGRESS, "t")
+        .await
+        .expect("subscribe");
+    let reports = bus::conformance::collect(&mut *reports, 1).await;
+    let report: ProgressRecord = decode(&reports[0].record.payload).expect("report");
+    assert_eq!(report.campaign_id, "stopped");
+    assert_eq!(report.items.len(), 1);
+    assert_eq!(report.items[0].id, stopped.id);
+    assert_eq!(
+        report.items[0].progress.status,
+        Some(ItemStatus::Rejected(RejectionReason::CancelledBySender))
+    );
+}

@@ -243,6 +243,7 @@ pub async fn campaigns_round_trip(store: Arc<dyn Store>) {
         service_id: format!("svc-{}", unique()),
         name: "Bollo auto 2027".into(),
         created_at: model::timestamp::Timestamp::now(),
+        cancelled_at: None,
     };
     store.put_campaign(&campaign).await.expect("put");
     assert_eq!(
@@ -250,8 +251,122 @@ pub async fn campaigns_round_trip(store: Arc<dyn Store>) {
         Some(campaign.clone())
     );
     campaign.name = "Bollo auto 2027, secondo invio".into();
+    campaign.cancelled_at = Some(model::timestamp::Timestamp::now());
     store.put_campaign(&campaign).await.expect("replace");
     assert_eq!(store.get_campaign(&id).await.expect("get"), Some(campaign));
+}
+
+fn update(id: Ulid, progress: model::progress::ItemProgress) -> model::progress::ItemUpdate {
+    model::progress::ItemUpdate { id, progress }
+}
+
+pub async fn campaign_progress_is_merged_once_and_counted_exactly(store: Arc<dyn Store>) {
+    use model::progress::{ChannelProgress, ItemProgress, ItemStatus};
+    let campaign = Ulid::new().to_string();
+    assert_eq!(
+        store.campaign_counts(&campaign).await.expect("counts"),
+        Default::default()
+    );
+    let (a, b, c) = (Ulid::new(), Ulid::new(), Ulid::new());
+    let accepted = ItemProgress::status(ItemStatus::Accepted);
+    let processed = ItemProgress::status(ItemStatus::Processed);
+    let rejected = ItemProgress::status(ItemStatus::Rejected(RejectionReason::UserNotFound));
+    let planned = ItemProgress::channel(Channel::Push, ChannelProgress::Planned);
+    let sent = ItemProgress::channel(Channel::Push, ChannelStatus::Sent);
+    let first = [
+        update(a, accepted),
+        update(b, accepted),
+        update(c, accepted),
+    ];
+    store
+        .record_progress(&campaign, 1, &first[..2])
+        .await
+        .expect("part 1");
+    store
+        .record_progress(&campaign, 2, &first[2..])
+        .await
+        .expect("part 2");
+    // Every change of `a` in one call, one of them twice; `c` rejected; `b` untouched.
+    let later = [
+        update(a, processed),
+        update(a, planned),
+        update(a, sent),
+        update(a, planned),
+    ];
+    store
+        .record_progress(&campaign, 1, &later)
+        .await
+        .expect("a on");
+    store
+        .record_progress(&campaign, 2, &[update(c, rejected)])
+        .await
+        .expect("c on");
+    // The same again, as a redelivered record would bring it: nothing moves.
+    store
+        .record_progress(&campaign, 1, &later)
+        .await
+        .expect("again");
+    store
+        .record_progress(&campaign, 1, &first[..2])
+        .await
+        .expect("late accepted");
+    let counts = store.campaign_counts(&campaign).await.expect("counts");
+    assert_eq!(
+        (
+            counts.accepted,
+            counts.pending,
+            counts.processed,
+            counts.rejected.user_not_found
+        ),
+        (3, 1, 1, 1)
+    );
+    assert_eq!((counts.push.sent, counts.push.pending), (1, 0));
+    let other = Ulid::new().to_string();
+    assert_eq!(
+        store.campaign_counts(&other).await.expect("counts"),
+        Default::default(),
+        "another campaign's counts are its own"
+    );
+
+    let all = store
+        .campaign_items(&campaign, None, 10)
+        .await
+        .expect("items");
+    let mut part_1 = vec![a, b];
+    part_1.sort();
+    let expected: Vec<(u16, Ulid)> = part_1
+        .into_iter()
+        .map(|id| (1, id))
+        .chain([(2, c)])
+        .collect();
+    assert_eq!(
+        all.iter().map(|i| (i.bucket, i.id)).collect::<Vec<_>>(),
+        expected,
+        "by part, then id"
+    );
+    let state_of = |id| all.iter().find(|i| i.id == id).map(|i| i.progress);
+    assert_eq!(
+        state_of(a),
+        Some(ItemProgress {
+            status: Some(ItemStatus::Processed),
+            push: Some(ChannelStatus::Sent.into()),
+            email: None
+        })
+    );
+    assert_eq!(state_of(b), Some(accepted));
+    // Paged one at a time from each cursor, the same items come in the same order.
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .campaign_items(&campaign, after, 1)
+            .await
+            .expect("page");
+        let Some(last) = page.last() else { break };
+        after = Some(last.cursor());
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
 }
 
 // ---- the subscriptions feed ----------------------------------------------------------
@@ -863,11 +978,11 @@ pub async fn channel_outcomes_keep_the_best_per_channel(store: Arc<dyn Store>) {
     store.deliver(vec![record]).await.expect("deliver");
     store
         .record_channel_outcomes(vec![
-            (id, Channel::Push, ChannelStatus::Failed),
-            (id, Channel::Push, ChannelStatus::Sent),
-            (id, Channel::Push, ChannelStatus::Expired),
-            (id, Channel::Email, ChannelStatus::Failed),
-            (Ulid::new(), Channel::Email, ChannelStatus::Sent),
+            (id, Channel::Push, ChannelStatus::Failed.into()),
+            (id, Channel::Push, ChannelStatus::Sent.into()),
+            (id, Channel::Push, ChannelStatus::Expired.into()),
+            (id, Channel::Email, ChannelStatus::Failed.into()),
+            (Ulid::new(), Channel::Email, ChannelStatus::Sent.into()),
         ])
         .await
         .expect("record");
@@ -941,8 +1056,8 @@ pub async fn a_sent_notification_is_known_by_message_channel_and_target(store: A
         .settle_notifications(
             vec![pushed.clone()],
             vec![
-                (batch, Channel::Push, ChannelStatus::Sent),
-                (batch, Channel::Email, ChannelStatus::Throttled),
+                (batch, Channel::Push, ChannelStatus::Sent.into()),
+                (batch, Channel::Email, ChannelStatus::Throttled.into()),
             ],
         )
         .await
@@ -975,6 +1090,7 @@ macro_rules! store_conformance {
             services_are_listed_by_id,
             organizations_round_trip_and_own_keys,
             campaigns_round_trip,
+            campaign_progress_is_merged_once_and_counted_exactly,
             subscription_changes_keep_each_citizens_last_of_the_day_per_scope,
             keys_map_hashes_to_owners,
             profiles_and_preferences_are_per_citizen,

@@ -14,8 +14,9 @@ use model::campaign::Campaign;
 use model::installation::{DeviceToken, Installation, InstallationId};
 use model::pipeline::AcceptedMessage;
 use model::profile::{Profile, ServicePreference};
+use model::progress::{CampaignCounts, ItemProgress, ItemUpdate};
 use model::service::{KeySlot, OrganizationAccount, Service};
-use model::status::{Channel, ChannelStatus, MessageStatus, NotificationStatus, RejectionReason};
+use model::status::{Channel, ChannelOutcome, MessageStatus, NotificationStatus, RejectionReason};
 use model::timestamp::Timestamp;
 use model::FiscalCode;
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,7 @@ mod codec;
 #[cfg(feature = "testsuite")]
 pub mod conformance;
 pub mod metered;
+pub mod progress;
 pub mod scylla;
 pub mod sqlite;
 #[cfg(all(feature = "testsuite", feature = "scylla"))]
@@ -234,7 +236,7 @@ pub trait MessageStore: Send + Sync {
     /// whatever its citizen's other devices did. Unknown message ids are ignored.
     async fn record_channel_outcomes(
         &self,
-        outcomes: Vec<(Ulid, Channel, ChannelStatus)>,
+        outcomes: Vec<(Ulid, Channel, ChannelOutcome)>,
     ) -> Result<(), StoreError>;
 }
 
@@ -273,7 +275,7 @@ pub trait NotificationStore: MessageStore {
     async fn settle_notifications(
         &self,
         sent: Vec<NotificationKey>,
-        outcomes: Vec<(Ulid, Channel, ChannelStatus)>,
+        outcomes: Vec<(Ulid, Channel, ChannelOutcome)>,
     ) -> Result<(), StoreError> {
         self.record_notifications_sent(sent).await?;
         self.record_channel_outcomes(outcomes).await
@@ -413,12 +415,61 @@ pub trait SubscriptionFeedStore: Send + Sync {
     ) -> Result<Vec<(String, bool)>, StoreError>;
 }
 
-/// Campaigns (partition: campaign id).
+/// Campaigns (partition: campaign id) and what became of their items (partition: campaign
+/// id and part, [`model::progress::BUCKETS`] parts per campaign).
 #[async_trait]
 pub trait CampaignStore: Send + Sync {
     /// Stores `campaign`, replacing one with its id (a retried call writes the same).
     async fn put_campaign(&self, campaign: &Campaign) -> Result<(), StoreError>;
     async fn get_campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError>;
+
+    /// Merges what stages learned about items of one part of a campaign into their states
+    /// and the part's counts ([`progress::merge_part`]): read, then written in one atomic
+    /// write (a transaction in SQLite, a single-partition batch in ScyllaDB). Reporting
+    /// the same thing twice changes nothing. One writer per part at a time: the tally
+    /// consumer that owns the part's key.
+    async fn record_progress(
+        &self,
+        campaign_id: &str,
+        bucket: u16,
+        items: &[ItemUpdate],
+    ) -> Result<(), StoreError>;
+
+    /// A campaign's counts: the sum of its parts' (all zero for one with no items).
+    async fn campaign_counts(&self, campaign_id: &str) -> Result<CampaignCounts, StoreError>;
+
+    /// Up to `limit` of a campaign's items, by part then id, after `after` (from the first
+    /// when none).
+    async fn campaign_items(
+        &self,
+        campaign_id: &str,
+        after: Option<ItemCursor>,
+        limit: usize,
+    ) -> Result<Vec<CampaignItem>, StoreError>;
+}
+
+/// Where a listing of a campaign's items stands: the last item it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ItemCursor {
+    pub bucket: u16,
+    pub id: Ulid,
+}
+
+/// One item of a campaign, where it stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CampaignItem {
+    pub bucket: u16,
+    pub id: Ulid,
+    pub progress: ItemProgress,
+}
+
+impl CampaignItem {
+    pub fn cursor(&self) -> ItemCursor {
+        ItemCursor {
+            bucket: self.bucket,
+            id: self.id,
+        }
+    }
 }
 
 /// How long a quota period's count is kept: longer than any period (a week).

@@ -10,17 +10,19 @@ use async_trait::async_trait;
 use model::campaign::Campaign;
 use model::installation::{DeviceToken, Installation, InstallationId};
 use model::profile::{Profile, ServicePreference};
+use model::progress::{CampaignCounts, ItemUpdate};
 use model::service::{OrganizationAccount, Service};
-use model::status::{Channel, ChannelStatus};
+use model::status::{Channel, ChannelOutcome};
 use model::FiscalCode;
 use telemetry::metrics::{counter, histogram};
 use telemetry::Metric;
 use ulid::Ulid;
 
 use crate::{
-    CampaignStore, IdempotencyStore, IdempotentSubmit, InboxItem, InstallationStore, KeyOwner,
-    MessageRecord, MessageStore, NotificationKey, NotificationStore, ProfileStore, QuotaStore,
-    Routing, ServiceStore, SettingStore, Store, StoreError, SubscriptionFeedStore,
+    CampaignItem, CampaignStore, IdempotencyStore, IdempotentSubmit, InboxItem, InstallationStore,
+    ItemCursor, KeyOwner, MessageRecord, MessageStore, NotificationKey, NotificationStore,
+    ProfileStore, QuotaStore, Routing, ServiceStore, SettingStore, Store, StoreError,
+    SubscriptionFeedStore,
 };
 
 pub const OPERATION_DURATION: Metric = Metric::histogram(
@@ -78,6 +80,9 @@ pub const OPERATIONS: &[&str] = &[
     "record_subscription_change",
     "subscription_changes",
     "put_campaign",
+    "record_progress",
+    "campaign_counts",
+    "campaign_items",
     "get_campaign",
 ];
 
@@ -267,7 +272,7 @@ impl MessageStore for Metered {
     }
     async fn record_channel_outcomes(
         &self,
-        outcomes: Vec<(Ulid, Channel, ChannelStatus)>,
+        outcomes: Vec<(Ulid, Channel, ChannelOutcome)>,
     ) -> Result<(), StoreError> {
         let call = self.inner.record_channel_outcomes(outcomes);
         self.timed("record_channel_outcomes", call).await
@@ -290,7 +295,7 @@ impl NotificationStore for Metered {
     async fn settle_notifications(
         &self,
         sent: Vec<NotificationKey>,
-        outcomes: Vec<(Ulid, Channel, ChannelStatus)>,
+        outcomes: Vec<(Ulid, Channel, ChannelOutcome)>,
     ) -> Result<(), StoreError> {
         let call = self.inner.settle_notifications(sent, outcomes);
         self.timed("settle_notifications", call).await
@@ -387,6 +392,28 @@ impl CampaignStore for Metered {
     async fn get_campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError> {
         self.timed("get_campaign", self.inner.get_campaign(id))
             .await
+    }
+    async fn record_progress(
+        &self,
+        campaign_id: &str,
+        bucket: u16,
+        items: &[ItemUpdate],
+    ) -> Result<(), StoreError> {
+        let call = self.inner.record_progress(campaign_id, bucket, items);
+        self.timed("record_progress", call).await
+    }
+    async fn campaign_counts(&self, campaign_id: &str) -> Result<CampaignCounts, StoreError> {
+        self.timed("campaign_counts", self.inner.campaign_counts(campaign_id))
+            .await
+    }
+    async fn campaign_items(
+        &self,
+        campaign_id: &str,
+        after: Option<ItemCursor>,
+        limit: usize,
+    ) -> Result<Vec<CampaignItem>, StoreError> {
+        let call = self.inner.campaign_items(campaign_id, after, limit);
+        self.timed("campaign_items", call).await
     }
 }
 

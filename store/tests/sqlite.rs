@@ -106,7 +106,7 @@ async fn a_store_of_the_old_layout_keeps_every_message_and_status_when_opened() 
         .record_channel_outcomes(vec![(
             processed.message.id,
             Channel::Push,
-            ChannelStatus::Sent,
+            ChannelStatus::Sent.into(),
         )])
         .await
         .expect("outcome");

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bus::stage::{PipelineStage, Stage, StageError};
-use bus::Record;
+use bus::{Bus, Record};
+use campaigns::CampaignHooks;
 use lettre::Address;
 use model::email::EmailJob;
 use model::pipeline::{decode, topics};
@@ -26,20 +27,24 @@ pub const GROUP: &str = "email";
 #[derive(Debug)]
 pub struct EmailStage {
     store: Arc<dyn Store>,
+    campaigns: CampaignHooks,
     mailer: Arc<dyn Mailer>,
     from: Address,
     in_flight: Semaphore,
 }
 
 impl EmailStage {
-    /// Sends through `mailer` from `from`, at most `max_in_flight` emails at once.
+    /// Sends through `mailer` from `from`, at most `max_in_flight` emails at once;
+    /// campaigns' progress goes on `bus`.
     pub fn new(
         store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
         mailer: Arc<dyn Mailer>,
         from: Address,
         max_in_flight: usize,
     ) -> Self {
         Self {
+            campaigns: CampaignHooks::new(Arc::clone(&store), bus),
             store,
             mailer,
             from,
@@ -91,14 +96,27 @@ impl Stage for EmailStage {
 
     async fn process(&self, jobs: &[&EmailJob]) -> Vec<Result<(), StageError>> {
         let provider = |_: &EmailJob| self.mailer.name();
-        send_each(&*self.store, Channel::Email, provider, jobs, |job| {
-            self.dispatch(job)
-        })
+        send_each(
+            &*self.store,
+            &self.campaigns,
+            Channel::Email,
+            provider,
+            jobs,
+            |job| self.dispatch(job),
+        )
         .await
     }
 
     async fn dead_lettered(&self, job: &EmailJob, reason: &str) {
         let provider = self.mailer.name();
-        record_failed(&*self.store, Channel::Email, provider, job, reason).await;
+        record_failed(
+            &*self.store,
+            &self.campaigns,
+            Channel::Email,
+            provider,
+            job,
+            reason,
+        )
+        .await;
     }
 }

@@ -95,7 +95,13 @@ async fn run_stage(
     bus.publish(topics::DELIVERIES_EMAIL, records)
         .await
         .expect("publish");
-    let stage = EmailStage::new(Arc::clone(&store), Arc::new(mailer), from(), 4);
+    let stage = EmailStage::new(
+        Arc::clone(&store),
+        Arc::clone(&bus),
+        Arc::new(mailer),
+        from(),
+        4,
+    );
     let (stop, runner) = spawn_stage(&bus, topics::DELIVERIES_EMAIL, GROUP, stage, cfg);
     (store, bus, stop, runner, dir)
 }
@@ -524,8 +530,10 @@ async fn an_email_job_delivered_twice_is_sent_once() {
         )])
         .await
         .expect("deliver");
+    let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
     let stage = EmailStage::new(
         Arc::clone(&store),
+        bus,
         Arc::new(SmtpMailer::new(&relay(&sink)).expect("mailer")),
         from(),
         4,

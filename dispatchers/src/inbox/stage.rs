@@ -12,6 +12,8 @@ use model::status::{Channel, ChannelOutcome, ChannelStatus, MessageStatus, Notif
 use store::{MessageRecord, Store};
 
 use crate::push::{PushFanOut, PushPlatforms, PushTargets};
+use campaigns::progress::{report_failed, Progress};
+use model::progress::{ChannelProgress, ItemProgress, ItemStatus};
 
 /// Consumer group of the inbox dispatcher.
 pub const GROUP: &str = "inbox";
@@ -51,23 +53,29 @@ impl InboxStage {
             .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
 
         let mut records: Vec<MessageRecord> = Vec::with_capacity(items.len());
+        let mut progress = Progress::default();
         // By lane: a campaign's notifications stay in the bulk lane.
         let mut jobs: [Vec<Record>; 2] = Default::default();
         let mut emails: [Vec<Record>; 2] = Default::default();
         for (Planned { lineage, plan }, push) in items.iter().copied().zip(pushes) {
             let lane = plan.message.lane().index();
             let mut record = record(plan, MessageStatus::Processed);
+            let (mut push_planned, mut email_planned) = (false, false);
             match push {
                 PushFanOut::NotChosen => {}
                 PushFanOut::Skipped(why) => {
                     record.notification.webhook = Some(ChannelOutcome::Skipped(why));
                 }
                 PushFanOut::Jobs(reachable) => {
+                    push_planned = true;
                     jobs[lane].extend(reachable.iter().map(|job| lineage.record(encode(job))))
                 }
             }
             match EmailJob::for_plan(plan) {
-                Some(email) => emails[lane].push(lineage.record(encode(&email))),
+                Some(email) => {
+                    email_planned = true;
+                    emails[lane].push(lineage.record(encode(&email)))
+                }
                 // Chosen, but no address came with the plan: nothing to send to.
                 None if plan.channels.email == ChannelChoice::Send => {
                     record.notification.email =
@@ -75,6 +83,15 @@ impl InboxStage {
                 }
                 None => {}
             }
+            progress.note(
+                plan.message.campaign_id.as_deref(),
+                plan.message.id,
+                ItemProgress {
+                    status: Some(ItemStatus::Processed),
+                    push: channel_progress(record.notification.webhook, push_planned),
+                    email: channel_progress(record.notification.email, email_planned),
+                },
+            );
             records.push(record);
         }
         let readable: Vec<_> = records.iter().map(|r| r.message.id).collect();
@@ -97,7 +114,17 @@ impl InboxStage {
                 }
             }
         }
+        progress.publish(&*self.bus).await?;
         Ok(())
+    }
+}
+
+/// What a campaign's tally hears about a channel: its outcome if already known (skipped),
+/// planned if a job went out for it.
+fn channel_progress(outcome: Option<ChannelOutcome>, planned: bool) -> Option<ChannelProgress> {
+    match outcome {
+        Some(outcome) => Some(outcome.into()),
+        None => planned.then_some(ChannelProgress::Planned),
     }
 }
 
@@ -161,7 +188,7 @@ impl Stage for InboxStage {
                 let failed = pending
                     .into_iter()
                     .filter(|(_, outcome)| outcome.is_none())
-                    .map(|(channel, _)| (message.id, channel, ChannelStatus::Failed))
+                    .map(|(channel, _)| (message.id, channel, ChannelStatus::Failed.into()))
                     .collect();
                 self.store.record_channel_outcomes(failed).await
             }
@@ -175,5 +202,6 @@ impl Stage for InboxStage {
         if let Err(err) = written {
             tracing::error!(message_id = %message.id, error = %err, "cannot record the failure");
         }
+        report_failed(&*self.bus, message).await;
     }
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bus::stage::{PipelineStage, Stage, StageError};
-use bus::Record;
+use bus::{Bus, Record};
+use campaigns::CampaignHooks;
 use model::pipeline::{decode, topics};
 use model::push::PushJob;
 use model::status::{Channel, ChannelStatus};
@@ -23,12 +24,19 @@ pub const GROUP: &str = "push";
 #[derive(Debug)]
 pub struct PushStage {
     store: Arc<dyn Store>,
+    campaigns: CampaignHooks,
     service: Arc<PushService>,
 }
 
 impl PushStage {
-    pub fn new(store: Arc<dyn Store>, service: Arc<PushService>) -> Self {
-        Self { store, service }
+    /// Sends through `service`; campaigns' progress goes on `bus`.
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, service: Arc<PushService>) -> Self {
+        let campaigns = CampaignHooks::new(Arc::clone(&store), bus);
+        Self {
+            store,
+            campaigns,
+            service,
+        }
     }
 
     /// Sends one job; the channel status it leads to and the stage's verdict.
@@ -72,14 +80,27 @@ impl Stage for PushStage {
 
     async fn process(&self, jobs: &[&PushJob]) -> Vec<Result<(), StageError>> {
         let provider = |job: &PushJob| job.platform.as_str();
-        send_each(&*self.store, Channel::Push, provider, jobs, |job| {
-            self.dispatch(job)
-        })
+        send_each(
+            &*self.store,
+            &self.campaigns,
+            Channel::Push,
+            provider,
+            jobs,
+            |job| self.dispatch(job),
+        )
         .await
     }
 
     async fn dead_lettered(&self, job: &PushJob, reason: &str) {
         let provider = job.platform.as_str();
-        record_failed(&*self.store, Channel::Push, provider, job, reason).await;
+        record_failed(
+            &*self.store,
+            &self.campaigns,
+            Channel::Push,
+            provider,
+            job,
+            reason,
+        )
+        .await;
     }
 }

@@ -207,6 +207,7 @@ fn job(platform: Platform, token: &str) -> PushJob {
         title: "Hai un nuovo messaggio".into(),
         body: "Entra nell'app per leggerlo".into(),
         expires_at: time::OffsetDateTime::now_utc().unix_timestamp() + 3600,
+        campaign_id: None,
         request_id: None,
     }
 }
@@ -458,7 +459,7 @@ async fn the_stage_sends_each_device_once_retries_removes_and_expires_per_its_ou
         &bus,
         topics::DELIVERIES_PUSH,
         GROUP,
-        PushStage::new(Arc::clone(&store), service),
+        PushStage::new(Arc::clone(&store), Arc::clone(&bus), service),
         StageConfig {
             poll_wait: Duration::from_millis(50),
             max_attempts: 2,
@@ -669,7 +670,8 @@ async fn a_job_delivered_twice_is_pushed_once_and_one_being_retried_is_throttled
             .await
             .expect("deliver");
     }
-    let stage = PushStage::new(Arc::clone(&store), service);
+    let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
+    let stage = PushStage::new(Arc::clone(&store), bus, service);
 
     let first = stage.process(&[&fine, &down]).await;
     assert!(first[0].is_ok());
@@ -700,4 +702,83 @@ async fn a_job_delivered_twice_is_pushed_once_and_one_being_retried_is_throttled
         channel_status(&store, fine.message_id, Channel::Push).await,
         Some(ChannelStatus::Sent)
     );
+}
+
+/// A job of a campaign its sender cancelled is not pushed: the channel shows why, and the
+/// campaign's tally hears of it; another campaign's job goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_campaigns_job_is_not_pushed() {
+    use model::progress::ProgressRecord;
+    use model::status::{ChannelOutcome, SkipReason};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+    let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
+    let fcm = fake_fcm(Duration::from_secs(3600)).await;
+    let stage = PushStage::new(
+        Arc::clone(&store),
+        Arc::clone(&bus),
+        fcm_only(fcm.provider, 4),
+    );
+    let mut jobs = Vec::new();
+    for (campaign, cancelled) in [("stopped", true), ("going", false)] {
+        store
+            .put_campaign(&model::campaign::Campaign {
+                id: campaign.into(),
+                service_id: "svc".into(),
+                name: "Bollo".into(),
+                created_at: model::timestamp::Timestamp::now(),
+                cancelled_at: cancelled.then(model::timestamp::Timestamp::now),
+            })
+            .await
+            .expect("campaign");
+        let (_, mut job) = device(&format!("token-{campaign}"));
+        job.campaign_id = Some(campaign.into());
+        store
+            .deliver(vec![sample_record_with_id(
+                job.message_id,
+                &job.fiscal_code,
+                MessageStatus::Processed,
+            )])
+            .await
+            .expect("deliver");
+        jobs.push(job);
+    }
+    let verdicts = stage.process(&[&jobs[0], &jobs[1]]).await;
+    assert!(verdicts.iter().all(Result::is_ok), "{verdicts:?}");
+
+    let page = received(&fcm.url).await;
+    let pushed: Vec<_> = page.received.iter().map(|r| r.message_id.clone()).collect();
+    assert_eq!(pushed, [jobs[1].message_id.to_string()]);
+    let stopped = store
+        .get_message(&jobs[0].message_id)
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(
+        stopped.notification.webhook,
+        Some(ChannelOutcome::Skipped(SkipReason::CampaignCancelled))
+    );
+    let mut reports = bus
+        .subscribe(topics::CAMPAIGN_PROGRESS, "t")
+        .await
+        .expect("subscribe");
+    let reports = bus::conformance::collect(&mut *reports, 2).await;
+    let reports: Vec<ProgressRecord> = reports
+        .iter()
+        .map(|r| model::pipeline::decode(&r.record.payload).expect("report"))
+        .collect();
+    let of = |campaign: &str| {
+        reports
+            .iter()
+            .find(|r| r.campaign_id == campaign)
+            .map(|r| r.items[0].progress.push)
+    };
+    assert_eq!(
+        of("stopped"),
+        Some(Some(
+            ChannelOutcome::Skipped(SkipReason::CampaignCancelled).into()
+        ))
+    );
+    assert_eq!(of("going"), Some(Some(ChannelStatus::Sent.into())));
 }

@@ -318,3 +318,169 @@ async fn a_test_mode_campaign_keeps_to_its_recipients_and_its_quota_counts_items
     let answer = json_of(add_json(&app, &service.key, id, &fitting).await).await;
     assert_eq!(answer["accepted"], 995);
 }
+
+/// `GET /campaigns/{id}` until its counts show no item pending, no notification pending
+/// (or 30 s pass); the campaign then.
+async fn settled(app: &TestApp, key: &str, id: &str, accepted: i64) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let read = json_of(
+            app.as_service(Method::GET, &format!("/campaigns/{id}"), key)
+                .send()
+                .await
+                .expect("get"),
+        )
+        .await;
+        let counts = &read["counts"];
+        let done = counts["accepted"] == accepted
+            && counts["pending"] == 0
+            && counts["push"]["pending"] == 0
+            && counts["email"]["pending"] == 0;
+        if done || tokio::time::Instant::now() > deadline {
+            return read;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn items_page(app: &TestApp, key: &str, id: &str, query: &str) -> reqwest::Response {
+    app.as_service(Method::GET, &format!("/campaigns/{id}/items?{query}"), key)
+        .send()
+        .await
+        .expect("items")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaigns_counts_follow_its_items_through_the_pipeline_and_list_them_by_status() {
+    let app = spawn_app().await;
+    let service = app.service().await;
+    let (with_email, plain, nobody) = (fiscal_code(), fiscal_code(), fiscal_code());
+    app.put_profile(
+        &with_email,
+        json!({"email": "anna@example.org", "is_email_validated": true}),
+    )
+    .await;
+    app.put_profile(&plain, json!({})).await;
+    let opened = open(
+        &app,
+        &service.key,
+        &json!({"name": "Bollo", "items": [item(&with_email), item(&plain), item(&nobody)]}),
+    )
+    .await;
+    assert_eq!(opened.status(), StatusCode::ACCEPTED);
+    let answer = json_of(opened).await;
+    let id = answer["id"].as_str().expect("id");
+    let ids: Vec<String> = answer["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["id"].as_str().expect("id").to_string())
+        .collect();
+
+    let read = settled(&app, &service.key, id, 3).await;
+    let counts = &read["counts"];
+    assert_eq!(counts["accepted"], 3, "{read}");
+    assert_eq!(counts["processed"], 2, "{read}");
+    assert_eq!(counts["rejected"]["user_not_found"], 1, "{read}");
+    assert_eq!(counts["email"]["sent"], 1, "{read}");
+    assert_eq!(counts["email"]["skipped"], 1, "{read}");
+    assert_eq!(counts["push"]["skipped"], 2, "{read}");
+    assert!(read.get("cancelled_at").is_none(), "{read}");
+
+    // Each item's own state, by status; the rejected one is the citizen with no profile.
+    let rejected = json_of(items_page(&app, &service.key, id, "status=rejected").await).await;
+    let listed = rejected["items"].as_array().expect("items");
+    assert_eq!(listed.len(), 1, "{rejected}");
+    assert_eq!(listed[0]["id"], ids[2].as_str());
+    assert_eq!(listed[0]["status"], "REJECTED:USER_NOT_FOUND");
+    assert!(rejected.get("next").is_none(), "{rejected}");
+    let processed = json_of(items_page(&app, &service.key, id, "status=processed").await).await;
+    let emailed = processed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| i["id"] == ids[0].as_str())
+        .cloned()
+        .expect("the item with an email");
+    assert_eq!(emailed["email"], "SENT", "{processed}");
+    // All of them, one page at a time, by following `next`.
+    let mut seen = Vec::new();
+    let mut query = "limit=1".to_string();
+    loop {
+        let page = json_of(items_page(&app, &service.key, id, &query).await).await;
+        seen.extend(
+            page["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|i| i["id"].as_str().expect("id").to_string()),
+        );
+        match page["next"].as_str() {
+            Some(next) => query = format!("limit=1&cursor={next}"),
+            None => break,
+        }
+    }
+    seen.sort();
+    let mut all = ids.clone();
+    all.sort();
+    assert_eq!(seen, all);
+
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("cursor=nonsense", "cursor"),
+        ("cursor=64.01JE0000000000000000000000", "cursor"),
+        ("status=lost", "query"),
+        ("colour=red", "query"),
+    ] {
+        let refused = items_page(&app, &service.key, id, query).await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{query}");
+        let problem = json_of(refused).await;
+        assert_eq!(problem["field"], field, "{query}: {problem}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_campaign_says_so_and_takes_no_more_items() {
+    let app = spawn_app().await;
+    let service = app.service().await;
+    let fc = fiscal_code();
+    app.put_profile(&fc, json!({})).await;
+    let answer = json_of(open(&app, &service.key, &json!({"name": "Bollo"})).await).await;
+    let id = answer["id"].as_str().expect("id");
+    let cancel = |key: String| {
+        let app = &app;
+        async move {
+            app.as_service(Method::POST, &format!("/campaigns/{id}/cancel"), &key)
+                .send()
+                .await
+                .expect("cancel")
+        }
+    };
+    let other = app.service().await;
+    assert_eq!(
+        cancel(other.key.clone()).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let cancelled = cancel(service.key.clone()).await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let cancelled = json_of(cancelled).await;
+    let when = cancelled["cancelled_at"]
+        .as_str()
+        .expect("cancelled_at")
+        .to_string();
+    // Again: nothing changes.
+    let again = json_of(cancel(service.key.clone()).await).await;
+    assert_eq!(again["cancelled_at"], when.as_str());
+    let refused = add_json(&app, &service.key, id, &json!([item(&fc)])).await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let problem = json_of(refused).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cancelled"),
+        "{problem}"
+    );
+    assert!(inbox_of(&app, &fc, 1).await.is_empty());
+}

@@ -7,7 +7,7 @@
 //! `scylla.concurrency`; the writes of one message's partition go as one unlogged batch,
 //! which the cluster applies as one mutation.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,8 +15,9 @@ use futures::{StreamExt, TryStreamExt};
 use model::campaign::Campaign;
 use model::installation::{DeviceToken, Installation, InstallationId};
 use model::profile::{Profile, ServicePreference};
+use model::progress::{CampaignCounts, ItemUpdate, BUCKETS};
 use model::service::{OrganizationAccount, Service};
-use model::status::{Channel, ChannelOutcome, ChannelStatus, NotificationStatus};
+use model::status::{Channel, ChannelOutcome, NotificationStatus};
 use model::FiscalCode;
 use scylla::client::session::Session;
 use scylla::deserialize::row::DeserializeRow;
@@ -35,9 +36,10 @@ use crate::codec::{
     self, channel_name, from_json, name_of, parse_name, parse_optional_name, to_json,
 };
 use crate::{
-    CampaignStore, IdempotencyStore, IdempotentSubmit, InboxItem, InstallationStore, KeyOwner,
-    MessageRecord, MessageStore, NotificationKey, NotificationStore, ProfileStore, QuotaStore,
-    Routing, ServiceStore, SettingStore, StoreError, SubscriptionFeedStore,
+    CampaignItem, CampaignStore, IdempotencyStore, IdempotentSubmit, InboxItem, InstallationStore,
+    ItemCursor, KeyOwner, MessageRecord, MessageStore, NotificationKey, NotificationStore,
+    ProfileStore, QuotaStore, Routing, ServiceStore, SettingStore, StoreError,
+    SubscriptionFeedStore,
 };
 
 /// How much time one inbox partition covers: 30 days of message ids.
@@ -595,7 +597,7 @@ impl MessageStore for ScyllaStore {
 
     async fn record_channel_outcomes(
         &self,
-        outcomes: Vec<(Ulid, Channel, ChannelStatus)>,
+        outcomes: Vec<(Ulid, Channel, ChannelOutcome)>,
     ) -> Result<(), StoreError> {
         self.settle_notifications(Vec::new(), outcomes).await
     }
@@ -651,32 +653,32 @@ impl NotificationStore for ScyllaStore {
     async fn settle_notifications(
         &self,
         sent: Vec<NotificationKey>,
-        outcomes: Vec<(Ulid, Channel, ChannelStatus)>,
+        outcomes: Vec<(Ulid, Channel, ChannelOutcome)>,
     ) -> Result<(), StoreError> {
         let mut per_message: BTreeMap<Ulid, Vec<Settle>> = BTreeMap::new();
         for key in sent {
             per_message
                 .entry(key.message_id)
                 .or_default()
-                .push(Settle::Sent((
+                .push(EitherRow::First((
                     key.message_id.to_string(),
                     channel_name(key.channel),
                     key.target,
                 )));
         }
         for (id, channel, status) in outcomes {
-            let write = outcome_write(&id.to_string(), channel, status.into())?;
+            let write = outcome_write(&id.to_string(), channel, status)?;
             per_message
                 .entry(id)
                 .or_default()
-                .push(Settle::Outcome(write));
+                .push(EitherRow::Second(write));
         }
         let batches = per_message.into_values().map(|rows| async move {
             let mut batch = Batch::new(BatchType::Unlogged);
             for row in &rows {
                 batch.append_statement(match row {
-                    Settle::Sent(_) => self.statements.put_sent.clone(),
-                    Settle::Outcome(_) => self.statements.write_message.clone(),
+                    EitherRow::First(_) => self.statements.put_sent.clone(),
+                    EitherRow::Second(_) => self.statements.write_message.clone(),
                 });
             }
             batch.set_is_idempotent(true);
@@ -687,21 +689,21 @@ impl NotificationStore for ScyllaStore {
     }
 }
 
-/// A row of a settling batch: a sent record (message id, channel, target) or an outcome.
-enum Settle {
-    Sent((String, &'static str, String)),
-    Outcome(MessageWrite),
+/// A row of a batch mixing two statements: the values of the one or of the other.
+enum EitherRow<A, B> {
+    First(A),
+    Second(B),
 }
 
-impl SerializeRow for Settle {
+impl<A: SerializeRow, B: SerializeRow> SerializeRow for EitherRow<A, B> {
     fn serialize(
         &self,
         ctx: &scylla::serialize::row::RowSerializationContext<'_>,
         writer: &mut scylla::serialize::writers::RowWriter,
     ) -> Result<(), scylla::serialize::SerializationError> {
         match self {
-            Self::Sent(row) => row.serialize(ctx, writer),
-            Self::Outcome(row) => row.serialize(ctx, writer),
+            Self::First(row) => row.serialize(ctx, writer),
+            Self::Second(row) => row.serialize(ctx, writer),
         }
     }
 
@@ -709,6 +711,9 @@ impl SerializeRow for Settle {
         false
     }
 }
+
+/// A row of a settling batch: a sent record (message id, channel, target) or an outcome.
+type Settle = EitherRow<(String, &'static str, String), MessageWrite>;
 
 #[async_trait]
 impl InstallationStore for ScyllaStore {
@@ -891,7 +896,116 @@ impl CampaignStore for ScyllaStore {
         let body = self.text(&self.statements.get_campaign, (id,)).await?;
         body.map(|b| from_json(&b)).transpose()
     }
+
+    async fn record_progress(
+        &self,
+        campaign_id: &str,
+        bucket: u16,
+        items: &[ItemUpdate],
+    ) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let part = (campaign_id, bucket as i16);
+        let counts = self
+            .text(&self.statements.campaign_part_counts, part)
+            .await?;
+        let mut counts = crate::progress::counts_of(counts.as_deref())?;
+        let ids: Vec<String> = crate::progress::ids_of(items)
+            .iter()
+            .map(Ulid::to_string)
+            .collect();
+        let reads = ids
+            .chunks(IN_LIST_LIMIT)
+            .map(|ids| {
+                self.rows::<(String, String)>(
+                    &self.statements.campaign_item_states,
+                    (campaign_id, bucket as i16, ids),
+                )
+            })
+            .collect();
+        let stored = self
+            .each(reads)
+            .await?
+            .into_iter()
+            .flatten()
+            .map(|(id, state)| crate::progress::state_of(&id, &state))
+            .collect::<Result<HashMap<_, _>, _>>()?;
+        let changed = crate::progress::merge_part(&mut counts, stored, items);
+        if changed.is_empty() {
+            return Ok(());
+        }
+        // One partition: the batch is applied atomically and in isolation, so the counts
+        // and the states they count are written together or not at all.
+        let mut batch = Batch::new(BatchType::Unlogged);
+        let mut rows: Vec<PartRow> = Vec::with_capacity(changed.len() + 1);
+        for (id, state) in changed {
+            batch.append_statement(self.statements.put_campaign_item.clone());
+            rows.push(EitherRow::First((
+                campaign_id.to_string(),
+                bucket as i16,
+                id.to_string(),
+                to_json(&state).map_err(refused)?,
+            )));
+        }
+        batch.append_statement(self.statements.put_campaign_part_counts.clone());
+        rows.push(EitherRow::Second((
+            to_json(&counts).map_err(refused)?,
+            campaign_id.to_string(),
+            bucket as i16,
+        )));
+        batch.set_is_idempotent(true);
+        self.session.batch(&batch, rows).await?;
+        Ok(())
+    }
+
+    async fn campaign_counts(&self, campaign_id: &str) -> Result<CampaignCounts, StoreError> {
+        let reads = (0..BUCKETS)
+            .map(|bucket| {
+                self.text(
+                    &self.statements.campaign_part_counts,
+                    (campaign_id, bucket as i16),
+                )
+            })
+            .collect();
+        crate::progress::sum_parts(self.each(reads).await?.into_iter().flatten())
+    }
+
+    async fn campaign_items(
+        &self,
+        campaign_id: &str,
+        after: Option<ItemCursor>,
+        limit: usize,
+    ) -> Result<Vec<CampaignItem>, StoreError> {
+        let (first, mut after_id) =
+            after.map_or((0, String::new()), |a| (a.bucket, a.id.to_string()));
+        let mut items = Vec::new();
+        for bucket in first..BUCKETS {
+            let wanted = limit.saturating_sub(items.len());
+            if wanted == 0 {
+                break;
+            }
+            let rows: Vec<(String, String)> = self
+                .rows(
+                    &self.statements.campaign_items_after,
+                    (campaign_id, bucket as i16, &after_id, wanted as i32),
+                )
+                .await?;
+            for (id, state) in rows {
+                items.push(crate::progress::item_of(bucket, &id, &state)?);
+            }
+            // Every id sorts after the empty text.
+            after_id = String::new();
+        }
+        Ok(items)
+    }
 }
+
+/// The most ids one `IN` list of a read names.
+const IN_LIST_LIMIT: usize = 100;
+
+/// A row of a campaign part's batch: an item's state, or the part's counts.
+type PartRow = EitherRow<(String, i16, String, String), (String, String, i16)>;
 
 #[async_trait]
 impl SubscriptionFeedStore for ScyllaStore {

@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_campaigns",
         cql: include_str!("schema/0005_campaigns.cql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_campaign_items",
+        cql: include_str!("schema/0006_campaign_items.cql"),
+    },
 ];
 
 /// The table recording which migrations a keyspace has had.

@@ -19,6 +19,11 @@ pub(crate) struct Statements {
     pub delete_service: PreparedStatement,
     pub put_campaign: PreparedStatement,
     pub get_campaign: PreparedStatement,
+    pub campaign_item_states: PreparedStatement,
+    pub campaign_part_counts: PreparedStatement,
+    pub put_campaign_item: PreparedStatement,
+    pub put_campaign_part_counts: PreparedStatement,
+    pub campaign_items_after: PreparedStatement,
     pub put_organization: PreparedStatement,
     pub get_organization: PreparedStatement,
     pub record_subscription_change: PreparedStatement,
@@ -85,6 +90,34 @@ impl Statements {
             delete_service: prepare(q("DELETE FROM services WHERE id = ?"), Yes).await?,
             put_campaign: prepare(q("INSERT INTO campaigns (id, body) VALUES (?, ?)"), Yes).await?,
             get_campaign: prepare(q("SELECT body FROM campaigns WHERE id = ?"), Yes).await?,
+            campaign_item_states: prepare(
+                q("SELECT message_id, state FROM campaign_items \
+                   WHERE campaign_id = ? AND bucket = ? AND message_id IN ?"),
+                Yes,
+            )
+            .await?,
+            campaign_part_counts: prepare(
+                q("SELECT counts FROM campaign_items WHERE campaign_id = ? AND bucket = ? LIMIT 1"),
+                Yes,
+            )
+            .await?,
+            put_campaign_item: prepare(
+                q("INSERT INTO campaign_items (campaign_id, bucket, message_id, state) \
+                   VALUES (?, ?, ?, ?)"),
+                Yes,
+            )
+            .await?,
+            put_campaign_part_counts: prepare(
+                q("UPDATE campaign_items SET counts = ? WHERE campaign_id = ? AND bucket = ?"),
+                Yes,
+            )
+            .await?,
+            campaign_items_after: prepare(
+                q("SELECT message_id, state FROM campaign_items \
+                   WHERE campaign_id = ? AND bucket = ? AND message_id > ? LIMIT ?"),
+                Yes,
+            )
+            .await?,
             put_organization: prepare(
                 q("INSERT INTO organizations (fiscal_code, body) VALUES (?, ?)"),
                 Yes,

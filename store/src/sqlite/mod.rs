@@ -13,22 +13,24 @@ use async_trait::async_trait;
 use model::campaign::Campaign;
 use model::installation::{DeviceToken, Installation, InstallationId};
 use model::profile::{Profile, ServicePreference};
+use model::progress::{CampaignCounts, ItemUpdate};
 use model::service::{OrganizationAccount, Service};
-use model::status::{Channel, ChannelStatus, MessageStatus, NotificationStatus};
+use model::status::{Channel, ChannelOutcome, MessageStatus, NotificationStatus};
 use model::FiscalCode;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::collections::HashMap;
 
 use db::{DbError, Readers, Writer};
 use ulid::Ulid;
 
 use crate::codec::{self, channel_name, from_json};
 use crate::{
-    CampaignStore, IdempotencyStore, IdempotentSubmit, InboxItem, InstallationStore, KeyOwner,
-    MessageRecord, MessageStore, NotificationKey, NotificationStore, ProfileStore, QuotaStore,
-    Routing, ServiceStore, SettingStore, StoreError, SubscriptionFeedStore, FEED_KEPT_DAYS,
-    IDEMPOTENCY_KEPT, QUOTA_KEPT_DAYS,
+    CampaignItem, CampaignStore, IdempotencyStore, IdempotentSubmit, InboxItem, InstallationStore,
+    ItemCursor, KeyOwner, MessageRecord, MessageStore, NotificationKey, NotificationStore,
+    ProfileStore, QuotaStore, Routing, ServiceStore, SettingStore, StoreError,
+    SubscriptionFeedStore, FEED_KEPT_DAYS, IDEMPOTENCY_KEPT, QUOTA_KEPT_DAYS,
 };
 
 const SCHEMA: &str = "
@@ -58,6 +60,13 @@ CREATE TABLE IF NOT EXISTS idempotency_keys(
     message_id TEXT NOT NULL, created_at TEXT NOT NULL, accepted INTEGER NOT NULL,
     kept_until INTEGER NOT NULL, PRIMARY KEY(service_id, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS campaigns(id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
+-- Each campaign item's state, and each part's counts (written in one transaction).
+CREATE TABLE IF NOT EXISTS campaign_items(
+    campaign_id TEXT NOT NULL, bucket INTEGER NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL,
+    PRIMARY KEY(campaign_id, bucket, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS campaign_counts(
+    campaign_id TEXT NOT NULL, bucket INTEGER NOT NULL, counts TEXT NOT NULL,
+    PRIMARY KEY(campaign_id, bucket)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS organizations(fiscal_code TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 -- Each citizen's last subscription change of a day in a scope (a service id, or '*' for
 -- the inbox). Days sort as text, so old ones go by a range delete on the key.
@@ -606,7 +615,7 @@ impl MessageStore for SqliteStore {
 
     async fn record_channel_outcomes(
         &self,
-        outcomes: Vec<(Ulid, Channel, ChannelStatus)>,
+        outcomes: Vec<(Ulid, Channel, ChannelOutcome)>,
     ) -> Result<(), StoreError> {
         if outcomes.is_empty() {
             return Ok(());
@@ -621,7 +630,7 @@ impl MessageStore for SqliteStore {
 /// Records channel outcomes, each replacing the stored one only if it ranks higher.
 fn record_outcomes(
     c: &Connection,
-    outcomes: &[(Ulid, Channel, ChannelStatus)],
+    outcomes: &[(Ulid, Channel, ChannelOutcome)],
 ) -> Result<(), DbError> {
     let mut select = c.prepare_cached("SELECT email, webhook FROM messages WHERE id = ?1")?;
     let mut update = c.prepare_cached(
@@ -699,7 +708,7 @@ impl NotificationStore for SqliteStore {
     async fn settle_notifications(
         &self,
         sent: Vec<NotificationKey>,
-        outcomes: Vec<(Ulid, Channel, ChannelStatus)>,
+        outcomes: Vec<(Ulid, Channel, ChannelOutcome)>,
     ) -> Result<(), StoreError> {
         if sent.is_empty() && outcomes.is_empty() {
             return Ok(());
@@ -904,6 +913,106 @@ impl CampaignStore for SqliteStore {
     async fn get_campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError> {
         self.read_one("SELECT body FROM campaigns WHERE id = ?1", vec![id.into()])
             .await
+    }
+
+    async fn record_progress(
+        &self,
+        campaign_id: &str,
+        bucket: u16,
+        items: &[ItemUpdate],
+    ) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let (campaign_id, items) = (campaign_id.to_string(), items.to_vec());
+        Ok(self
+            .writer
+            .write(move |c| {
+                let counts: Option<String> = c
+                    .prepare_cached(
+                        "SELECT counts FROM campaign_counts WHERE campaign_id = ?1 AND bucket = ?2",
+                    )?
+                    .query_row(params![campaign_id, bucket], |r| r.get(0))
+                    .optional()?;
+                let mut counts = crate::progress::counts_of(counts.as_deref())
+                    .map_err(|e| unreadable(e.to_string()))?;
+                let mut select = c.prepare_cached(
+                    "SELECT state FROM campaign_items WHERE campaign_id = ?1 AND bucket = ?2 AND id = ?3",
+                )?;
+                let mut stored = HashMap::new();
+                for id in crate::progress::ids_of(&items) {
+                    let state: Option<String> = select
+                        .query_row(params![campaign_id, bucket, id.to_string()], |r| r.get(0))
+                        .optional()?;
+                    if let Some(state) = state {
+                        let (id, state) =
+                            crate::progress::state_of(&id.to_string(), &state)
+                            .map_err(|e| unreadable(e.to_string()))?;
+                        stored.insert(id, state);
+                    }
+                }
+                let changed = crate::progress::merge_part(&mut counts, stored, &items);
+                if changed.is_empty() {
+                    return Ok(());
+                }
+                let mut upsert = c.prepare_cached(
+                    "INSERT OR REPLACE INTO campaign_items(campaign_id, bucket, id, state)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for (id, state) in changed {
+                    upsert.execute(params![campaign_id, bucket, id.to_string(), to_json(&state)?])?;
+                }
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO campaign_counts(campaign_id, bucket, counts)
+                     VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![campaign_id, bucket, to_json(&counts)?])?;
+                Ok(())
+            })
+            .await?)
+    }
+
+    async fn campaign_counts(&self, campaign_id: &str) -> Result<CampaignCounts, StoreError> {
+        let campaign_id = campaign_id.to_string();
+        let parts: Vec<String> = self
+            .readers
+            .read(move |c| {
+                let mut statement =
+                    c.prepare_cached("SELECT counts FROM campaign_counts WHERE campaign_id = ?1")?;
+                let rows = statement.query_map(params![campaign_id], |r| r.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await?;
+        crate::progress::sum_parts(parts)
+    }
+
+    async fn campaign_items(
+        &self,
+        campaign_id: &str,
+        after: Option<ItemCursor>,
+        limit: usize,
+    ) -> Result<Vec<CampaignItem>, StoreError> {
+        let campaign_id = campaign_id.to_string();
+        // Before every id, a text that sorts first.
+        let (bucket, id) = after.map_or((0, String::new()), |a| (a.bucket, a.id.to_string()));
+        let rows: Vec<(u16, String, String)> = self
+            .readers
+            .read(move |c| {
+                let mut statement = c.prepare_cached(
+                    "SELECT bucket, id, state FROM campaign_items
+                     WHERE campaign_id = ?1 AND (bucket, id) > (?2, ?3)
+                     ORDER BY bucket, id LIMIT ?4",
+                )?;
+                let rows = statement
+                    .query_map(params![campaign_id, bucket, id, limit as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(bucket, id, state)| crate::progress::item_of(bucket, &id, &state))
+            .collect()
     }
 }
 

@@ -1,0 +1,74 @@
+//! The one rule every store follows to record a campaign's progress: merge each reported
+//! change into its item's state, and move the part's counts by what actually changed.
+
+use std::collections::{HashMap, HashSet};
+
+use model::progress::{CampaignCounts, ItemProgress, ItemUpdate};
+use ulid::Ulid;
+
+use crate::codec::from_json;
+use crate::{CampaignItem, StoreError};
+
+/// Merges `updates` into the part whose counts are `counts` and whose stored states of the
+/// items named are `stored`; the items whose state changed, with their new state. An id
+/// named twice is merged twice, in order; the changed come in no particular order.
+pub fn merge_part(
+    counts: &mut CampaignCounts,
+    mut stored: HashMap<Ulid, ItemProgress>,
+    updates: &[ItemUpdate],
+) -> Vec<(Ulid, ItemProgress)> {
+    let mut changed: HashSet<Ulid> = HashSet::new();
+    for update in updates {
+        let before = stored.get(&update.id).copied();
+        if let Some(after) = counts.apply(before, &update.progress) {
+            stored.insert(update.id, after);
+            changed.insert(update.id);
+        }
+    }
+    changed
+        .into_iter()
+        .filter_map(|id| stored.get(&id).map(|state| (id, *state)))
+        .collect()
+}
+
+/// The distinct ids `updates` name, for the read before [`merge_part`].
+pub fn ids_of(updates: &[ItemUpdate]) -> Vec<Ulid> {
+    let mut ids: Vec<Ulid> = updates.iter().map(|u| u.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// A part's stored counts (none yet: all zero).
+pub(crate) fn counts_of(stored: Option<&str>) -> Result<CampaignCounts, StoreError> {
+    stored.map_or(Ok(CampaignCounts::default()), from_json)
+}
+
+/// A campaign's counts from its parts' stored counts.
+pub(crate) fn sum_parts(
+    parts: impl IntoIterator<Item = String>,
+) -> Result<CampaignCounts, StoreError> {
+    let mut total = CampaignCounts::default();
+    for part in parts {
+        total.sum(&from_json(&part)?);
+    }
+    Ok(total)
+}
+
+/// An item's id and state as stored.
+pub(crate) fn state_of(id: &str, state: &str) -> Result<(Ulid, ItemProgress), StoreError> {
+    let id = id
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("campaign item id {id:?}")))?;
+    Ok((id, from_json(state)?))
+}
+
+/// An item as stored in part `bucket`.
+pub(crate) fn item_of(bucket: u16, id: &str, state: &str) -> Result<CampaignItem, StoreError> {
+    let (id, progress) = state_of(id, state)?;
+    Ok(CampaignItem {
+        bucket,
+        id,
+        progress,
+    })
+}
