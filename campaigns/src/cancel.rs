@@ -90,6 +90,7 @@ mod tests {
             name: "Bollo".into(),
             created_at: model::timestamp::Timestamp::now(),
             cancelled_at: None,
+            schedule: None,
         };
         store.put_campaign(&campaign).await.expect("put");
         let fresh = Cancellations::with_freshness(Arc::clone(&store), Duration::ZERO);

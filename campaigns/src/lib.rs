@@ -4,10 +4,13 @@
 //! - [`cancel::Cancellations`]: whether a message's campaign was cancelled, asked before
 //!   routing or notifying it;
 //! - [`tally::TallyStage`]: the consumer of `campaign-progress` that keeps each item's
-//!   state and each campaign's counts in the store.
+//!   state and each campaign's counts in the store;
+//! - [`schedule`]: records that wait for their time (scheduled campaigns' items, pushes
+//!   held over quiet hours), kept in the store and released when due.
 
 pub mod cancel;
 pub mod progress;
+pub mod schedule;
 pub mod tally;
 
 use std::sync::Arc;

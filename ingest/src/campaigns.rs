@@ -17,12 +17,14 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use campaigns::progress::Progress;
+use campaigns::schedule;
 use futures::StreamExt;
 use model::campaign::{self, Campaign, CampaignPayload};
 use model::message::NewMessage;
 use model::pipeline::topics;
 use model::progress::{CampaignCounts, ItemProgress, ItemStatus, StatusFilter};
 use model::request_id::RequestId;
+use model::schedule::CampaignSchedule;
 use model::service::{KeySlot, Service};
 use model::timestamp::Timestamp;
 use model::ValidationError;
@@ -44,6 +46,9 @@ use crate::IngestState;
 pub const MAX_JSON_CALL_BYTES: usize = 64 * 1024 * 1024;
 /// The longest NDJSON line: a message is far smaller.
 pub const MAX_LINE_BYTES: usize = 256 * 1024;
+/// An item due within this many milliseconds goes at once rather than through the
+/// scheduler.
+const DEFER_AFTER_MS: i64 = 1000;
 /// Items published to the log together (one log write each).
 const CHUNK: usize = 1000;
 /// How long an NDJSON stream may send nothing before it is cut with `408`: it has no
@@ -89,6 +94,9 @@ pub struct CampaignView {
     /// When its sender cancelled it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancelled_at: Option<String>,
+    /// When its items go, as opened (absent: at once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<CampaignSchedule>,
     /// Its items by where they stand, as the pipeline reported them so far (a change
     /// shows within a second or two of happening).
     pub counts: CampaignCounts,
@@ -102,6 +110,7 @@ impl CampaignView {
             name: campaign.name,
             created_at: campaign.created_at.to_string(),
             cancelled_at: campaign.cancelled_at.map(|t| t.to_string()),
+            schedule: campaign.schedule,
             counts,
         })
     }
@@ -113,6 +122,8 @@ struct Call<'a> {
     service: &'a Service,
     slot: KeySlot,
     campaign_id: &'a str,
+    /// When the campaign's items go (none: at once).
+    schedule: Option<&'a CampaignSchedule>,
     call: Ulid,
     request_id: Option<&'a RequestId>,
     /// False when the call repeats one whose items all reached the log: they are checked
@@ -162,15 +173,28 @@ impl Call<'_> {
                 }));
                 return Ok(());
             }
-            let records = messages
-                .iter()
-                .map(|m| log_record(self.state, m, self.request_id))
-                .collect();
-            self.state
-                .bus
-                .publish(topics::BULK_MESSAGES, records)
-                .await
-                .map_err(|err| not_in_log(&err))?;
+            // An item due later waits on `scheduled` (in the log all the same) for its time.
+            let now = Timestamp::now();
+            let (mut at_once, mut later) = (Vec::new(), Vec::new());
+            for message in &messages {
+                let record = log_record(self.state, message, self.request_id);
+                match self.schedule.map(|s| s.due_at(now, message.id)) {
+                    Some(due) if due.unix_millis() > now.unix_millis() + DEFER_AFTER_MS => {
+                        let id = message.id.to_string();
+                        later.push(schedule::defer(record, topics::BULK_MESSAGES, &id, due));
+                    }
+                    _ => at_once.push(record),
+                }
+            }
+            for (topic, records) in [(topics::BULK_MESSAGES, at_once), (topics::SCHEDULED, later)] {
+                if !records.is_empty() {
+                    self.state
+                        .bus
+                        .publish(topic, records)
+                        .await
+                        .map_err(|err| not_in_log(&err))?;
+                }
+            }
             // The items are in the log, so accepted whatever happens next: a report lost
             // here only leaves them uncounted until a later stage reports them.
             let mut progress = Progress::default();
@@ -296,6 +320,7 @@ pub(crate) async fn create(
             name: payload.name.trim().to_string(),
             created_at: Timestamp::from(time::OffsetDateTime::from(call.datetime())),
             cancelled_at: None,
+            schedule: payload.schedule.clone().filter(|s| !s.is_immediate()),
         };
         state.store.put_campaign(&campaign).await?;
         let work = Call {
@@ -303,6 +328,7 @@ pub(crate) async fn create(
             service: &service,
             slot,
             campaign_id: &campaign.id,
+            schedule: campaign.schedule.as_ref(),
             call,
             request_id: request_id.as_ref(),
             publish: claimed.repeat != Some(true),
@@ -399,6 +425,7 @@ pub(crate) async fn add_items(
                 service: &service,
                 slot,
                 campaign_id: &campaign.id,
+                schedule: campaign.schedule.as_ref(),
                 call: state.next_id(),
                 request_id: request_id.as_ref(),
                 publish: true,
@@ -425,6 +452,7 @@ pub(crate) async fn add_items(
             service: &service,
             slot,
             campaign_id: &campaign.id,
+            schedule: campaign.schedule.as_ref(),
             call: claimed.id,
             request_id: request_id.as_ref(),
             publish: claimed.repeat != Some(true),

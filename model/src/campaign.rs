@@ -23,6 +23,10 @@ const MAX_NAME: usize = 200;
 pub struct CampaignPayload {
     /// What the campaign is, for the sender's own reading (1 to 200 characters).
     pub name: String,
+    /// When its items go: not before a moment, within a daily window, spread over hours.
+    /// Without it, each item goes as soon as it is added.
+    #[serde(default)]
+    pub schedule: Option<crate::schedule::CampaignSchedule>,
     /// Its first items, as in `POST …/campaigns/{id}/items` (at most 10,000).
     #[serde(default)]
     #[schema(value_type = Option<Vec<crate::message::NewMessageBody>>)]
@@ -38,6 +42,9 @@ impl CampaignPayload {
                 "name",
                 format!("must be 1 to {MAX_NAME} characters"),
             ));
+        }
+        if let Some(schedule) = &payload.schedule {
+            schedule.validate()?;
         }
         Ok(payload)
     }
@@ -56,6 +63,9 @@ pub struct Campaign {
     /// notifications not yet sent do not go.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled_at: Option<Timestamp>,
+    /// When its items go (none: at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<crate::schedule::CampaignSchedule>,
 }
 
 /// The items of a JSON call: an array of IO `NewMessage`s, each kept as it came so that a

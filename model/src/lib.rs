@@ -20,6 +20,7 @@ pub mod push;
 pub mod request_id;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod samples;
+pub mod schedule;
 pub mod secret;
 pub mod service;
 pub mod status;

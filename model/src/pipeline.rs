@@ -36,6 +36,10 @@ pub mod topics {
     /// read by the campaign tally.
     pub const CAMPAIGN_PROGRESS: &str = "campaign-progress";
 
+    /// Records deferred to a later time (a scheduled campaign's items, pushes held over
+    /// quiet hours), read by the scheduler's intake.
+    pub const SCHEDULED: &str = "scheduled";
+
     /// The same four in the bulk lane: campaigns' messages, apart from one-off ones.
     pub const BULK_MESSAGES: &str = "bulk.messages";
     pub const BULK_DELIVERIES_INBOX: &str = "bulk.deliveries.inbox";
@@ -44,7 +48,7 @@ pub mod topics {
 
     /// The topics the pipeline's stages consume, both lanes and the campaigns' tally (each
     /// with its retry and dead-letter twins).
-    pub const PIPELINE: [&str; 9] = [
+    pub const PIPELINE: [&str; 10] = [
         MESSAGES,
         DELIVERIES_INBOX,
         DELIVERIES_PUSH,
@@ -54,6 +58,15 @@ pub mod topics {
         BULK_DELIVERIES_PUSH,
         BULK_DELIVERIES_EMAIL,
         CAMPAIGN_PROGRESS,
+        SCHEDULED,
+    ];
+
+    /// The topics a deferred record may be scheduled for.
+    pub const DEFERRABLE: [&str; 4] = [
+        BULK_MESSAGES,
+        DELIVERIES_PUSH,
+        BULK_DELIVERIES_PUSH,
+        MESSAGES,
     ];
 
     /// `topic`'s twin in the bulk lane (itself when it has none).

@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use bus::embedded::EmbeddedBus;
 use bus::stage::{self, PipelineStage, StageSettings};
 use bus::Bus;
+use campaigns::schedule::{IntakeStage, Releaser};
 use campaigns::tally::TallyStage;
 use citizen::{CitizenState, JwtKey, JwtVerifier};
 use dispatchers::email::mailer::{Mailer, OutboxMailer, SmtpMailer};
@@ -131,6 +132,16 @@ impl App {
                     let stage =
                         RouterStage::with_cache(Arc::clone(&store), Arc::clone(&bus), citizens);
                     stages.extend(supervisor.start(stage, &config.stage).await?);
+                    // The scheduler sits before routing: it takes what waits for its time,
+                    // and releases it (one releaser at a time, by a lease) when it is due.
+                    let intake = IntakeStage::new(Arc::clone(&store), Arc::clone(&bus));
+                    let lanes = [Lane::Priority];
+                    stages.extend(supervisor.start_on(intake, &config.stage, &lanes).await?);
+                    let releaser = Releaser::new(Arc::clone(&store), Arc::clone(&bus));
+                    stages.push(supervisor.spawn(
+                        "the scheduler's releaser".to_string(),
+                        releaser.run(stopped.clone()),
+                    ));
                 }
                 Role::Inbox => {
                     let push = config.push.platforms();

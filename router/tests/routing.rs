@@ -205,6 +205,7 @@ async fn a_cancelled_campaigns_messages_are_rejected_and_reported() {
         name: "Bollo".into(),
         created_at: model::timestamp::Timestamp::now(),
         cancelled_at: cancelled.then(model::timestamp::Timestamp::now),
+        schedule: None,
     };
     store
         .put_campaign(&campaign("stopped", true))

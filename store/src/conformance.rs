@@ -244,6 +244,7 @@ pub async fn campaigns_round_trip(store: Arc<dyn Store>) {
         name: "Bollo auto 2027".into(),
         created_at: model::timestamp::Timestamp::now(),
         cancelled_at: None,
+        schedule: None,
     };
     store.put_campaign(&campaign).await.expect("put");
     assert_eq!(
@@ -367,6 +368,73 @@ pub async fn campaign_progress_is_merged_once_and_counted_exactly(store: Arc<dyn
         paged.extend(page);
     }
     assert_eq!(paged, all);
+}
+
+// ---- the schedule ------------------------------------------------------------------
+
+fn scheduled(id: &str, due_ms: i64) -> crate::ScheduledRecord {
+    crate::ScheduledRecord {
+        id: id.into(),
+        due_ms,
+        topic: "bulk.messages".into(),
+        key: vec![0, 159, 255],
+        headers: vec![("postino-request-id".into(), "r-1".into())],
+        payload: br#"{"id":"x"}"#.to_vec(),
+    }
+}
+
+pub async fn scheduled_records_are_kept_by_minute_until_released(store: Arc<dyn Store>) {
+    // A minute of its own, far from other checks' (they share one database).
+    let minute = 20_000_000 + (unique() % 1_000_000) as i64;
+    let at = minute * 60_000;
+    let records: Vec<_> = (0..40)
+        .map(|i| scheduled(&format!("item-{i:02}"), at + i * 1000))
+        .collect();
+    store.schedule(records.clone()).await.expect("schedule");
+    // Again: the same ids, kept once.
+    store.schedule(records.clone()).await.expect("again");
+    let mut kept = Vec::new();
+    for shard in 0..crate::SCHEDULE_SHARDS {
+        kept.extend(store.scheduled_in(minute, shard).await.expect("read"));
+        assert!(store
+            .scheduled_in(minute + 1, shard)
+            .await
+            .expect("read")
+            .is_empty());
+    }
+    kept.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(kept, records);
+    let first = &records[0];
+    store
+        .unschedule(minute, first.shard(), std::slice::from_ref(&first.id))
+        .await
+        .expect("unschedule");
+    let left = store
+        .scheduled_in(minute, first.shard())
+        .await
+        .expect("read");
+    assert!(left.iter().all(|r| r.id != first.id));
+}
+
+pub async fn a_lease_has_one_holder_until_it_runs_out(store: Arc<dyn Store>) {
+    let name = format!("lease-{}", unique());
+    let ttl = std::time::Duration::from_secs(1);
+    assert!(store.hold_lease(&name, "a", ttl).await.expect("take"));
+    assert!(!store.hold_lease(&name, "b", ttl).await.expect("refused"));
+    assert!(store.hold_lease(&name, "a", ttl).await.expect("renew"));
+    // Not renewed, it runs out, and another takes it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if store.hold_lease(&name, "b", ttl).await.expect("take") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never ran out"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!store.hold_lease(&name, "a", ttl).await.expect("refused"));
 }
 
 // ---- the subscriptions feed ----------------------------------------------------------
@@ -1091,6 +1159,8 @@ macro_rules! store_conformance {
             organizations_round_trip_and_own_keys,
             campaigns_round_trip,
             campaign_progress_is_merged_once_and_counted_exactly,
+            scheduled_records_are_kept_by_minute_until_released,
+            a_lease_has_one_holder_until_it_runs_out,
             subscription_changes_keep_each_citizens_last_of_the_day_per_scope,
             keys_map_hashes_to_owners,
             profiles_and_preferences_are_per_citizen,

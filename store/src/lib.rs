@@ -472,6 +472,59 @@ impl CampaignItem {
     }
 }
 
+/// A record to publish later: on `topic`, with its key, headers and payload, once it is
+/// due. Its `id` names what it is (a message, a message's push to one device), so
+/// scheduling the same thing twice keeps one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledRecord {
+    pub id: String,
+    /// When it is due, in milliseconds since the Unix epoch.
+    pub due_ms: i64,
+    pub topic: String,
+    pub key: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+    pub payload: Vec<u8>,
+}
+
+/// How many partitions each minute's scheduled records are spread over.
+pub const SCHEDULE_SHARDS: u16 = 16;
+
+impl ScheduledRecord {
+    /// The minute (since the Unix epoch) it is kept under.
+    pub fn minute(&self) -> i64 {
+        self.due_ms.div_euclid(60_000)
+    }
+
+    /// Its partition within its minute.
+    pub fn shard(&self) -> u16 {
+        (blake3::hash(self.id.as_bytes()).as_bytes()[0] as u16) % SCHEDULE_SHARDS
+    }
+}
+
+/// Records waiting for their time (partition: due minute and shard), and the lease that
+/// lets one process at a time release them.
+#[async_trait]
+pub trait ScheduleStore: Send + Sync {
+    /// Keeps `records` until they are released. Idempotent by id.
+    async fn schedule(&self, records: Vec<ScheduledRecord>) -> Result<(), StoreError>;
+    /// The records kept under `minute` and `shard`, by id.
+    async fn scheduled_in(
+        &self,
+        minute: i64,
+        shard: u16,
+    ) -> Result<Vec<ScheduledRecord>, StoreError>;
+    /// Forgets released records.
+    async fn unschedule(&self, minute: i64, shard: u16, ids: &[String]) -> Result<(), StoreError>;
+    /// Takes the lease `name` for `holder`, or keeps it if `holder` holds it, for `ttl`
+    /// from now (a conditional write): whether `holder` holds it now.
+    async fn hold_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError>;
+}
+
 /// How long a quota period's count is kept: longer than any period (a week).
 pub const QUOTA_KEPT_DAYS: u32 = 15;
 
@@ -487,6 +540,7 @@ pub trait Store:
     + IdempotencyStore
     + SubscriptionFeedStore
     + CampaignStore
+    + ScheduleStore
     + std::fmt::Debug
 {
 }
@@ -501,6 +555,7 @@ impl<
             + IdempotencyStore
             + SubscriptionFeedStore
             + CampaignStore
+            + ScheduleStore
             + std::fmt::Debug,
     > Store for T
 {

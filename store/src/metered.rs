@@ -24,6 +24,7 @@ use crate::{
     ProfileStore, QuotaStore, Routing, ServiceStore, SettingStore, Store, StoreError,
     SubscriptionFeedStore,
 };
+use crate::{ScheduleStore, ScheduledRecord};
 
 pub const OPERATION_DURATION: Metric = Metric::histogram(
     "postino_store_operation_duration_seconds",
@@ -83,6 +84,10 @@ pub const OPERATIONS: &[&str] = &[
     "record_progress",
     "campaign_counts",
     "campaign_items",
+    "schedule",
+    "scheduled_in",
+    "unschedule",
+    "hold_lease",
     "get_campaign",
 ];
 
@@ -414,6 +419,34 @@ impl CampaignStore for Metered {
     ) -> Result<Vec<CampaignItem>, StoreError> {
         let call = self.inner.campaign_items(campaign_id, after, limit);
         self.timed("campaign_items", call).await
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for Metered {
+    async fn schedule(&self, records: Vec<ScheduledRecord>) -> Result<(), StoreError> {
+        self.timed("schedule", self.inner.schedule(records)).await
+    }
+    async fn scheduled_in(
+        &self,
+        minute: i64,
+        shard: u16,
+    ) -> Result<Vec<ScheduledRecord>, StoreError> {
+        self.timed("scheduled_in", self.inner.scheduled_in(minute, shard))
+            .await
+    }
+    async fn unschedule(&self, minute: i64, shard: u16, ids: &[String]) -> Result<(), StoreError> {
+        self.timed("unschedule", self.inner.unschedule(minute, shard, ids))
+            .await
+    }
+    async fn hold_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        self.timed("hold_lease", self.inner.hold_lease(name, holder, ttl))
+            .await
     }
 }
 

@@ -729,6 +729,7 @@ async fn a_cancelled_campaigns_job_is_not_pushed() {
                 name: "Bollo".into(),
                 created_at: model::timestamp::Timestamp::now(),
                 cancelled_at: cancelled.then(model::timestamp::Timestamp::now),
+                schedule: None,
             })
             .await
             .expect("campaign");

@@ -484,3 +484,112 @@ async fn a_cancelled_campaign_says_so_and_takes_no_more_items() {
     );
     assert!(inbox_of(&app, &fc, 1).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_campaigns_items_wait_for_their_time() {
+    let app = spawn_app().await;
+    let service = app.service().await;
+    let fc = fiscal_code();
+    app.put_profile(&fc, json!({})).await;
+
+    // Not before three seconds from now: the message reaches the inbox no earlier.
+    let not_before = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
+    let not_before_text = not_before
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    let opened = open(
+        &app,
+        &service.key,
+        &json!({"name": "Bollo", "schedule": {"not_before": not_before_text}, "items": [item(&fc)]}),
+    )
+    .await;
+    assert_eq!(opened.status(), StatusCode::ACCEPTED);
+    let id = json_of(opened).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let read = json_of(
+        app.as_service(Method::GET, &format!("/campaigns/{id}"), &service.key)
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    assert!(read["schedule"]["not_before"].is_string(), "{read}");
+    let inbox = inbox_of(&app, &fc, 1).await;
+    let arrived = time::OffsetDateTime::now_utc();
+    assert_eq!(inbox.len(), 1);
+    assert!(
+        arrived >= not_before,
+        "delivered at {arrived}, before {not_before}"
+    );
+
+    // Spread over a week: every item waits on `scheduled`, none is on its way yet, and
+    // the campaign counts them pending.
+    let (a, b) = (fiscal_code(), fiscal_code());
+    let opened = open(
+        &app,
+        &service.key,
+        &json!({"name": "Bollo", "schedule": {"spread_hours": 168,
+            "window": {"start": "08:00", "end": "20:00", "time_zone": "Europe/Rome"}},
+            "items": [item(&a), item(&b)]}),
+    )
+    .await;
+    assert_eq!(opened.status(), StatusCode::ACCEPTED);
+    let id = json_of(opened).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(
+        records_on(&app, "scheduled"),
+        3,
+        "the first campaign's item, and these"
+    );
+    assert_eq!(
+        records_on(&app, "bulk.messages"),
+        1,
+        "the first campaign's item, released"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let counts = loop {
+        let read = json_of(
+            app.as_service(Method::GET, &format!("/campaigns/{id}"), &service.key)
+                .send()
+                .await
+                .expect("get"),
+        )
+        .await;
+        if read["counts"]["accepted"] == 2 || tokio::time::Instant::now() > deadline {
+            break read["counts"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (counts["accepted"].clone(), counts["pending"].clone()),
+        (json!(2), json!(2))
+    );
+
+    for (schedule, field) in [
+        (json!({"spread_hours": 0}), "schedule.spread_hours"),
+        (
+            json!({"window": {"start": "08:00", "end": "20:00", "time_zone": "Europe/Atlantis"}}),
+            "schedule.window",
+        ),
+        (
+            json!({"window": {"start": "8", "end": "20:00", "time_zone": "Europe/Rome"}}),
+            "schedule.window",
+        ),
+        (json!({"not_before": "tomorrow"}), "schedule.not_before"),
+        (json!({"at_night": true}), "schedule.at_night"),
+    ] {
+        let refused = open(
+            &app,
+            &service.key,
+            &json!({"name": "x", "schedule": schedule}),
+        )
+        .await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{schedule}");
+        let problem = json_of(refused).await;
+        assert_eq!(problem["field"], field, "{problem}");
+    }
+}

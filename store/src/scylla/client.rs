@@ -41,6 +41,7 @@ use crate::{
     ProfileStore, QuotaStore, Routing, ServiceStore, SettingStore, StoreError,
     SubscriptionFeedStore,
 };
+use crate::{ScheduleStore, ScheduledRecord};
 
 /// How much time one inbox partition covers: 30 days of message ids.
 const INBOX_BUCKET_MS: u64 = 30 * 24 * 3600 * 1000;
@@ -1006,6 +1007,82 @@ const IN_LIST_LIMIT: usize = 100;
 
 /// A row of a campaign part's batch: an item's state, or the part's counts.
 type PartRow = EitherRow<(String, i16, String, String), (String, String, i16)>;
+
+#[async_trait]
+impl ScheduleStore for ScyllaStore {
+    async fn schedule(&self, records: Vec<ScheduledRecord>) -> Result<(), StoreError> {
+        let writes = records
+            .into_iter()
+            .map(|r| async move {
+                let headers = to_json(&r.headers).map_err(refused)?;
+                let values = (
+                    r.minute(),
+                    r.shard() as i16,
+                    &r.id,
+                    r.due_ms,
+                    &r.topic,
+                    &r.key,
+                    headers,
+                    &r.payload,
+                );
+                self.execute(&self.statements.schedule, values)
+                    .await
+                    .map(drop)
+            })
+            .collect();
+        self.each(writes).await.map(drop)
+    }
+
+    async fn scheduled_in(
+        &self,
+        minute: i64,
+        shard: u16,
+    ) -> Result<Vec<ScheduledRecord>, StoreError> {
+        type Row = (String, i64, String, Vec<u8>, String, Vec<u8>);
+        let rows: Vec<Row> = self
+            .paged_rows(&self.statements.scheduled_in, (minute, shard as i16))
+            .await?;
+        rows.into_iter()
+            .map(|(id, due_ms, topic, key, headers, payload)| {
+                Ok(ScheduledRecord {
+                    id,
+                    due_ms,
+                    topic,
+                    key,
+                    headers: from_json(&headers)?,
+                    payload,
+                })
+            })
+            .collect()
+    }
+
+    async fn unschedule(&self, minute: i64, shard: u16, ids: &[String]) -> Result<(), StoreError> {
+        let deletes = ids
+            .chunks(IN_LIST_LIMIT)
+            .map(|ids| self.execute(&self.statements.unschedule, (minute, shard as i16, ids)))
+            .collect();
+        self.each(deletes).await.map(drop)
+    }
+
+    async fn hold_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let ttl = i32::try_from(ttl.as_secs().max(1)).unwrap_or(i32::MAX);
+        let renewed = self
+            .execute(&self.statements.renew_lease, (ttl, holder, name, holder))
+            .await?;
+        if Self::applied(renewed)? {
+            return Ok(true);
+        }
+        let taken = self
+            .execute(&self.statements.take_lease, (name, holder, ttl))
+            .await?;
+        Self::applied(taken)
+    }
+}
 
 #[async_trait]
 impl SubscriptionFeedStore for ScyllaStore {

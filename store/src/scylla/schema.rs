@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_campaign_items",
         cql: include_str!("schema/0006_campaign_items.cql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_schedule",
+        cql: include_str!("schema/0007_schedule.cql"),
+    },
 ];
 
 /// The table recording which migrations a keyspace has had.

@@ -24,6 +24,11 @@ pub(crate) struct Statements {
     pub put_campaign_item: PreparedStatement,
     pub put_campaign_part_counts: PreparedStatement,
     pub campaign_items_after: PreparedStatement,
+    pub schedule: PreparedStatement,
+    pub scheduled_in: PreparedStatement,
+    pub unschedule: PreparedStatement,
+    pub take_lease: PreparedStatement,
+    pub renew_lease: PreparedStatement,
     pub put_organization: PreparedStatement,
     pub get_organization: PreparedStatement,
     pub record_subscription_change: PreparedStatement,
@@ -110,6 +115,33 @@ impl Statements {
             put_campaign_part_counts: prepare(
                 q("UPDATE campaign_items SET counts = ? WHERE campaign_id = ? AND bucket = ?"),
                 Yes,
+            )
+            .await?,
+            schedule: prepare(
+                q("INSERT INTO scheduled (minute, shard, id, due, topic, key, headers, payload) \
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                Yes,
+            )
+            .await?,
+            scheduled_in: prepare(
+                q("SELECT id, due, topic, key, headers, payload FROM scheduled \
+                   WHERE minute = ? AND shard = ?"),
+                Yes,
+            )
+            .await?,
+            unschedule: prepare(
+                q("DELETE FROM scheduled WHERE minute = ? AND shard = ? AND id IN ?"),
+                Yes,
+            )
+            .await?,
+            take_lease: prepare(
+                q("INSERT INTO leases (name, holder) VALUES (?, ?) IF NOT EXISTS USING TTL ?"),
+                No,
+            )
+            .await?,
+            renew_lease: prepare(
+                q("UPDATE leases USING TTL ? SET holder = ? WHERE name = ? IF holder = ?"),
+                No,
             )
             .await?,
             campaign_items_after: prepare(

@@ -29,8 +29,8 @@ use crate::codec::{self, channel_name, from_json};
 use crate::{
     CampaignItem, CampaignStore, IdempotencyStore, IdempotentSubmit, InboxItem, InstallationStore,
     ItemCursor, KeyOwner, MessageRecord, MessageStore, NotificationKey, NotificationStore,
-    ProfileStore, QuotaStore, Routing, ServiceStore, SettingStore, StoreError,
-    SubscriptionFeedStore, FEED_KEPT_DAYS, IDEMPOTENCY_KEPT, QUOTA_KEPT_DAYS,
+    ProfileStore, QuotaStore, Routing, ScheduleStore, ScheduledRecord, ServiceStore, SettingStore,
+    StoreError, SubscriptionFeedStore, FEED_KEPT_DAYS, IDEMPOTENCY_KEPT, QUOTA_KEPT_DAYS,
 };
 
 const SCHEMA: &str = "
@@ -73,6 +73,13 @@ CREATE TABLE IF NOT EXISTS organizations(fiscal_code TEXT PRIMARY KEY, body TEXT
 CREATE TABLE IF NOT EXISTS subscription_changes(
     day TEXT NOT NULL, scope TEXT NOT NULL, fc_hash TEXT NOT NULL, subscribed INTEGER NOT NULL,
     PRIMARY KEY(day, scope, fc_hash)) WITHOUT ROWID;
+-- Records to publish later, by due minute; and leases (`until`: Unix milliseconds).
+CREATE TABLE IF NOT EXISTS scheduled(
+    minute INTEGER NOT NULL, shard INTEGER NOT NULL, id TEXT NOT NULL, due INTEGER NOT NULL,
+    topic TEXT NOT NULL, key BLOB NOT NULL, headers TEXT NOT NULL, payload BLOB NOT NULL,
+    PRIMARY KEY(minute, shard, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases(
+    name TEXT PRIMARY KEY, holder TEXT NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;
 -- Quota counters; `kept_until` (Unix seconds) lets old periods be removed.
 CREATE TABLE IF NOT EXISTS quotas(
     counter TEXT NOT NULL, period TEXT NOT NULL, used INTEGER NOT NULL,
@@ -1013,6 +1020,119 @@ impl CampaignStore for SqliteStore {
         rows.into_iter()
             .map(|(bucket, id, state)| crate::progress::item_of(bucket, &id, &state))
             .collect()
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for SqliteStore {
+    async fn schedule(&self, records: Vec<ScheduledRecord>) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        Ok(self
+            .writer
+            .write(move |c| {
+                let mut insert = c.prepare_cached(
+                    "INSERT OR REPLACE INTO scheduled(minute, shard, id, due, topic, key, headers, payload)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                for r in &records {
+                    insert.execute(params![
+                        r.minute(),
+                        r.shard(),
+                        r.id,
+                        r.due_ms,
+                        r.topic,
+                        r.key,
+                        to_json(&r.headers)?,
+                        r.payload
+                    ])?;
+                }
+                Ok(())
+            })
+            .await?)
+    }
+
+    async fn scheduled_in(
+        &self,
+        minute: i64,
+        shard: u16,
+    ) -> Result<Vec<ScheduledRecord>, StoreError> {
+        let rows: Vec<(String, i64, String, Vec<u8>, String, Vec<u8>)> = self
+            .readers
+            .read(move |c| {
+                let mut statement = c.prepare_cached(
+                    "SELECT id, due, topic, key, headers, payload FROM scheduled
+                     WHERE minute = ?1 AND shard = ?2 ORDER BY id",
+                )?;
+                let rows = statement.query_map(params![minute, shard], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(id, due_ms, topic, key, headers, payload)| {
+                Ok(ScheduledRecord {
+                    id,
+                    due_ms,
+                    topic,
+                    key,
+                    headers: from_json(&headers)?,
+                    payload,
+                })
+            })
+            .collect()
+    }
+
+    async fn unschedule(&self, minute: i64, shard: u16, ids: &[String]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids = ids.to_vec();
+        Ok(self
+            .writer
+            .write(move |c| {
+                let mut delete = c.prepare_cached(
+                    "DELETE FROM scheduled WHERE minute = ?1 AND shard = ?2 AND id = ?3",
+                )?;
+                for id in &ids {
+                    delete.execute(params![minute, shard, id])?;
+                }
+                Ok(())
+            })
+            .await?)
+    }
+
+    async fn hold_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        let now = model::timestamp::Timestamp::now().unix_millis();
+        let until = now + ttl.as_millis() as i64;
+        Ok(self
+            .writer
+            .write(move |c| {
+                let changed = c
+                    .prepare_cached(
+                        "INSERT INTO leases(name, holder, until) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+                         WHERE leases.holder = excluded.holder OR leases.until <= ?4",
+                    )?
+                    .execute(params![name, holder, until, now])?;
+                Ok(changed > 0)
+            })
+            .await?)
     }
 }
 
