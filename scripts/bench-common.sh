@@ -3,6 +3,8 @@
 # message, and `queue_jobs`, which fills one delivery topic through a Postino without the
 # dispatcher that consumes it.
 export POSTINO_MANAGE_KEY=bench-manage-key-0123456789 POSTINO_JWT_SECRET=bench-jwt-secret-0123456789-abcdefgh POSTINO_LOG=warn
+# A bench pushes at whatever hour it runs.
+export POSTINO_PUSH_QUIET_HOURS=off
 # PREBUILT: a directory holding `postino` and `loadtest` built earlier, to bench those
 # (and build nothing) while the tree changes.
 if [ -z "${PREBUILT:-}" ]; then cargo build -q --release -p postino -p loadtest; fi

@@ -177,3 +177,55 @@ async fn campaign_counts(
         .expect("campaign");
     campaign["counts"].clone()
 }
+
+/// A scheduled campaign's item survives `kill -9` while it waits: killed the instant the
+/// call is answered (the item on `scheduled`), and again once the scheduler holds it in the
+/// store, then restarted; it reaches the inbox once, no earlier than its time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_item_survives_kill_9_while_it_waits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = reqwest::Client::new();
+    let mut server = start(dir.path(), &[]);
+    let key = create_service(&client, &server.base).await;
+    let citizens = fiscal_codes(1);
+    create_profiles(&client, &server.base, &citizens).await;
+    let not_before = time::OffsetDateTime::now_utc() + time::Duration::seconds(6);
+    let not_before_text = not_before
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    let opened = client
+        .post(format!("{}/api/v1/campaigns", server.base))
+        .header("Ocp-Apim-Subscription-Key", &key)
+        .json(
+            &serde_json::json!({"name": "Bollo", "schedule": {"not_before": not_before_text},
+            "items": [{"fiscal_code": citizens[0],
+                "content": {"subject": "Bollo auto in scadenza", "markdown": "m".repeat(80)}}]}),
+        )
+        .send()
+        .await
+        .expect("open");
+    assert_eq!(opened.status(), reqwest::StatusCode::ACCEPTED);
+    let opened: serde_json::Value = opened.json().await.expect("answer");
+    server.child.lock().expect("child").kill().expect("kill -9");
+    let id = opened["items"][0]["id"].as_str().expect("id").to_string();
+
+    server = start(dir.path(), &[]);
+    // Long enough for the scheduler to take the item from the log, not for it to be due.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.child.lock().expect("child").kill().expect("kill -9");
+
+    server = start(dir.path(), &[]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let ids = loop {
+        let ids = inbox(&client, &server.base, &citizens[0]).await;
+        if !ids.is_empty() || tokio::time::Instant::now() > deadline {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        time::OffsetDateTime::now_utc() >= not_before,
+        "delivered before its time"
+    );
+    assert_eq!(ids, [id]);
+}

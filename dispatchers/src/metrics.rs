@@ -11,7 +11,7 @@ use ulid::Ulid;
 
 pub const SENDS: Metric = Metric::counter(
     "postino_dispatch_sends_total",
-    "Notifications by channel (push, email), provider (fcm, apns, smtp, outbox) and outcome: sent; retried (an attempt failed and may be tried again); failed (given up: refused for good or out of attempts, so dead-lettered); expired (time_to_live ran out); token_removed (the provider said the device is gone); already_sent (a redelivered job, not sent again); cancelled (its campaign was cancelled, not sent).",
+    "Notifications by channel (push, email), provider (fcm, apns, smtp, outbox) and outcome: sent; retried (an attempt failed and may be tried again); failed (given up: refused for good or out of attempts, so dead-lettered); expired (time_to_live ran out); token_removed (the provider said the device is gone); already_sent (a redelivered job, not sent again); cancelled (its campaign was cancelled, not sent); held (not urgent, in quiet hours: kept to go when they end).",
     &["channel", "provider", "outcome"],
 );
 pub const PROVIDER_DURATION: Metric = Metric::histogram(
@@ -88,6 +88,8 @@ pub(crate) enum SendOutcome {
     AlreadySent,
     /// Not sent: its campaign was cancelled.
     Cancelled,
+    /// Held over quiet hours, to go when they end.
+    Held,
 }
 
 impl SendOutcome {
@@ -100,6 +102,7 @@ impl SendOutcome {
             Self::TokenRemoved => "token_removed",
             Self::AlreadySent => "already_sent",
             Self::Cancelled => "cancelled",
+            Self::Held => "held",
         }
     }
 

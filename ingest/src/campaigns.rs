@@ -37,7 +37,9 @@ use utoipa::ToSchema;
 
 use crate::auth::ServiceCaller;
 use crate::idempotency::{self, IdempotencyKey};
-use crate::messages::{accepted_message, log_record, not_in_log, test_mode_recipient};
+use crate::messages::{
+    accepted_message, check_urgent, log_record, not_in_log, test_mode_recipient,
+};
 use crate::rate::RateHeaders;
 use crate::IngestState;
 
@@ -144,6 +146,7 @@ impl Call<'_> {
         for (index, item) in items {
             let parsed = item.and_then(|bytes| {
                 let parsed = NewMessage::parse(bytes, None, max_amount)?;
+                check_urgent(self.service, &parsed)?;
                 let sandbox_email = test_mode_recipient(self.service, &parsed.fiscal_code)?;
                 Ok((parsed, sandbox_email))
             });

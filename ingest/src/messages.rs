@@ -142,6 +142,7 @@ async fn submit(
         path_fiscal_code,
         service.payload.max_allowed_payment_amount,
     )?;
+    check_urgent(&service, &parsed)?;
     let sandbox_email = test_mode_recipient(&service, &parsed.fiscal_code)?;
     // A request that is not valid claims no key: only a message does.
     let claimed = idempotency::claim(&state, &service.id, idempotency_key, || {
@@ -199,6 +200,7 @@ pub(crate) fn accepted_message(
         feature_level_type: parsed.feature_level_type,
         sandbox_email,
         campaign_id,
+        urgent: parsed.urgent,
         sender: SenderMetadata {
             service_name: service.payload.name.clone(),
             organization_name: org.name.clone(),
@@ -235,6 +237,20 @@ pub(crate) fn not_in_log(err: &bus::BusError) -> Problem {
     } else {
         Problem::internal("the message log refused the message, so it is not accepted")
     }
+}
+
+/// Refuses an `urgent` message from a service the platform did not allow urgent ones.
+pub(crate) fn check_urgent(
+    service: &model::service::Service,
+    message: &NewMessage,
+) -> Result<(), Problem> {
+    if message.urgent && !service.limits.allow_urgent {
+        return Err(Problem::forbidden(
+            "this service may not send urgent messages (pushed even in quiet hours); the \
+             platform's operators allow them (allow_urgent)",
+        ));
+    }
+    Ok(())
 }
 
 /// The problem kind of a submit that test mode does not allow.

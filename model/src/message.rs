@@ -25,6 +25,9 @@ pub struct NewMessageBody {
     pub fiscal_code: Option<String>,
     /// `STANDARD` (default) or `ADVANCED`.
     pub feature_level_type: Option<String>,
+    /// Postino's extension: push it even in quiet hours. Only a service the platform
+    /// allowed urgent messages may say so.
+    pub urgent: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -87,6 +90,8 @@ pub struct NewMessage {
     pub content: NewMessageContent,
     pub default_email: Option<crate::email::EmailAddress>,
     pub feature_level_type: String,
+    /// Pushed even in quiet hours.
+    pub urgent: bool,
 }
 
 impl NewMessage {
@@ -149,6 +154,7 @@ impl NewMessage {
             content,
             default_email,
             feature_level_type,
+            urgent: raw.urgent.unwrap_or(false),
         })
     }
 }

@@ -149,6 +149,9 @@ pub struct AcceptedMessage {
     /// The campaign it belongs to, if it came in bulk: then it travels the bulk lane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign_id: Option<String>,
+    /// Pushed even in quiet hours (its service is allowed urgent messages).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub urgent: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

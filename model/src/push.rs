@@ -27,6 +27,13 @@ pub struct PushJob {
     /// its outcome is reported to the campaign's tally.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign_id: Option<String>,
+    /// Sent even in quiet hours.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub urgent: bool,
+    /// The key of the record it came in (its citizen's partition), kept to schedule it
+    /// again on the same key (not part of the job's payload).
+    #[serde(skip)]
+    pub key: Vec<u8>,
     /// The request the message came from, as its record's header carries it (not part of
     /// the job's payload): on every log line about the job.
     #[serde(skip)]
@@ -55,6 +62,8 @@ impl PushJob {
                 body: body.clone(),
                 expires_at,
                 campaign_id: message.campaign_id.clone(),
+                urgent: message.urgent,
+                key: Vec::new(),
                 request_id: None,
             })
             .collect()

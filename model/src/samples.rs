@@ -37,6 +37,7 @@ pub fn accepted_message(id: Ulid, fiscal_code: FiscalCode, subject: &str) -> Acc
         default_email: None,
         sandbox_email: None,
         campaign_id: None,
+        urgent: false,
         feature_level_type: "STANDARD".into(),
         sender: SenderMetadata {
             service_name: "Tassa automobilistica".into(),

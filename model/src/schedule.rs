@@ -112,8 +112,8 @@ impl DailyWindow {
         now
     }
 
-    /// The next moment the window closes after `at`, which must be inside it.
-    fn next_close(&self, at: Timestamp) -> Timestamp {
+    /// The next moment the window closes after `at` (for `at` inside it: when it ends).
+    pub fn next_close(&self, at: Timestamp) -> Timestamp {
         let local = self.local(at);
         [0, 1]
             .into_iter()
@@ -157,6 +157,22 @@ fn from_instant(at: Instant) -> Timestamp {
 
 fn add(at: Timestamp, by: SignedDuration) -> Timestamp {
     Timestamp::from_unix_millis(at.unix_millis() + by.as_millis() as i64)
+}
+
+/// `id`'s place in a spread of `over` from `from`: ids that differ only in their low bits
+/// (items of one call) land evenly apart.
+pub fn spread(from: Timestamp, over: SignedDuration, id: ulid::Ulid) -> Timestamp {
+    add(from, place(over, id))
+}
+
+fn place(over: SignedDuration, id: ulid::Ulid) -> SignedDuration {
+    let total_ms = over.as_millis().max(1) as u128;
+    // Multiplied by the golden ratio (a Weyl sequence), consecutive ids land evenly apart.
+    let mixed = id
+        .random()
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
+        >> 64;
+    SignedDuration::from_millis((mixed % total_ms) as i64)
 }
 
 /// The longest spread a campaign may ask for.

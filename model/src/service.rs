@@ -76,7 +76,7 @@ pub struct ServicePayload {
 
 /// The fields of a service only the platform's operators change (Postino's extension):
 /// an organisation's key must not lift its own service's limits.
-pub const PLATFORM_FIELDS: [&str; 3] = ["mode", "rate_limit", "weekly_quota"];
+pub const PLATFORM_FIELDS: [&str; 4] = ["mode", "rate_limit", "weekly_quota", "allow_urgent"];
 
 /// Whether a service sends for real or is being tried out (IO's sandbox).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -113,6 +113,9 @@ pub struct ServiceLimits {
     /// set. In test mode each key has [`TEST_MODE_WEEKLY_QUOTA`] besides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weekly_quota: Option<u32>,
+    /// Whether its messages may say they are `urgent` (pushed even in quiet hours).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_urgent: bool,
 }
 
 impl ServiceLimits {
@@ -121,6 +124,7 @@ impl ServiceLimits {
         mode: ServiceMode::Test,
         rate_limit: None,
         weekly_quota: None,
+        allow_urgent: false,
     };
     /// The largest weekly quota that can be set.
     pub const MAX_WEEKLY_QUOTA: u32 = 1_000_000_000;
@@ -139,6 +143,8 @@ pub struct LimitsChange {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<u32>)]
     pub weekly_quota: Option<Option<u32>>,
+    #[serde(default)]
+    pub allow_urgent: Option<bool>,
 }
 
 /// A field that is present, `null` or not: told apart from one left out (`None`).
@@ -194,6 +200,9 @@ impl LimitsChange {
         }
         if let Some(weekly_quota) = self.weekly_quota {
             limits.weekly_quota = weekly_quota;
+        }
+        if let Some(allow_urgent) = self.allow_urgent {
+            limits.allow_urgent = allow_urgent;
         }
         limits
     }

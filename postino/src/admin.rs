@@ -157,6 +157,9 @@ pub enum ServiceCommand {
         /// Requests per ISO week for the whole service, or `none`.
         #[arg(long)]
         weekly_quota: Option<String>,
+        /// Whether its messages may be `urgent` (pushed even in quiet hours).
+        #[arg(long)]
+        allow_urgent: Option<bool>,
         /// The addresses or CIDRs it may call from, comma-separated; `""` for anywhere.
         #[arg(long)]
         authorized_cidrs: Option<String>,
@@ -351,6 +354,7 @@ async fn service(remote: Remote, command: ServiceCommand) -> anyhow::Result<()> 
             mode,
             rate,
             weekly_quota,
+            allow_urgent,
             authorized_cidrs,
         } => {
             // Everything is checked before anything is sent.
@@ -367,6 +371,9 @@ async fn service(remote: Remote, command: ServiceCommand) -> anyhow::Result<()> 
                 .transpose()?
             {
                 change.insert("weekly_quota".into(), quota);
+            }
+            if let Some(allow) = allow_urgent {
+                change.insert("allow_urgent".into(), json!(allow));
             }
             let mut service = if change.is_empty() {
                 send(call(Method::GET, format!("{base}/{id}"))).await?

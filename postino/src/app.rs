@@ -160,7 +160,15 @@ impl App {
                 }
                 Role::Push => {
                     let service = Arc::new(config.push.service()?);
-                    let stage = PushStage::new(Arc::clone(&store), Arc::clone(&bus), service);
+                    let quiet = config.push.quiet_hours().map_err(anyhow::Error::msg)?;
+                    match &quiet {
+                        Some(hours) => {
+                            tracing::info!(%hours, "quiet hours: only urgent pushes go then")
+                        }
+                        None => tracing::info!("no quiet hours: pushes go at any hour"),
+                    }
+                    let stage = PushStage::new(Arc::clone(&store), Arc::clone(&bus), service)
+                        .with_quiet_hours(quiet);
                     stages.extend(supervisor.start(stage, &config.stage).await?);
                 }
                 Role::Email => {

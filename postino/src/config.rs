@@ -755,6 +755,8 @@ mod tests {
             "stage.linger_ms" => (json!(20), vec![]),
             "stage.retry.initial_ms" | "stage.retry.max_ms" => (json!(3000), vec![]),
             "push.ca_file" => (file("ca.pem"), vec![]),
+            "push.quiet_hours" => (json!("22:30-07:00"), vec![]),
+            "push.quiet_hours_time_zone" => (json!("Europe/Lisbon"), vec![]),
             "push.fcm.service_account" => (file("fcm.json"), vec![]),
             "push.apns.key_file" => (
                 file("apns.p8"),
@@ -968,6 +970,12 @@ mod tests {
         assert!(err.to_string().contains("kafka.prefetch_kbytes"), "{err}");
         let err = load_file("kafka_partitions = 0\n").expect_err("no partitions");
         assert!(err.to_string().contains("kafka.partitions"), "{err}");
+        for (hours, zone) in [("22-7", "Europe/Rome"), ("21:00-08:00", "Europe/Nowhere")] {
+            let file =
+                format!("[push]\nquiet_hours = \"{hours}\"\nquiet_hours_time_zone = \"{zone}\"\n");
+            let err = load_file(&file).expect_err("bad quiet hours");
+            assert!(err.to_string().contains("push.quiet_hours"), "{err}");
+        }
         let err = load_file("apns_key_file = \"/k.p8\"\napns_key_id = \"K\"\n")
             .expect_err("APNs key without team and topic");
         assert!(err.to_string().contains("push.apns.team_id"), "{err}");

@@ -97,6 +97,8 @@ pub fn start(data_dir: &Path, args: &[&str]) -> Server {
         .env("POSTINO_MANAGE_KEY", MANAGE_KEY)
         .env("POSTINO_JWT_SECRET", JWT_SECRET)
         .env("POSTINO_LOG", "info")
+        // These tests push at whatever hour they run.
+        .env("POSTINO_PUSH_QUIET_HOURS", "off")
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

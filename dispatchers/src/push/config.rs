@@ -1,6 +1,7 @@
 //! The push dispatcher's settings (`[push]`, `[push.fcm]`, `[push.apns]`) and the
 //! providers they make.
 
+use model::schedule::DailyWindow;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +27,11 @@ pub struct PushSettings {
     pub ca_file: Option<PathBuf>,
     pub fcm: FcmSettings,
     pub apns: ApnsSettings,
+    /// When no push goes but an urgent message's (`HH:MM-HH:MM` local time, or `off`): a
+    /// push due then waits for their end, spread over the hour after it.
+    pub quiet_hours: String,
+    /// The IANA time zone of `quiet_hours`.
+    pub quiet_hours_time_zone: String,
     /// `ca_file`'s certificates, read once by [`PushSettings::read_files`].
     #[serde(skip)]
     ca_roots: Vec<reqwest::Certificate>,
@@ -67,6 +73,8 @@ impl Default for PushSettings {
             ca_file: None,
             fcm: FcmSettings::default(),
             apns: ApnsSettings::default(),
+            quiet_hours: "21:00-08:00".into(),
+            quiet_hours_time_zone: "Europe/Rome".into(),
             ca_roots: Vec::new(),
         }
     }
@@ -119,7 +127,23 @@ impl PushSettings {
         {
             return Err("push.apns.key_file needs push.apns.key_id, push.apns.team_id and push.apns.topic (the app's bundle id)".into());
         }
+        self.quiet_hours()?;
         Ok(())
+    }
+
+    /// The quiet hours, or none when `off`.
+    pub fn quiet_hours(&self) -> Result<Option<DailyWindow>, String> {
+        if self.quiet_hours.trim() == "off" {
+            return Ok(None);
+        }
+        DailyWindow::parse("push.quiet_hours", &self.quiet_hours, &self.quiet_hours_time_zone)
+            .map(Some)
+            .map_err(|err| {
+                format!(
+                    "push.quiet_hours {:?} in push.quiet_hours_time_zone {:?}: {} (e.g. 21:00-08:00 in Europe/Rome, or off)",
+                    self.quiet_hours, self.quiet_hours_time_zone, err.rule
+                )
+            })
     }
 
     /// Reads `ca_file` once, at start, so that a bad file stops Postino there.

@@ -4,13 +4,18 @@
 
 use std::sync::Arc;
 
+use crate::metrics::SendOutcome;
 use async_trait::async_trait;
 use bus::stage::{PipelineStage, Stage, StageError};
 use bus::{Bus, Record};
 use campaigns::CampaignHooks;
-use model::pipeline::{decode, topics};
+use jiff::SignedDuration;
+use model::pipeline::{decode, encode, topics, Lane};
 use model::push::PushJob;
+use model::schedule::{spread, DailyWindow};
 use model::status::{Channel, ChannelStatus};
+use model::timestamp::Timestamp;
+use store::ScheduledRecord;
 
 use crate::outcome::{record_failed, send_each, Outcome};
 use store::Store;
@@ -26,6 +31,8 @@ pub struct PushStage {
     store: Arc<dyn Store>,
     campaigns: CampaignHooks,
     service: Arc<PushService>,
+    /// When only urgent messages are pushed; the others wait for the end.
+    quiet: Option<DailyWindow>,
 }
 
 impl PushStage {
@@ -36,7 +43,50 @@ impl PushStage {
             store,
             campaigns,
             service,
+            quiet: None,
         }
+    }
+
+    /// Holds pushes that are not urgent during `quiet` hours (none: every push goes).
+    pub fn with_quiet_hours(mut self, quiet: Option<DailyWindow>) -> Self {
+        self.quiet = quiet;
+        self
+    }
+
+    /// Keeps `jobs` in the store until `end` of the quiet hours, spread over the hour
+    /// after it, each on the push topic of its lane and its own key.
+    async fn hold(&self, jobs: &[&PushJob], end: Timestamp) -> Result<(), StageError> {
+        let records = jobs
+            .iter()
+            .map(|job| {
+                let due = spread(end, SignedDuration::from_hours(1), job.message_id);
+                let lane = if job.campaign_id.is_some() {
+                    Lane::Bulk
+                } else {
+                    Lane::Priority
+                };
+                ScheduledRecord {
+                    id: format!("push/{}/{}", job.message_id, job.installation_id.as_str()),
+                    due_ms: due.unix_millis(),
+                    topic: lane.topic(topics::DELIVERIES_PUSH).to_string(),
+                    key: job.key.clone(),
+                    headers: job
+                        .request_id
+                        .iter()
+                        .map(|id| (bus::stage::headers::REQUEST_ID.to_string(), id.clone()))
+                        .collect(),
+                    payload: encode(job),
+                }
+            })
+            .collect();
+        self.store
+            .schedule(records)
+            .await
+            .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
+        for job in jobs {
+            SendOutcome::Held.emit(Channel::Push, job.platform.as_str(), job.message_id);
+        }
+        Ok(())
     }
 
     /// Sends one job; the channel status it leads to and the stage's verdict.
@@ -75,20 +125,43 @@ impl Stage for PushStage {
     fn decode(&self, record: &Record) -> Result<PushJob, String> {
         let mut job: PushJob = decode(&record.payload).map_err(|e| e.to_string())?;
         job.request_id = record.request_id().map(str::to_string);
+        job.key = record.key.clone();
         Ok(job)
     }
 
     async fn process(&self, jobs: &[&PushJob]) -> Vec<Result<(), StageError>> {
+        let now = Timestamp::now();
+        let quiet_until = self
+            .quiet
+            .as_ref()
+            .filter(|quiet| quiet.contains(now))
+            .map(|quiet| quiet.next_close(now));
+        let (held, sent): (Vec<&PushJob>, Vec<&PushJob>) = match quiet_until {
+            Some(_) => jobs.iter().copied().partition(|job| !job.urgent),
+            None => (Vec::new(), jobs.to_vec()),
+        };
+        let held_outcome = match quiet_until {
+            Some(end) if !held.is_empty() => self.hold(&held, end).await,
+            _ => Ok(()),
+        };
         let provider = |job: &PushJob| job.platform.as_str();
-        send_each(
+        let mut verdicts = send_each(
             &*self.store,
             &self.campaigns,
             Channel::Push,
             provider,
-            jobs,
+            &sent,
             |job| self.dispatch(job),
         )
         .await
+        .into_iter();
+        // In the batch's order: a held job's verdict is its hold's.
+        jobs.iter()
+            .map(|job| match quiet_until {
+                Some(_) if !job.urgent => held_outcome.clone(),
+                _ => verdicts.next().unwrap_or(Ok(())),
+            })
+            .collect()
     }
 
     async fn dead_lettered(&self, job: &PushJob, reason: &str) {

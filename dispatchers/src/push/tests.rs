@@ -208,6 +208,8 @@ fn job(platform: Platform, token: &str) -> PushJob {
         body: "Entra nell'app per leggerlo".into(),
         expires_at: time::OffsetDateTime::now_utc().unix_timestamp() + 3600,
         campaign_id: None,
+        urgent: false,
+        key: b"citizen".to_vec(),
         request_id: None,
     }
 }
@@ -782,4 +784,71 @@ async fn a_cancelled_campaigns_job_is_not_pushed() {
         ))
     );
     assert_eq!(of("going"), Some(Some(ChannelStatus::Sent.into())));
+}
+
+/// In quiet hours only an urgent message's push goes; another waits in the store, on its
+/// lane's push topic and key, for their end (spread over the hour after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_quiet_hours_only_urgent_pushes_go_and_the_others_wait_for_their_end() {
+    use model::schedule::DailyWindow;
+    use model::timestamp::Timestamp;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+    let bus: Arc<dyn Bus> = EmbeddedBus::open(dir.path()).expect("bus");
+    let fcm = fake_fcm(Duration::from_secs(3600)).await;
+    // Quiet from an hour ago to an hour from now, whatever time the test runs.
+    let now = time::OffsetDateTime::now_utc();
+    let hhmm = |t: time::OffsetDateTime| format!("{:02}:{:02}", t.hour(), t.minute());
+    let hours = format!(
+        "{}-{}",
+        hhmm(now - time::Duration::hours(1)),
+        hhmm(now + time::Duration::hours(1))
+    );
+    let quiet = DailyWindow::parse("quiet", &hours, "UTC").expect("window");
+    let stage = PushStage::new(
+        Arc::clone(&store),
+        Arc::clone(&bus),
+        fcm_only(fcm.provider, 4),
+    )
+    .with_quiet_hours(Some(quiet.clone()));
+    let (_, mut urgent) = device("token-urgent");
+    urgent.urgent = true;
+    let (_, routine) = device("token-routine");
+    for job in [&urgent, &routine] {
+        store
+            .deliver(vec![sample_record_with_id(
+                job.message_id,
+                &job.fiscal_code,
+                MessageStatus::Processed,
+            )])
+            .await
+            .expect("deliver");
+    }
+    let verdicts = stage.process(&[&routine, &urgent]).await;
+    assert!(verdicts.iter().all(Result::is_ok), "{verdicts:?}");
+
+    let page = received(&fcm.url).await;
+    let pushed: Vec<_> = page.received.iter().map(|r| r.message_id.clone()).collect();
+    assert_eq!(pushed, [urgent.message_id.to_string()]);
+    assert_eq!(
+        channel_status(&store, routine.message_id, Channel::Push).await,
+        None
+    );
+
+    // Held until the quiet hours end, within the hour after.
+    let end = quiet.next_close(Timestamp::now());
+    let mut held = Vec::new();
+    for minute in end.unix_millis() / 60_000..=end.unix_millis() / 60_000 + 61 {
+        for shard in 0..store::SCHEDULE_SHARDS {
+            held.extend(store.scheduled_in(minute, shard).await.expect("read"));
+        }
+    }
+    assert_eq!(held.len(), 1, "{held:?}");
+    let held = &held[0];
+    assert_eq!(held.topic, topics::DELIVERIES_PUSH);
+    assert_eq!(held.key, routine.key);
+    assert!(held.due_ms >= end.unix_millis() && held.due_ms < end.unix_millis() + 3_600_000);
+    let again: PushJob = model::pipeline::decode(&held.payload).expect("a push job");
+    assert_eq!(again.message_id, routine.message_id);
 }

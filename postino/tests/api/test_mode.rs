@@ -325,3 +325,58 @@ async fn limits_changes_are_checked_and_only_the_platform_makes_them() {
         .expect("patch");
     problem(r, StatusCode::FORBIDDEN).await;
 }
+
+/// `urgent` (pushed even in quiet hours) is the platform's to allow: refused until it is,
+/// for a single submit and in a campaign alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_service_allowed_urgent_messages_may_send_them() {
+    let app = spawn_app().await;
+    let service = app.service().await;
+    let fc = fiscal_code();
+    app.put_profile(&fc, json!({})).await;
+    let mut urgent = message(None);
+    urgent["urgent"] = json!(true);
+    let send = |body: Value| {
+        let (app, key, fc) = (&app, service.key.clone(), fc.clone());
+        async move {
+            app.as_service(Method::POST, &format!("/messages/{fc}"), &key)
+                .json(&body)
+                .send()
+                .await
+                .expect("submit")
+        }
+    };
+    let refused = send(urgent.clone()).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let problem = json_of(refused).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("allow_urgent"),
+        "{problem}"
+    );
+    let mut item = urgent.clone();
+    item["fiscal_code"] = json!(fc);
+    let campaign = json_of(
+        app.as_service(Method::POST, "/campaigns", &service.key)
+            .json(&json!({"name": "Allerta meteo", "items": [item]}))
+            .send()
+            .await
+            .expect("open"),
+    )
+    .await;
+    assert_eq!(campaign["accepted"], 0, "{campaign}");
+    assert_eq!(
+        campaign["refused"][0]["problem"]["status"], 403,
+        "{campaign}"
+    );
+
+    let limits = app
+        .set_limits(&service.id, &json!({"allow_urgent": true}))
+        .await;
+    assert_eq!(limits["allow_urgent"], true, "{limits}");
+    assert_eq!(send(urgent).await.status(), StatusCode::CREATED);
+    // A message that does not say so is not urgent, and needs no allowance.
+    assert_eq!(send(message(None)).await.status(), StatusCode::CREATED);
+}
