@@ -29,7 +29,7 @@ impl TallyStage {
         Self { store }
     }
 
-    /// Records a batch, one store write per part it names. A store that is down holds the
+    /// Records a batch: every part it names, in one store call. A store that is down holds the
     /// batch in place (never the retry lane, which would make a second writer of the
     /// part); one that refuses a part for good dead-letters its record.
     async fn tally(&self, records: &[&ProgressRecord]) -> Result<(), StageError> {
@@ -40,13 +40,18 @@ impl TallyStage {
                 .or_default()
                 .extend_from_slice(&record.items);
         }
-        for ((campaign_id, bucket), items) in parts {
-            self.store
-                .record_progress(campaign_id, bucket, &items)
-                .await
-                .map_err(|err| StageError::from_dependency(err.is_retryable(), err))?;
-        }
-        Ok(())
+        let parts: Vec<ProgressRecord> = parts
+            .into_iter()
+            .map(|((campaign_id, bucket), items)| ProgressRecord {
+                campaign_id: campaign_id.to_string(),
+                bucket,
+                items,
+            })
+            .collect();
+        self.store
+            .record_progress(&parts)
+            .await
+            .map_err(|err| StageError::from_dependency(err.is_retryable(), err))
     }
 }
 

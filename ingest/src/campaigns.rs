@@ -142,6 +142,8 @@ impl Call<'_> {
         answer: &mut CampaignCall,
     ) -> Result<(), Problem> {
         let max_amount = self.service.payload.max_allowed_payment_amount;
+        // Names the chunk among the call's (a retried call's chunk has the same).
+        let first_index = items.first().map_or(0, |(index, _)| *index);
         let mut messages = Vec::with_capacity(items.len());
         for (index, item) in items {
             let parsed = item.and_then(|bytes| {
@@ -178,13 +180,14 @@ impl Call<'_> {
             }
             // An item due later waits on `scheduled` (in the log all the same) for its time.
             let now = Timestamp::now();
-            let (mut at_once, mut later) = (Vec::new(), Vec::new());
+            let (mut at_once, mut later, mut waiting) = (Vec::new(), Vec::new(), Vec::new());
             for message in &messages {
                 let record = log_record(self.state, message, self.request_id);
                 match self.schedule.map(|s| s.due_at(now, message.id)) {
                     Some(due) if due.unix_millis() > now.unix_millis() + DEFER_AFTER_MS => {
                         let id = message.id.to_string();
                         later.push(schedule::defer(record, topics::BULK_MESSAGES, &id, due));
+                        waiting.push(message.id);
                     }
                     _ => at_once.push(record),
                 }
@@ -198,15 +201,22 @@ impl Call<'_> {
                         .map_err(|err| not_in_log(&err))?;
                 }
             }
-            // The items are in the log, so accepted whatever happens next: a report lost
-            // here only leaves them uncounted until a later stage reports them.
+            // The chunk is in the log: its items count as accepted. A scheduled item is
+            // also reported on its own, so that the listing shows it pending while it waits
+            // (the others are reported by the router in a moment).
+            let chunk = format!("{}/{}", self.call, first_index);
+            let count = u32::try_from(messages.len()).unwrap_or(u32::MAX);
+            self.state
+                .store
+                .put_campaign_chunk(self.campaign_id, &chunk, count)
+                .await?;
             let mut progress = Progress::default();
-            for message in &messages {
+            for id in &waiting {
                 let accepted = ItemProgress::status(ItemStatus::Accepted);
-                progress.note(Some(self.campaign_id), message.id, accepted);
+                progress.note(Some(self.campaign_id), *id, accepted);
             }
             if let Err(err) = progress.publish(&*self.state.bus).await {
-                tracing::warn!(campaign_id = self.campaign_id, error = %err, "cannot report accepted campaign items to the tally");
+                tracing::warn!(campaign_id = self.campaign_id, error = %err, "cannot report scheduled campaign items to the tally");
             }
             for message in &messages {
                 crate::metrics::accepted();

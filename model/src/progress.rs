@@ -350,6 +350,20 @@ impl CampaignCounts {
         Some(next)
     }
 
+    /// These counts (of the items the pipeline reported) with `accepted` the items in the
+    /// log (the campaign's chunks): those not reported yet are pending. Never fewer than
+    /// the items reported (a chunk not recorded yet).
+    pub fn with_accepted(mut self, accepted: i64) -> Self {
+        let settled = self.processed
+            + self.rejected.user_not_found
+            + self.rejected.service_not_allowed
+            + self.rejected.cancelled
+            + self.failed;
+        self.accepted = self.accepted.max(accepted);
+        self.pending = self.accepted - settled;
+        self
+    }
+
     /// Adds another part's counts.
     pub fn sum(&mut self, other: &Self) {
         self.accepted += other.accepted;

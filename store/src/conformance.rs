@@ -261,6 +261,18 @@ fn update(id: Ulid, progress: model::progress::ItemProgress) -> model::progress:
     model::progress::ItemUpdate { id, progress }
 }
 
+fn part(
+    campaign: &str,
+    bucket: u16,
+    items: &[model::progress::ItemUpdate],
+) -> [model::progress::ProgressRecord; 1] {
+    [model::progress::ProgressRecord {
+        campaign_id: campaign.into(),
+        bucket,
+        items: items.to_vec(),
+    }]
+}
+
 pub async fn campaign_progress_is_merged_once_and_counted_exactly(store: Arc<dyn Store>) {
     use model::progress::{ChannelProgress, ItemProgress, ItemStatus};
     let campaign = Ulid::new().to_string();
@@ -280,11 +292,11 @@ pub async fn campaign_progress_is_merged_once_and_counted_exactly(store: Arc<dyn
         update(c, accepted),
     ];
     store
-        .record_progress(&campaign, 1, &first[..2])
+        .record_progress(&part(&campaign, 1, &first[..2]))
         .await
         .expect("part 1");
     store
-        .record_progress(&campaign, 2, &first[2..])
+        .record_progress(&part(&campaign, 2, &first[2..]))
         .await
         .expect("part 2");
     // Every change of `a` in one call, one of them twice; `c` rejected; `b` untouched.
@@ -295,20 +307,20 @@ pub async fn campaign_progress_is_merged_once_and_counted_exactly(store: Arc<dyn
         update(a, planned),
     ];
     store
-        .record_progress(&campaign, 1, &later)
+        .record_progress(&part(&campaign, 1, &later))
         .await
         .expect("a on");
     store
-        .record_progress(&campaign, 2, &[update(c, rejected)])
+        .record_progress(&part(&campaign, 2, &[update(c, rejected)]))
         .await
         .expect("c on");
     // The same again, as a redelivered record would bring it: nothing moves.
     store
-        .record_progress(&campaign, 1, &later)
+        .record_progress(&part(&campaign, 1, &later))
         .await
         .expect("again");
     store
-        .record_progress(&campaign, 1, &first[..2])
+        .record_progress(&part(&campaign, 1, &first[..2]))
         .await
         .expect("late accepted");
     let counts = store.campaign_counts(&campaign).await.expect("counts");

@@ -14,7 +14,7 @@ use model::campaign::Campaign;
 use model::installation::{DeviceToken, Installation, InstallationId};
 use model::pipeline::AcceptedMessage;
 use model::profile::{Profile, ServicePreference};
-use model::progress::{CampaignCounts, ItemProgress, ItemUpdate};
+use model::progress::{CampaignCounts, ItemProgress, ProgressRecord};
 use model::service::{KeySlot, OrganizationAccount, Service};
 use model::status::{Channel, ChannelOutcome, MessageStatus, NotificationStatus, RejectionReason};
 use model::timestamp::Timestamp;
@@ -423,19 +423,24 @@ pub trait CampaignStore: Send + Sync {
     async fn put_campaign(&self, campaign: &Campaign) -> Result<(), StoreError>;
     async fn get_campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError>;
 
-    /// Merges what stages learned about items of one part of a campaign into their states
-    /// and the part's counts ([`progress::merge_part`]): read, then written in one atomic
-    /// write (a transaction in SQLite, a single-partition batch in ScyllaDB). Reporting
-    /// the same thing twice changes nothing. One writer per part at a time: the tally
-    /// consumer that owns the part's key.
-    async fn record_progress(
+    /// Merges what stages learned about items of campaign parts into their states and the
+    /// parts' counts ([`progress::merge_part`]): each part read, then written in one atomic
+    /// write (a transaction in SQLite, for the whole call; a single-partition batch per part
+    /// in ScyllaDB). Reporting the same thing twice changes nothing. One writer per part
+    /// at a time: the tally consumer that owns the part's key.
+    async fn record_progress(&self, parts: &[ProgressRecord]) -> Result<(), StoreError>;
+
+    /// Records that the chunk `chunk` of a campaign's calls put `accepted` items in the
+    /// log (again: the same). A campaign's `accepted` is the sum of its chunks'.
+    async fn put_campaign_chunk(
         &self,
         campaign_id: &str,
-        bucket: u16,
-        items: &[ItemUpdate],
+        chunk: &str,
+        accepted: u32,
     ) -> Result<(), StoreError>;
 
-    /// A campaign's counts: the sum of its parts' (all zero for one with no items).
+    /// A campaign's counts: the sum of its parts', with `accepted` from its chunks (all zero
+    /// for one with no items).
     async fn campaign_counts(&self, campaign_id: &str) -> Result<CampaignCounts, StoreError>;
 
     /// Up to `limit` of a campaign's items, by part then id, after `after` (from the first

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use model::campaign::Campaign;
 use model::installation::{DeviceToken, Installation, InstallationId};
 use model::profile::{Profile, ServicePreference};
-use model::progress::{CampaignCounts, ItemUpdate};
+use model::progress::{CampaignCounts, ProgressRecord};
 use model::service::{OrganizationAccount, Service};
 use model::status::{Channel, ChannelOutcome};
 use model::FiscalCode;
@@ -82,6 +82,7 @@ pub const OPERATIONS: &[&str] = &[
     "subscription_changes",
     "put_campaign",
     "record_progress",
+    "put_campaign_chunk",
     "campaign_counts",
     "campaign_items",
     "schedule",
@@ -398,14 +399,18 @@ impl CampaignStore for Metered {
         self.timed("get_campaign", self.inner.get_campaign(id))
             .await
     }
-    async fn record_progress(
+    async fn record_progress(&self, parts: &[ProgressRecord]) -> Result<(), StoreError> {
+        self.timed("record_progress", self.inner.record_progress(parts))
+            .await
+    }
+    async fn put_campaign_chunk(
         &self,
         campaign_id: &str,
-        bucket: u16,
-        items: &[ItemUpdate],
+        chunk: &str,
+        accepted: u32,
     ) -> Result<(), StoreError> {
-        let call = self.inner.record_progress(campaign_id, bucket, items);
-        self.timed("record_progress", call).await
+        let call = self.inner.put_campaign_chunk(campaign_id, chunk, accepted);
+        self.timed("put_campaign_chunk", call).await
     }
     async fn campaign_counts(&self, campaign_id: &str) -> Result<CampaignCounts, StoreError> {
         self.timed("campaign_counts", self.inner.campaign_counts(campaign_id))

@@ -482,7 +482,16 @@ async fn a_cancelled_campaign_says_so_and_takes_no_more_items() {
             .contains("cancelled"),
         "{problem}"
     );
-    assert!(inbox_of(&app, &fc, 1).await.is_empty());
+    // Nothing of the refused call was taken.
+    let read = json_of(
+        app.as_service(Method::GET, &format!("/campaigns/{id}"), &service.key)
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    assert_eq!(read["counts"]["accepted"], 0, "{read}");
+    assert_eq!(records_on(&app, "bulk.messages"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

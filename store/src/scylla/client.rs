@@ -15,7 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 use model::campaign::Campaign;
 use model::installation::{DeviceToken, Installation, InstallationId};
 use model::profile::{Profile, ServicePreference};
-use model::progress::{CampaignCounts, ItemUpdate, BUCKETS};
+use model::progress::{CampaignCounts, ProgressRecord, BUCKETS};
 use model::service::{OrganizationAccount, Service};
 use model::status::{Channel, ChannelOutcome, NotificationStatus};
 use model::FiscalCode;
@@ -898,12 +898,79 @@ impl CampaignStore for ScyllaStore {
         body.map(|b| from_json(&b)).transpose()
     }
 
-    async fn record_progress(
+    async fn record_progress(&self, parts: &[ProgressRecord]) -> Result<(), StoreError> {
+        let writes = parts.iter().map(|part| self.record_part(part)).collect();
+        self.each(writes).await.map(drop)
+    }
+
+    async fn put_campaign_chunk(
         &self,
         campaign_id: &str,
-        bucket: u16,
-        items: &[ItemUpdate],
+        chunk: &str,
+        accepted: u32,
     ) -> Result<(), StoreError> {
+        let accepted = i32::try_from(accepted).unwrap_or(i32::MAX);
+        self.execute(
+            &self.statements.put_campaign_chunk,
+            (campaign_id, chunk, accepted),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn campaign_counts(&self, campaign_id: &str) -> Result<CampaignCounts, StoreError> {
+        let reads = (0..BUCKETS)
+            .map(|bucket| {
+                self.text(
+                    &self.statements.campaign_part_counts,
+                    (campaign_id, bucket as i16),
+                )
+            })
+            .collect();
+        let parts = crate::progress::sum_parts(self.each(reads).await?.into_iter().flatten())?;
+        let chunks: Vec<(Option<i32>,)> = self
+            .paged_rows(&self.statements.campaign_chunks, (campaign_id,))
+            .await?;
+        let accepted = chunks.into_iter().filter_map(|(n,)| n).map(i64::from).sum();
+        Ok(parts.with_accepted(accepted))
+    }
+
+    async fn campaign_items(
+        &self,
+        campaign_id: &str,
+        after: Option<ItemCursor>,
+        limit: usize,
+    ) -> Result<Vec<CampaignItem>, StoreError> {
+        let (first, mut after_id) =
+            after.map_or((0, String::new()), |a| (a.bucket, a.id.to_string()));
+        let mut items = Vec::new();
+        for bucket in first..BUCKETS {
+            let wanted = limit.saturating_sub(items.len());
+            if wanted == 0 {
+                break;
+            }
+            let rows: Vec<(String, String)> = self
+                .rows(
+                    &self.statements.campaign_items_after,
+                    (campaign_id, bucket as i16, &after_id, wanted as i32),
+                )
+                .await?;
+            for (id, state) in rows {
+                items.push(crate::progress::item_of(bucket, &id, &state)?);
+            }
+            // Every id sorts after the empty text.
+            after_id = String::new();
+        }
+        Ok(items)
+    }
+}
+
+impl ScyllaStore {
+    /// One part's reports merged into its items and counts, written as one
+    /// single-partition batch.
+    async fn record_part(&self, part: &ProgressRecord) -> Result<(), StoreError> {
+        let (campaign_id, bucket, items) =
+            (part.campaign_id.as_str(), part.bucket, &part.items[..]);
         if items.is_empty() {
             return Ok(());
         }
@@ -958,47 +1025,6 @@ impl CampaignStore for ScyllaStore {
         batch.set_is_idempotent(true);
         self.session.batch(&batch, rows).await?;
         Ok(())
-    }
-
-    async fn campaign_counts(&self, campaign_id: &str) -> Result<CampaignCounts, StoreError> {
-        let reads = (0..BUCKETS)
-            .map(|bucket| {
-                self.text(
-                    &self.statements.campaign_part_counts,
-                    (campaign_id, bucket as i16),
-                )
-            })
-            .collect();
-        crate::progress::sum_parts(self.each(reads).await?.into_iter().flatten())
-    }
-
-    async fn campaign_items(
-        &self,
-        campaign_id: &str,
-        after: Option<ItemCursor>,
-        limit: usize,
-    ) -> Result<Vec<CampaignItem>, StoreError> {
-        let (first, mut after_id) =
-            after.map_or((0, String::new()), |a| (a.bucket, a.id.to_string()));
-        let mut items = Vec::new();
-        for bucket in first..BUCKETS {
-            let wanted = limit.saturating_sub(items.len());
-            if wanted == 0 {
-                break;
-            }
-            let rows: Vec<(String, String)> = self
-                .rows(
-                    &self.statements.campaign_items_after,
-                    (campaign_id, bucket as i16, &after_id, wanted as i32),
-                )
-                .await?;
-            for (id, state) in rows {
-                items.push(crate::progress::item_of(bucket, &id, &state)?);
-            }
-            // Every id sorts after the empty text.
-            after_id = String::new();
-        }
-        Ok(items)
     }
 }
 

@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0007_schedule",
         cql: include_str!("schema/0007_schedule.cql"),
     },
+    Migration {
+        version: 8,
+        name: "0008_campaign_chunks",
+        cql: include_str!("schema/0008_campaign_chunks.cql"),
+    },
 ];
 
 /// The table recording which migrations a keyspace has had.

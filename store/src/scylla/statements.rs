@@ -24,6 +24,8 @@ pub(crate) struct Statements {
     pub put_campaign_item: PreparedStatement,
     pub put_campaign_part_counts: PreparedStatement,
     pub campaign_items_after: PreparedStatement,
+    pub put_campaign_chunk: PreparedStatement,
+    pub campaign_chunks: PreparedStatement,
     pub schedule: PreparedStatement,
     pub scheduled_in: PreparedStatement,
     pub unschedule: PreparedStatement,
@@ -142,6 +144,16 @@ impl Statements {
             renew_lease: prepare(
                 q("UPDATE leases USING TTL ? SET holder = ? WHERE name = ? IF holder = ?"),
                 No,
+            )
+            .await?,
+            put_campaign_chunk: prepare(
+                q("INSERT INTO campaign_chunks (campaign_id, chunk, accepted) VALUES (?, ?, ?)"),
+                Yes,
+            )
+            .await?,
+            campaign_chunks: prepare(
+                q("SELECT accepted FROM campaign_chunks WHERE campaign_id = ?"),
+                Yes,
             )
             .await?,
             campaign_items_after: prepare(

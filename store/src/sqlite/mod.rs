@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use model::campaign::Campaign;
 use model::installation::{DeviceToken, Installation, InstallationId};
 use model::profile::{Profile, ServicePreference};
-use model::progress::{CampaignCounts, ItemUpdate};
+use model::progress::{CampaignCounts, ProgressRecord};
 use model::service::{OrganizationAccount, Service};
 use model::status::{Channel, ChannelOutcome, MessageStatus, NotificationStatus};
 use model::FiscalCode;
@@ -67,6 +67,10 @@ CREATE TABLE IF NOT EXISTS campaign_items(
 CREATE TABLE IF NOT EXISTS campaign_counts(
     campaign_id TEXT NOT NULL, bucket INTEGER NOT NULL, counts TEXT NOT NULL,
     PRIMARY KEY(campaign_id, bucket)) WITHOUT ROWID;
+-- How many items each published chunk of a campaign's calls holds.
+CREATE TABLE IF NOT EXISTS campaign_chunks(
+    campaign_id TEXT NOT NULL, chunk TEXT NOT NULL, accepted INTEGER NOT NULL,
+    PRIMARY KEY(campaign_id, chunk)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS organizations(fiscal_code TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 -- Each citizen's last subscription change of a day in a scope (a service id, or '*' for
 -- the inbox). Days sort as text, so old ones go by a range delete on the key.
@@ -634,6 +638,54 @@ impl MessageStore for SqliteStore {
     }
 }
 
+/// Merges one part's reports into its items and counts (see [`crate::progress::merge_part`]).
+fn record_part(c: &Connection, part: &ProgressRecord) -> Result<(), DbError> {
+    let (campaign_id, bucket) = (&part.campaign_id, part.bucket);
+    let counts: Option<String> = c
+        .prepare_cached(
+            "SELECT counts FROM campaign_counts WHERE campaign_id = ?1 AND bucket = ?2",
+        )?
+        .query_row(params![campaign_id, bucket], |r| r.get(0))
+        .optional()?;
+    let mut counts =
+        crate::progress::counts_of(counts.as_deref()).map_err(|e| unreadable(e.to_string()))?;
+    let mut select = c.prepare_cached(
+        "SELECT state FROM campaign_items WHERE campaign_id = ?1 AND bucket = ?2 AND id = ?3",
+    )?;
+    let mut stored = HashMap::new();
+    for id in crate::progress::ids_of(&part.items) {
+        let id = id.to_string();
+        let state: Option<String> = select
+            .query_row(params![campaign_id, bucket, id], |r| r.get(0))
+            .optional()?;
+        if let Some(state) = state {
+            let (id, state) =
+                crate::progress::state_of(&id, &state).map_err(|e| unreadable(e.to_string()))?;
+            stored.insert(id, state);
+        }
+    }
+    let changed = crate::progress::merge_part(&mut counts, stored, &part.items);
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let mut upsert = c.prepare_cached(
+        "INSERT OR REPLACE INTO campaign_items(campaign_id, bucket, id, state) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (id, state) in changed {
+        upsert.execute(params![
+            campaign_id,
+            bucket,
+            id.to_string(),
+            to_json(&state)?
+        ])?;
+    }
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO campaign_counts(campaign_id, bucket, counts) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![campaign_id, bucket, to_json(&counts)?])?;
+    Ok(())
+}
+
 /// Records channel outcomes, each replacing the stored one only if it ranks higher.
 fn record_outcomes(
     c: &Connection,
@@ -922,75 +974,50 @@ impl CampaignStore for SqliteStore {
             .await
     }
 
-    async fn record_progress(
-        &self,
-        campaign_id: &str,
-        bucket: u16,
-        items: &[ItemUpdate],
-    ) -> Result<(), StoreError> {
-        if items.is_empty() {
+    async fn record_progress(&self, parts: &[ProgressRecord]) -> Result<(), StoreError> {
+        if parts.iter().all(|p| p.items.is_empty()) {
             return Ok(());
         }
-        let (campaign_id, items) = (campaign_id.to_string(), items.to_vec());
+        let parts = parts.to_vec();
+        // Every part of the batch in one transaction.
         Ok(self
             .writer
-            .write(move |c| {
-                let counts: Option<String> = c
-                    .prepare_cached(
-                        "SELECT counts FROM campaign_counts WHERE campaign_id = ?1 AND bucket = ?2",
-                    )?
-                    .query_row(params![campaign_id, bucket], |r| r.get(0))
-                    .optional()?;
-                let mut counts = crate::progress::counts_of(counts.as_deref())
-                    .map_err(|e| unreadable(e.to_string()))?;
-                let mut select = c.prepare_cached(
-                    "SELECT state FROM campaign_items WHERE campaign_id = ?1 AND bucket = ?2 AND id = ?3",
-                )?;
-                let mut stored = HashMap::new();
-                for id in crate::progress::ids_of(&items) {
-                    let state: Option<String> = select
-                        .query_row(params![campaign_id, bucket, id.to_string()], |r| r.get(0))
-                        .optional()?;
-                    if let Some(state) = state {
-                        let (id, state) =
-                            crate::progress::state_of(&id.to_string(), &state)
-                            .map_err(|e| unreadable(e.to_string()))?;
-                        stored.insert(id, state);
-                    }
-                }
-                let changed = crate::progress::merge_part(&mut counts, stored, &items);
-                if changed.is_empty() {
-                    return Ok(());
-                }
-                let mut upsert = c.prepare_cached(
-                    "INSERT OR REPLACE INTO campaign_items(campaign_id, bucket, id, state)
-                     VALUES (?1, ?2, ?3, ?4)",
-                )?;
-                for (id, state) in changed {
-                    upsert.execute(params![campaign_id, bucket, id.to_string(), to_json(&state)?])?;
-                }
-                c.prepare_cached(
-                    "INSERT OR REPLACE INTO campaign_counts(campaign_id, bucket, counts)
-                     VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![campaign_id, bucket, to_json(&counts)?])?;
-                Ok(())
-            })
+            .write(move |c| parts.iter().try_for_each(|part| record_part(c, part)))
             .await?)
+    }
+
+    async fn put_campaign_chunk(
+        &self,
+        campaign_id: &str,
+        chunk: &str,
+        accepted: u32,
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT OR REPLACE INTO campaign_chunks(campaign_id, chunk, accepted) VALUES (?1, ?2, ?3)",
+            vec![campaign_id.into(), chunk.into(), accepted.to_string()],
+        )
+        .await
+        .map(drop)
     }
 
     async fn campaign_counts(&self, campaign_id: &str) -> Result<CampaignCounts, StoreError> {
         let campaign_id = campaign_id.to_string();
-        let parts: Vec<String> = self
+        let (parts, accepted): (Vec<String>, i64) = self
             .readers
             .read(move |c| {
                 let mut statement =
                     c.prepare_cached("SELECT counts FROM campaign_counts WHERE campaign_id = ?1")?;
                 let rows = statement.query_map(params![campaign_id], |r| r.get(0))?;
-                Ok(rows.collect::<Result<_, _>>()?)
+                let parts = rows.collect::<Result<_, _>>()?;
+                let accepted: i64 = c
+                    .prepare_cached(
+                        "SELECT coalesce(sum(accepted), 0) FROM campaign_chunks WHERE campaign_id = ?1",
+                    )?
+                    .query_row(params![campaign_id], |r| r.get(0))?;
+                Ok((parts, accepted))
             })
             .await?;
-        crate::progress::sum_parts(parts)
+        Ok(crate::progress::sum_parts(parts)?.with_accepted(accepted))
     }
 
     async fn campaign_items(
