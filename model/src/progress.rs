@@ -216,6 +216,96 @@ impl ItemProgress {
     }
 }
 
+/// The skip reasons, in the order of their codes ([`ItemProgress::code`]); new ones go at
+/// the end.
+const SKIP_REASONS: [SkipReason; 8] = [
+    SkipReason::BlockedForService,
+    SkipReason::DisabledInProfile,
+    SkipReason::NoValidatedEmail,
+    SkipReason::SecureChannelRequired,
+    SkipReason::NoDevice,
+    SkipReason::NoPushProvider,
+    SkipReason::CampaignCancelled,
+    SkipReason::NotRecorded,
+];
+
+fn status_code(status: Option<ItemStatus>) -> i64 {
+    match status {
+        None => 0,
+        Some(ItemStatus::Accepted) => 1,
+        Some(ItemStatus::Processed) => 2,
+        Some(ItemStatus::Failed) => 3,
+        Some(ItemStatus::Rejected(RejectionReason::UserNotFound)) => 4,
+        Some(ItemStatus::Rejected(RejectionReason::ServiceNotAllowed)) => 5,
+        Some(ItemStatus::Rejected(RejectionReason::CancelledBySender)) => 6,
+    }
+}
+
+fn status_of(code: i64) -> Option<Option<ItemStatus>> {
+    Some(match code {
+        0 => None,
+        1 => Some(ItemStatus::Accepted),
+        2 => Some(ItemStatus::Processed),
+        3 => Some(ItemStatus::Failed),
+        4 => Some(ItemStatus::Rejected(RejectionReason::UserNotFound)),
+        5 => Some(ItemStatus::Rejected(RejectionReason::ServiceNotAllowed)),
+        6 => Some(ItemStatus::Rejected(RejectionReason::CancelledBySender)),
+        _ => return None,
+    })
+}
+
+fn channel_code(progress: Option<ChannelProgress>) -> i64 {
+    use crate::status::ChannelStatus::*;
+    match progress {
+        None => 0,
+        Some(ChannelProgress::Planned) => 1,
+        Some(ChannelProgress::Outcome(ChannelOutcome::Used(Throttled))) => 2,
+        Some(ChannelProgress::Outcome(ChannelOutcome::Used(Sent))) => 3,
+        Some(ChannelProgress::Outcome(ChannelOutcome::Used(Failed))) => 4,
+        Some(ChannelProgress::Outcome(ChannelOutcome::Used(Expired))) => 5,
+        Some(ChannelProgress::Outcome(ChannelOutcome::Skipped(reason))) => {
+            16 + SKIP_REASONS.iter().position(|r| *r == reason).unwrap_or(7) as i64
+        }
+    }
+}
+
+fn channel_of(code: i64) -> Option<Option<ChannelProgress>> {
+    use crate::status::ChannelStatus::*;
+    let used = |status| Some(Some(ChannelProgress::Outcome(ChannelOutcome::Used(status))));
+    match code {
+        0 => Some(None),
+        1 => Some(Some(ChannelProgress::Planned)),
+        2 => used(Throttled),
+        3 => used(Sent),
+        4 => used(Failed),
+        5 => used(Expired),
+        16.. => SKIP_REASONS
+            .get(usize::try_from(code - 16).ok()?)
+            .map(|reason| Some(ChannelProgress::Outcome(ChannelOutcome::Skipped(*reason)))),
+        _ => None,
+    }
+}
+
+impl ItemProgress {
+    /// One number for the whole state, for a store to keep in an integer column:
+    /// status, push and email codes a byte each.
+    pub fn code(&self) -> i64 {
+        status_code(self.status) << 16 | channel_code(self.push) << 8 | channel_code(self.email)
+    }
+
+    /// The state [`Self::code`] made; `None` for a number it never makes.
+    pub fn from_code(code: i64) -> Option<Self> {
+        if !(0..1 << 24).contains(&code) {
+            return None;
+        }
+        Some(Self {
+            status: status_of(code >> 16)?,
+            push: channel_of((code >> 8) & 0xff)?,
+            email: channel_of(code & 0xff)?,
+        })
+    }
+}
+
 /// What stages learned about some items of one campaign's part (a record on
 /// `campaign-progress`, keyed by campaign and part so that one consumer writes each part).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -473,6 +563,43 @@ mod tests {
             r#"{"campaign_id":"c","bucket":3,"items":[{"id":"nope"}]}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn every_state_reads_back_from_its_code_and_other_numbers_are_refused() {
+        use crate::status::ChannelStatus::*;
+        let statuses = [
+            None,
+            Some(ItemStatus::Accepted),
+            Some(ItemStatus::Processed),
+            Some(ItemStatus::Failed),
+            Some(ItemStatus::Rejected(RejectionReason::UserNotFound)),
+            Some(ItemStatus::Rejected(RejectionReason::ServiceNotAllowed)),
+            Some(ItemStatus::Rejected(RejectionReason::CancelledBySender)),
+        ];
+        let mut channels: Vec<Option<ChannelProgress>> = vec![None, Some(ChannelProgress::Planned)];
+        channels.extend(
+            [Throttled, Sent, Failed, Expired]
+                .map(|s| Some(ChannelProgress::Outcome(ChannelOutcome::Used(s)))),
+        );
+        channels.extend(
+            SKIP_REASONS.map(|r| Some(ChannelProgress::Outcome(ChannelOutcome::Skipped(r)))),
+        );
+        let mut codes = std::collections::HashSet::new();
+        for status in statuses {
+            for push in &channels {
+                let item = ItemProgress {
+                    status,
+                    push: *push,
+                    email: channels[3],
+                };
+                assert_eq!(ItemProgress::from_code(item.code()), Some(item));
+                assert!(codes.insert(item.code()));
+            }
+        }
+        for bad in [-1, 7 << 16, 6 << 8, 24 + 16, 1 << 24] {
+            assert_eq!(ItemProgress::from_code(bad), None, "{bad}");
+        }
     }
 
     #[test]

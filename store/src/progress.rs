@@ -31,6 +31,20 @@ pub fn merge_part(
         .collect()
 }
 
+/// Each distinct id `updates` name, with all of its updates merged into one (merging is
+/// taking each field's highest rank, so one merge of the combination is the same as the
+/// updates merged one by one).
+pub fn combine(updates: &[ItemUpdate]) -> Vec<(Ulid, ItemProgress)> {
+    let mut combined: HashMap<Ulid, ItemProgress> = HashMap::new();
+    for update in updates {
+        combined
+            .entry(update.id)
+            .or_default()
+            .merge(&update.progress);
+    }
+    combined.into_iter().collect()
+}
+
 /// The distinct ids `updates` name, for the read before [`merge_part`].
 pub fn ids_of(updates: &[ItemUpdate]) -> Vec<Ulid> {
     let mut ids: Vec<Ulid> = updates.iter().map(|u| u.id).collect();
@@ -61,6 +75,16 @@ pub(crate) fn state_of(id: &str, state: &str) -> Result<(Ulid, ItemProgress), St
         .parse()
         .map_err(|_| StoreError::Corrupt(format!("campaign item id {id:?}")))?;
     Ok((id, from_json(state)?))
+}
+
+/// An item stored as a number ([`ItemProgress::code`]) in part `bucket`.
+pub(crate) fn coded_item(bucket: u16, id: &str, code: i64) -> Result<CampaignItem, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("campaign item {id:?}: state {code}"));
+    Ok(CampaignItem {
+        bucket,
+        id: id.parse().map_err(|_| corrupt())?,
+        progress: ItemProgress::from_code(code).ok_or_else(corrupt)?,
+    })
 }
 
 /// An item as stored in part `bucket`.

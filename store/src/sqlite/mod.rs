@@ -13,14 +13,13 @@ use async_trait::async_trait;
 use model::campaign::Campaign;
 use model::installation::{DeviceToken, Installation, InstallationId};
 use model::profile::{Profile, ServicePreference};
-use model::progress::{CampaignCounts, ProgressRecord};
+use model::progress::{CampaignCounts, ItemProgress, ProgressRecord};
 use model::service::{OrganizationAccount, Service};
 use model::status::{Channel, ChannelOutcome, MessageStatus, NotificationStatus};
 use model::FiscalCode;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::HashMap;
 
 use db::{DbError, Readers, Writer};
 use ulid::Ulid;
@@ -60,9 +59,10 @@ CREATE TABLE IF NOT EXISTS idempotency_keys(
     message_id TEXT NOT NULL, created_at TEXT NOT NULL, accepted INTEGER NOT NULL,
     kept_until INTEGER NOT NULL, PRIMARY KEY(service_id, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS campaigns(id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
--- Each campaign item's state, and each part's counts (written in one transaction).
-CREATE TABLE IF NOT EXISTS campaign_items(
-    campaign_id TEXT NOT NULL, bucket INTEGER NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL,
+-- Each campaign item's state (`ItemProgress::code`), and each part's counts (written in
+-- one transaction).
+CREATE TABLE IF NOT EXISTS campaign_item_states(
+    campaign_id TEXT NOT NULL, bucket INTEGER NOT NULL, id TEXT NOT NULL, state INTEGER NOT NULL,
     PRIMARY KEY(campaign_id, bucket, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS campaign_counts(
     campaign_id TEXT NOT NULL, bucket INTEGER NOT NULL, counts TEXT NOT NULL,
@@ -638,7 +638,9 @@ impl MessageStore for SqliteStore {
     }
 }
 
-/// Merges one part's reports into its items and counts (see [`crate::progress::merge_part`]).
+/// Merges one part's reports into its items and counts: each item's updates combined, an
+/// item seen for the first time inserted (the common case: one statement), another read,
+/// merged and written back only if it moved.
 fn record_part(c: &Connection, part: &ProgressRecord) -> Result<(), DbError> {
     let (campaign_id, bucket) = (&part.campaign_id, part.bucket);
     let counts: Option<String> = c
@@ -649,40 +651,38 @@ fn record_part(c: &Connection, part: &ProgressRecord) -> Result<(), DbError> {
         .optional()?;
     let mut counts =
         crate::progress::counts_of(counts.as_deref()).map_err(|e| unreadable(e.to_string()))?;
-    let mut select = c.prepare_cached(
-        "SELECT state FROM campaign_items WHERE campaign_id = ?1 AND bucket = ?2 AND id = ?3",
+    let mut insert = c.prepare_cached(
+        "INSERT INTO campaign_item_states(campaign_id, bucket, id, state) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT DO NOTHING",
     )?;
-    let mut stored = HashMap::new();
-    for id in crate::progress::ids_of(&part.items) {
+    let mut select = c.prepare_cached(
+        "SELECT state FROM campaign_item_states WHERE campaign_id = ?1 AND bucket = ?2 AND id = ?3",
+    )?;
+    let mut update = c.prepare_cached(
+        "UPDATE campaign_item_states SET state = ?4 WHERE campaign_id = ?1 AND bucket = ?2 AND id = ?3",
+    )?;
+    let mut moved = false;
+    for (id, change) in crate::progress::combine(&part.items) {
         let id = id.to_string();
-        let state: Option<String> = select
-            .query_row(params![campaign_id, bucket, id], |r| r.get(0))
-            .optional()?;
-        if let Some(state) = state {
-            let (id, state) =
-                crate::progress::state_of(&id, &state).map_err(|e| unreadable(e.to_string()))?;
-            stored.insert(id, state);
+        if insert.execute(params![campaign_id, bucket, id, change.code()])? == 1 {
+            counts.apply(None, &change);
+            moved = true;
+            continue;
+        }
+        let code: i64 = select.query_row(params![campaign_id, bucket, id], |r| r.get(0))?;
+        let stored = ItemProgress::from_code(code)
+            .ok_or_else(|| unreadable(format!("campaign item {id}: state {code}")))?;
+        if let Some(next) = counts.apply(Some(stored), &change) {
+            update.execute(params![campaign_id, bucket, id, next.code()])?;
+            moved = true;
         }
     }
-    let changed = crate::progress::merge_part(&mut counts, stored, &part.items);
-    if changed.is_empty() {
-        return Ok(());
+    if moved {
+        c.prepare_cached(
+            "INSERT OR REPLACE INTO campaign_counts(campaign_id, bucket, counts) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![campaign_id, bucket, to_json(&counts)?])?;
     }
-    let mut upsert = c.prepare_cached(
-        "INSERT OR REPLACE INTO campaign_items(campaign_id, bucket, id, state) VALUES (?1, ?2, ?3, ?4)",
-    )?;
-    for (id, state) in changed {
-        upsert.execute(params![
-            campaign_id,
-            bucket,
-            id.to_string(),
-            to_json(&state)?
-        ])?;
-    }
-    c.prepare_cached(
-        "INSERT OR REPLACE INTO campaign_counts(campaign_id, bucket, counts) VALUES (?1, ?2, ?3)",
-    )?
-    .execute(params![campaign_id, bucket, to_json(&counts)?])?;
     Ok(())
 }
 
@@ -978,12 +978,16 @@ impl CampaignStore for SqliteStore {
         if parts.iter().all(|p| p.items.is_empty()) {
             return Ok(());
         }
-        let parts = parts.to_vec();
-        // Every part of the batch in one transaction.
-        Ok(self
-            .writer
-            .write(move |c| parts.iter().try_for_each(|part| record_part(c, part)))
-            .await?)
+        // A writer job per part, all queued at once: the writer commits them with whatever
+        // else is queued, instead of holding the inbox's writes behind one long job.
+        let jobs = parts.iter().filter(|p| !p.items.is_empty()).map(|part| {
+            let part = part.clone();
+            self.writer.write(move |c| record_part(c, &part))
+        });
+        for done in futures::future::join_all(jobs).await {
+            done?;
+        }
+        Ok(())
     }
 
     async fn put_campaign_chunk(
@@ -1029,11 +1033,11 @@ impl CampaignStore for SqliteStore {
         let campaign_id = campaign_id.to_string();
         // Before every id, a text that sorts first.
         let (bucket, id) = after.map_or((0, String::new()), |a| (a.bucket, a.id.to_string()));
-        let rows: Vec<(u16, String, String)> = self
+        let rows: Vec<(u16, String, i64)> = self
             .readers
             .read(move |c| {
                 let mut statement = c.prepare_cached(
-                    "SELECT bucket, id, state FROM campaign_items
+                    "SELECT bucket, id, state FROM campaign_item_states
                      WHERE campaign_id = ?1 AND (bucket, id) > (?2, ?3)
                      ORDER BY bucket, id LIMIT ?4",
                 )?;
@@ -1045,7 +1049,7 @@ impl CampaignStore for SqliteStore {
             })
             .await?;
         rows.into_iter()
-            .map(|(bucket, id, state)| crate::progress::item_of(bucket, &id, &state))
+            .map(|(bucket, id, state)| crate::progress::coded_item(bucket, &id, state))
             .collect()
     }
 }
