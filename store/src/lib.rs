@@ -504,7 +504,24 @@ impl ScheduledRecord {
     pub fn shard(&self) -> u16 {
         (blake3::hash(self.id.as_bytes()).as_bytes()[0] as u16) % SCHEDULE_SHARDS
     }
+
+    /// As a store keeps it: the headers as JSON, the rest as they are.
+    pub(crate) fn stored(
+        (id, due_ms, topic, key, headers, payload): StoredSchedule,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            id,
+            due_ms,
+            topic,
+            key,
+            headers: codec::from_json(&headers)?,
+            payload,
+        })
+    }
 }
+
+/// A scheduled record's row: id, due, topic, key, headers (JSON), payload.
+pub(crate) type StoredSchedule = (String, i64, String, Vec<u8>, String, Vec<u8>);
 
 /// Records waiting for their time (partition: due minute and shard), and the lease that
 /// lets one process at a time release them.

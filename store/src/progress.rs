@@ -70,6 +70,7 @@ pub(crate) fn sum_parts(
 }
 
 /// An item's id and state as stored.
+#[cfg(feature = "scylla")]
 pub(crate) fn state_of(id: &str, state: &str) -> Result<(Ulid, ItemProgress), StoreError> {
     let id = id
         .parse()
@@ -88,6 +89,7 @@ pub(crate) fn coded_item(bucket: u16, id: &str, code: i64) -> Result<CampaignIte
 }
 
 /// An item as stored in part `bucket`.
+#[cfg(feature = "scylla")]
 pub(crate) fn item_of(bucket: u16, id: &str, state: &str) -> Result<CampaignItem, StoreError> {
     let (id, progress) = state_of(id, state)?;
     Ok(CampaignItem {

@@ -1064,22 +1064,10 @@ impl ScheduleStore for ScyllaStore {
         minute: i64,
         shard: u16,
     ) -> Result<Vec<ScheduledRecord>, StoreError> {
-        type Row = (String, i64, String, Vec<u8>, String, Vec<u8>);
-        let rows: Vec<Row> = self
+        let rows: Vec<crate::StoredSchedule> = self
             .paged_rows(&self.statements.scheduled_in, (minute, shard as i16))
             .await?;
-        rows.into_iter()
-            .map(|(id, due_ms, topic, key, headers, payload)| {
-                Ok(ScheduledRecord {
-                    id,
-                    due_ms,
-                    topic,
-                    key,
-                    headers: from_json(&headers)?,
-                    payload,
-                })
-            })
-            .collect()
+        rows.into_iter().map(ScheduledRecord::stored).collect()
     }
 
     async fn unschedule(&self, minute: i64, shard: u16, ids: &[String]) -> Result<(), StoreError> {

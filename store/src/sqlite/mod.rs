@@ -1089,7 +1089,7 @@ impl ScheduleStore for SqliteStore {
         minute: i64,
         shard: u16,
     ) -> Result<Vec<ScheduledRecord>, StoreError> {
-        let rows: Vec<(String, i64, String, Vec<u8>, String, Vec<u8>)> = self
+        let rows: Vec<crate::StoredSchedule> = self
             .readers
             .read(move |c| {
                 let mut statement = c.prepare_cached(
@@ -1109,18 +1109,7 @@ impl ScheduleStore for SqliteStore {
                 Ok(rows.collect::<Result<_, _>>()?)
             })
             .await?;
-        rows.into_iter()
-            .map(|(id, due_ms, topic, key, headers, payload)| {
-                Ok(ScheduledRecord {
-                    id,
-                    due_ms,
-                    topic,
-                    key,
-                    headers: from_json(&headers)?,
-                    payload,
-                })
-            })
-            .collect()
+        rows.into_iter().map(ScheduledRecord::stored).collect()
     }
 
     async fn unschedule(&self, minute: i64, shard: u16, ids: &[String]) -> Result<(), StoreError> {
