@@ -28,6 +28,17 @@ async fn inbox_of(app: &TestApp, fc: &str, n: usize) -> Vec<Value> {
     }
 }
 
+/// `GET /campaigns/{id}`, as its service reads it.
+async fn campaign(app: &TestApp, key: &str, id: &str) -> Value {
+    json_of(
+        app.as_service(Method::GET, &format!("/campaigns/{id}"), key)
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await
+}
+
 async fn open(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
     app.as_service(Method::POST, "/campaigns", key)
         .json(body)
@@ -118,13 +129,7 @@ async fn a_campaign_opens_with_its_items_refuses_the_bad_ones_by_index_and_deliv
     );
 
     let id = answer["id"].as_str().expect("id");
-    let read = json_of(
-        app.as_service(Method::GET, &format!("/campaigns/{id}"), &service.key)
-            .send()
-            .await
-            .expect("get"),
-    )
-    .await;
+    let read = campaign(&app, &service.key, id).await;
     assert_eq!(read["name"], "Bollo auto 2027");
     assert_eq!(read["id"], id);
 }
@@ -324,13 +329,7 @@ async fn a_test_mode_campaign_keeps_to_its_recipients_and_its_quota_counts_items
 async fn settled(app: &TestApp, key: &str, id: &str, accepted: i64) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let read = json_of(
-            app.as_service(Method::GET, &format!("/campaigns/{id}"), key)
-                .send()
-                .await
-                .expect("get"),
-        )
-        .await;
+        let read = campaign(app, key, id).await;
         let counts = &read["counts"];
         let done = counts["accepted"] == accepted
             && counts["pending"] == 0
@@ -483,13 +482,7 @@ async fn a_cancelled_campaign_says_so_and_takes_no_more_items() {
         "{problem}"
     );
     // Nothing of the refused call was taken.
-    let read = json_of(
-        app.as_service(Method::GET, &format!("/campaigns/{id}"), &service.key)
-            .send()
-            .await
-            .expect("get"),
-    )
-    .await;
+    let read = campaign(&app, &service.key, id).await;
     assert_eq!(read["counts"]["accepted"], 0, "{read}");
     assert_eq!(records_on(&app, "bulk.messages"), 0);
 }
@@ -517,13 +510,7 @@ async fn a_scheduled_campaigns_items_wait_for_their_time() {
         .as_str()
         .expect("id")
         .to_string();
-    let read = json_of(
-        app.as_service(Method::GET, &format!("/campaigns/{id}"), &service.key)
-            .send()
-            .await
-            .expect("get"),
-    )
-    .await;
+    let read = campaign(&app, &service.key, &id).await;
     assert!(read["schedule"]["not_before"].is_string(), "{read}");
     let inbox = inbox_of(&app, &fc, 1).await;
     let arrived = time::OffsetDateTime::now_utc();
@@ -561,13 +548,7 @@ async fn a_scheduled_campaigns_items_wait_for_their_time() {
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let counts = loop {
-        let read = json_of(
-            app.as_service(Method::GET, &format!("/campaigns/{id}"), &service.key)
-                .send()
-                .await
-                .expect("get"),
-        )
-        .await;
+        let read = campaign(&app, &service.key, &id).await;
         if read["counts"]["accepted"] == 2 || tokio::time::Instant::now() > deadline {
             break read["counts"].clone();
         }
