@@ -61,24 +61,40 @@ POM
 # free_port: a port nothing listens on now.
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# wait_for PORT PID NAME LOG: until PORT accepts connections, or the process died, or 120 s.
-wait_for() {
-  local port=$1 pid=$2 name=$3 log=$4
+# wait_up PORT PID: 0 once PORT accepts connections, 1 if the process died first, 2 after
+# 120 s.
+wait_up() {
+  local port=$1 pid=$2
   for _ in $(seq 1 600); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    kill -0 "$pid" 2>/dev/null || { tail -n 30 "$log" >&2; die "$name exited while starting (log: $log)"; }
+    kill -0 "$pid" 2>/dev/null || return 1
     sleep 0.2
   done
-  tail -n 30 "$log" >&2
-  die "$name did not answer on 127.0.0.1:$port within 120 s (log: $log)"
+  return 2
+}
+
+# wait_for PORT PID NAME LOG: until PORT accepts connections, or the process died, or 120 s.
+wait_for() {
+  local port=$1 pid=$2 name=$3 log=$4 outcome=0
+  wait_up "$port" "$pid" || outcome=$?
+  case $outcome in
+    0) return 0 ;;
+    1) tail -n 30 "$log" >&2; die "$name exited while starting (log: $log)" ;;
+    *) tail -n 30 "$log" >&2; die "$name did not answer on 127.0.0.1:$port within 120 s (log: $log)" ;;
+  esac
 }
 
 start_kafka() {
-  local lib dir port controller
+  local lib dir port controller attempt outcome
   lib=$(resolve kafka org.apache.kafka kafka_2.13 "$KAFKA_VERSION")
-  dir=$RUN/kafka; rm -rf "$dir"; mkdir -p "$dir/data"
-  port=$(free_port); controller=$(free_port)
-  cat > "$dir/server.properties" <<PROPS
+  dir=$RUN/kafka
+  # The ports are free when picked, not when the JVM binds them seconds later (other
+  # servers start meanwhile, and Kafka logs nothing of it without an SLF4J binding): a
+  # broker that dies while starting is started again on fresh ports, twice at most.
+  for attempt in 1 2 3; do
+    rm -rf "$dir"; mkdir -p "$dir/data"
+    port=$(free_port); controller=$(free_port)
+    cat > "$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller
@@ -97,14 +113,22 @@ group.initial.rebalance.delay.ms=0
 num.partitions=1
 auto.create.topics.enable=false
 PROPS
-  local cluster
-  cluster=$(java -cp "$lib/*" kafka.tools.StorageTool random-uuid 2>/dev/null)
-  java -cp "$lib/*" kafka.tools.StorageTool format -t "$cluster" -c "$dir/server.properties" \
-    > "$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "cannot format Kafka's log directory"; }
-  nohup java -Xms256m -Xmx512m -XX:+UseSerialGC -cp "$lib/*" kafka.Kafka "$dir/server.properties" \
-    > "$dir/kafka.log" 2>&1 &
-  echo $! > "$dir/pid"
-  wait_for "$port" "$(cat "$dir/pid")" Kafka "$dir/kafka.log"
+    local cluster
+    cluster=$(java -cp "$lib/*" kafka.tools.StorageTool random-uuid 2>/dev/null)
+    java -cp "$lib/*" kafka.tools.StorageTool format -t "$cluster" -c "$dir/server.properties" \
+      > "$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "cannot format Kafka's log directory"; }
+    nohup java -Xms256m -Xmx512m -XX:+UseSerialGC -cp "$lib/*" kafka.Kafka "$dir/server.properties" \
+      > "$dir/kafka.log" 2>&1 &
+    echo $! > "$dir/pid"
+    outcome=0
+    wait_up "$port" "$(cat "$dir/pid")" || outcome=$?
+    if [ "$outcome" = 1 ] && [ "$attempt" -lt 3 ]; then
+      echo "servers.sh: Kafka exited while starting on ports $port/$controller; again on fresh ports" >&2
+      continue
+    fi
+    wait_for "$port" "$(cat "$dir/pid")" Kafka "$dir/kafka.log"
+    break
+  done
   echo "127.0.0.1:$port" > "$dir/address"
   echo "Kafka $KAFKA_VERSION on 127.0.0.1:$port (POSTINO_TEST_KAFKA=127.0.0.1:$port)"
 }
