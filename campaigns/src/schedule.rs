@@ -160,12 +160,6 @@ impl Releaser {
         }
     }
 
-    /// Rounds every `every` (tests: shorter).
-    pub fn every(mut self, every: Duration) -> Self {
-        self.every = every;
-        self
-    }
-
     /// Releases until `stopped`; a store or log that is down is tried again next round.
     pub async fn run(self, mut stopped: watch::Receiver<bool>) -> Result<(), BusError> {
         let lease_for = self.every * 15;

@@ -55,10 +55,6 @@ impl DailyWindow {
         })
     }
 
-    pub fn zone_name(&self) -> &str {
-        &self.zone_name
-    }
-
     /// Whether `at` falls inside.
     pub fn contains(&self, at: Timestamp) -> bool {
         let time = self.local(at).time();

@@ -424,7 +424,7 @@ pub trait CampaignStore: Send + Sync {
     async fn get_campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError>;
 
     /// Merges what stages learned about items of campaign parts into their states and the
-    /// parts' counts ([`progress::merge_part`]): each part read, then written in one atomic
+    /// parts' counts ([`progress::combine`]): each part read, then written in one atomic
     /// write (a transaction in SQLite, for the whole call; a single-partition batch per part
     /// in ScyllaDB). Reporting the same thing twice changes nothing. One writer per part
     /// at a time: the tally consumer that owns the part's key.

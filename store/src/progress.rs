@@ -1,35 +1,14 @@
-//! The one rule every store follows to record a campaign's progress: merge each reported
-//! change into its item's state, and move the part's counts by what actually changed.
+//! The one rule every store follows to record a campaign's progress: combine each item's
+//! reported changes ([`combine`]), merge them into its stored state, and move the part's
+//! counts by what actually changed ([`model::progress::CampaignCounts::apply`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use model::progress::{CampaignCounts, ItemProgress, ItemUpdate};
 use ulid::Ulid;
 
 use crate::codec::from_json;
 use crate::{CampaignItem, StoreError};
-
-/// Merges `updates` into the part whose counts are `counts` and whose stored states of the
-/// items named are `stored`; the items whose state changed, with their new state. An id
-/// named twice is merged twice, in order; the changed come in no particular order.
-pub fn merge_part(
-    counts: &mut CampaignCounts,
-    mut stored: HashMap<Ulid, ItemProgress>,
-    updates: &[ItemUpdate],
-) -> Vec<(Ulid, ItemProgress)> {
-    let mut changed: HashSet<Ulid> = HashSet::new();
-    for update in updates {
-        let before = stored.get(&update.id).copied();
-        if let Some(after) = counts.apply(before, &update.progress) {
-            stored.insert(update.id, after);
-            changed.insert(update.id);
-        }
-    }
-    changed
-        .into_iter()
-        .filter_map(|id| stored.get(&id).map(|state| (id, *state)))
-        .collect()
-}
 
 /// Each distinct id `updates` name, with all of its updates merged into one (merging is
 /// taking each field's highest rank, so one merge of the combination is the same as the
@@ -43,14 +22,6 @@ pub fn combine(updates: &[ItemUpdate]) -> Vec<(Ulid, ItemProgress)> {
             .merge(&update.progress);
     }
     combined.into_iter().collect()
-}
-
-/// The distinct ids `updates` name, for the read before [`merge_part`].
-pub fn ids_of(updates: &[ItemUpdate]) -> Vec<Ulid> {
-    let mut ids: Vec<Ulid> = updates.iter().map(|u| u.id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
 }
 
 /// A part's stored counts (none yet: all zero).

@@ -979,10 +979,8 @@ impl ScyllaStore {
             .text(&self.statements.campaign_part_counts, part)
             .await?;
         let mut counts = crate::progress::counts_of(counts.as_deref())?;
-        let ids: Vec<String> = crate::progress::ids_of(items)
-            .iter()
-            .map(Ulid::to_string)
-            .collect();
+        let combined = crate::progress::combine(items);
+        let ids: Vec<String> = combined.iter().map(|(id, _)| id.to_string()).collect();
         let reads = ids
             .chunks(IN_LIST_LIMIT)
             .map(|ids| {
@@ -999,7 +997,13 @@ impl ScyllaStore {
             .flatten()
             .map(|(id, state)| crate::progress::state_of(&id, &state))
             .collect::<Result<HashMap<_, _>, _>>()?;
-        let changed = crate::progress::merge_part(&mut counts, stored, items);
+        let changed: Vec<_> = combined
+            .into_iter()
+            .filter_map(|(id, change)| {
+                let next = counts.apply(stored.get(&id).copied(), &change)?;
+                Some((id, next))
+            })
+            .collect();
         if changed.is_empty() {
             return Ok(());
         }
